@@ -1,0 +1,1 @@
+"""What every DreamMask service imports: settings, schemas, object keys, storage, Celery app, registry."""

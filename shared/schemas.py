@@ -1,0 +1,396 @@
+"""Versioned wire and storage schemas. Every object the platform stores is one of these, as JSON.
+
+`schema_version` is written into each object; readers accept the versions they know.
+Boxes are normalised `[x0, y0, x1, y1]` in layouts and pixels `[x0, y0, x1, y1]` in annotations
+(COCO exports convert to `[x, y, w, h]`).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+# Letters of any script, digits, spaces and a little punctuation seen in real category lists
+# ("wall-other-merged", "potted plant", "t-shirt", "salt & pepper", "hair drier").
+_NAME_RE = re.compile(r"^[\w][\w .,'&()/+-]*$", re.UNICODE)
+HARD_NAME_LIMIT = 128
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def check_category_name(name: str, max_length: int = HARD_NAME_LIMIT) -> str:
+    """Validate one category name from an untrusted source; returns it stripped. Raises ValueError."""
+    if not isinstance(name, str):
+        raise ValueError("a category name must be a string")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in name):
+        raise ValueError(f"category name {name[:40]!r} contains control or invisible characters; remove them")
+    name = " ".join(name.split())
+    if not name:
+        raise ValueError("category names must not be empty")
+    if len(name) > max_length:
+        raise ValueError(f"category name {name[:40]!r}... is {len(name)} characters; the limit is {max_length}")
+    if not _NAME_RE.match(name):
+        raise ValueError(
+            f"category name {name!r} has characters outside letters, digits, spaces and .,'&()/+-"
+        )
+    return name
+
+
+def normalise_name(name: str) -> str:
+    """Canonical form used to compare names: lower case, single spaces, COCO's '-merged/-other/-stuff' cut."""
+    n = " ".join(name.lower().replace("_", " ").split())
+    for suffix in ("-other-merged", "-merged", "-other", "-stuff"):
+        if n.endswith(suffix):
+            n = n[: -len(suffix)]
+    return n.replace("-", " ").strip()
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Versioned(Model):
+    schema_version: int = SCHEMA_VERSION
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v > SCHEMA_VERSION:
+            raise ValueError(f"schema_version {v} is newer than this build understands ({SCHEMA_VERSION})")
+        return v
+
+
+# ---------------------------------------------------------------- job spec
+
+class JobState(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.succeeded, JobState.failed, JobState.cancelled)
+
+
+class Backends(Model):
+    """Backend per stage, by registry name. The embedded defaults need no weights and no GPU."""
+
+    association: str = "embedding"
+    layout: str = "prior"
+    synthesis: str = "preview"
+    masks: str = "grabcut"
+    scores: str = "geometric"
+
+
+class Thresholds(Model):
+    """Selection thresholds used by curation (see docs/annotation.md for what each score means)."""
+
+    # Which instance score the selection reads: "auto" takes the CLIP probability when a CLIP score
+    # backend ran, else the geometric quality.
+    score_metric: Literal["auto", "quality", "clip_prob", "clip_cosine"] = "auto"
+    min_score: float = Field(0.3, ge=0.0, le=1.0)
+    min_pred_iou: float = Field(0.0, ge=0.0, le=1.0)
+    min_stability: float = Field(0.0, ge=0.0, le=1.0)
+    min_area_frac: float = Field(0.001, ge=0.0, le=1.0)
+    max_area_frac: float = Field(0.95, ge=0.0, le=1.0)
+    # An image is kept when its novel-category instance passes and at least this share of its instances do.
+    min_kept_fraction: float = Field(0.5, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _area_range(self) -> Thresholds:
+        if self.min_area_frac > self.max_area_frac:
+            raise ValueError("min_area_frac must not exceed max_area_frac")
+        return self
+
+
+class SynthesisParams(Model):
+    steps: int = Field(30, ge=1, le=200)
+    guidance_scale: float = Field(7.5, ge=0.0, le=30.0)
+    gligen_scheduled_sampling_beta: float = Field(0.3, ge=0.0, le=1.0)
+    scheduler: Literal["default", "ddim", "dpm", "euler", "pndm"] = "default"
+    negative_prompt: str = Field(
+        "low quality, blurry, distorted, deformed, watermark, text", max_length=500
+    )
+
+
+class JobSpec(Versioned):
+    """What a client posts to `POST /v1/jobs`. Limits that depend on the deployment are checked by the API."""
+
+    name: str | None = Field(None, max_length=200)
+    preset: Literal["coco_panoptic"] | None = None
+    train_categories: list[str] | None = None
+    num_novel: int = Field(5, ge=1, le=10_000)
+    images_per_category: int = Field(4, ge=1, le=10_000)
+    image_size: int = Field(512, ge=64, le=4096)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    max_objects_per_scene: int = Field(6, ge=1, le=30)
+    backends: Backends = Field(default_factory=Backends)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    synthesis: SynthesisParams = Field(default_factory=SynthesisParams)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and any(unicodedata.category(ch) == "Cc" for ch in v):
+            raise ValueError("the job name contains control characters; remove them")
+        return v
+
+    @field_validator("train_categories")
+    @classmethod
+    def _categories(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("give at least one training category, or a preset")
+        cleaned, seen = [], {}
+        for i, name in enumerate(v):
+            try:
+                name = check_category_name(name)
+            except ValueError as e:
+                raise ValueError(f"item {i}: {e}") from None
+            key = normalise_name(name)
+            if key in seen:
+                raise ValueError(f"item {i}: {name!r} duplicates item {seen[key]}; list each category once")
+            seen[key] = i
+            cleaned.append(name)
+        return cleaned
+
+    @field_validator("image_size")
+    @classmethod
+    def _multiple_of_8(cls, v: int) -> int:
+        if v % 8:
+            raise ValueError("image_size must be a multiple of 8 (latent diffusion works on 1/8 resolution)")
+        return v
+
+    @model_validator(mode="after")
+    def _categories_or_preset(self) -> JobSpec:
+        if self.train_categories is None and self.preset is None:
+            raise ValueError("give train_categories or a preset (e.g. 'coco_panoptic')")
+        if self.train_categories is not None and self.preset is not None:
+            raise ValueError("give train_categories or a preset, not both")
+        return self
+
+    @property
+    def num_scenes(self) -> int:
+        return self.num_novel * self.images_per_category
+
+
+class StoredJobSpec(Versioned):
+    """The spec as stored: the client's spec with the resolved category list and its owner."""
+
+    job_id: str
+    tenant: str
+    created_at: datetime
+    spec: JobSpec
+    train_categories: list[str]
+
+
+class Transition(Model):
+    state: JobState
+    at: datetime
+    reason: str | None = None
+
+
+class JobStatus(Versioned):
+    job_id: str
+    tenant: str
+    state: JobState
+    created_at: datetime
+    updated_at: datetime
+    planned_scenes: int
+    transitions: list[Transition] = Field(default_factory=list)
+    error: str | None = None
+    dataset_id: str | None = None
+
+
+# ---------------------------------------------------------------- categories
+
+class NovelCategory(Model):
+    name: str
+    nearest_train: str
+    score: float  # similarity to the nearest training category
+    support: int = 1  # LLM rounds that proposed it (1 for the embedding backend)
+    reason: str | None = None
+    source: str = ""  # backend name
+
+
+class CategorySet(Versioned):
+    job_id: str
+    backend: str
+    train: list[str]
+    novel: list[NovelCategory]
+    dropped: list[dict[str, Any]] = Field(default_factory=list)  # {"name":..., "reason":...}
+
+    @property
+    def vocabulary(self) -> list[str]:
+        return list(self.train) + [n.name for n in self.novel]
+
+
+# ---------------------------------------------------------------- layouts
+
+NormBox = Annotated[list[float], Field(min_length=4, max_length=4)]
+
+
+class LayoutObject(Model):
+    category: str
+    box: NormBox  # normalised [x0, y0, x1, y1]
+    is_novel: bool = False
+
+    @field_validator("box")
+    @classmethod
+    def _box(cls, b: list[float]) -> list[float]:
+        x0, y0, x1, y1 = b
+        if not all(0.0 <= c <= 1.0 for c in b):
+            raise ValueError(f"box {b} has coordinates outside [0, 1]")
+        if not (x1 > x0 and y1 > y0):
+            raise ValueError(f"box {b} must have x1 > x0 and y1 > y0")
+        return [float(c) for c in b]
+
+    @property
+    def area(self) -> float:
+        x0, y0, x1, y1 = self.box
+        return (x1 - x0) * (y1 - y0)
+
+
+class SceneLayout(Versioned):
+    job_id: str
+    scene_id: str
+    scene_index: int
+    novel_category: str
+    caption: str
+    objects: list[LayoutObject]
+    seed: int
+    backend: str
+    dropped: list[LayoutObject] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _novel_present(self) -> SceneLayout:
+        if not any(o.category == self.novel_category for o in self.objects):
+            raise ValueError(f"the layout must contain its novel category {self.novel_category!r}")
+        return self
+
+
+# ---------------------------------------------------------------- renders
+
+class RenderRecord(Versioned):
+    job_id: str
+    scene_id: str
+    image_key: str
+    width: int
+    height: int
+    backend: str
+    seed: int
+    model: dict[str, Any] = Field(default_factory=dict)  # path, revision hash, dtype ...
+    params: dict[str, Any] = Field(default_factory=dict)  # scheduler, steps, guidance ...
+    dropped_objects: list[LayoutObject] = Field(default_factory=list)
+    seconds: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- annotations
+
+class RLE(Model):
+    size: list[int]  # [height, width]
+    counts: str
+
+
+class InstanceAnnotation(Model):
+    instance_id: int
+    category: str
+    is_novel: bool
+    bbox: list[float]  # pixels [x0, y0, x1, y1] of the prompt box
+    mask: RLE
+    area: int
+    scores: dict[str, float] = Field(default_factory=dict)
+
+
+class SceneAnnotation(Versioned):
+    job_id: str
+    scene_id: str
+    image_key: str
+    width: int
+    height: int
+    mask_backend: str
+    score_backend: str
+    instances: list[InstanceAnnotation]
+    seconds: float = 0.0
+
+
+class SceneFailure(Versioned):
+    job_id: str
+    scene_id: str
+    stage: str
+    reason: str
+    at: datetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- curation
+
+class InstanceDecision(Model):
+    instance_id: int
+    category: str
+    kept: bool
+    reasons: list[str] = Field(default_factory=list)  # rules that rejected it
+
+
+class SceneDecision(Model):
+    scene_id: str
+    kept: bool
+    reason: str | None = None
+    instances: list[InstanceDecision] = Field(default_factory=list)
+
+
+class DatasetCategory(Model):
+    id: int
+    name: str
+    is_novel: bool
+    isthing: int = 1
+
+
+class DatasetManifest(Versioned):
+    dataset_id: str
+    job_id: str
+    tenant: str
+    created_at: datetime
+    categories: list[DatasetCategory]
+    images: int
+    instances: int
+    files: dict[str, str]  # role -> object key
+    selection: dict[str, Any] = Field(default_factory=dict)
+    is_synthetic: bool = True
+
+
+# ---------------------------------------------------------------- API views
+
+class StageCounts(Model):
+    planned: int = 0
+    done: int = 0
+    failed: int = 0
+    seconds: float = 0.0  # total backend time spent in this stage
+
+
+class JobView(Model):
+    job_id: str
+    url: str
+    state: JobState
+    name: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    planned_scenes: int
+    stages: dict[str, StageCounts] = Field(default_factory=dict)
+    transitions: list[Transition] = Field(default_factory=list)
+    error: str | None = None
+    errors: list[SceneFailure] = Field(default_factory=list)
+    dataset_id: str | None = None
+    dataset_url: str | None = None
