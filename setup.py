@@ -13,6 +13,7 @@ for top in TOP_LEVEL:
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"": ["*.txt", "*.json", "*.yaml", "*.yml", "*.md", "*.csv"]},
+    # Recursive patterns: data folders (data/vocab/, configs/) are not packages themselves.
+    package_data={"": [f"**/*.{ext}" for ext in ("txt", "json", "yaml", "yml", "md", "csv")]},
     include_package_data=True,
 )

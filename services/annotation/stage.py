@@ -1,0 +1,55 @@
+"""Annotation stage: masks and scores for batches of rendered scenes; the last scene triggers curation."""
+
+from __future__ import annotations
+
+import time
+
+from dreammask.shared import keys
+from dreammask.shared.celery_app import TASK_CURATE
+from dreammask.shared.masks import CorruptImage, load_rgb
+from dreammask.shared.registry import get_backend
+from dreammask.shared.runtime import Runtime
+from dreammask.shared.schemas import CategorySet, SceneAnnotation, SceneLayout
+from dreammask.shared.storage import ObjectNotFound
+
+from .pipeline import AnnotationPipeline
+
+
+def annotate_scenes(rt: Runtime, job_id: str, scene_ids: list[str]) -> dict:
+    tr = rt.tracker
+    if tr.is_cancelled(job_id):
+        return {"skipped": "cancelled"}
+    spec = tr.spec(job_id).spec
+    todo = [s for s in scene_ids if not rt.store.exists(keys.annotation(job_id, s))]
+    finished = [s for s in scene_ids if s not in todo]
+    last = False
+    done = []
+    t0 = time.perf_counter()
+    if todo:
+        vocabulary = rt.store.get_model(keys.categories(job_id), CategorySet).vocabulary
+        pipe = AnnotationPipeline(get_backend("masks", spec.backends.masks, rt.settings),
+                                  get_backend("scores", spec.backends.scores, rt.settings))
+        for sid in todo:
+            ts = time.perf_counter()
+            try:
+                layout = rt.store.get_model(keys.layout(job_id, sid), SceneLayout)
+                image = load_rgb(rt.store.get_bytes(keys.image(job_id, sid)))
+            except ObjectNotFound as e:
+                last = tr.mark_failed(job_id, "annotation", sid, f"input missing: {e}") or last
+                continue
+            except CorruptImage as e:
+                last = tr.mark_failed(job_id, "annotation", sid, f"corrupt image: {e}") or last
+                continue
+            instances = pipe(image, layout, vocabulary)
+            ann = SceneAnnotation(
+                job_id=job_id, scene_id=sid, image_key=keys.image(job_id, sid), width=image.shape[1],
+                height=image.shape[0], mask_backend=pipe.masks.name, score_backend=pipe.scores.name,
+                instances=instances, seconds=round(time.perf_counter() - ts, 4),
+            )
+            rt.store.put_json(keys.annotation(job_id, sid), ann)
+            done.append(sid)
+    tr.mark_done(job_id, "annotation", done, time.perf_counter() - t0)
+    last = tr.finish_scenes(job_id, done + finished) or last
+    if last:
+        rt.dispatcher.send(TASK_CURATE, job_id)
+    return {"annotated": len(done)}

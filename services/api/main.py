@@ -1,0 +1,54 @@
+"""The DreamMask API: `uvicorn dreammask.services.api.main:app`."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from dreammask.shared.runtime import Runtime, build_runtime
+from dreammask.shared.settings import Settings, get_settings
+
+from .metrics import metrics_middleware
+from .routes import datasets, health, jobs
+
+log = logging.getLogger("dreammask.api")
+
+# Routers of optional services, included when their code is installed in this image.
+OPTIONAL_ROUTERS = ("dreammask.services.api.routes.trainings",)
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if getattr(app.state, "runtime", None) is None:
+            app.state.runtime = build_runtime(settings)
+        if not settings.tenant_keys():
+            log.warning("no API keys configured (DREAMMASK_API_KEYS): every request will get 401")
+        yield
+
+    app = FastAPI(
+        title="DreamMask",
+        version="0.1.0",
+        description="Synthetic data for open-vocabulary segmentation: synthesis jobs, datasets, trainings.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.runtime = runtime
+    app.middleware("http")(metrics_middleware)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(datasets.router)
+    for module in OPTIONAL_ROUTERS:
+        try:
+            app.include_router(importlib.import_module(module).router)
+        except ImportError as e:
+            log.info("router %s not included: %s", module, e)
+    return app
+
+
+app = create_app()

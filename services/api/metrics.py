@@ -1,0 +1,37 @@
+"""Prometheus metrics of the API: requests, submissions, and queue depths read at scrape time."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from dreammask.shared.celery_app import QUEUES
+
+REGISTRY = CollectorRegistry()
+REQUESTS = Counter("dreammask_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=REGISTRY)
+LATENCY = Histogram("dreammask_http_request_seconds", "HTTP request latency", ["route"], registry=REGISTRY)
+JOBS_SUBMITTED = Counter("dreammask_jobs_submitted_total", "Jobs accepted", ["tenant"], registry=REGISTRY)
+QUEUE_DEPTH = Gauge("dreammask_queue_depth", "Messages waiting per Celery queue", ["queue"], registry=REGISTRY)
+
+
+def render_metrics(rt) -> tuple[bytes, str]:
+    try:
+        pipe = rt.redis.pipeline()
+        for q in QUEUES:
+            pipe.llen(q)
+        for q, n in zip(QUEUES, pipe.execute()):
+            QUEUE_DEPTH.labels(queue=q).set(n)
+    except Exception:  # noqa: BLE001 - metrics must render even when the broker is down
+        pass
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+async def metrics_middleware(request, call_next):
+    t0 = time.perf_counter()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    path = getattr(route, "path", "unmatched")
+    REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+    LATENCY.labels(path).observe(time.perf_counter() - t0)
+    return response

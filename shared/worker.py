@@ -1,0 +1,81 @@
+"""Worker process bootstrap: models load once per process after the fork, a heartbeat file tells the
+health check the process is ready, and backends release their memory on shutdown."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from celery import Celery, signals
+
+from .celery_app import create_celery_app
+from .registry import QUEUE_OF_STAGE, close_backends, get_backend, load_backend_plugins
+from .settings import get_settings
+
+log = logging.getLogger("dreammask.worker")
+
+DEFAULT_HEARTBEAT = "/tmp/dreammask-worker.heartbeat"
+_stop = threading.Event()
+
+
+def heartbeat_file() -> Path:
+    return Path(os.environ.get("DREAMMASK_WORKER_HEARTBEAT_FILE", DEFAULT_HEARTBEAT))
+
+
+def _beat(path: Path, every_s: float = 10.0) -> None:
+    while not _stop.is_set():
+        try:
+            path.write_text(str(time.time()))
+        except OSError:
+            pass
+        _stop.wait(every_s)
+
+
+def preload(service: str) -> list[str]:
+    """Build the backends this service is configured to preload ("stage:name" in PRELOAD_BACKENDS)."""
+    s = get_settings()
+    load_backend_plugins(s)
+    loaded = []
+    for item in s.preload_backends:
+        stage, _, name = item.partition(":")
+        if QUEUE_OF_STAGE.get(stage) == service:
+            get_backend(stage, name, s)
+            loaded.append(item)
+    return loaded
+
+
+def create_worker_app(service: str) -> Celery:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_celery_app(settings, name=f"dreammask-{service}")
+    state = {"started": False}
+
+    def _start(**_kw):
+        if state["started"]:
+            return
+        state["started"] = True
+        loaded = preload(service)
+        log.info("%s worker process ready; preloaded backends: %s", service, loaded or "none")
+        threading.Thread(target=_beat, args=(heartbeat_file(),), daemon=True).start()
+
+    # prefork: each child loads its models after the fork; solo/threads pools: once when ready.
+    signals.worker_process_init.connect(_start, weak=False)
+
+    def _ready(sender=None, **_kw):
+        pool = getattr(getattr(sender, "pool_cls", None), "__module__", "")
+        if "prefork" not in pool:
+            _start()
+
+    signals.worker_ready.connect(_ready, weak=False)
+
+    def _shutdown(**_kw):
+        _stop.set()
+        close_backends()
+        heartbeat_file().unlink(missing_ok=True)
+
+    signals.worker_process_shutdown.connect(_shutdown, weak=False)
+    signals.worker_shutdown.connect(_shutdown, weak=False)
+    return app
