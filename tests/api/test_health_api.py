@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from dreammask.services.api.main import create_app
+from dreammask.services.harness import free_port
+from dreammask.shared.runtime import build_runtime
+from dreammask.shared.settings import Settings
+from dreammask.shared.storage.s3 import S3ObjectStore
+
+
+def test_healthz_and_readyz(api):
+    assert api.get("/healthz").json() == {"status": "ok"}
+    r = api.get("/readyz")
+    assert r.status_code == 200 and r.json()["checks"] == {"broker": "ok", "storage": "ok"}
+
+
+def test_readyz_is_503_when_broker_is_down(tmp_path):
+    s = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", storage_root=tmp_path)
+    with TestClient(create_app(s, build_runtime(s))) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["checks"]["broker"].startswith("unreachable") and r.json()["checks"]["storage"] == "ok"
+
+
+def test_readyz_is_503_when_storage_is_down(redis_url):
+    s = Settings(redis_url=redis_url)
+    # An S3 endpoint where nothing listens.
+    store = S3ObjectStore(f"127.0.0.1:{free_port()}", "k", "s", "b", create_bucket=False, timeout_s=0.5, retries=0)
+    rt = build_runtime(s, store=store)
+    with TestClient(create_app(s, rt)) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["checks"]["storage"].startswith("unreachable")
+
+
+def test_metrics_expose_queue_depth_and_requests(api, alice, redis_client):
+    api.post("/v1/jobs", json={"train_categories": ["a"], "num_novel": 1, "images_per_category": 1}, headers=alice)
+    text = api.get("/metrics").text
+    assert 'dreammask_queue_depth{queue="association"} 1.0' in text
+    assert "dreammask_http_requests_total" in text
+    assert 'dreammask_jobs_submitted_total{tenant="alice"}' in text

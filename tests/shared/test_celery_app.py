@@ -1,0 +1,53 @@
+"""The Celery contract: JSON only, late acks, one queue per service, dreammask.<service>.<verb> names."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from dreammask.shared.celery_app import QUEUES, create_celery_app, queue_of
+from dreammask.shared.settings import Settings
+
+
+def test_app_configuration():
+    s = Settings(task_time_limit_s=600, visibility_timeout_s=1200)
+    app = create_celery_app(s)
+    c = app.conf
+    assert c.task_serializer == "json" and c.result_serializer == "json"
+    assert list(c.accept_content) == ["json"]
+    assert c.task_acks_late and c.task_reject_on_worker_lost
+    assert c.worker_prefetch_multiplier == 1
+    assert c.broker_transport_options["visibility_timeout"] == 1200 > c.task_time_limit
+    assert {q.name for q in c.task_queues} == set(QUEUES)
+    for q in QUEUES:
+        assert c.task_routes[f"dreammask.{q}.*"]["queue"] == q
+
+
+def test_visibility_timeout_must_outlast_tasks():
+    with pytest.raises(ValueError, match="VISIBILITY_TIMEOUT"):
+        Settings(task_time_limit_s=3600, visibility_timeout_s=600)
+
+
+@pytest.mark.parametrize("service, names", [
+    ("association", {"dreammask.association.associate", "dreammask.association.plan_layouts"}),
+    ("synthesis", {"dreammask.synthesis.render"}),
+    ("annotation", {"dreammask.annotation.annotate"}),
+    ("curation", {"dreammask.curation.curate"}),
+])
+def test_each_worker_registers_its_named_tasks(service, names):
+    mod = importlib.import_module(f"dreammask.services.{service}.worker")
+    registered = {n for n in mod.app.tasks if n.startswith("dreammask.")}
+    assert names <= registered
+    for n in registered:
+        assert queue_of(n) in QUEUES
+        task = mod.app.tasks[n]
+        assert task.acks_late and task.reject_on_worker_lost
+        assert task.max_retries == Settings().task_max_retries
+
+
+def test_bad_task_names_are_refused():
+    with pytest.raises(ValueError):
+        queue_of("synthesis.render")
+    with pytest.raises(ValueError):
+        queue_of("dreammask.nosuch.render")
