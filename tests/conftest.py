@@ -102,8 +102,14 @@ def s3_server():
     proc.wait(10)
 
 
+@pytest.fixture(scope="session")
+def shared_cache_dir(tmp_path_factory):
+    """One cache for the whole session: the shipped vocabulary is embedded once, not once per test."""
+    return tmp_path_factory.mktemp("dreammask-cache")
+
+
 @pytest.fixture()
-def platform(tmp_path, redis_url):
+def platform(tmp_path, redis_url, shared_cache_dir):
     """Factory: `platform(env=None, services=(...))` starts the API and real worker processes on this
     session's Redis DB and a local store under tmp_path; everything is stopped after the test."""
     started: list[LocalPlatform] = []
@@ -111,6 +117,7 @@ def platform(tmp_path, redis_url):
     def start(env: dict | None = None, services=("association", "synthesis", "annotation", "curation"),
               extra_workers=None) -> LocalPlatform:
         redis.Redis.from_url(redis_url).flushdb()
+        env = {"DREAMMASK_CACHE_DIR": str(shared_cache_dir), **(env or {})}
         p = LocalPlatform(tmp_path / f"platform{len(started)}", services=tuple(services), env=env,
                           redis_url=redis_url, extra_workers=extra_workers)
         started.append(p)

@@ -1,0 +1,39 @@
+"""Every Python module the deployment files start exists in the package, so a rename breaks a test,
+not a rollout."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+from deploy_checks import COMPOSE_FILE, DOCKER_DIR, K8S_DIR
+
+MODULE_REF = re.compile(r"(?:-A[\s\"',]+|-m[\s\"',]+|--module[\s\"',-]+|\")(dreammask(?:\.\w+)+)")
+
+
+def referenced_modules() -> dict[str, set[str]]:
+    files = [COMPOSE_FILE, *DOCKER_DIR.glob("*.Dockerfile"), *K8S_DIR.rglob("*.yaml")]
+    out: dict[str, set[str]] = {}
+    for path in files:
+        for m in MODULE_REF.finditer(path.read_text()):
+            out.setdefault(m.group(1).split(":")[0], set()).add(str(path.relative_to(COMPOSE_FILE.parent)))
+    return out
+
+
+def test_the_scan_finds_every_kind_of_entry_point():
+    mods = referenced_modules()
+    assert "dreammask.services.healthcheck" in mods
+    assert "dreammask.services.synthesis.worker" in mods
+    assert "dreammask.trainer.service.worker" in mods
+    assert "dreammask.trainer.train_net" in mods  # the Job template (torchrun --module)
+
+
+def test_every_referenced_module_exists():
+    missing = {m: sorted(files) for m, files in referenced_modules().items() if importlib.util.find_spec(m) is None}
+    assert missing == {}, f"modules named in deployment files but absent from the package: {missing}"
+
+
+def test_api_app_is_importable_by_uvicorn_path():
+    text = (DOCKER_DIR / "api.Dockerfile").read_text()
+    assert "dreammask.services.api.main:app" in text
+    assert importlib.util.find_spec("dreammask.services.api.main") is not None

@@ -1,0 +1,45 @@
+"""Fixtures of the synthesis tests: one tiny GLIGEN checkpoint per session, saved to a temporary models
+directory and loaded through the production loader."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tiny_gligen, also imported by bench/synthesis.py
+
+from tiny_gligen import TINY_IMAGE_SIZE, TINY_MODEL_SUBPATH, build_tiny_gligen  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def gligen_models_dir(tmp_path_factory) -> Path:
+    models_dir = tmp_path_factory.mktemp("models")
+    build_tiny_gligen(models_dir)
+    return models_dir
+
+
+@pytest.fixture(scope="session")
+def gligen_settings(gligen_models_dir):
+    from dreammask.services.synthesis.settings import SynthesisSettings
+    from dreammask.shared.settings import Settings
+
+    core = Settings(models_dir=gligen_models_dir, device="cpu", allow_hub_downloads=False)
+    synthesis = SynthesisSettings(
+        gligen_model_path=Path(TINY_MODEL_SUBPATH),  # relative: resolved under models_dir, as deployed
+        gligen_batch_size=2,
+        gligen_warmup_image_size=TINY_IMAGE_SIZE,
+    )
+    return core, synthesis
+
+
+@pytest.fixture(scope="session")
+def gligen_renderer(gligen_settings):
+    from dreammask.services.synthesis.backends.gligen import GligenRenderer
+
+    core, synthesis = gligen_settings
+    renderer = GligenRenderer.from_settings(core, synthesis)
+    renderer.warmup()
+    yield renderer
+    renderer.close()

@@ -1,0 +1,172 @@
+"""DreamMask IAT: the per-class memory bank, the SRA loss and their wiring into FC-CLIP training."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dreammask.trainer.modeling import ImaginationAidedTraining, MemoryBank, SRALoss, build_model
+from dreammask.trainer.testing import TINY_VOCABULARY, tiny_batch
+
+
+def _unit(x, y):
+    n = math.hypot(x, y)
+    return [x / n, y / n]
+
+
+def test_memory_bank_ring_buffer_wraps_around_and_prototypes_are_normalised_means():
+    bank = MemoryBank(num_classes=3, size=3, dim=2)
+    feats = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0], [0.0, -5.0]])
+    bank.push(feats[:2], torch.tensor([0, 0]))
+    bank.push(feats[2:], torch.tensor([0, 0]))  # 4 pushes into 3 slots: the oldest ([2, 0]) goes
+    assert bank.count.tolist() == [3, 0, 0] and bank.ptr.tolist() == [1, 0, 0]
+    expected_slots = [[0.0, -1.0], [0.0, 1.0], _unit(1, 1)]  # slot 0 overwritten, stored normalised
+    assert torch.allclose(bank.bank[0], torch.tensor(expected_slots))
+    # mean = (0 + 0 + 1/sqrt2, -1 + 1 + 1/sqrt2) / 3 -> direction (1, 1)
+    assert torch.allclose(bank.prototypes()[0], torch.tensor(_unit(1, 1)), atol=1e-6)
+    assert bank.filled().tolist() == [True, False, False]
+    assert torch.equal(bank.prototypes()[1], torch.zeros(2))  # empty class: zero vector, no NaN
+
+
+def test_memory_bank_partial_fill_and_mixed_classes_in_one_push():
+    bank = MemoryBank(num_classes=3, size=4, dim=2)
+    bank.push(torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]]), torch.tensor([2, 1, 2]))
+    assert bank.count.tolist() == [0, 1, 2] and bank.ptr.tolist() == [0, 1, 2]
+    # class 2 holds (1,0) and (1,1)/sqrt2 -> mean (1 + 1/sqrt2, 1/sqrt2); empty slots do not count
+    mean = [1 + 1 / math.sqrt(2), 1 / math.sqrt(2)]
+    assert torch.allclose(bank.prototypes()[2], torch.tensor(_unit(*mean)), atol=1e-6)
+    assert torch.allclose(bank.prototypes()[1], torch.tensor([0.0, 1.0]))
+
+
+def test_memory_bank_keeps_the_last_size_items_when_one_push_overflows():
+    bank = MemoryBank(num_classes=1, size=2, dim=2)
+    bank.push(torch.tensor([[1.0, 0.0]]), torch.tensor([0]))  # ptr -> 1
+    bank.push(torch.tensor([[0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]]), torch.tensor([0, 0, 0]))
+    # sequential writes: slot1=(0,1), slot0=(-1,0), slot1=(0,-1); ptr = (1 + 3) % 2 = 0
+    assert torch.allclose(bank.bank[0], torch.tensor([[-1.0, 0.0], [0.0, -1.0]]))
+    assert bank.ptr.tolist() == [0] and bank.count.tolist() == [2]
+
+
+def test_memory_bank_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="MEMORY_BANK_SIZE"):
+        MemoryBank(2, 0, 4)
+    bank = MemoryBank(2, 2, 4)
+    with pytest.raises(ValueError, match="push expects"):
+        bank.push(torch.zeros(3, 5), torch.zeros(3, dtype=torch.long))
+
+
+def test_sra_loss_by_hand_and_empty_classes_are_skipped():
+    bank = MemoryBank(num_classes=3, size=2, dim=2)
+    bank.push(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([0, 1]))
+    loss_fn = SRALoss(weight=0.5)
+    feats = torch.tensor([[1.0, 0.0], [1.0, 1.0], [5.0, -2.0]], requires_grad=True)
+    classes = torch.tensor([0, 1, 2])  # class 2 has no real feature yet: skipped
+    loss = loss_fn(feats, classes, bank)
+    # object 0 vs prototype (0,1): 1 - 0; object 1 vs (1,0): 1 - 1/sqrt2; mean over the 2 aligned
+    assert math.isclose(loss.item(), 0.5 * (1.0 + (1 - 1 / math.sqrt(2))) / 2, rel_tol=1e-6)
+    loss.backward()
+    assert feats.grad[:2].abs().sum() > 0
+    assert torch.equal(feats.grad[2], torch.zeros(2))  # nothing flows from a skipped object
+    assert not bank.bank.requires_grad  # the prototype side is detached
+
+
+def test_sra_loss_is_exactly_zero_without_filled_classes():
+    bank = MemoryBank(num_classes=2, size=2, dim=3)
+    feats = torch.randn(4, 3, requires_grad=True)
+    loss = SRALoss(1.0)(feats, torch.tensor([0, 1, 0, 1]), bank)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(feats.grad).all() and feats.grad.abs().sum() == 0
+
+
+def test_iat_module_is_model_agnostic_real_objects_feed_the_bank_synthetic_ones_align():
+    iat = ImaginationAidedTraining(num_classes=3, dim=2, bank_size=4, lambda_sra=1.0)
+    embeds = torch.tensor(
+        [[[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]], [[0.0, 2.0], [3.0, 0.0], [7.0, 7.0]]], requires_grad=True
+    )
+    # image 0 (real): query 0 <- target 1 (class 2), query 1 <- target 0 (class 0)
+    # image 1 (synthetic): query 1 <- class 2, query 0 <- class 1 (no real class 1 yet: skipped)
+    indices = [(torch.tensor([0, 1]), torch.tensor([1, 0])), (torch.tensor([1, 0]), torch.tensor([0, 1]))]
+    labels = [torch.tensor([0, 2]), torch.tensor([2, 1])]
+    loss = iat(embeds, indices, labels, [False, True])
+    assert iat.bank.count.tolist() == [1, 0, 1]
+    assert torch.allclose(iat.bank.prototypes()[2], torch.tensor([1.0, 0.0]))
+    assert math.isclose(loss.item(), 0.0, abs_tol=1e-6)  # synthetic (3,0) is aligned with real (1,0)
+    loss2 = iat(embeds.detach().flip(-1).requires_grad_(), indices, labels, [False, True])
+    # now real class 2 stored (0,1) too -> prototype (1,1)/sqrt2; synthetic (0,3): 1 - 1/sqrt2
+    assert math.isclose(loss2.item(), 1 - 1 / math.sqrt(2), rel_tol=1e-5)
+
+
+def test_model_sra_is_nonzero_on_synthetic_and_its_gradient_reaches_the_decoder(tiny_model):
+    tiny_model.train()
+    # A real and a synthetic image with the same classes: the real objects fill the bank first.
+    losses = tiny_model(tiny_batch(synthetic=(False, True), classes=((0, 1), (0, 1))))
+    assert tiny_model.iat.bank.count.tolist() == [1, 1, 0, 0]  # only the real image's objects
+    assert losses["loss_sra"].item() > 0
+    losses["loss_sra"].backward()  # L_sra alone
+    p = tiny_model.predictor
+    for name, param in [
+        ("class_embed", p.class_embed.layers[-1].weight),
+        ("query_feat", p.query_feat.weight),
+        ("decoder_norm", p.decoder_norm.weight),
+        ("pixel_decoder", next(tiny_model.pixel_decoder.parameters())),
+    ]:
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert all(q.grad is None for q in tiny_model.backbone.parameters())
+    assert tiny_model.void_embedding.weight.grad is None  # the classifier is not what SRA moves
+
+
+def test_model_sra_present_and_zero_when_no_synthetic_class_has_real_features(tiny_model):
+    tiny_model.train()
+    only_synthetic = tiny_model(tiny_batch(synthetic=(True, True)))
+    assert only_synthetic["loss_sra"].item() == 0.0
+    assert tiny_model.iat.bank.count.sum().item() == 0
+    # Real image has person/dog, the synthetic one only the novel class (index 3): skipped.
+    mixed = tiny_model(tiny_batch(synthetic=(False, True), classes=((0, 1), (3,))))
+    assert mixed["loss_sra"].item() == 0.0 and torch.isfinite(sum(mixed.values()))
+    assert tiny_model.iat.bank.count.tolist() == [1, 1, 0, 0]
+    real_only = tiny_model(tiny_batch(synthetic=(False, False)))
+    assert real_only["loss_sra"].item() == 0.0
+
+
+def test_iat_switch_off_removes_the_loss(tiny_model_cfg):
+    cfg = tiny_model_cfg.clone()
+    cfg.MODEL.DREAMMASK.ENABLED = False
+    model = build_model(cfg)
+    model.set_vocabulary(**TINY_VOCABULARY)
+    model.train()
+    losses = model(tiny_batch(synthetic=(False, True)))
+    assert model.iat is None and "loss_sra" not in losses
+    assert {"loss_ce", "loss_mask", "loss_dice"} <= set(losses)
+
+
+def test_lambda_scales_the_loss_and_new_vocabulary_resets_the_bank(tiny_model_cfg):
+    values = {}
+    for lam in (1.0, 3.0):
+        cfg = tiny_model_cfg.clone()
+        cfg.MODEL.DREAMMASK.LAMBDA_SRA = lam
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        model.set_vocabulary(**TINY_VOCABULARY)
+        model.train()
+        torch.manual_seed(1)
+        values[lam] = model(tiny_batch(synthetic=(False, True)))["loss_sra"].item()
+    assert values[1.0] > 0 and math.isclose(values[3.0], 3 * values[1.0], rel_tol=1e-4)
+    assert model.iat.bank.count.sum() > 0
+    model.set_vocabulary(["cat", "awning"], seen=[True, False])
+    assert model.iat.bank.num_classes == 2 and model.iat.bank.count.sum() == 0
+
+
+def test_bank_stores_the_matched_real_query_embeddings(tiny_model):
+    tiny_model.train()
+    captured = {}
+    hook = tiny_model.predictor.class_embed.register_forward_hook(lambda m, i, o: captured.__setitem__("e", o))
+    torch.manual_seed(3)
+    batch = tiny_batch(synthetic=(False,), classes=((2,),))
+    tiny_model(batch)
+    hook.remove()
+    stored = tiny_model.iat.bank.bank[2, 0]
+    last_layer = captured["e"][0]  # (Q, D) class embeddings of the last decoder layer
+    cos = F.cosine_similarity(last_layer, stored[None], dim=-1)
+    assert math.isclose(cos.max().item(), 1.0, rel_tol=1e-5)  # one of the queries, normalised
