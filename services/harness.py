@@ -137,7 +137,7 @@ class LocalPlatform:
             beats.append(self.root / f"{name}.heartbeat")
             self._spawn(name, [sys.executable, "-m", "celery", "-A", module, "worker", "-Q", queue,
                                "--concurrency", "1", "--pool", "prefork", "-n", f"{name}@%h-{os.getpid()}",
-                               "--without-gossip", "--without-mingle", "-l", "WARNING"], wenv)
+                               "--without-gossip", "--without-mingle", "-l", "INFO"], wenv)
         self._client = httpx.Client(base_url=self.api_url, headers=self.headers, timeout=60)
 
         def _api_up() -> bool:

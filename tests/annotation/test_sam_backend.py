@@ -103,6 +103,27 @@ def test_best_mask_by_predicted_iou_agrees_with_sam_predictor(sam):
         assert (masks[best] != r.mask).mean() < 1e-3
 
 
+@pytest.mark.parametrize("shape", [(96, 120), (128, 128), (200, 90)])
+def test_same_masks_as_predict_torch(sam, shape):
+    """Our decoder path upscales only the kept candidate; segment-anything's batched `predict_torch`
+    upscales all three: the kept masks must be identical."""
+    from segment_anything import SamPredictor
+
+    sam.min_region_area = sam.min_hole_area = 0
+    img = _image(*shape, seed=11)
+    boxes = BOXES * [shape[1] / 120, shape[0] / 96, shape[1] / 120, shape[0] / 96]
+    ours = sam.segment(img, boxes)
+    predictor = SamPredictor(sam.model)
+    predictor.set_image(img)
+    with torch.no_grad():
+        t = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float32), shape)
+        masks, iou, _ = predictor.predict_torch(None, None, boxes=t, multimask_output=True)
+    best = iou.argmax(1)
+    for i, r in enumerate(ours):
+        assert np.array_equal(r.mask, masks[i, best[i]].numpy())
+        assert r.scores["pred_iou"] == pytest.approx(float(iou[i, best[i]]), abs=1e-6)
+
+
 def test_configured_clean_up_is_applied_to_the_raw_masks(annotation_env, monkeypatch):
     from dreammask.services.annotation.mask_ops import clean_mask
 

@@ -43,3 +43,15 @@ def gligen_renderer(gligen_settings):
     renderer.warmup()
     yield renderer
     renderer.close()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """The test machine's cores are shared: OpenMP threads spin-waiting for a busy core made these
+    tiny renders 20x slower than one thread. Restored after each module."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from dreammask.trainer.config import get_cfg, load_config
 from dreammask.trainer.modeling import build_model
 from dreammask.trainer.modeling.ensemble import geometric_ensemble, mask_pooling
@@ -35,7 +34,9 @@ def test_geometric_ensemble_uses_alpha_for_seen_and_beta_for_unseen_classes():
     log_p = geometric_ensemble(in_logits, out_logits, torch.tensor([True, True]), 0.4, 0.8)
     a = p_in[0] ** 0.6 * 0.2**0.4
     b = p_in[1] ** 0.6 * 0.8**0.4
-    assert torch.allclose(log_p.exp()[0, 0, :2], torch.tensor([0.9 * a / (a + b), 0.9 * b / (a + b)]), atol=1e-6)
+    assert torch.allclose(
+        log_p.exp()[0, 0, :2], torch.tensor([0.9 * a / (a + b), 0.9 * b / (a + b)]), atol=1e-6
+    )
 
     # an empty pooled mask (valid=False) falls back to the in-vocabulary classifier alone
     log_p = geometric_ensemble(in_logits, out_logits, seen, 0.4, 0.8, valid=torch.tensor([[False]]))
@@ -74,10 +75,11 @@ def test_matcher_assigns_each_prediction_to_its_object(num_points):
     logits = torch.tensor([[big, 0.0, 0.0], [0.0, 0.0, big], [0.0, big, 0.0]])
     outputs = {"pred_logits": logits[None], "pred_masks": pred_masks[None]}
     targets = [{"labels": torch.tensor([1, 0]), "masks": tgt}]
-    (rows, cols), = HungarianMatcher(2.0, 5.0, 5.0, num_points=num_points)(outputs, targets)
-    assert dict(zip(rows.tolist(), cols.tolist())) == {0: 1, 2: 0}
+    ((rows, cols),) = HungarianMatcher(2.0, 5.0, 5.0, num_points=num_points)(outputs, targets)
+    assert dict(zip(rows.tolist(), cols.tolist(), strict=True)) == {0: 1, 2: 0}
     empty = HungarianMatcher(num_points=num_points)(
-        outputs, [{"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, 8, 8, dtype=torch.bool)}]
+        outputs,
+        [{"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, 8, 8, dtype=torch.bool)}],
     )
     assert empty[0][0].numel() == 0
 
@@ -103,7 +105,9 @@ def test_deformable_attention_samples_the_value_at_its_location():
     locs = torch.tensor([[(1 + 0.5) / 4, (2 + 0.5) / 3], [1.0 / 4, 0.5 / 3]]).view(1, 2, 1, 1, 1, 2)
     weights = torch.ones(1, 2, 1, 1, 1)
     out = ms_deform_attn_core_pytorch(value, [(3, 4)], locs, weights)
-    assert torch.allclose(out.view(-1), torch.tensor([value_map[2, 1], (value_map[0, 0] + value_map[0, 1]) / 2]))
+    assert torch.allclose(
+        out.view(-1), torch.tensor([value_map[2, 1], (value_map[0, 0] + value_map[0, 1]) / 2])
+    )
 
 
 def test_text_classifier_embeddings_by_hand_and_cache_hits(tiny_model, tmp_path):
@@ -153,7 +157,10 @@ def test_registry_names_what_is_registered():
 def test_config_defaults_and_presets(tiny_model_cfg):
     cfg = get_cfg()
     assert cfg.MODEL.FC_CLIP.CLIP_MODEL_NAME == "convnext_large_d_320"
-    assert (cfg.MODEL.FC_CLIP.GEOMETRIC_ENSEMBLE_ALPHA, cfg.MODEL.FC_CLIP.GEOMETRIC_ENSEMBLE_BETA) == (0.4, 0.8)
+    assert (cfg.MODEL.FC_CLIP.GEOMETRIC_ENSEMBLE_ALPHA, cfg.MODEL.FC_CLIP.GEOMETRIC_ENSEMBLE_BETA) == (
+        0.4,
+        0.8,
+    )
     for key in ("ENABLED", "MEMORY_BANK_SIZE", "LAMBDA_SRA"):
         assert key in cfg.MODEL.DREAMMASK
     for key in ("BASE_LR", "WEIGHT_DECAY", "MAX_ITER", "IMS_PER_BATCH", "CLIP_GRADIENTS", "AMP"):

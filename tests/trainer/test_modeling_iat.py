@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from dreammask.trainer.modeling import ImaginationAidedTraining, MemoryBank, SRALoss, build_model
 from dreammask.trainer.testing import TINY_VOCABULARY, tiny_batch
 
@@ -141,7 +140,7 @@ def test_iat_switch_off_removes_the_loss(tiny_model_cfg):
     assert {"loss_ce", "loss_mask", "loss_dice"} <= set(losses)
 
 
-def test_lambda_scales_the_loss_and_new_vocabulary_resets_the_bank(tiny_model_cfg):
+def test_lambda_scales_the_loss_and_each_vocabulary_keeps_its_own_bank(tiny_model_cfg):
     values = {}
     for lam in (1.0, 3.0):
         cfg = tiny_model_cfg.clone()
@@ -153,15 +152,21 @@ def test_lambda_scales_the_loss_and_new_vocabulary_resets_the_bank(tiny_model_cf
         torch.manual_seed(1)
         values[lam] = model(tiny_batch(synthetic=(False, True)))["loss_sra"].item()
     assert values[1.0] > 0 and math.isclose(values[3.0], 3 * values[1.0], rel_tol=1e-4)
+    filled = model.iat.bank.bank.clone()
     assert model.iat.bank.count.sum() > 0
+    # an evaluation vocabulary gets its own (empty) bank; the training bank survives the round trip
     model.set_vocabulary(["cat", "awning"], seen=[True, False])
     assert model.iat.bank.num_classes == 2 and model.iat.bank.count.sum() == 0
+    model.set_vocabulary(**TINY_VOCABULARY)
+    assert torch.equal(model.iat.bank.bank, filled)
 
 
 def test_bank_stores_the_matched_real_query_embeddings(tiny_model):
     tiny_model.train()
     captured = {}
-    hook = tiny_model.predictor.class_embed.register_forward_hook(lambda m, i, o: captured.__setitem__("e", o))
+    hook = tiny_model.predictor.class_embed.register_forward_hook(
+        lambda m, i, o: captured.__setitem__("e", o)
+    )
     torch.manual_seed(3)
     batch = tiny_batch(synthetic=(False,), classes=((2,),))
     tiny_model(batch)

@@ -2,7 +2,6 @@
 bring the segmentation loss down and the alignment loss with it."""
 
 import torch
-
 from dreammask.trainer.testing import tiny_batch
 
 SEG_LOSSES = ("loss_ce", "loss_mask", "loss_dice")
@@ -26,12 +25,13 @@ def test_overfitting_two_images_lowers_the_loss(tiny_model):
     first, last = sum(seg[:3]) / 3, sum(seg[-3:]) / 3
     assert last < 0.5 * first, (first, last)
     assert all(torch.isfinite(torch.tensor(seg + sra)))
-    assert sra[0] > 0 and sum(sra[-3:]) / 3 < sum(sra[:3]) / 3, sra
+    # synthetic objects end up close to the real prototypes of their classes
+    assert max(sra) > 0 and sum(sra[-3:]) / 3 < 0.05, sra
 
     model.eval()
     out = model(batch)
     # after overfitting, the argmax of the semantic scores recovers the objects on the real image
     sem = out[0]["sem_seg"].argmax(0)
     masks, classes = batch[0]["instances"]["gt_masks"], batch[0]["instances"]["gt_classes"]
-    for m, c in zip(masks, classes):
+    for m, c in zip(masks, classes, strict=True):
         assert (sem[m] == c).float().mean() > 0.5

@@ -1,0 +1,94 @@
+"""/v1/trainings over the real app: validation, queueing on the `training` queue, status, cancel, resume."""
+
+import base64
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from dreammask.services.api.main import create_app
+from dreammask.shared.runtime import build_runtime
+from dreammask.shared.settings import Settings
+from dreammask.trainer.data.toy import write_toy_dataset
+from dreammask.trainer.service.schemas import cancel_key
+
+ALICE = {"Authorization": "Bearer key-alice"}
+BOB = {"Authorization": "Bearer key-bob"}
+
+
+@pytest.fixture()
+def client(tmp_path, redis_url, redis_client):
+    settings = Settings(redis_url=redis_url, storage_root=tmp_path / "objects",
+                        api_keys={"key-alice": "alice", "key-bob": "bob"}, public_base_url="http://api.test")
+    rt = build_runtime(settings)
+    write_toy_dataset(rt.store, "ds-alice", num_images=2, size=32)
+    m = rt.store.get_json("datasets/ds-alice/manifest.json")
+    m["tenant"] = "alice"
+    rt.store.put_json("datasets/ds-alice/manifest.json", m)
+    with TestClient(create_app(settings, rt)) as c:
+        c.rt = rt
+        c.redis = redis_client
+        yield c
+
+
+def _training_messages(redis_client):
+    out = []
+    for raw in redis_client.lrange("training", 0, -1):
+        env = json.loads(raw)
+        assert env["content-type"] == "application/json"
+        out.append((env["headers"]["task"], json.loads(base64.b64decode(env["body"]))[0]))
+    return out
+
+
+def test_submit_queues_one_message_with_the_id_only(client):
+    r = client.post("/v1/trainings", json={"datasets": ["ds-alice"], "iterations": 5, "tiny": True}, headers=ALICE)
+    assert r.status_code == 202, r.text
+    view = r.json()
+    tid = view["training_id"]
+    assert view["state"] == "queued" and view["max_iter"] == 5
+    assert r.headers["Location"] == f"http://api.test/v1/trainings/{tid}"
+    assert _training_messages(client.redis) == [("dreammask.training.run", [tid])]
+    assert client.rt.store.exists(f"trainings/{tid}/spec.json")
+    got = client.get(f"/v1/trainings/{tid}", headers=ALICE).json()
+    assert got["iteration"] == 0 and got["metrics_url"].endswith(f"/v1/trainings/{tid}/metrics")
+    assert [t["training_id"] for t in client.get("/v1/trainings", headers=ALICE).json()["items"]] == [tid]
+    # another tenant sees nothing
+    assert client.get(f"/v1/trainings/{tid}", headers=BOB).status_code == 404
+    assert client.get("/v1/trainings", headers=BOB).json()["total"] == 0
+
+
+def test_bad_requests_name_what_to_change(client):
+    r = client.post("/v1/trainings", json={"datasets": ["ds-missing"], "iterations": 5}, headers=ALICE)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "datasets", 0]
+    # someone else's dataset is as missing as a missing one
+    r = client.post("/v1/trainings", json={"datasets": ["ds-alice"], "iterations": 5}, headers=BOB)
+    assert r.status_code == 422
+    r = client.post("/v1/trainings", json={"datasets": ["ds-alice"], "iterations": 5,
+                                           "overrides": {"SOLVER.NOT_A_KEY": 1}}, headers=ALICE)
+    assert r.status_code == 422 and "SOLVER.NOT_A_KEY" in r.text
+    r = client.post("/v1/trainings", json={"datasets": ["ds-alice"], "iterations": 5,
+                                           "overrides": {"SOLVER.BASE_LR": "fast"}}, headers=ALICE)
+    assert r.status_code == 422 and "float" in r.text
+    r = client.post("/v1/trainings", json={"datasets": ["ds-alice"], "iterations": 5, "config": "nope"},
+                    headers=ALICE)
+    assert r.status_code == 422 and "nope" in r.text
+    r = client.post("/v1/trainings", json={"datasets": [], "iterations": 5}, headers=ALICE)
+    assert r.status_code == 422
+    r = client.post("/v1/trainings", json={"datasets": ["ds-alice"], "iterations": 0}, headers=ALICE)
+    assert r.status_code == 422
+    assert client.redis.llen("training") == 0
+
+
+def test_cancel_and_resume(client):
+    tid = client.post("/v1/trainings", json={"datasets": ["ds-alice"], "iterations": 5, "tiny": True},
+                      headers=ALICE).json()["training_id"]
+    r = client.post(f"/v1/trainings/{tid}/cancel", headers=ALICE)
+    assert r.status_code == 202 and r.json()["state"] == "cancelled"
+    assert client.rt.store.exists(cancel_key(tid))
+    assert client.post(f"/v1/trainings/{tid}/cancel", headers=ALICE).status_code == 409
+    r = client.post(f"/v1/trainings/{tid}/resume", headers=ALICE)
+    assert r.status_code == 202 and r.json()["state"] == "queued"
+    assert not client.rt.store.exists(cancel_key(tid))
+    assert len(_training_messages(client.redis)) == 2
+    assert client.post(f"/v1/trainings/{tid}/resume", headers=ALICE).status_code == 409
+    assert client.get(f"/v1/trainings/{tid}/metrics", headers=ALICE).json() == {"items": [], "total": 0}
