@@ -5,7 +5,6 @@ recreates from storage."""
 from __future__ import annotations
 
 import secrets
-import threading
 from datetime import datetime, timezone
 
 import redis
@@ -42,7 +41,7 @@ class JobTracker:
         self.store = store
         self.r = redis_client
         self.prefix = prefix
-        self._status_lock = threading.Lock()
+        self._specs: dict[str, StoredJobSpec] = {}
 
     # ------------------------------------------------------------ redis keys
     def _k(self, job_id: str, *parts: str) -> str:
@@ -65,10 +64,18 @@ class JobTracker:
         return stored
 
     def spec(self, job_id: str) -> StoredJobSpec:
+        # A job's spec never changes once written: every task of a worker process reads it once.
+        cached = self._specs.get(job_id)
+        if cached is not None:
+            return cached
         try:
-            return self.store.get_model(keys.spec(job_id), StoredJobSpec)
+            spec = self.store.get_model(keys.spec(job_id), StoredJobSpec)
         except ObjectNotFound:
             raise JobNotFound(job_id) from None
+        if len(self._specs) > 1000:
+            self._specs.clear()
+        self._specs[job_id] = spec
+        return spec
 
     def status(self, job_id: str) -> JobStatus:
         try:
@@ -110,9 +117,9 @@ class JobTracker:
         return self.transition(job_id, JobState.cancelled, "cancelled by the client")
 
     def is_cancelled(self, job_id: str) -> bool:
-        if self.r.exists(self._k(job_id, "cancelled")):
-            return True
-        return self.status(job_id).state == JobState.cancelled
+        # The flag is enough: the durable state is in status.json, and if Redis is lost the queued work is
+        # lost with it, so nothing runs for the job until `resume`, which decides afresh.
+        return bool(self.r.exists(self._k(job_id, "cancelled")))
 
     # ------------------------------------------------------------ per-scene progress
     def mark_done(self, job_id: str, stage: str, scene_ids: list[str], seconds: float = 0.0) -> None:

@@ -325,6 +325,7 @@ class SceneAnnotation(Versioned):
     score_backend: str
     instances: list[InstanceAnnotation]
     seconds: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class SceneFailure(Versioned):

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import queued_messages
+from queue_inspection import queued_messages
 
 from dreammask.shared import keys
 from dreammask.shared.schemas import JobState
