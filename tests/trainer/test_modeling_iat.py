@@ -175,3 +175,32 @@ def test_bank_stores_the_matched_real_query_embeddings(tiny_model):
     last_layer = captured["e"][0]  # (Q, D) class embeddings of the last decoder layer
     cos = F.cosine_similarity(last_layer, stored[None], dim=-1)
     assert math.isclose(cos.max().item(), 1.0, rel_tol=1e-5)  # one of the queries, normalised
+
+
+def _ddp_worker(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        iat = ImaginationAidedTraining(num_classes=3, dim=2, bank_size=4, lambda_sra=1.0)
+        # rank 0 sees a real class-0 object, rank 1 two real objects of class 2 (different counts)
+        if rank == 0:
+            embeds, labels = torch.tensor([[[1.0, 0.0]]]), [torch.tensor([0])]
+            indices = [(torch.tensor([0]), torch.tensor([0]))]
+        else:
+            embeds, labels = torch.tensor([[[0.0, 1.0], [0.0, 2.0]]]), [torch.tensor([2, 2])]
+            indices = [(torch.tensor([0, 1]), torch.tensor([0, 1]))]
+        iat(embeds, indices, labels, [False])
+        torch.save({"count": iat.bank.count, "bank": iat.bank.bank}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_data_parallel_ranks_share_one_bank(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["count"].tolist() == r1["count"].tolist() == [1, 0, 2]
+    assert torch.equal(r0["bank"], r1["bank"])
