@@ -155,14 +155,14 @@ class LocalPlatform:
         if self._client:
             self._client.close()
         # Workers first (warm shutdown lets a task in flight finish), Redis last.
-        for name, p in reversed(self.procs):
+        for _name, p in reversed(self.procs):
             if p.poll() is None:
                 try:
                     os.killpg(p.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
         deadline = time.monotonic() + 20
-        for name, p in reversed(self.procs):
+        for _name, p in reversed(self.procs):
             try:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

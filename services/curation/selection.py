@@ -140,7 +140,7 @@ class SelectionPolicy:
                 f"{MISSING_SCORE}: {missing[0]}{more}; score backend {annotation.score_backend!r} "
                 "does not give it: change thresholds.score_metric or the scores backend"
             )
-        novel = [(i, d) for i, d in zip(instances, decisions) if i.is_novel]
+        novel = [(i, d) for i, d in zip(instances, decisions, strict=True) if i.is_novel]
         if not novel:
             return f"{NO_NOVEL}: none of the {len(instances)} instances is of a novel category"
         rejected = [(i, d) for i, d in novel if not d.kept]

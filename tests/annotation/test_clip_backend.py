@@ -162,3 +162,18 @@ def test_close_releases_the_model(annotation_env):
     img, masks, boxes = _scene()
     with pytest.raises(RuntimeError, match="closed"):
         backend.score(img, masks, boxes, ["road"] * 3, VOCAB)
+
+
+def test_half_precision_path_agrees_with_fp32(clip, tiny_models_dir):
+    """open_clip's fp16 weights with autocast, as on a GPU worker, run on the CPU."""
+    d = tiny_models_dir / "clip"
+    model, tokenizer = load_clip(TINY_MODEL_NAME, d / f"{TINY_MODEL_NAME}.bin", d / f"{TINY_MODEL_NAME}.json",
+                                 precision="fp16")
+    half = ClipScores(model, tokenizer)
+    assert half.dtype == torch.float16
+    img, masks, boxes = _scene(seed=4)
+    targets = ["road", "awning", "person"]
+    for a, b in zip(clip.score(img, masks, boxes, targets, VOCAB), half.score(img, masks, boxes, targets, VOCAB),
+                    strict=True):
+        assert a["clip_cosine"] == pytest.approx(b["clip_cosine"], abs=5e-3)
+        assert a["clip_prob"] == pytest.approx(b["clip_prob"], abs=5e-3)

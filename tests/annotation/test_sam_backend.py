@@ -197,3 +197,18 @@ def test_close_releases_the_model(annotation_env):
     assert not backend.ready()
     with pytest.raises(RuntimeError, match="closed"):
         backend.segment(_image(), BOXES)
+
+
+def test_half_precision_path_agrees_with_fp32(tiny_models_dir):
+    """The fp16 path of a GPU worker (half weights, autocast), run on the CPU: same dtype plumbing."""
+    from dreammask.services.annotation.backends.sam import load_sam
+
+    model, arch = load_sam(tiny_models_dir / "sam" / "sam_tiny.pth")
+    fp32 = SamMasks(model, arch=arch)
+    model16, _ = load_sam(tiny_models_dir / "sam" / "sam_tiny.pth")
+    fp16 = SamMasks(model16, arch=arch, dtype=torch.float16)
+    assert next(fp16.model.parameters()).dtype == torch.float16
+    img = _image(seed=13)
+    for a, b in zip(fp32.segment(img, BOXES), fp16.segment(img, BOXES), strict=True):
+        assert (a.mask == b.mask).mean() > 0.98
+        assert a.scores["pred_iou"] == pytest.approx(b.scores["pred_iou"], abs=0.01)

@@ -12,8 +12,6 @@ sys.path.insert(0, str(Path(__file__).parent))  # fake_openai_server, also used 
 
 from fake_openai_server import FakeOpenAIServer  # noqa: E402
 
-TRAIN = ["building", "car", "person", "dog", "table", "tree"]
-
 
 @pytest.fixture(scope="session")
 def fake_llm_server():

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TRAIN
-
 from dreammask.services.association.llm.cna import UnsafePromptInput
 from dreammask.services.association.llm.parsing import LLMOutputError, LLMUnavailableError
 from dreammask.shared.backends import Failure, LayoutRequest
 from dreammask.shared.registry import backend_class
 from dreammask.shared.schemas import CategorySet, NovelCategory, SceneLayout, normalise_name
+from llm_testdata import TRAIN
 
 
 def cna_reply(*items) -> dict:
@@ -134,7 +133,7 @@ def test_layouts_for_a_batch(fake_llm, llm_layout):
     out = llm_layout.plan(reqs)
     assert len(out) == len(reqs)
     allowed = set(TRAIN) | set(NOVEL)
-    for req, lay in zip(reqs, out):
+    for req, lay in zip(reqs, out, strict=True):
         assert isinstance(lay, SceneLayout), lay
         assert lay.scene_id == req.scene_id and lay.novel_category == req.novel.name and lay.backend == "llm"
         assert lay.seed == req.seed and req.novel.name in lay.caption

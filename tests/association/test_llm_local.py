@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TRAIN
-
 from dreammask.services.association.llm.parsing import LLMOutputError
 from dreammask.services.association.llm.prompts import cna_messages, layout_messages, load_exemplars
 from dreammask.shared.backends import Failure, LayoutRequest
 from dreammask.shared.registry import backend_class
-from dreammask.shared.schemas import NovelCategory
+from dreammask.shared.schemas import NovelCategory, SceneLayout
+from llm_testdata import TRAIN
 
 MODEL_SUBPATH = "llm/tiny-llama"
 CHAT_TEMPLATE = (
@@ -103,6 +102,81 @@ def test_the_prompt_reaches_the_model_through_its_chat_template(local_env):
     assert text.startswith("<|system|>") and text.endswith("<|assistant|>\n")
     assert json.dumps(TRAIN) in text  # the names travel JSON-quoted
     assert tok.padding_side == "left" and tok.pad_token == "<pad>"
+
+
+# A reply that both the CNA and the layout parser accept (each reads its own keys).
+SCRIPTED_REPLY = {
+    "categories": [
+        {"name": "Awnings", "related_to": "building", "reason": "awnings shade shop fronts", "visual": True},
+        {"name": "leash", "related_to": "dog", "reason": "dogs are walked on a leash", "visual": True},
+        {"name": "cars", "related_to": "car", "reason": "a member in disguise", "visual": True},
+    ],
+    "caption": "a shop front with a striped awning",
+    "objects": [
+        {"category": "awning", "box": [0.2, 0.3, 0.7, 0.5]},
+        {"category": "building", "box": [0.0, 0.0, 1.0, 0.8]},
+        {"category": "dog", "box": [0.6, 0.6, 0.8, 0.9]},
+    ],
+}
+
+
+def build_scripted_llm(path):
+    """A real Llama whose weights make it a deterministic chain "{" -> <the reply> -> </s>: its blocks add
+    nothing to the residual stream, the embedding is one-hot and the head maps each token to its successor.
+    Loaded by the production loader, it proves the local path yields real categories and layouts."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    reply = json.dumps(SCRIPTED_REPLY)[1:]  # the engine starts every reply with "{"
+    tok = Tokenizer(models.WordLevel({"<pad>": 0, "<s>": 1, "</s>": 2, "[UNK]": 3, "{": 4}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="[UNK]")
+    fast.add_tokens([reply])
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(path)
+    vocab, hidden = len(fast), 8
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=8, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=False,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.model.embed_tokens.weight[:, :vocab] = torch.eye(vocab)
+        model.model.norm.weight.fill_(1.0)
+        for layer in model.model.layers:
+            layer.input_layernorm.weight.fill_(1.0)
+            layer.post_attention_layernorm.weight.fill_(1.0)
+        successor = {4: fast.convert_tokens_to_ids(reply)}
+        for t in range(vocab):
+            model.lm_head.weight[successor.get(t, 2), t] = 30.0
+    model.save_pretrained(path)
+
+
+def test_a_local_model_that_answers_well_gives_categories_and_layouts(tmp_path, monkeypatch, embedder):
+    build_scripted_llm(tmp_path / "llm" / "scripted")
+    monkeypatch.setenv("DREAMMASK_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("DREAMMASK_LOCAL_LLM_MODEL", "llm/scripted")
+    monkeypatch.setenv("DREAMMASK_LOCAL_LLM_DEVICE", "cpu")
+    monkeypatch.setenv("DREAMMASK_CNA_ROUNDS", "3")
+    monkeypatch.setenv("DREAMMASK_CNA_MIN_SUPPORT", "2")
+    from dreammask.shared.settings import Settings
+
+    core = Settings()
+    kept, dropped = backend_class("association", "transformers").from_settings(core).associate(TRAIN, 5, seed=0)
+    assert [(c.name, c.nearest_train, c.support, c.source) for c in kept] == [
+        ("awning", "building", 3, "transformers"), ("leash", "dog", 3, "transformers")]
+    assert any(d["name"] == "car" and "training categories" in d["reason"] for d in dropped)
+
+    planner = backend_class("layout", "transformers").from_settings(core)
+    reqs = [LayoutRequest(job_id="j", scene_id=f"{i:05d}", scene_index=i, novel=kept[0], train=TRAIN,
+                          novel_names=[c.name for c in kept], seed=5, max_objects=4, image_size=256) for i in range(2)]
+    for lay in planner.plan(reqs):
+        assert isinstance(lay, SceneLayout) and lay.backend == "transformers"
+        assert [(o.category, o.is_novel) for o in lay.objects] == [("awning", True), ("building", False), ("dog", False)]
+        assert lay.caption == SCRIPTED_REPLY["caption"]
 
 
 def test_missing_local_model_says_what_to_set(tmp_path, monkeypatch):

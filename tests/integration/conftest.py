@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from dreammask.services.inprocess import STAGE_FUNCTIONS as HANDLERS
 from dreammask.services.inprocess import in_process_dispatcher, run_pending
 from dreammask.shared.runtime import build_runtime, set_runtime
 from dreammask.shared.schemas import JobSpec

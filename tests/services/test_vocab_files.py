@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dreammask.services.association as association
 import pytest
+
+import dreammask.services.association as association
 from dreammask.shared.schemas import check_category_name, normalise_name
 
 VOCAB_DIR = Path(association.__file__).parent / "data" / "vocab"

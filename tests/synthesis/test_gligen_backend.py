@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
-from tiny_gligen import TINY_IMAGE_SIZE
-
 from dreammask.services.synthesis.backends.gligen import GligenRenderer, trim_objects
 from dreammask.shared.backends import Failure, RenderOutput
 from dreammask.shared.schemas import LayoutObject, SceneLayout, SynthesisParams
 from dreammask.shared.seeding import scene_seed
+from pydantic import ValidationError
+from tiny_gligen import TINY_IMAGE_SIZE
 
 PARAMS = SynthesisParams(steps=2, guidance_scale=7.5, gligen_scheduled_sampling_beta=1.0)
 
@@ -51,7 +50,7 @@ def test_loaded_from_the_models_dir_and_ready(gligen_renderer, gligen_models_dir
 def test_images_and_provenance(gligen_renderer, gligen_models_dir):
     outs = gligen_renderer.render(SCENES, SEEDS, PARAMS, TINY_IMAGE_SIZE)
     assert len(outs) == 3 and all(isinstance(o, RenderOutput) for o in outs)
-    for scene, seed, out in zip(SCENES, SEEDS, outs):
+    for scene, seed, out in zip(SCENES, SEEDS, outs, strict=True):
         assert out.image.mode == "RGB" and out.image.size == (TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)
         info = out.info
         assert info["scheduler"] == "PNDMScheduler" and info["requested_scheduler"] == "default"
@@ -158,10 +157,14 @@ def test_parameters_outside_the_deployment_bounds_fail_with_the_setting_named(gl
 
 def test_lifecycle_load_warm_close(gligen_settings):
     core, synthesis = gligen_settings
-    renderer = GligenRenderer.from_settings(core, synthesis)
+    # The warm-up is a one-step render even where jobs must ask for more steps.
+    strict = synthesis.model_copy(update={"gligen_min_steps": 5})
+    renderer = GligenRenderer.from_settings(core, strict)
     assert not renderer.ready()  # loaded, not yet warmed up
     renderer.warmup()
     assert renderer.ready()
+    too_few = renderer.render(SCENES[:1], SEEDS[:1], PARAMS, TINY_IMAGE_SIZE)[0]
+    assert isinstance(too_few, Failure) and "[5, 100]" in too_few.reason
     renderer.close()
     assert not renderer.ready()
     with pytest.raises(RuntimeError, match="closed"):

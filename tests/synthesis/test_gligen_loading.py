@@ -8,8 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tiny_gligen import TINY_MODEL_SUBPATH, build_tiny_gligen
-
 from dreammask.services.synthesis.model_loading import (
     BadCheckpoint,
     ModelNotFound,
@@ -20,6 +18,7 @@ from dreammask.services.synthesis.model_loading import (
     resolve_dtype,
 )
 from dreammask.services.synthesis.settings import SynthesisSettings
+from tiny_gligen import TINY_MODEL_SUBPATH, build_tiny_gligen
 
 
 def test_plan_on_cpu_is_float32_without_variant(gligen_settings):

@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_gligen import CLIP_VOCAB_SIZE, TINY_IMAGE_SIZE, TINY_MODEL_SUBPATH
-
 from dreammask.services.synthesis.gligen_loop import GligenBatchPipeline, GroundedPrompt, make_scheduler
 from dreammask.services.synthesis.model_loading import load_pipeline, plan_load
+from tiny_gligen import CLIP_VOCAB_SIZE, TINY_IMAGE_SIZE, TINY_MODEL_SUBPATH
 
 CAT = GroundedPrompt("a cat on a sofa", ["cat", "sofa"], [[0.1, 0.2, 0.5, 0.6], [0.0, 0.5, 1.0, 1.0]], seed=11)
 AWNING = GroundedPrompt(
@@ -73,7 +72,7 @@ def test_one_sample_matches_the_diffusers_pipeline(pipe, loop, scheduler):
 def test_batched_equals_unbatched_for_the_same_seeds(loop):
     batched = loop([CAT, AWNING, STAIRS], **KW).images
     reordered = loop([STAIRS, CAT], **KW).images
-    for sample, image in zip([CAT, AWNING, STAIRS], batched):
+    for sample, image in zip([CAT, AWNING, STAIRS], batched, strict=True):
         alone = loop([sample], **KW).images[0]
         np.testing.assert_allclose(image, alone, atol=BATCH_TOL)
     np.testing.assert_allclose(reordered[0], batched[2], atol=BATCH_TOL)

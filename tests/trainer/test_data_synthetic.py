@@ -88,3 +88,18 @@ def test_lsj_scales_crops_pads_and_keeps_ids_aligned():
     a = lsj(image, ids, np.random.default_rng(3))
     b = lsj(image, ids, np.random.default_rng(3))
     assert all((x == y).all() for x, y in zip(a, b))
+
+
+def test_file_names_relative_to_the_dataset_root_as_curation_writes_them(store, tmp_path):
+    write_toy_dataset(store, "ds-f", num_images=2, size=32, seed=4)
+    key = keys.dataset_file("ds-f", keys.COCO_PANOPTIC)
+    pan = store.get_json(key)
+    for im in pan["images"]:
+        im["file_name"] = f"images/{im['file_name']}"
+    for ann in pan["annotations"]:
+        ann["file_name"] = f"panoptic/{ann['file_name']}"
+    store.put_json(key, pan)
+    dicts, _ = load_synthetic_dataset(store, "ds-f", tmp_path / "cache")
+    for d in dicts:
+        assert d["file_name"].endswith(f"ds-f/images/s0000{d['image_id'] - 1}.png")
+        assert read_panoptic(d["pan_seg_file_name"]).shape == (32, 32)
