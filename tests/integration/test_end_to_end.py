@@ -58,3 +58,45 @@ def test_job_runs_end_to_end_through_workers(platform):
     assert first["instances"] and "quality" in first["instances"][0]["scores"]
     img = p.client.get(first["image_url"].replace(p.api_url, ""))
     assert img.status_code == 200 and img.content[:4] == b"\x89PNG"
+
+
+def test_cli_drives_the_platform(platform, tmp_path):
+    from typer.testing import CliRunner
+
+    from dreammask.services.cli import app
+
+    p = platform()
+    run = CliRunner().invoke
+    opts = ["--api-url", p.api_url, "--api-key", p.api_key]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("train_categories: [person, dog, car]\nnum_novel: 1\nimages_per_category: 2\nimage_size: 96\n")
+
+    r = run(app, ["submit", str(spec), "--seed", "3", "--watch", *opts])
+    assert r.exit_code == 0, r.output
+    assert "succeeded" in r.output
+    job_id = r.output.split("job ", 1)[1].split()[0]
+    view = p.job(job_id)
+    assert view["state"] == "succeeded"
+
+    r = run(app, ["list", *opts])
+    assert r.exit_code == 0 and job_id in r.output
+
+    r = run(app, ["download", view["dataset_id"], "--to", str(tmp_path / "dl"), *opts])
+    assert r.exit_code == 0, r.output
+    ds = tmp_path / "dl" / view["dataset_id"]
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(ds / "annotations" / "instances.json"))
+    assert len(coco.getImgIds()) == view_images(p, view["dataset_id"])
+    assert (ds / "contact_sheet.png").read_bytes()[:4] == b"\x89PNG"
+
+    # Bad input: the CLI shows the field and what to change, and exits non-zero.
+    r = run(app, ["submit", "--categories", "dog,dog", *opts])
+    assert r.exit_code == 1 and "train_categories" in r.output and "duplicates" in r.output
+
+    r = run(app, ["resume", job_id, *opts])
+    assert r.exit_code == 1 and "already succeeded" in r.output
+
+
+def view_images(p, dataset_id: str) -> int:
+    return p.client.get(f"/v1/datasets/{dataset_id}").json()["manifest"]["images"]
