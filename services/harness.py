@@ -76,9 +76,20 @@ class LocalPlatform:
         self.start_timeout = start_timeout
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.logs = self.root / "logs"
-        self.store = LocalObjectStore(self.root / "objects")
+        self.store = self._store()
         self.api_url = ""
         self._client: httpx.Client | None = None
+
+    def _store(self):
+        """The store the services use: a local directory unless `env` configures S3."""
+        if self.user_env.get("DREAMMASK_STORAGE_BACKEND") == "s3":
+            from dreammask.shared.settings import Settings
+            from dreammask.shared.storage import store_from_settings
+
+            overrides = {k[len("DREAMMASK_"):].lower(): v for k, v in self.user_env.items()
+                         if k.startswith("DREAMMASK_S3_") or k == "DREAMMASK_STORAGE_BACKEND"}
+            return store_from_settings(Settings(**overrides))
+        return LocalObjectStore(self.root / "objects")
 
     # ------------------------------------------------------------------ lifecycle
     @property
