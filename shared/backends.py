@@ -27,6 +27,9 @@ class Backend(ABC):
     stage: ClassVar[str] = ""
     requires_gpu: ClassVar[bool] = False
     requires_weights: ClassVar[bool] = False
+    # Scenes per task message this backend works best with (0: the deployment's batch size setting).
+    # A remote LLM wants many requests in flight; a GPU wants a full batch.
+    preferred_batch_size: ClassVar[int] = 0
 
     @classmethod
     def from_settings(cls, settings) -> Backend:

@@ -7,7 +7,7 @@ import time
 from dreammask.shared import keys
 from dreammask.shared.backends import Failure, LayoutRequest
 from dreammask.shared.celery_app import TASK_CURATE, TASK_PLAN_LAYOUTS, TASK_RENDER
-from dreammask.shared.registry import get_backend
+from dreammask.shared.registry import backend_class, get_backend
 from dreammask.shared.runtime import Runtime
 from dreammask.shared.schemas import CategorySet, JobState, SceneLayout
 
@@ -46,7 +46,8 @@ def associate(rt: Runtime, job_id: str) -> dict:
         tr.transition(job_id, JobState.running, f"{len(cats.novel)} novel categories found, "
                       f"{spec.num_novel} asked: planning {n_scenes} scenes", planned_scenes=n_scenes)
     scene_ids = [keys.scene_id(i) for i in range(n_scenes)]
-    for batch in batches(scene_ids, rt.settings.layout_batch_size):
+    size = max(rt.settings.layout_batch_size, backend_class("layout", spec.backends.layout).preferred_batch_size)
+    for batch in batches(scene_ids, size):
         rt.dispatcher.send(TASK_PLAN_LAYOUTS, job_id, batch)
     return {"novel": len(cats.novel), "scenes": n_scenes}
 

@@ -58,6 +58,8 @@ class LLMAssociation(AssociationBackend):
 
 class LLMLayoutPlanner(LayoutBackend):
     name = "llm"
+    # Enough scenes per message to keep the server's concurrency busy between batches.
+    preferred_batch_size = 64
     requires_gpu = False
     requires_weights = False
 
