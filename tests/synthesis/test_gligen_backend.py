@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
+from tiny_gligen import TINY_IMAGE_SIZE
+
 from dreammask.services.synthesis.backends.gligen import GligenRenderer, trim_objects
 from dreammask.shared.backends import Failure, RenderOutput
 from dreammask.shared.schemas import LayoutObject, SceneLayout, SynthesisParams
 from dreammask.shared.seeding import scene_seed
-from pydantic import ValidationError
-from tiny_gligen import TINY_IMAGE_SIZE
 
 PARAMS = SynthesisParams(steps=2, guidance_scale=7.5, gligen_scheduled_sampling_beta=1.0)
 

@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny_gligen import TINY_MODEL_SUBPATH, build_tiny_gligen
+
 from dreammask.services.synthesis.model_loading import (
     BadCheckpoint,
     ModelNotFound,
@@ -18,7 +20,6 @@ from dreammask.services.synthesis.model_loading import (
     resolve_dtype,
 )
 from dreammask.services.synthesis.settings import SynthesisSettings
-from tiny_gligen import TINY_MODEL_SUBPATH, build_tiny_gligen
 
 
 def test_plan_on_cpu_is_float32_without_variant(gligen_settings):

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_gligen import CLIP_VOCAB_SIZE, TINY_IMAGE_SIZE, TINY_MODEL_SUBPATH
+
 from dreammask.services.synthesis.gligen_loop import GligenBatchPipeline, GroundedPrompt, make_scheduler
 from dreammask.services.synthesis.model_loading import load_pipeline, plan_load
-from tiny_gligen import CLIP_VOCAB_SIZE, TINY_IMAGE_SIZE, TINY_MODEL_SUBPATH
 
 CAT = GroundedPrompt("a cat on a sofa", ["cat", "sofa"], [[0.1, 0.2, 0.5, 0.6], [0.0, 0.5, 1.0, 1.0]], seed=11)
 AWNING = GroundedPrompt(

@@ -9,11 +9,12 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
+from tiny_gligen import TINY_IMAGE_SIZE, TINY_MODEL_SUBPATH
+
 from dreammask.shared import keys
 from dreammask.shared.schemas import RenderRecord, SceneLayout, SynthesisParams
 from dreammask.shared.seeding import scene_seed
-from PIL import Image
-from tiny_gligen import TINY_IMAGE_SIZE, TINY_MODEL_SUBPATH
 
 pytestmark = pytest.mark.integration
 

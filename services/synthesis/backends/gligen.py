@@ -1,0 +1,257 @@
+"""Production layout-to-image backend: GLIGEN (diffusers) with a different layout per batch item.
+
+Loaded once per worker process (`from_settings`, called by the registry after the fork), warmed up with
+a one-step render, and released on shutdown. `render` checks each layout, trims those over GLIGEN's
+30-object limit (keeping the novel category and the largest boxes), cuts the scenes into batches of
+DREAMMASK_GLIGEN_BATCH_SIZE and renders each batch in one denoising loop (`GligenBatchPipeline`).
+Every scene has its own generator seeded with the seed the platform passes, so it renders the same
+image alone or in any batch.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from dreammask.shared.backends import Failure, RenderBackend, RenderOutput
+from dreammask.shared.schemas import LayoutObject, SceneLayout, SynthesisParams
+
+from ..settings import SynthesisSettings
+
+log = logging.getLogger(__name__)
+
+
+def trim_objects(layout: SceneLayout, max_objects: int) -> tuple[list[LayoutObject], list[LayoutObject]]:
+    """(kept, dropped). Over the limit, the novel category's objects stay first (the scene exists for
+    them), then the largest boxes; kept objects keep their layout order."""
+    objects = list(layout.objects)
+    if len(objects) <= max_objects:
+        return objects, []
+
+    def is_novel(o: LayoutObject) -> bool:
+        return o.is_novel or o.category == layout.novel_category
+
+    ranked = sorted(range(len(objects)), key=lambda i: (not is_novel(objects[i]), -objects[i].area, i))
+    keep = set(ranked[:max_objects])
+    return ([o for i, o in enumerate(objects) if i in keep], [o for i, o in enumerate(objects) if i not in keep])
+
+
+def check_layout(layout: SceneLayout) -> str | None:
+    """Why this layout cannot be rendered, or None. The schema already rejects most of this; layouts can
+    still be built without validation (`model_construct`), and a bad one must not sink its batch."""
+    if not layout.objects:
+        return f"layout {layout.scene_id} has no objects; GLIGEN needs at least one box with its category"
+    for k, o in enumerate(layout.objects):
+        if not isinstance(o, LayoutObject):
+            return f"object {k} of layout {layout.scene_id} is a {type(o).__name__}, not a LayoutObject"
+        if not isinstance(o.category, str) or not o.category.strip():
+            return f"object {k} of layout {layout.scene_id} has an empty category name"
+        b = o.box
+        if len(b) != 4 or not all(isinstance(c, (int, float)) and math.isfinite(c) for c in b):
+            return f"object {k} ({o.category}) has box {b}; give 4 finite numbers [x0, y0, x1, y1]"
+        if not all(0.0 <= c <= 1.0 for c in b) or not (b[2] > b[0] and b[3] > b[1]):
+            return (f"object {k} ({o.category}) has box {b}; boxes are normalised [x0, y0, x1, y1] "
+                    "with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
+    return None
+
+
+def prompt_for(layout: SceneLayout, objects: list[LayoutObject]) -> str:
+    caption = " ".join((layout.caption or "").split())
+    if caption:
+        return caption
+    names = list(dict.fromkeys(o.category for o in objects))
+    return "a photo of " + ", ".join(names)
+
+
+class GligenRenderer(RenderBackend):
+    name = "gligen"
+    requires_gpu = True  # runs on the CPU in float32 too, at a small fraction of the speed
+    requires_weights = True
+
+    def __init__(self, pipe, settings: SynthesisSettings, *, plan=None, revision: dict | None = None,
+                 options: dict | None = None):
+        from ..gligen_loop import GligenBatchPipeline
+
+        self.settings = settings
+        self._pipe = pipe
+        self._loop = GligenBatchPipeline.from_pipe(pipe)
+        self._plan = plan
+        self._revision = revision or {}
+        self._options = options or {}
+        self._lock = threading.Lock()  # the fusers' on/off switch is module state: one render at a time
+        self._warm = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def from_settings(cls, settings=None, synthesis: SynthesisSettings | None = None) -> GligenRenderer:
+        from dreammask.shared.settings import get_settings
+
+        from ..model_loading import apply_memory_options, load_pipeline, model_revision, plan_load
+
+        core = settings if settings is not None and hasattr(settings, "models_dir") else get_settings()
+        synthesis = synthesis or (settings if isinstance(settings, SynthesisSettings) else SynthesisSettings())
+        t0 = time.perf_counter()
+        plan = plan_load(synthesis, core.models_dir, device=core.device,
+                         allow_hub_downloads=core.allow_hub_downloads)
+        pipe = load_pipeline(plan)
+        options = apply_memory_options(pipe, synthesis)
+        revision = model_revision(Path(plan.source)) if plan.local else {"revision": f"hub:{plan.source}"}
+        log.info("gligen loaded from %s (%s, %s on %s) in %.1fs", plan.source, revision.get("revision"),
+                 plan.dtype, plan.device, time.perf_counter() - t0)
+        return cls(pipe, synthesis, plan=plan, revision=revision, options=options)
+
+    def warmup(self) -> None:
+        """One one-step render with the fusers on: allocates the kernels' workspaces (and compiles the
+        UNet where torch.compile is on) before the first task is taken."""
+        from ..gligen_loop import GroundedPrompt
+
+        size = self.settings.gligen_warmup_image_size or self._loop.native_image_size
+        # A compiled UNet is specialised to its batch shape: warm it at the batch the tasks will use.
+        batch = self.settings.gligen_batch_size if self.settings.gligen_torch_compile else 1
+        chunk = [(k, GroundedPrompt("a photo", ["object"], [[0.25, 0.25, 0.75, 0.75]], seed=k), [])
+                 for k in range(batch)]
+        # Straight to the loop: the deployment's step/guidance bounds are for jobs, not for the warm-up.
+        params = SynthesisParams(steps=1, gligen_scheduled_sampling_beta=1.0)
+        with self._lock:
+            self._render_chunk(chunk, params, size)
+        self._warm = True
+
+    @property
+    def pipeline(self):
+        """The loaded diffusers StableDiffusionGLIGENPipeline (its components are what the loop runs)."""
+        return self._pipe
+
+    def ready(self) -> bool:
+        return self._pipe is not None and self._warm
+
+    def close(self) -> None:
+        with self._lock:
+            on_cuda = self._plan is not None and str(self._plan.device).startswith("cuda")
+            self._loop = None
+            self._pipe = None
+            self._warm = False
+            gc.collect()
+            if on_cuda:
+                import torch
+
+                torch.cuda.empty_cache()
+
+    def describe(self) -> dict[str, Any]:
+        plan = self._plan
+        return {
+            "backend": self.name,
+            "model_path": plan.source if plan else None,
+            "revision": self._revision.get("revision"),
+            **({"source_revision": self._revision["source_revision"]} if "source_revision" in self._revision else {}),
+            "dtype": plan.dtype if plan else str(self._loop.dtype).removeprefix("torch.") if self._loop else None,
+            "variant": plan.variant if plan else None,
+            "device": plan.device if plan else None,
+            **self._options,
+        }
+
+    # ------------------------------------------------------------------ rendering
+
+    def check_params(self, params: SynthesisParams) -> str | None:
+        s = self.settings
+        if not s.gligen_min_steps <= params.steps <= s.gligen_max_steps:
+            return (f"synthesis.steps={params.steps} is outside this deployment's range "
+                    f"[{s.gligen_min_steps}, {s.gligen_max_steps}] (DREAMMASK_GLIGEN_MIN/MAX_STEPS); change the job's steps")
+        if params.guidance_scale > s.gligen_max_guidance_scale:
+            return (f"synthesis.guidance_scale={params.guidance_scale} exceeds this deployment's limit "
+                    f"{s.gligen_max_guidance_scale} (DREAMMASK_GLIGEN_MAX_GUIDANCE_SCALE); lower it")
+        return None
+
+    def render(self, layouts: list[SceneLayout], seeds: list[int], params: SynthesisParams,
+               image_size: int) -> list[RenderOutput | Failure]:
+        from ..gligen_loop import GroundedPrompt
+
+        if len(layouts) != len(seeds):
+            raise ValueError(f"{len(layouts)} layouts but {len(seeds)} seeds; give one seed per layout")
+        if self._loop is None:
+            raise RuntimeError("the gligen backend was closed; build a new one")
+        problem = self.check_params(params)
+        factor = self._loop.vae_scale_factor
+        if problem is None and (image_size <= 0 or image_size % factor):
+            problem = f"image_size={image_size} must be a positive multiple of {factor} for this VAE"
+        if problem:
+            return [Failure(problem) for _ in layouts]
+
+        results: list[RenderOutput | Failure | None] = [None] * len(layouts)
+        work: list[tuple[int, GroundedPrompt, list[LayoutObject]]] = []
+        for i, (layout, seed) in enumerate(zip(layouts, seeds, strict=True)):
+            reason = check_layout(layout)
+            if reason:
+                results[i] = Failure(reason)
+                continue
+            kept, dropped = trim_objects(layout, self.settings.gligen_max_objects)
+            sample = GroundedPrompt(
+                prompt=prompt_for(layout, kept),
+                phrases=[o.category for o in kept],
+                boxes=[list(o.box) for o in kept],
+                seed=int(seed),
+            )
+            work.append((i, sample, dropped))
+
+        size = self.settings.gligen_batch_size
+        with self._lock:
+            for start in range(0, len(work), size):
+                chunk = work[start : start + size]
+                for (i, _, _), out in zip(chunk, self._render_chunk(chunk, params, image_size), strict=True):
+                    results[i] = out
+        return results  # type: ignore[return-value]
+
+    def _render_chunk(self, chunk, params: SynthesisParams, image_size: int) -> list[RenderOutput]:
+        import torch
+        from PIL import Image
+
+        from ..gligen_loop import to_uint8
+
+        t0 = time.perf_counter()
+        try:
+            out = self._loop(
+                [sample for _, sample, _ in chunk],
+                height=image_size,
+                width=image_size,
+                num_inference_steps=params.steps,
+                guidance_scale=params.guidance_scale,
+                gligen_scheduled_sampling_beta=params.gligen_scheduled_sampling_beta,
+                negative_prompt=params.negative_prompt,
+                scheduler=params.scheduler,
+            )
+        except torch.cuda.OutOfMemoryError:
+            if not self.settings.gligen_split_on_oom or len(chunk) == 1:
+                raise
+            # Halving is safe: each scene's noise comes from its own generator, not from its batch slot.
+            torch.cuda.empty_cache()
+            half = len(chunk) // 2
+            log.warning("CUDA out of memory at batch %d; retrying as %d + %d", len(chunk), half, len(chunk) - half)
+            return (self._render_chunk(chunk[:half], params, image_size)
+                    + self._render_chunk(chunk[half:], params, image_size))
+        seconds = (time.perf_counter() - t0) / len(chunk)
+        model = self.describe()
+        images = to_uint8(out.images)
+        outputs = []
+        for k, (_, sample, dropped) in enumerate(chunk):
+            info = {
+                **out.info,
+                "requested_scheduler": params.scheduler,
+                "prompt": sample.prompt,
+                "prompt_truncated": out.prompt_truncated[k],
+                "phrases": sample.phrases,
+                "num_objects": len(sample.boxes),
+                "dropped_objects": len(dropped),
+                "seed": sample.seed,
+                "batch_size": len(chunk),
+                "seconds": round(seconds, 4),
+                "dtype": model["dtype"],
+                "model_path": model["model_path"],
+                "model_revision": model["revision"],
+            }
+            outputs.append(RenderOutput(image=Image.fromarray(images[k], "RGB"), dropped=list(dropped), info=info))
+        return outputs

@@ -1,0 +1,252 @@
+"""GLIGEN text-box generation with a different layout per batch item.
+
+diffusers 0.42.1 ships `StableDiffusionGLIGENPipeline` among its deprecated pipelines
+(diffusers/pipelines/deprecated/stable_diffusion_gligen/). Its `__call__` encodes one list of phrases and
+boxes, pads them to 30 grounding tokens, and repeats that single layout over the whole batch as
+`cross_attention_kwargs["gligen"] = {"boxes", "positive_embeddings", "masks"}`; the UNet's `position_net`
+(GLIGENTextBoundingboxProjection) turns them into grounding tokens for the gated self-attention fusers.
+
+`GligenBatchPipeline` keeps that computation step for step (same prompt encoding, same phrase features
+— the text encoder's pooled output —, same padding and null masks, the unconditional half of
+classifier-free guidance with all masks 0, scheduled sampling that turns the fusers off after the first
+`beta` share of the steps) but builds the grounding tensors per sample, and draws each sample's
+starting noise from its own generator. A sample therefore comes out the same alone or in any batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+# The grounding-token count GLIGEN was trained with; the diffusers pipeline pads to it.
+MAX_GROUNDING_TOKENS = 30
+
+SCHEDULER_CLASSES = {
+    "ddim": "DDIMScheduler",
+    "dpm": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "pndm": "PNDMScheduler",
+}
+
+
+@dataclass
+class GroundedPrompt:
+    """One image to render: a global caption, one phrase per box (normalised xyxy), and its seed."""
+
+    prompt: str
+    phrases: list[str]
+    boxes: list[list[float]]
+    seed: int
+
+    def __post_init__(self):
+        if len(self.phrases) != len(self.boxes):
+            raise ValueError(f"{len(self.phrases)} phrases for {len(self.boxes)} boxes; give one phrase per box")
+        if len(self.boxes) > MAX_GROUNDING_TOKENS:
+            raise ValueError(
+                f"{len(self.boxes)} boxes; GLIGEN grounds at most {MAX_GROUNDING_TOKENS} (trim the layout first)"
+            )
+
+
+@dataclass
+class GligenBatchOutput:
+    images: np.ndarray  # float32 (B, H, W, 3) in [0, 1]
+    info: dict[str, Any] = field(default_factory=dict)  # what was actually run (shared by the batch)
+    prompt_truncated: list[bool] = field(default_factory=list)
+
+
+def make_scheduler(base, name: str):
+    """A fresh scheduler for one call: schedulers keep per-run state (PNDM's history, DPM's model
+    outputs), so the loaded one is only a template. 'default' keeps the checkpoint's own class."""
+    import diffusers
+
+    if name == "default":
+        cls = type(base)
+    else:
+        try:
+            cls = getattr(diffusers, SCHEDULER_CLASSES[name])
+        except KeyError:
+            raise ValueError(f"unknown scheduler {name!r}; use one of default, {', '.join(SCHEDULER_CLASSES)}") from None
+    return cls.from_config(base.config)
+
+
+class GligenBatchPipeline:
+    """Batched GLIGEN sampling over the components of a loaded `StableDiffusionGLIGENPipeline`."""
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.unet = unet
+        self.scheduler = scheduler
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        from diffusers.models.attention import GatedSelfAttentionDense
+
+        self._fusers = [m for m in unet.modules() if type(m) is GatedSelfAttentionDense]
+        if not self._fusers:
+            raise ValueError("the UNet has no gated self-attention layers: it is not a GLIGEN UNet")
+
+    @classmethod
+    def from_pipe(cls, pipe) -> GligenBatchPipeline:
+        return cls(pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.scheduler)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.text_encoder.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def native_image_size(self) -> int:
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    # ------------------------------------------------------------------ conditioning
+
+    def enable_fuser(self, enabled: bool) -> None:
+        for m in self._fusers:
+            m.enabled = enabled
+
+    def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, list[bool]]:
+        """Caption embeddings as the SD pipelines make them: padded to the tokenizer's max length, last
+        hidden state of the text encoder."""
+        tok = self.tokenizer
+        inputs = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                     return_tensors="pt")
+        truncated = [len(ids) > tok.model_max_length for ids in tok(prompts, truncation=False).input_ids]
+        attention_mask = None
+        if getattr(self.text_encoder.config, "use_attention_mask", False):
+            attention_mask = inputs.attention_mask.to(self.device)
+        embeds = self.text_encoder(inputs.input_ids.to(self.device), attention_mask=attention_mask)[0]
+        return embeds.to(dtype=self.text_encoder.dtype), truncated
+
+    def encode_phrases(self, phrases: list[str]) -> dict[str, torch.Tensor]:
+        """Phrase features as the GLIGEN pipeline makes them: the text encoder's pooled (EOS) output.
+        Each distinct phrase is encoded once per call; CLIP's causal mask makes the pooled feature
+        independent of how far the batch is padded."""
+        unique = list(dict.fromkeys(phrases))
+        if not unique:
+            return {}
+        inputs = self.tokenizer(unique, padding=True, truncation=True, max_length=self.tokenizer.model_max_length,
+                                return_tensors="pt").to(self.device)
+        pooled = self.text_encoder(**inputs).pooler_output
+        return dict(zip(unique, pooled, strict=True))
+
+    def grounding_inputs(self, samples: list[GroundedPrompt]) -> dict[str, torch.Tensor]:
+        """Per-sample boxes, phrase embeddings and masks, each padded to 30 tokens."""
+        n, dim = len(samples), self.unet.config.cross_attention_dim
+        dtype, device = self.text_encoder.dtype, self.device
+        features = self.encode_phrases([p for s in samples for p in s.phrases])
+        boxes = torch.zeros(n, MAX_GROUNDING_TOKENS, 4, device=device, dtype=dtype)
+        embeds = torch.zeros(n, MAX_GROUNDING_TOKENS, dim, device=device, dtype=dtype)
+        masks = torch.zeros(n, MAX_GROUNDING_TOKENS, device=device, dtype=dtype)
+        for i, s in enumerate(samples):
+            k = len(s.boxes)
+            if k:
+                boxes[i, :k] = torch.tensor(s.boxes, device=device, dtype=dtype)
+                embeds[i, :k] = torch.stack([features[p] for p in s.phrases]).to(dtype)
+                masks[i, :k] = 1
+        return {"boxes": boxes, "positive_embeddings": embeds, "masks": masks}
+
+    # ------------------------------------------------------------------ sampling
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        samples: list[GroundedPrompt],
+        *,
+        height: int,
+        width: int,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        gligen_scheduled_sampling_beta: float = 0.3,
+        negative_prompt: str | None = None,
+        scheduler: str = "default",
+        eta: float = 0.0,
+    ) -> GligenBatchOutput:
+        from diffusers.utils.torch_utils import randn_tensor
+
+        if not samples:
+            raise ValueError("nothing to render: give at least one sample")
+        if height % self.vae_scale_factor or width % self.vae_scale_factor:
+            raise ValueError(f"height and width must be multiples of {self.vae_scale_factor}, got {height}x{width}")
+        device, batch = self.device, len(samples)
+        do_cfg = guidance_scale > 1.0
+
+        prompt_embeds, truncated = self.encode_prompts([s.prompt for s in samples])
+        grounding = self.grounding_inputs(samples)
+        if do_cfg:
+            negative, _ = self.encode_prompts([negative_prompt or ""])
+            prompt_embeds = torch.cat([negative.expand(batch, -1, -1), prompt_embeds])
+            # The unconditional half sees the same boxes with every mask off: only null grounding tokens.
+            grounding = {k: torch.cat([v, v]) for k, v in grounding.items()}
+            grounding["masks"][:batch] = 0
+        cross_attention_kwargs = {"gligen": grounding}
+
+        sched = make_scheduler(self.scheduler, scheduler)
+        sched.set_timesteps(num_inference_steps, device=device)
+        timesteps = sched.timesteps
+
+        # One generator per sample, on the CPU: its noise does not depend on the batch or on the GPU model.
+        generators = [torch.Generator("cpu").manual_seed(int(s.seed)) for s in samples]
+        shape = (batch, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        latents = randn_tensor(shape, generator=generators, device=device, dtype=prompt_embeds.dtype)
+        latents = latents * sched.init_noise_sigma
+
+        step_params = set(inspect.signature(sched.step).parameters)
+        step_kwargs = {}
+        if "eta" in step_params:
+            step_kwargs["eta"] = eta
+        if "generator" in step_params:
+            step_kwargs["generator"] = generators
+
+        # Scheduled sampling: grounding for the first `beta` share of the steps, plain SD after.
+        num_grounding_steps = int(gligen_scheduled_sampling_beta * len(timesteps))
+        self.enable_fuser(True)
+        try:
+            for i, t in enumerate(timesteps):
+                if i == num_grounding_steps:
+                    self.enable_fuser(False)
+                model_input = torch.cat([latents] * 2) if do_cfg else latents
+                model_input = sched.scale_model_input(model_input, t)
+                noise_pred = self.unet(
+                    model_input, t, encoder_hidden_states=prompt_embeds, cross_attention_kwargs=cross_attention_kwargs
+                ).sample
+                if do_cfg:
+                    uncond, cond = noise_pred.chunk(2)
+                    noise_pred = uncond + guidance_scale * (cond - uncond)
+                latents = sched.step(noise_pred, t, latents, **step_kwargs).prev_sample
+        finally:
+            self.enable_fuser(True)
+
+        images = self.decode(latents)
+        info = {
+            "scheduler": type(sched).__name__,
+            "steps": num_inference_steps,
+            "guidance_scale": guidance_scale,
+            "gligen_scheduled_sampling_beta": gligen_scheduled_sampling_beta,
+            # PNDM (PLMS) repeats one timestep, so the loop can run more UNet passes than `steps`.
+            "denoising_iterations": len(timesteps),
+            "grounding_steps": num_grounding_steps,
+            "negative_prompt": negative_prompt or "",
+            "eta": eta,
+        }
+        return GligenBatchOutput(images=images, info=info, prompt_truncated=truncated)
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        cfg = self.vae.config
+        latents = latents / cfg.scaling_factor
+        if getattr(cfg, "shift_factor", None):
+            latents = latents + cfg.shift_factor
+        image = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
+        image = (image / 2 + 0.5).clamp(0, 1)
+        return image.cpu().permute(0, 2, 3, 1).float().numpy()
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Float [0, 1] images to uint8 the way diffusers' numpy_to_pil rounds them."""
+    return (images * 255).round().astype("uint8")

@@ -1,0 +1,195 @@
+"""Loading a GLIGEN checkpoint from the models directory, once per worker process.
+
+Weights come from a local diffusers folder (`from_pretrained` on a path); a hub id is used only where the
+operator allows downloads. On CUDA the pipeline runs in float16 (with the fp16 weight files where the
+folder has them), on CPU in float32. Every render records the folder and a revision hash computed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .settings import SynthesisSettings
+
+log = logging.getLogger(__name__)
+
+PIPELINE_CLASS = "StableDiffusionGLIGENPipeline"
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".msgpack")
+
+
+class ModelNotFound(FileNotFoundError):
+    pass
+
+
+class BadCheckpoint(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    source: str  # local folder, or a hub id where downloads are allowed
+    local: bool
+    device: str  # "cpu", "cuda", "cuda:1" ...
+    dtype: str  # "float32", "float16", "bfloat16"
+    variant: str | None  # weight-file variant to load ("fp16"), None for the default files
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(requested: str, fallback: str = "auto") -> str:
+    """'auto' -> 'cuda' where a GPU is visible, else 'cpu'. An explicit CUDA device without a GPU is an error."""
+    import torch
+
+    device = requested if requested and requested != "auto" else (fallback or "auto")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device {device!r} is configured but no CUDA GPU is visible to this process; "
+            "set DREAMMASK_GLIGEN_DEVICE=cpu (or auto) or run the worker on a GPU node"
+        )
+    return device
+
+
+def resolve_dtype(requested: str, device: str) -> str:
+    if requested != "auto":
+        if device == "cpu" and requested == "float16":
+            raise ValueError(
+                "DREAMMASK_GLIGEN_DTYPE=float16 on CPU: half precision convolutions are slow or missing on CPU; "
+                "use float32 (or auto)"
+            )
+        return requested
+    return "float16" if device.startswith("cuda") else "float32"
+
+
+def has_variant(folder: Path, variant: str) -> bool:
+    """True where the UNet's weights exist as the `variant` files (e.g. diffusion_pytorch_model.fp16.safetensors)."""
+    unet = folder / "unet"
+    if not unet.is_dir():
+        return False
+    return any(
+        f.name.endswith(tuple(f".{variant}{s}" for s in _WEIGHT_SUFFIXES)) or f".{variant}-" in f.name
+        for f in unet.iterdir()
+    )
+
+
+def plan_load(settings: SynthesisSettings, models_dir: Path, *, device: str = "auto",
+              allow_hub_downloads: bool = False) -> LoadPlan:
+    """Where to load from, on which device, in which precision; checks the folder before any weight is read."""
+    device = resolve_device(settings.gligen_device, device)
+    dtype = resolve_dtype(settings.gligen_dtype, device)
+    folder = settings.resolved_model_path(models_dir)
+    if (folder / "model_index.json").is_file():
+        check_checkpoint(folder)
+        # fp16 files halve the read and skip an up-cast; only worth it where we run in half precision.
+        variant = settings.gligen_variant if dtype == "float16" and has_variant(folder, settings.gligen_variant) else None
+        return LoadPlan(source=str(folder.resolve()), local=True, device=device, dtype=dtype, variant=variant)
+    if allow_hub_downloads and settings.gligen_hub_id:
+        log.warning("GLIGEN folder %s missing; downloads are allowed, using %s", folder, settings.gligen_hub_id)
+        return LoadPlan(source=settings.gligen_hub_id, local=False, device=device, dtype=dtype,
+                        variant=settings.gligen_variant if dtype == "float16" else None)
+    raise ModelNotFound(
+        f"GLIGEN weights not found: {folder} has no model_index.json. Mount the diffusers folder of a GLIGEN "
+        f"text-box generation checkpoint (e.g. {settings.gligen_hub_id}) there, or point "
+        "DREAMMASK_GLIGEN_MODEL_PATH at it (relative to DREAMMASK_MODELS_DIR or absolute)."
+    )
+
+
+def check_checkpoint(folder: Path) -> dict[str, Any]:
+    """Reject folders that are not a GLIGEN text-box generation checkpoint, saying what is wrong."""
+    index = json.loads((folder / "model_index.json").read_text())
+    missing = [c for c in COMPONENTS if not (folder / c).is_dir() or not index.get(c) or index[c][0] is None]
+    if missing:
+        raise BadCheckpoint(f"{folder} lacks the component(s) {', '.join(missing)} a GLIGEN pipeline needs")
+    unet_cfg = json.loads((folder / "unet" / "config.json").read_text())
+    attention_type = unet_cfg.get("attention_type", "default")
+    if attention_type != "gated":
+        raise BadCheckpoint(
+            f"{folder}/unet has attention_type={attention_type!r}; the gligen backend needs a GLIGEN text-box "
+            "checkpoint (attention_type 'gated', e.g. masterful/gligen-1-4-generation-text-box)"
+        )
+    if index.get("_class_name") != PIPELINE_CLASS:
+        log.warning("%s declares %s, not %s; loading its components anyway", folder, index.get("_class_name"),
+                    PIPELINE_CLASS)
+    return index
+
+
+def model_revision(folder: Path) -> dict[str, str]:
+    """A revision hash of a checkpoint folder without reading its weights: sha256 over every config/
+    tokenizer file's bytes and every weight file's name and size. A REVISION file (e.g. the hub commit
+    the operator mounted) or a hub snapshot folder name is recorded next to it."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    for p in files:
+        rel = p.relative_to(folder).as_posix()
+        if p.name.endswith(_WEIGHT_SUFFIXES):
+            h.update(f"W {rel} {p.stat().st_size}\n".encode())
+        else:
+            h.update(f"F {rel}\n".encode())
+            h.update(p.read_bytes())
+    out = {"revision": "sha256:" + h.hexdigest()[:16]}
+    revision_file = folder / "REVISION"
+    if revision_file.is_file():
+        out["source_revision"] = revision_file.read_text().strip()[:100]
+    elif folder.parent.name == "snapshots":
+        out["source_revision"] = folder.name
+    return out
+
+
+def load_pipeline(plan: LoadPlan):
+    """The diffusers StableDiffusionGLIGENPipeline on the planned device, in eval mode, without the
+    safety checker (the curation stage selects images; see docs/synthesis.md)."""
+    import torch
+    from diffusers import StableDiffusionGLIGENPipeline
+    from diffusers.utils import logging as dlogging
+
+    verbosity = dlogging.get_verbosity()
+    dlogging.set_verbosity_error()  # the "deprecated pipeline" notice is expected: we own the loop
+    try:
+        pipe = StableDiffusionGLIGENPipeline.from_pretrained(
+            plan.source,
+            dtype=getattr(torch, plan.dtype),
+            variant=plan.variant,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+            local_files_only=plan.local,
+        )
+    finally:
+        dlogging.set_verbosity(verbosity)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(plan.device)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.eval().requires_grad_(False)
+    return pipe
+
+
+def apply_memory_options(pipe, settings: SynthesisSettings) -> dict[str, Any]:
+    """Attention processor, VAE slicing/tiling and optional torch.compile; returns what was applied."""
+    import torch
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    pipe.unet.set_attn_processor(AttnProcessor2_0() if settings.gligen_attention == "sdpa" else AttnProcessor())
+    # Slicing decodes one latent at a time: peak VAE memory stops growing with the batch.
+    if settings.gligen_enable_vae_slicing:
+        pipe.vae.enable_slicing()
+    if settings.gligen_enable_vae_tiling:
+        pipe.vae.enable_tiling()
+    compiled = False
+    if settings.gligen_torch_compile:
+        pipe.unet = torch.compile(pipe.unet, mode=settings.gligen_compile_mode, fullgraph=False)
+        compiled = True
+    return {
+        "attention": settings.gligen_attention,
+        "vae_slicing": settings.gligen_enable_vae_slicing,
+        "vae_tiling": settings.gligen_enable_vae_tiling,
+        "torch_compile": compiled,
+    }

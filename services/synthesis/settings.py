@@ -1,0 +1,65 @@
+"""Settings of the synthesis service's GLIGEN backend (environment variables `DREAMMASK_GLIGEN_*`).
+
+Light module: no torch import, so the deployment checks can list these fields anywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings
+
+from dreammask.shared.settings import settings_config
+
+# GLIGEN's grounding tokens: the position net was trained with at most 30 objects per image, and the
+# diffusers pipeline pads to exactly this many.
+GLIGEN_MAX_OBJECTS = 30
+
+
+class SynthesisSettings(BaseSettings):
+    model_config = settings_config()
+
+    # The diffusers folder of a GLIGEN text-box *generation* checkpoint (model_index.json, unet/, vae/,
+    # text_encoder/, tokenizer/, scheduler/). Relative paths are under DREAMMASK_MODELS_DIR.
+    gligen_model_path: Path = Path("gligen/diffusers-generation-text-box")
+    # Used only where DREAMMASK_ALLOW_HUB_DOWNLOADS is true and the folder above is missing.
+    gligen_hub_id: str = "masterful/gligen-1-4-generation-text-box"
+
+    # "auto": float16 on CUDA (with the fp16 weight variant where the folder has it), float32 on CPU.
+    gligen_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    gligen_variant: str = "fp16"
+    # "auto" follows DREAMMASK_DEVICE; set e.g. "cuda:1" to pin this backend to one GPU.
+    gligen_device: str = "auto"
+
+    # Images per UNet forward (each counts twice with classifier-free guidance). The platform hands a
+    # task DREAMMASK_SYNTHESIS_BATCH_SIZE scenes; the backend cuts them into batches of this size.
+    gligen_batch_size: int = Field(4, ge=1, le=64)
+    # On CUDA out-of-memory, halve the batch and go on (results do not depend on the batch size).
+    gligen_split_on_oom: bool = True
+
+    # Memory and speed.
+    gligen_attention: Literal["sdpa", "default"] = "sdpa"
+    gligen_enable_vae_slicing: bool = True
+    gligen_enable_vae_tiling: bool = False
+    gligen_torch_compile: bool = False
+    gligen_compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    # 0: the model's native size (unet.sample_size x VAE scale factor).
+    gligen_warmup_image_size: int = Field(0, ge=0, le=4096)
+
+    # Limits on what a job may ask for (a scene outside them fails with a message naming the limit).
+    gligen_max_objects: int = Field(GLIGEN_MAX_OBJECTS, ge=1, le=GLIGEN_MAX_OBJECTS)
+    gligen_min_steps: int = Field(1, ge=1, le=1000)
+    gligen_max_steps: int = Field(100, ge=1, le=1000)
+    gligen_max_guidance_scale: float = Field(20.0, ge=0.0, le=100.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SynthesisSettings:
+        if self.gligen_min_steps > self.gligen_max_steps:
+            raise ValueError("DREAMMASK_GLIGEN_MIN_STEPS must not exceed DREAMMASK_GLIGEN_MAX_STEPS")
+        return self
+
+    def resolved_model_path(self, models_dir: Path) -> Path:
+        path = Path(self.gligen_model_path).expanduser()
+        return path if path.is_absolute() else Path(models_dir) / path
