@@ -1,0 +1,75 @@
+"""The plain function behind the training task: status with iteration, losses and evaluation; cancel;
+a finished training is not rerun."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from dreammask.shared.storage import LocalObjectStore
+from dreammask.trainer.data.toy import write_toy_dataset
+from dreammask.trainer.service.runner import create_training, read_status, run_training_job
+from dreammask.trainer.service.schemas import TrainingSpec, cancel_key
+from dreammask.trainer.service.settings import TrainerSettings
+
+
+def _settings(tmp_path):
+    return TrainerSettings(trainer_cache_dir=tmp_path / "cache")
+
+
+def test_run_to_the_end_records_status_metrics_and_checkpoint(tmp_path):
+    store = LocalObjectStore(tmp_path / "objects")
+    write_toy_dataset(store, "ds-r", num_images=2, size=48)
+    spec = TrainingSpec(datasets=["ds-r"], eval_datasets=["synthetic:ds-r"], iterations=3, tiny=True,
+                        overrides={"ENGINE.STATUS_PERIOD": 1, "ENGINE.LOG_PERIOD": 1})
+    tid = create_training(store, "alice", spec).training_id
+    final = run_training_job(store, tid, _settings(tmp_path))
+    assert final["state"] == "succeeded", final
+    st = read_status(store, tid)
+    assert st.iteration == 3 and st.max_iter == 3
+    assert st.losses["total_loss"] > 0 and "loss_sra" in st.losses
+    assert 0 <= st.latest_eval["synthetic:ds-r"]["mIoU"] <= 100 and "PQ" in st.latest_eval["synthetic:ds-r"]
+    assert st.checkpoint == f"trainings/{tid}/checkpoints/model_0000003.pth"
+    assert [t.state.value for t in st.transitions] == ["queued", "running", "succeeded"]
+    assert any("SRA memory bank stays empty" in n for n in st.notes)
+    lines = [json.loads(x) for x in store.get_bytes(f"trainings/{tid}/metrics.jsonl").decode().splitlines()]
+    assert [x["iteration"] for x in lines if "total_loss" in x] == [0, 1, 2]
+    # a redelivered message for a finished training does nothing
+    assert run_training_job(store, tid, _settings(tmp_path))["state"] == "succeeded"
+    assert len(read_status(store, tid).transitions) == 3
+
+
+def test_cancel_stops_the_loop_and_keeps_a_checkpoint(tmp_path):
+    store = LocalObjectStore(tmp_path / "objects")
+    write_toy_dataset(store, "ds-c", num_images=2, size=48)
+    spec = TrainingSpec(datasets=["ds-c"], iterations=200, tiny=True, overrides={"ENGINE.STATUS_PERIOD": 1})
+    tid = create_training(store, "alice", spec).training_id
+
+    def cancel_when_running():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if read_status(store, tid).iteration >= 2:
+                store.put_bytes(cancel_key(tid), b"now")
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=cancel_when_running)
+    t.start()
+    final = run_training_job(store, tid, _settings(tmp_path))
+    t.join()
+    assert final["state"] == "cancelled"
+    st = read_status(store, tid)
+    assert 2 <= st.iteration < 200
+    last = store.get_bytes(f"trainings/{tid}/last_checkpoint").decode()
+    assert last == f"model_{st.iteration:07d}.pth"
+
+
+def test_bad_spec_fails_with_its_reason(tmp_path):
+    store = LocalObjectStore(tmp_path / "objects")
+    spec = TrainingSpec(datasets=["ds-none"], iterations=3, tiny=True)
+    tid = create_training(store, "alice", spec).training_id
+    with pytest.raises(FileNotFoundError, match="ds-none"):
+        run_training_job(store, tid, _settings(tmp_path))
+    st = read_status(store, tid)
+    assert st.state.value == "failed" and "ds-none" in st.error

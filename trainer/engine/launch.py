@@ -1,0 +1,94 @@
+"""Entry points that run a training: in this process, in a torchrun process group, or for the demo.
+
+`train(cfg, store, prefix)` is what every process runs (train_net.py under torchrun, the Celery worker for
+one device). `train_on_dataset` is the demo's call: a few iterations of the tiny model on a curated dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from dreammask.shared.storage import ObjectStore
+
+from . import distributed as dist
+from .config import get_training_cfg
+
+log = logging.getLogger("dreammask.trainer")
+
+
+def train(cfg, store: ObjectStore, prefix: str, *, progress_callback=None, resume: bool = True,
+          model=None, cache_dir: str | Path | None = None, data_store: ObjectStore | None = None) -> dict:
+    """Run (or resume) the training described by cfg; checkpoints and metrics go under `prefix` of
+    `store`; curated datasets are read from `data_store` (default: the same store)."""
+    from ..data import register_synthetic
+    from .train_loop import Trainer
+
+    dist.init_from_env(str(cfg.ENGINE.DIST_BACKEND), str(cfg.MODEL.DEVICE))
+    cache = cache_dir or cfg.DATASETS.SYNTHETIC.CACHE_DIR or None
+    if cache is None:
+        # Every process of one machine shares one copy of the exports.
+        cache = dist.broadcast_object(tempfile.mkdtemp(prefix="dreammask-datasets-") if dist.is_main_process() else None)
+    register_synthetic.use_store(data_store or store, cache)
+    cfg.freeze()
+    trainer = Trainer(cfg, store, prefix, model=model, progress_callback=progress_callback, resume=resume)
+    return trainer.train()
+
+
+def train_on_dataset(store: ObjectStore, dataset_id: str, iterations: int, output_prefix: str,
+                     cfg_overrides=None, tiny: bool = True) -> dict:
+    """A few iterations on one curated dataset (the demo), then its training-set metrics.
+
+    The curated dataset is all synthetic, so there is no real data to fill the SRA memory bank: the run
+    trains the segmentation losses only (DATALOADER.MIN_REAL_PER_BATCH 0) and says so in its result.
+    """
+    from ..data import register_synthetic
+
+    if iterations < 1:
+        raise ValueError("iterations must be at least 1")
+    cfg = get_training_cfg(tiny=tiny)
+    cfg.DATASETS.SYNTHETIC.IDS = [dataset_id]
+    cfg.DATASETS.SYNTHETIC.RATIO = 1.0
+    cfg.DATALOADER.MIN_REAL_PER_BATCH = 0
+    cfg.DATASETS.TEST = [register_synthetic.synthetic_name(dataset_id)]
+    cfg.SOLVER.MAX_ITER = int(iterations)
+    cfg.TEST.EVAL_PERIOD = int(iterations)
+    cfg.SOLVER.CHECKPOINT_PERIOD = int(iterations)
+    cfg.ENGINE.LOG_PERIOD = max(1, int(iterations) // 10)
+    if tiny:
+        cfg.MODEL.DEVICE = "cpu"
+        cfg.DATALOADER.NUM_WORKERS = 0
+    from .config import merge_overrides
+
+    merge_overrides(cfg, cfg_overrides)
+    prefix = output_prefix if output_prefix.endswith("/") else output_prefix + "/"
+    store.put_bytes(prefix + "config.yaml", cfg.dump().encode(), "text/yaml")
+    result = train(cfg, store, prefix)
+    result.update(
+        dataset_id=dataset_id,
+        sra_active=result["real_images"] > 0 and result["synthetic_images"] > 0,
+        metrics_key=prefix + "metrics.jsonl",
+        config_key=prefix + "config.yaml",
+    )
+    return result
+
+
+def _local_process(cfg_yaml: str, store: ObjectStore, prefix: str, result_dir: str | None,
+                   data_store: ObjectStore | None = None) -> None:
+    import json
+
+    from ..config import CfgNode
+
+    cfg = CfgNode.load_cfg(cfg_yaml)
+    result = train(cfg, store, prefix, data_store=data_store)
+    if result_dir:
+        Path(result_dir, f"rank{dist.get_rank()}.json").write_text(json.dumps(result, default=str))
+
+
+def train_local_processes(cfg, store: ObjectStore, prefix: str, num_processes: int,
+                          result_dir: str | Path | None = None, data_store: ObjectStore | None = None) -> None:
+    """One machine, several processes (GPUs, or CPU processes with gloo) without torchrun: spawns them
+    joined in one process group, each running `train`. Their results land in result_dir/rank{i}.json."""
+    dist.launch(_local_process, num_processes, args=(cfg.dump(), store, prefix, str(result_dir) if result_dir else None, data_store),
+                backend=str(cfg.ENGINE.DIST_BACKEND))

@@ -1,0 +1,91 @@
+"""AdamW over the trainable parameters, and the warmup + poly learning-rate schedule (FC-CLIP's recipe).
+
+Norm layers and embeddings (query embeddings, positional embeddings) take their own weight decay
+(SOLVER.WEIGHT_DECAY_NORM / _EMBED, 0 by default as in Mask2Former); parameters under a "backbone" module
+that are trainable get SOLVER.BACKBONE_MULTIPLIER times the learning rate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+_NORM_TYPES = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.InstanceNorm1d,
+    nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.LocalResponseNorm,
+)
+
+
+def _trainable(model: nn.Module) -> list[nn.Parameter]:
+    if hasattr(model, "trainable_parameters"):
+        return [p for p in model.trainable_parameters() if p.requires_grad]
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def param_groups(model: nn.Module, base_lr: float, weight_decay: float, weight_decay_norm: float,
+                 weight_decay_embed: float, backbone_multiplier: float) -> list[dict]:
+    trainable = {id(p) for p in _trainable(model)}
+    seen: set[int] = set()
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for module_name, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if id(p) not in trainable or id(p) in seen:
+                continue
+            seen.add(id(p))
+            lr, wd = base_lr, weight_decay
+            full = f"{module_name}.{pname}" if module_name else pname
+            if "backbone" in full.split("."):
+                lr = base_lr * backbone_multiplier
+            if isinstance(module, _NORM_TYPES):
+                wd = weight_decay_norm
+            elif isinstance(module, nn.Embedding) or "relative_position_bias_table" in pname \
+                    or "absolute_pos_embed" in pname or "query_embed" in full or "query_feat" in full:
+                wd = weight_decay_embed
+            groups.setdefault((lr, wd), []).append(p)
+    missing = trainable - seen
+    if missing:
+        raise RuntimeError(f"{len(missing)} trainable parameters are not registered under the model's modules")
+    return [{"params": ps, "lr": lr, "weight_decay": wd, "initial_lr": lr} for (lr, wd), ps in groups.items()]
+
+
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    s = cfg.SOLVER
+    groups = param_groups(
+        model, float(s.BASE_LR), float(s.WEIGHT_DECAY), float(s.WEIGHT_DECAY_NORM),
+        float(s.WEIGHT_DECAY_EMBED), float(s.BACKBONE_MULTIPLIER),
+    )
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    # fused AdamW only where every parameter is on a GPU.
+    fused = all(p.is_cuda for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=float(s.BASE_LR), weight_decay=float(s.WEIGHT_DECAY),
+                             fused=fused or None)
+
+
+def warmup_poly_factor(it: int, max_iter: int, warmup_iters: int, warmup_factor: float,
+                       power: float, method: str = "linear") -> float:
+    """LR multiplier at iteration `it`: warmup from warmup_factor to 1, times (1 - it/max_iter)^power."""
+    if it < warmup_iters:
+        alpha = it / warmup_iters
+        if method == "linear":
+            warm = warmup_factor * (1 - alpha) + alpha
+        elif method == "constant":
+            warm = warmup_factor
+        else:
+            raise ValueError(f"SOLVER.WARMUP_METHOD {method!r} is not one of 'linear', 'constant'")
+    else:
+        warm = 1.0
+    return warm * math.pow(max(0.0, 1.0 - it / max(1, max_iter)), power)
+
+
+def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    s = cfg.SOLVER
+    max_iter, warmup, wf, power, method = (
+        int(s.MAX_ITER), int(s.WARMUP_ITERS), float(s.WARMUP_FACTOR), float(s.POLY_LR_POWER), str(s.WARMUP_METHOD)
+    )
+    warmup_poly_factor(0, max_iter, warmup, wf, power, method)  # validate now, not on the first step
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: warmup_poly_factor(it, max_iter, warmup, wf, power, method)
+    )

@@ -1,0 +1,104 @@
+"""Semantic segmentation metrics from a confusion matrix: mIoU, fwIoU, pixel accuracy, per-class IoU.
+
+A class counts in the means when it occurs in the ground truth or in the prediction of the evaluated images
+(union > 0); a class predicted where it is absent scores IoU 0, one absent from both is left out (NaN).
+Ignored pixels (label 255) count nowhere. Seen/unseen (novel) means and their harmonic mean give the
+per-class comparison of novel categories the DreamMask paper reports.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.coco_panoptic import IGNORE_LABEL
+
+
+def semantic_prediction(sem_seg: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """(K, H, W) scores -> (H, W) labels, resized (bilinear, on the scores) to `size` when it differs."""
+    if sem_seg.dim() == 2:
+        pred = sem_seg
+        if size is not None and tuple(pred.shape) != tuple(size):
+            pred = F.interpolate(pred[None, None].float(), size=size, mode="nearest")[0, 0].long()
+        return pred.long()
+    if size is not None and tuple(sem_seg.shape[-2:]) != tuple(size):
+        sem_seg = F.interpolate(sem_seg[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    return sem_seg.argmax(0)
+
+
+class SemSegEvaluator:
+    def __init__(self, class_names: list[str], is_novel: list[bool] | None = None,
+                 ignore_label: int = IGNORE_LABEL):
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.is_novel = list(is_novel) if is_novel is not None else [False] * self.num_classes
+        if len(self.is_novel) != self.num_classes:
+            raise ValueError("is_novel must have one flag per class")
+        self.ignore_label = ignore_label
+        self.reset()
+
+    def reset(self) -> None:
+        self.conf = torch.zeros((self.num_classes, self.num_classes), dtype=torch.int64)
+
+    def process_pair(self, gt: torch.Tensor, pred: torch.Tensor) -> None:
+        """Accumulate one image: gt (H, W) labels with ignore, pred (H, W) labels."""
+        gt, pred = gt.reshape(-1).long().cpu(), pred.reshape(-1).long().cpu()
+        if gt.shape != pred.shape:
+            raise ValueError(f"prediction has {pred.numel()} pixels, ground truth {gt.numel()}")
+        keep = gt != self.ignore_label
+        gt, pred = gt[keep], pred[keep]
+        if gt.numel() and (int(gt.max()) >= self.num_classes or int(gt.min()) < 0):
+            raise ValueError(f"ground-truth label {int(gt.max())} outside the {self.num_classes} classes")
+        if pred.numel() and (int(pred.max()) >= self.num_classes or int(pred.min()) < 0):
+            raise ValueError(f"predicted label outside the {self.num_classes} classes")
+        self.conf += torch.bincount(gt * self.num_classes + pred, minlength=self.num_classes ** 2).reshape(
+            self.num_classes, self.num_classes
+        )
+
+    def process(self, inputs: list[dict], outputs: list[dict]) -> None:
+        for inp, out in zip(inputs, outputs):
+            gt = inp["sem_seg"]
+            self.process_pair(gt, semantic_prediction(out["sem_seg"], tuple(gt.shape)))
+
+    def reduce(self) -> None:
+        """Sum the confusion matrix over processes (each evaluated its own shard)."""
+        from ..engine import distributed as dist
+
+        self.conf = dist.all_reduce_sum(self.conf)
+
+    def evaluate(self) -> dict[str, float]:
+        conf = self.conf.double().numpy()
+        tp = np.diag(conf)
+        pos_gt = conf.sum(1)
+        pos_pred = conf.sum(0)
+        union = pos_gt + pos_pred - tp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = np.where(union > 0, tp / union, np.nan)
+            acc = np.where(pos_gt > 0, tp / pos_gt, np.nan)
+        total = pos_gt.sum()
+        res: dict[str, float] = {
+            "mIoU": _pct(_nanmean(iou)),
+            "fwIoU": _pct(np.nansum(iou * pos_gt) / total) if total else float("nan"),
+            "mACC": _pct(_nanmean(acc)),
+            "pACC": _pct(tp.sum() / total) if total else float("nan"),
+        }
+        novel = np.array(self.is_novel, dtype=bool)
+        if novel.any():
+            seen, unseen = _pct(_nanmean(iou[~novel])), _pct(_nanmean(iou[novel]))
+            res["mIoU_seen"], res["mIoU_novel"] = seen, unseen
+            res["hIoU"] = 2 * seen * unseen / (seen + unseen) if seen + unseen > 0 else 0.0
+        for name, v in zip(self.class_names, iou):
+            res[f"IoU-{name}"] = _pct(v)
+        return res
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
+def _pct(x) -> float:
+    with np.errstate(invalid="ignore"):
+        return float(100.0 * x) if x == x else float("nan")

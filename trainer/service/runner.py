@@ -1,0 +1,209 @@
+"""Runs one training from its stored record: the plain function behind the `dreammask.training.run` task.
+
+The record under trainings/{id}/ is the truth: spec.json (what was asked), status.json (state, iteration,
+latest losses and evaluation, heartbeat), metrics.jsonl, checkpoints/, last_checkpoint and a `cancel`
+flag the API sets. Running again resumes from the last checkpoint; a finished training is not rerun.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+from dreammask.shared import keys
+from dreammask.shared.schemas import Transition, utcnow
+from dreammask.shared.storage import ObjectNotFound, ObjectStore
+
+from .schemas import (
+    StoredTrainingSpec,
+    TrainingSpec,
+    TrainingState,
+    TrainingStatus,
+    cancel_key,
+    spec_key,
+    status_key,
+)
+from .settings import TrainerSettings
+
+log = logging.getLogger("dreammask.trainer.service")
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def read_status(store: ObjectStore, training_id: str) -> TrainingStatus:
+    return store.get_model(status_key(training_id), TrainingStatus)
+
+
+def write_status(store: ObjectStore, status: TrainingStatus) -> None:
+    status.updated_at = utcnow()
+    store.put_json(status_key(status.training_id), status)
+
+
+def transition(store: ObjectStore, status: TrainingStatus, state: TrainingState, reason: str | None = None) -> None:
+    if status.state != state:
+        status.transitions.append(Transition(state=state, at=utcnow(), reason=reason))
+    status.state = state
+    write_status(store, status)
+
+
+def is_stale(status: TrainingStatus, settings: TrainerSettings) -> bool:
+    return utcnow() - status.updated_at > timedelta(seconds=settings.trainer_stale_after_s)
+
+
+def build_training_cfg(spec: TrainingSpec, settings: TrainerSettings):
+    """The trainer config of a spec (raises ValueError naming what to change)."""
+    from dreammask.trainer.engine.config import get_training_cfg
+
+    if spec.tiny and not settings.trainer_allow_tiny:
+        raise ValueError("this deployment does not run the tiny model (DREAMMASK_TRAINER_ALLOW_TINY)")
+    config = None if spec.tiny else (spec.config or settings.trainer_default_config)
+    cfg = get_training_cfg(config_file=config, tiny=spec.tiny)
+    cfg.DATASETS.SYNTHETIC.IDS = list(spec.datasets)
+    cfg.DATASETS.TRAIN = list(spec.real_datasets)
+    cfg.DATASETS.TEST = list(spec.eval_datasets)
+    cfg.SOLVER.MAX_ITER = int(spec.iterations)
+    if spec.synthetic_ratio is not None:
+        cfg.DATASETS.SYNTHETIC.RATIO = float(spec.synthetic_ratio)
+    if settings.trainer_datasets_root:
+        cfg.DATASETS.ROOT = str(settings.trainer_datasets_root)
+    cfg.DATASETS.SYNTHETIC.CACHE_DIR = str(settings.trainer_cache_dir)
+    if not spec.real_datasets:
+        cfg.DATALOADER.MIN_REAL_PER_BATCH = 0
+    if spec.eval_datasets and int(cfg.TEST.EVAL_PERIOD) <= 0:
+        cfg.TEST.EVAL_PERIOD = int(spec.iterations)
+    from dreammask.trainer.engine.config import merge_overrides
+
+    merge_overrides(cfg, spec.overrides)
+    return cfg
+
+
+class StatusReporter:
+    """The progress callback of the loop (main process): writes status.json, reads the cancel flag."""
+
+    def __init__(self, store: ObjectStore, training_id: str):
+        self.store, self.training_id = store, training_id
+
+    def __call__(self, trainer, final: bool) -> bool:
+        status = read_status(self.store, self.training_id)
+        status.iteration = trainer.iter + 1 if trainer.iter >= trainer.start_iter else trainer.start_iter
+        status.max_iter = trainer.max_iter
+        status.losses = dict(trainer.latest_losses)
+        if trainer.latest_eval:
+            status.latest_eval = dict(trainer.latest_eval)
+        if trainer.last_checkpoint:
+            status.checkpoint = trainer.last_checkpoint
+        status.worker = worker_name()
+        write_status(self.store, status)
+        return self.store.exists(cancel_key(self.training_id))
+
+
+def run_training_job(store: ObjectStore, training_id: str, settings: TrainerSettings | None = None) -> dict:
+    """Run or resume a stored training to its end; returns its final status as a dict."""
+    settings = settings or TrainerSettings()
+    stored = store.get_model(spec_key(training_id), StoredTrainingSpec)
+    status = read_status(store, training_id)
+    if status.state.terminal:
+        log.info("training %s is already %s", training_id, status.state.value)
+        return status.model_dump(mode="json")
+    if status.state == TrainingState.running and not is_stale(status, settings) and status.worker != worker_name():
+        log.warning("training %s is running on %s; not starting it twice", training_id, status.worker)
+        return status.model_dump(mode="json")
+    if store.exists(cancel_key(training_id)):
+        transition(store, status, TrainingState.cancelled, "cancelled before it started")
+        return status.model_dump(mode="json")
+
+    status.worker, status.error = worker_name(), None
+    transition(store, status, TrainingState.running)
+    try:
+        cfg = build_training_cfg(stored.spec, settings)
+        if not stored.spec.real_datasets and stored.spec.datasets:
+            note = "no real dataset given: the SRA memory bank stays empty, only the segmentation losses train"
+            if note not in status.notes:
+                status.notes.append(note)
+                write_status(store, status)
+        gpus = stored.spec.gpus or settings.trainer_gpus
+        if gpus > 1:
+            result = _run_torchrun(training_id, gpus, settings)
+        else:
+            from dreammask.trainer.engine.launch import train
+
+            prefix = keys.training_prefix(training_id)
+            store.put_bytes(prefix + "config.yaml", cfg.dump().encode(), "text/yaml")
+            result = train(cfg, store, prefix, progress_callback=StatusReporter(store, training_id))
+    except Exception as e:  # noqa: BLE001 - every failure ends in the record with its reason
+        status = read_status(store, training_id)
+        status.error = f"{type(e).__name__}: {e}"
+        transition(store, status, TrainingState.failed, status.error)
+        log.exception("training %s failed", training_id)
+        raise
+    status = read_status(store, training_id)
+    if result.get("cancelled"):
+        transition(store, status, TrainingState.cancelled, f"cancelled at iteration {result.get('iteration')}")
+    else:
+        status.result = {k: v for k, v in result.items() if k != "eval"}
+        transition(store, status, TrainingState.succeeded)
+    return status.model_dump(mode="json")
+
+
+def torchrun_command(training_id: str, gpus: int, nnodes: int = 1, node_rank: int = 0,
+                     master: str | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={gpus}"]
+    if nnodes > 1:
+        cmd += [f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--rdzv-endpoint={master}",
+                "--rdzv-backend=c10d", f"--rdzv-id={training_id}"]
+    else:
+        cmd += ["--standalone"]
+    return cmd + ["-m", "dreammask.trainer.train_net", "--training-id", training_id]
+
+
+def _run_torchrun(training_id: str, gpus: int, settings: TrainerSettings) -> dict:
+    """Several GPUs on this worker: torchrun starts one process per GPU; rank 0 writes the status."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "DREAMMASK_TRAINER_RESULT_DIR": tmp}
+        proc = subprocess.run(torchrun_command(training_id, gpus), env=env, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"torchrun exited with {proc.returncode}; see the worker's log")
+        path = os.path.join(tmp, "rank0.json")
+        return json.loads(open(path).read()) if os.path.exists(path) else {}
+
+
+def create_training(store: ObjectStore, tenant: str, spec: TrainingSpec, training_id: str | None = None) -> TrainingStatus:
+    """Write a new training's spec and queued status (the API calls this, then enqueues the task)."""
+    import uuid
+
+    from .schemas import tenant_marker
+
+    training_id = training_id or f"tr-{uuid.uuid4().hex[:12]}"
+    now = utcnow()
+    store.put_json(spec_key(training_id), StoredTrainingSpec(training_id=training_id, tenant=tenant,
+                                                             created_at=now, spec=spec))
+    status = TrainingStatus(training_id=training_id, tenant=tenant, state=TrainingState.queued, created_at=now,
+                            updated_at=now, max_iter=spec.iterations,
+                            transitions=[Transition(state=TrainingState.queued, at=now)])
+    store.put_json(status_key(training_id), status)
+    store.put_bytes(tenant_marker(tenant, training_id), b"")
+    return status
+
+
+def wait_for(store: ObjectStore, training_id: str, timeout_s: float = 600, poll_s: float = 0.5) -> TrainingStatus:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            st = read_status(store, training_id)
+            if st.state.terminal:
+                return st
+        except ObjectNotFound:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"training {training_id} did not finish in {timeout_s} s")
+        time.sleep(poll_s)
