@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from dreammask.services.annotation.backends.clip import TINY_MODEL_NAME, save_tiny_clip
 from dreammask.services.annotation.backends.sam import save_tiny_sam
 

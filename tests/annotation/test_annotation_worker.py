@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+
 from dreammask.services.harness import LocalPlatform
 from dreammask.shared import keys
 from dreammask.shared.schemas import SceneAnnotation

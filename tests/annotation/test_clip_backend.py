@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from dreammask.services.annotation.backends.clip import (
     CLIP_VOCAB_SIZE,
     TINY_MODEL_CONFIG,

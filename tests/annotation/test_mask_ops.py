@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
+from segment_anything.utils.amg import calculate_stability_score, remove_small_regions
+
 from dreammask.services.annotation.mask_ops import (
     clean_mask,
     decode_rle,
@@ -11,8 +14,6 @@ from dreammask.services.annotation.mask_ops import (
     stability_score,
 )
 from dreammask.shared.schemas import RLE
-from pycocotools import mask as mask_utils
-from segment_anything.utils.amg import calculate_stability_score, remove_small_regions
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 9), (64, 48), (300, 200)])

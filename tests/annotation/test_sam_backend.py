@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from dreammask.services.annotation.backends.sam import (
     STANDARD_ARCHITECTURES,
     TINY_ARCHITECTURE,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from dreammask.services.annotation.mask_ops import encode_rle
 from dreammask.services.curation.selection import SelectionPolicy, summarise
 from dreammask.shared.schemas import InstanceAnnotation, SceneAnnotation, Thresholds

@@ -1,0 +1,466 @@
+"""Box-prompted masks with Segment Anything (`segment-anything`'s `Sam` and `SamPredictor`).
+
+Per image: one image embedding (`SamPredictor.set_image`), then every box of the image through the
+prompt encoder and mask decoder in one batched call (what `predict_torch` does with a box batch), three
+candidate masks per box (`multimask_output=True`) of which the one with the highest predicted IoU is kept
+and upscaled to the image size. The
+encoder dominates the cost; decoding N boxes in one call costs about as much as one box.
+
+Scores per mask: ``pred_iou`` (SAM's own IoU prediction for the kept candidate) and ``stability`` (IoU of
+the low-resolution logits thresholded at ±offset, `calculate_stability_score`). Masks are then cleaned:
+holes and islands smaller than the configured areas are filled / removed.
+
+The model is built from an architecture description (`SamArchitecture`) with segment-anything's own
+classes and a checkpoint file is loaded into it: the standard vit_b/l/h descriptions match Meta's
+released checkpoints, and small custom descriptions (JSON beside the checkpoint) serve tests and
+distilled models through the same loader.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreammask.shared.backends import MaskBackend, MaskResult
+
+from ..mask_ops import clean_mask
+from ..settings import AnnotationSettings, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamArchitecture:
+    """Hyper-parameters of a SAM model; the defaults of the non-encoder fields are SAM's own."""
+
+    encoder_embed_dim: int
+    encoder_depth: int
+    encoder_num_heads: int
+    encoder_global_attn_indexes: tuple[int, ...]
+    image_size: int = 1024
+    patch_size: int = 16
+    window_size: int = 14
+    encoder_mlp_ratio: float = 4.0
+    prompt_embed_dim: int = 256
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_mlp_dim: int = 2048
+    decoder_num_heads: int = 8
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    num_multimask_outputs: int = 3
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SamArchitecture:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown SAM architecture keys {unknown}; known: {sorted(known)}")
+        d = dict(d)
+        for key in ("encoder_global_attn_indexes", "pixel_mean", "pixel_std"):
+            if key in d:
+                d[key] = tuple(d[key])
+        arch = cls(**d)
+        arch.check()
+        return arch
+
+    @classmethod
+    def from_file(cls, path: Path) -> SamArchitecture:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read the SAM architecture file {path}: {e}") from None
+        if "model_type" in data and len(data) == 1:
+            return STANDARD_ARCHITECTURES[data["model_type"]]
+        data.pop("model_type", None)
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def check(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
+        if self.encoder_embed_dim % self.encoder_num_heads:
+            raise ValueError("encoder_embed_dim must be divisible by encoder_num_heads")
+        if any(not 0 <= i < self.encoder_depth for i in self.encoder_global_attn_indexes):
+            raise ValueError(f"encoder_global_attn_indexes must lie in [0, {self.encoder_depth})")
+        if self.prompt_embed_dim % 8:
+            raise ValueError("prompt_embed_dim must be a multiple of 8 (the decoder upscales to dim/8 channels)")
+
+
+STANDARD_ARCHITECTURES: dict[str, SamArchitecture] = {
+    # segment_anything.build_sam: build_sam_vit_{h,l,b}
+    "vit_h": SamArchitecture(1280, 32, 16, (7, 15, 23, 31)),
+    "vit_l": SamArchitecture(1024, 24, 16, (5, 11, 17, 23)),
+    "vit_b": SamArchitecture(768, 12, 12, (2, 5, 8, 11)),
+}
+
+
+def build_sam(arch: SamArchitecture):
+    """A randomly initialised `Sam` of the given architecture, from segment-anything's classes."""
+    import torch
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    embedding_size = arch.image_size // arch.patch_size
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=arch.encoder_depth,
+            embed_dim=arch.encoder_embed_dim,
+            img_size=arch.image_size,
+            mlp_ratio=arch.encoder_mlp_ratio,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=arch.encoder_num_heads,
+            patch_size=arch.patch_size,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=tuple(arch.encoder_global_attn_indexes),
+            window_size=arch.window_size,
+            out_chans=arch.prompt_embed_dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=arch.prompt_embed_dim,
+            image_embedding_size=(embedding_size, embedding_size),
+            input_image_size=(arch.image_size, arch.image_size),
+            mask_in_chans=arch.mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=arch.num_multimask_outputs,
+            transformer=TwoWayTransformer(
+                depth=arch.decoder_depth,
+                embedding_dim=arch.prompt_embed_dim,
+                mlp_dim=arch.decoder_mlp_dim,
+                num_heads=arch.decoder_num_heads,
+            ),
+            transformer_dim=arch.prompt_embed_dim,
+            iou_head_depth=arch.iou_head_depth,
+            iou_head_hidden_dim=arch.iou_head_hidden_dim,
+        ),
+        pixel_mean=list(arch.pixel_mean),
+        pixel_std=list(arch.pixel_std),
+    )
+    return sam.eval()
+
+
+def architecture_for(checkpoint: Path, model_type: str, architecture: Path | None = None) -> SamArchitecture:
+    """The architecture file when given, else `<checkpoint>.json` beside the weights, else the standard one."""
+    if architecture is not None:
+        if not Path(architecture).is_file():
+            raise FileNotFoundError(
+                f"SAM architecture file {architecture} does not exist; fix DREAMMASK_SAM_ARCHITECTURE or unset it"
+            )
+        return SamArchitecture.from_file(architecture)
+    beside = Path(checkpoint).with_suffix(".json")
+    if beside.is_file():
+        return SamArchitecture.from_file(beside)
+    try:
+        return STANDARD_ARCHITECTURES[model_type]
+    except KeyError:
+        raise ValueError(
+            f"unknown SAM model type {model_type!r}; use one of {sorted(STANDARD_ARCHITECTURES)}"
+        ) from None
+
+
+def load_sam(checkpoint: Path, model_type: str = "vit_h", architecture: Path | None = None):
+    """Build the SAM model and load the checkpoint's state dict into it (strictly: every key must match)."""
+    import torch
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"SAM checkpoint {checkpoint} not found: mount Meta's sam_vit_{{h,l,b}}_*.pth under the models "
+            "directory and point DREAMMASK_SAM_CHECKPOINT (and DREAMMASK_SAM_MODEL_TYPE) at it"
+        )
+    arch = architecture_for(checkpoint, model_type, architecture)
+    model = build_sam(arch)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise ValueError(f"cannot read SAM checkpoint {checkpoint}: {e}") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(
+            f"SAM checkpoint {checkpoint} does not match the {model_type} architecture "
+            f"(set DREAMMASK_SAM_MODEL_TYPE to the checkpoint's type, or give its architecture JSON): "
+            f"{str(e).splitlines()[0]}"
+        ) from None
+    return model, arch
+
+
+def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"the image must be uint8 RGB (H, W, 3); got dtype {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"the image must be uint8 RGB (H, W, 3); got shape {image.shape}")
+    if min(image.shape[:2]) < 2:
+        raise ValueError(f"the image is too small to segment: {image.shape[1]}x{image.shape[0]} pixels")
+    return np.ascontiguousarray(image)
+
+
+def as_pixel_boxes(boxes, height: int, width: int) -> np.ndarray:
+    """(N, 4) float pixel boxes clipped to the image, each at least one pixel wide and high."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.size == 0:
+        return np.zeros((0, 4), dtype=np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be an (N, 4) array of pixel [x0, y0, x1, y1]; got shape {boxes.shape}")
+    if not np.isfinite(boxes).all():
+        raise ValueError("boxes contain NaN or infinite coordinates")
+    if ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
+        raise ValueError("every box needs x1 >= x0 and y1 >= y0 (pixel [x0, y0, x1, y1])")
+    out = boxes.copy()
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
+    out[:, 2] = np.maximum(out[:, 2], np.minimum(out[:, 0] + 1, width))
+    out[:, 0] = np.minimum(out[:, 0], out[:, 2] - 1)
+    out[:, 3] = np.maximum(out[:, 3], np.minimum(out[:, 1] + 1, height))
+    out[:, 1] = np.minimum(out[:, 1], out[:, 3] - 1)
+    return out
+
+
+class SamMasks(MaskBackend):
+    name = "sam"
+    requires_gpu = True  # runs on the CPU too, slowly (a vit_b encoder pass takes ~25 s at 1024 px)
+    requires_weights = True
+
+    def __init__(
+        self,
+        model,
+        *,
+        arch: SamArchitecture,
+        device: str = "cpu",
+        fp16: bool = True,
+        decoder_batch_size: int = 64,
+        stability_offset: float = 1.0,
+        min_region_area: int = 0,
+        min_hole_area: int = 0,
+        info: dict[str, Any] | None = None,
+        dtype=None,
+    ):
+        import torch
+        from segment_anything import SamPredictor
+
+        self.device = torch.device(device)
+        # Half precision only where it is fast and supported; the CPU runs fp32. (`dtype` forces one,
+        # e.g. bfloat16 on the CPU to test the low-precision path without a GPU.)
+        if dtype is None:
+            dtype = torch.float16 if (fp16 and self.device.type == "cuda") else torch.float32
+        self.dtype = dtype
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.predictor = SamPredictor(self.model)
+        self.arch = arch
+        self.decoder_batch_size = int(decoder_batch_size)
+        self.stability_offset = float(stability_offset)
+        self.min_region_area = int(min_region_area)
+        self.min_hole_area = int(min_hole_area)
+        self.info = dict(info or {})
+        self.last_timings: dict[str, float] = {}
+        self._lock = threading.Lock()  # the predictor holds one image's state at a time
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint: Path,
+        model_type: str = "vit_h",
+        architecture: Path | None = None,
+        *,
+        device: str = "cpu",
+        **kwargs,
+    ) -> SamMasks:
+        t0 = time.perf_counter()
+        model, arch = load_sam(checkpoint, model_type, architecture)
+        info = {
+            "checkpoint": str(checkpoint),
+            "model_type": model_type if arch in STANDARD_ARCHITECTURES.values() else "custom",
+            "checkpoint_bytes": Path(checkpoint).stat().st_size,
+        }
+        inst = cls(model, arch=arch, device=device, info=info, **kwargs)
+        inst.info["load_s"] = round(time.perf_counter() - t0, 3)
+        log.info("loaded SAM %s from %s on %s (%s)", info["model_type"], checkpoint, inst.device, inst.dtype)
+        return inst
+
+    @classmethod
+    def from_settings(cls, settings=None) -> SamMasks:
+        from dreammask.shared.settings import get_settings
+
+        core = settings if settings is not None and hasattr(settings, "models_dir") else get_settings()
+        ann = settings if isinstance(settings, AnnotationSettings) else AnnotationSettings()
+        return cls.load(
+            ann.resolve(ann.sam_checkpoint, core.models_dir),
+            ann.sam_model_type,
+            ann.resolve(ann.sam_architecture, core.models_dir),
+            device=resolve_device(ann.annotation_device, getattr(core, "device", "auto")),
+            fp16=ann.annotation_fp16,
+            decoder_batch_size=ann.sam_decoder_batch_size,
+            stability_offset=ann.sam_stability_offset,
+            min_region_area=ann.mask_min_region_area,
+            min_hole_area=ann.mask_min_hole_area,
+        )
+
+    def warmup(self) -> None:
+        side = min(64, self.arch.image_size)
+        image = np.full((side, side, 3), 127, dtype=np.uint8)
+        self.segment(image, np.array([[side / 4, side / 4, 3 * side / 4, 3 * side / 4]]))
+
+    def ready(self) -> bool:
+        return self.model is not None
+
+    def close(self) -> None:
+        import torch
+
+        with self._lock:
+            self.predictor = None
+            self.model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, **self.info, "device": str(self.device), "dtype": str(self.dtype).split(".")[-1]}
+
+    # ------------------------------------------------------------------ work
+
+    def _autocast(self):
+        import torch
+
+        # Some of segment-anything's modules make fp32 tensors of their own (the empty sparse prompt);
+        # autocast keeps them and the half weights compatible.
+        if self.dtype != torch.float32:
+            return torch.autocast(self.device.type, dtype=self.dtype)
+        return nullcontext()
+
+    def segment(self, image: np.ndarray, boxes: np.ndarray) -> list[MaskResult]:
+        import torch
+
+        if self.model is None:
+            raise RuntimeError("the SAM backend was closed")
+        image = _as_rgb_uint8(image)
+        h, w = image.shape[:2]
+        boxes = as_pixel_boxes(boxes, h, w)
+        if len(boxes) == 0:
+            return []
+        with self._lock, torch.inference_mode(), self._autocast():
+            t0 = time.perf_counter()
+            self.predictor.set_image(image)
+            self._sync()
+            t1 = time.perf_counter()
+            try:
+                masks, pred_iou, stability = self._decode(boxes, (h, w))
+            finally:
+                self.predictor.reset_image()
+            t2 = time.perf_counter()
+        results = []
+        for mask, iou, stab in zip(masks, pred_iou, stability, strict=True):
+            mask = clean_mask(mask, self.min_region_area, self.min_hole_area)
+            results.append(MaskResult(mask=mask, scores={"pred_iou": float(iou), "stability": float(stab)}))
+        t3 = time.perf_counter()
+        self.last_timings = {"encoder_s": t1 - t0, "decoder_s": t2 - t1, "cleanup_s": t3 - t2}
+        return results
+
+    def _decode(self, boxes: np.ndarray, size: tuple[int, int]):
+        """Best candidate mask, its predicted IoU and stability for each box, in `decoder_batch_size` chunks.
+
+        The computation of `SamPredictor.predict_torch(boxes=..., multimask_output=True)`, except that only
+        the kept candidate of each box is upscaled to full resolution (a third of the interpolation work,
+        which at 1024 px costs more than the decoder itself); the tests check the masks are the same.
+        """
+        import torch
+        from segment_anything.utils.amg import calculate_stability_score
+
+        model, predictor = self.model, self.predictor
+        transformed = predictor.transform.apply_boxes_torch(
+            torch.as_tensor(boxes, dtype=torch.float32, device=self.device), size
+        ).to(self.dtype)
+        dense_pe = model.prompt_encoder.get_dense_pe()
+        out_masks, out_iou, out_stab = [], [], []
+        for start in range(0, len(transformed), self.decoder_batch_size):
+            chunk = transformed[start : start + self.decoder_batch_size]
+            sparse, dense = model.prompt_encoder(points=None, boxes=chunk, masks=None)
+            low_res, iou = model.mask_decoder(
+                image_embeddings=predictor.features,
+                image_pe=dense_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
+            )
+            best = iou.argmax(dim=1)
+            rows = torch.arange(len(chunk), device=best.device)
+            chosen = low_res[rows, best]  # (n, 256, 256) logits
+            stab = calculate_stability_score(chosen.float(), model.mask_threshold, self.stability_offset)
+            masks = self._upscale(chosen[:, None], predictor.input_size, predictor.original_size)[:, 0]
+            out_masks.append((masks > model.mask_threshold).cpu().numpy())
+            out_iou.append(iou[rows, best].float().cpu().numpy())
+            # 0/0 (no pixel above the lower threshold) is an empty, hence unstable, mask.
+            out_stab.append(torch.nan_to_num(stab, nan=0.0).cpu().numpy())
+        return np.concatenate(out_masks), np.concatenate(out_iou), np.concatenate(out_stab)
+
+    def _upscale(self, logits, input_size, original_size):
+        """`Sam.postprocess_masks`, skipping its second resize when it would not change the size (a
+        bilinear resize to the same size is the identity)."""
+        import torch.nn.functional as F
+
+        side = self.model.image_encoder.img_size
+        x = F.interpolate(logits, (side, side), mode="bilinear", align_corners=False)
+        x = x[..., : input_size[0], : input_size[1]]
+        if tuple(x.shape[-2:]) != tuple(original_size):
+            x = F.interpolate(x, tuple(original_size), mode="bilinear", align_corners=False)
+        return x
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+
+def save_tiny_sam(directory: Path, arch: SamArchitecture | None = None, seed: int = 0) -> Path:
+    """Write a randomly initialised SAM (checkpoint + architecture JSON beside it) for tests and demos."""
+    import torch
+
+    arch = arch or TINY_ARCHITECTURE
+    torch.manual_seed(seed)
+    model = build_sam(arch)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    checkpoint = directory / "sam_tiny.pth"
+    torch.save(model.state_dict(), checkpoint)
+    checkpoint.with_suffix(".json").write_text(json.dumps(arch.to_dict(), indent=1))
+    return checkpoint
+
+
+# Small enough to run in milliseconds on a CPU; same classes and data flow as the real models.
+TINY_ARCHITECTURE = SamArchitecture(
+    encoder_embed_dim=32,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=(1,),
+    image_size=128,
+    patch_size=16,
+    window_size=4,
+    prompt_embed_dim=32,
+    mask_in_chans=4,
+    decoder_depth=1,
+    decoder_mlp_dim=64,
+    decoder_num_heads=2,
+    iou_head_hidden_dim=32,
+)
