@@ -10,22 +10,44 @@ from pycocotools import mask as mask_utils
 
 
 def encode_rle(mask: np.ndarray) -> dict:
-    """Bool (H, W) -> {"size": [H, W], "counts": str} (compressed COCO RLE)."""
-    m = np.asfortranarray(np.asarray(mask, dtype=np.uint8))
-    rle = mask_utils.encode(m)
-    return {"size": [int(x) for x in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def decode_rle(rle: dict) -> np.ndarray:
+    """A boolean (H, W) mask as COCO compressed RLE: ``{"size": [h, w], "counts": str}``."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"encode_rle takes one (H, W) mask; got an array of shape {mask.shape}")
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8, copy=False)))
     counts = rle["counts"]
-    r = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return mask_utils.decode(r).astype(bool)
+    return {
+        "size": [int(rle["size"][0]), int(rle["size"][1])],
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else str(counts),
+    }
+
+
+def decode_rle(rle) -> np.ndarray:
+    """A boolean (H, W) mask from COCO compressed RLE (a dict, or anything with ``size``/``counts``).
+
+    Uncompressed RLE (``counts`` as a list of run lengths, as some COCO files hold) is accepted too.
+    """
+    if not isinstance(rle, dict):
+        if hasattr(rle, "model_dump"):
+            rle = rle.model_dump()
+        else:
+            raise ValueError(f"decode_rle takes a dict with 'size' and 'counts'; got {type(rle).__name__}")
+    try:
+        h, w = (int(v) for v in rle["size"])
+        counts = rle["counts"]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("an RLE needs 'size': [height, width] and 'counts'") from None
+    if isinstance(counts, list):
+        if sum(int(c) for c in counts) != h * w:
+            raise ValueError(f"uncompressed RLE counts sum to {sum(counts)}, not {h}x{w}={h * w}")
+        compressed = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    else:
+        compressed = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return mask_utils.decode(compressed).astype(bool)
 
 
 def rle_area(rle: dict) -> int:
-    counts = rle["counts"]
-    r = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return int(mask_utils.area(r))
+    return int(mask_utils.area({"size": rle["size"], "counts": rle["counts"].encode("ascii")}))
 
 
 def png_bytes(image: Image.Image | np.ndarray) -> bytes:

@@ -326,6 +326,7 @@ class SceneAnnotation(Versioned):
     instances: list[InstanceAnnotation]
     seconds: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
+    provenance: dict[str, Any] = Field(default_factory=dict)  # describe() of the mask and score backends
 
 
 class SceneFailure(Versioned):

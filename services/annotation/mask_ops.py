@@ -9,52 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def encode_rle(mask: np.ndarray) -> dict:
-    """A boolean (H, W) mask as COCO compressed RLE: ``{"size": [h, w], "counts": str}``."""
-    from pycocotools import mask as mask_utils
-
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"encode_rle takes one (H, W) mask; got an array of shape {mask.shape}")
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8, copy=False)))
-    counts = rle["counts"]
-    return {
-        "size": [int(rle["size"][0]), int(rle["size"][1])],
-        "counts": counts.decode("ascii") if isinstance(counts, bytes) else str(counts),
-    }
-
-
-def decode_rle(rle) -> np.ndarray:
-    """A boolean (H, W) mask from COCO compressed RLE (a dict, or anything with ``size``/``counts``).
-
-    Uncompressed RLE (``counts`` as a list of run lengths, as some COCO files hold) is accepted too.
-    """
-    from pycocotools import mask as mask_utils
-
-    if not isinstance(rle, dict):
-        if hasattr(rle, "model_dump"):
-            rle = rle.model_dump()
-        else:
-            raise ValueError(f"decode_rle takes a dict with 'size' and 'counts'; got {type(rle).__name__}")
-    try:
-        h, w = (int(v) for v in rle["size"])
-        counts = rle["counts"]
-    except (KeyError, TypeError, ValueError):
-        raise ValueError("an RLE needs 'size': [height, width] and 'counts'") from None
-    if isinstance(counts, list):
-        if sum(int(c) for c in counts) != h * w:
-            raise ValueError(f"uncompressed RLE counts sum to {sum(counts)}, not {h}x{w}={h * w}")
-        compressed = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-    else:
-        compressed = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return mask_utils.decode(compressed).astype(bool)
-
-
-def rle_area(rle: dict) -> int:
-    from pycocotools import mask as mask_utils
-
-    return int(mask_utils.area({"size": rle["size"], "counts": rle["counts"].encode("ascii")}))
+# RLE lives in shared (curation and the API read masks too); re-exported for the backends.
+from dreammask.shared.masks import decode_rle, encode_rle, rle_area  # noqa: E402,F401
 
 
 def mask_bbox(mask: np.ndarray) -> list[float]:

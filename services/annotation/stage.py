@@ -11,6 +11,7 @@ from dreammask.shared.registry import get_backend
 from dreammask.shared.runtime import Runtime
 from dreammask.shared.schemas import CategorySet, SceneAnnotation, SceneLayout
 from dreammask.shared.storage import ObjectNotFound
+from dreammask.shared.tasks import TRANSIENT_ERRORS
 
 from .pipeline import AnnotationPipeline
 
@@ -40,11 +41,18 @@ def annotate_scenes(rt: Runtime, job_id: str, scene_ids: list[str]) -> dict:
             except CorruptImage as e:
                 last = tr.mark_failed(job_id, "annotation", sid, f"corrupt image: {e}") or last
                 continue
-            instances = pipe(image, layout, vocabulary)
+            try:
+                instances = pipe(image, layout, vocabulary)
+            except TRANSIENT_ERRORS:
+                raise  # the task retries the batch
+            except Exception as e:  # noqa: BLE001 - one scene's bad input must not sink its batch
+                last = tr.mark_failed(job_id, "annotation", sid, f"annotation failed: {type(e).__name__}: {e}") or last
+                continue
             ann = SceneAnnotation(
                 job_id=job_id, scene_id=sid, image_key=keys.image(job_id, sid), width=image.shape[1],
                 height=image.shape[0], mask_backend=pipe.masks.name, score_backend=pipe.scores.name,
                 instances=instances, seconds=round(time.perf_counter() - ts, 4),
+                provenance={"masks": pipe.masks.describe(), "scores": pipe.scores.describe()},
             )
             rt.store.put_json(keys.annotation(job_id, sid), ann)
             done.append(sid)
