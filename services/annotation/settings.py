@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
 
+from dreammask.shared.devices import resolve_device as _resolve_device
 from dreammask.shared.settings import settings_config
 
 # Prompt ensemble for the category texts; "{}" is replaced by the category name. A handful of CLIP's
@@ -95,10 +96,4 @@ class AnnotationSettings(BaseSettings):
 
 
 def resolve_device(requested: str | None, fallback: str = "auto") -> str:
-    """"auto" -> "cuda" when a GPU is visible, else "cpu"."""
-    device = requested or fallback or "auto"
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return _resolve_device(requested, fallback, setting="DREAMMASK_ANNOTATION_DEVICE")

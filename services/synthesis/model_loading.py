@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dreammask.shared.devices import resolve_device as _resolve_device
+
 from .settings import SynthesisSettings
 
 log = logging.getLogger(__name__)
@@ -44,18 +46,7 @@ class LoadPlan:
 
 
 def resolve_device(requested: str, fallback: str = "auto") -> str:
-    """'auto' -> 'cuda' where a GPU is visible, else 'cpu'. An explicit CUDA device without a GPU is an error."""
-    import torch
-
-    device = requested if requested and requested != "auto" else (fallback or "auto")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device {device!r} is configured but no CUDA GPU is visible to this process; "
-            "set DREAMMASK_GLIGEN_DEVICE=cpu (or auto) or run the worker on a GPU node"
-        )
-    return device
+    return _resolve_device(requested, fallback, setting="DREAMMASK_GLIGEN_DEVICE")
 
 
 def resolve_dtype(requested: str, device: str) -> str:

@@ -20,6 +20,7 @@ from dreammask.services.association.llm.layout import plan_layouts
 from dreammask.services.association.llm.parsing import LLMOutputError
 from dreammask.services.association.settings import AssociationSettings
 from dreammask.shared.backends import AssociationBackend, Failure, LayoutBackend, LayoutRequest
+from dreammask.shared.devices import resolve_device
 from dreammask.shared.schemas import NovelCategory, SceneLayout
 
 _models: dict[tuple, Any] = {}
@@ -28,14 +29,6 @@ _models_lock = threading.Lock()
 
 class LocalModelMissing(FileNotFoundError):
     pass
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def _resolve_dtype(dtype: str, device: str):
@@ -56,7 +49,7 @@ def load_local_llm(path: Path, device: str = "auto", dtype: str = "auto"):
             f"no local LLM at {path} (config.json missing): put an instruct model directory there "
             "(e.g. Qwen2.5-1.5B-Instruct saved with save_pretrained) or set DREAMMASK_LOCAL_LLM_MODEL"
         )
-    dev = _resolve_device(device)
+    dev = resolve_device(device, setting="DREAMMASK_LOCAL_LLM_DEVICE")
     key = (str(path.resolve()), dev, dtype)
     with _models_lock:
         if key not in _models:
