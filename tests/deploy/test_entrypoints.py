@@ -37,3 +37,19 @@ def test_api_app_is_importable_by_uvicorn_path():
     text = (DOCKER_DIR / "api.Dockerfile").read_text()
     assert "dreammask.services.api.main:app" in text
     assert importlib.util.find_spec("dreammask.services.api.main") is not None
+
+
+def test_trainer_job_arguments_parse_with_train_net():
+    """The Job template's arguments are the ones train_net really takes (no stray flag lands in the
+    config overrides)."""
+    from pathlib import Path
+
+    import yaml
+
+    from dreammask.trainer.train_net import parse_args
+
+    job = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy/k8s/jobs/trainer-job.yaml").read_text())
+    cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    args = cmd[cmd.index("dreammask.trainer.train_net") + 1:]
+    ns = parse_args(args)
+    assert ns.config_file and ns.opts == [], ns
