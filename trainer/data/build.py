@@ -1,0 +1,141 @@
+"""Datasets and loaders from a config: real + synthetic training data mixed, evaluation data sharded."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dreammask.shared.schemas import normalise_name
+
+from . import register_coco_panoptic, register_synthetic  # noqa: F401 - fill the catalog
+from .catalog import DatasetCatalog
+from .coco_panoptic import DatasetMetadata
+from .mapper import PanopticDatasetMapper
+from .mixing import MixedBatchSampler
+
+
+@dataclass
+class Vocabulary:
+    """The class list the model is trained on: the union of the training datasets' classes by name."""
+
+    names: list[str] = field(default_factory=list)
+    isthing: list[bool] = field(default_factory=list)
+    is_novel: list[bool] = field(default_factory=list)
+
+    def index(self) -> dict[str, int]:
+        return {normalise_name(n): i for i, n in enumerate(self.names)}
+
+    def add(self, meta: DatasetMetadata) -> dict[int, int]:
+        """Merge a dataset's classes in; returns its contiguous id -> vocabulary id."""
+        idx = self.index()
+        mapping = {}
+        for i, (name, thing, novel) in enumerate(zip(meta.classes, meta.isthing, meta.is_novel)):
+            key = normalise_name(name)
+            if key not in idx:
+                idx[key] = len(self.names)
+                self.names.append(name)
+                self.isthing.append(bool(thing))
+                self.is_novel.append(bool(novel))
+            else:
+                # A class seen in real data is not novel, whatever a synthetic export says.
+                self.is_novel[idx[key]] = self.is_novel[idx[key]] and bool(novel)
+            mapping[i] = idx[key]
+        return mapping
+
+    def to_json(self) -> dict:
+        return {"names": self.names, "isthing": self.isthing, "is_novel": self.is_novel}
+
+
+def remap_categories(dicts: list[dict], mapping: dict[int, int]) -> list[dict]:
+    out = []
+    for d in dicts:
+        d = copy.copy(d)
+        d["segments_info"] = [{**s, "category_id": mapping[s["category_id"]]} for s in d["segments_info"]]
+        out.append(d)
+    return out
+
+
+class MappedDataset(Dataset):
+    """Dataset dicts through a mapper; an item is an index or (index, augmentation seed)."""
+
+    def __init__(self, dicts: list[dict], mapper: PanopticDatasetMapper):
+        self.dicts, self.mapper = dicts, mapper
+
+    def __len__(self) -> int:
+        return len(self.dicts)
+
+    def __getitem__(self, item):
+        idx, seed = item if isinstance(item, tuple) else (item, None)
+        return self.mapper(self.dicts[idx], seed)
+
+
+def trivial_batch_collator(batch):
+    return batch
+
+
+@dataclass
+class TrainData:
+    loader: DataLoader
+    vocabulary: Vocabulary
+    sampler: MixedBatchSampler
+    num_real: int
+    num_synthetic: int
+
+
+def synthetic_dataset_names(cfg) -> list[str]:
+    return [register_synthetic.synthetic_name(i) for i in cfg.DATASETS.SYNTHETIC.IDS]
+
+
+def load_training_dicts(cfg) -> tuple[list[dict], list[dict], Vocabulary]:
+    """(real dicts, synthetic dicts, vocabulary): real datasets first, so their classes come first."""
+    if cfg.DATASETS.ROOT or list(cfg.DATASETS.TRAIN):
+        register_coco_panoptic.register_all_coco_panoptic(cfg.DATASETS.ROOT or None)
+    vocab = Vocabulary()
+    real, synthetic = [], []
+    for name in cfg.DATASETS.TRAIN:
+        dicts, meta = DatasetCatalog.get(name)
+        real += remap_categories(dicts, vocab.add(meta))
+    for name in synthetic_dataset_names(cfg):
+        dicts, meta = DatasetCatalog.get(name)
+        dicts = remap_categories(dicts, vocab.add(meta))
+        synthetic += [{**d, "is_synthetic": True} if "is_synthetic" not in d else d for d in dicts]
+    # A "real" dataset can still hold synthetic images (the export flags them): sort by the flag.
+    moved = [d for d in real if d.get("is_synthetic")]
+    real = [d for d in real if not d.get("is_synthetic")]
+    kept = [d for d in synthetic if d.get("is_synthetic")]
+    real += [d for d in synthetic if not d.get("is_synthetic")]
+    return real, moved + kept, vocab
+
+
+def build_train_data(cfg, rank: int = 0, world_size: int = 1, start_iter: int = 0) -> TrainData:
+    real, synthetic, vocab = load_training_dicts(cfg)
+    total = int(cfg.SOLVER.IMS_PER_BATCH)
+    if total % world_size:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH={total} is not divisible by the {world_size} processes")
+    sampler = MixedBatchSampler(
+        len(real), len(synthetic), total // world_size, float(cfg.DATASETS.SYNTHETIC.RATIO),
+        int(cfg.DATALOADER.MIN_REAL_PER_BATCH), seed=int(cfg.DATALOADER.SEED), rank=rank,
+        world_size=world_size, start_iter=start_iter,
+    )
+    dataset = MappedDataset(real + synthetic, PanopticDatasetMapper.from_config(cfg, is_train=True))
+    workers = int(cfg.DATALOADER.NUM_WORKERS)
+    loader = DataLoader(
+        dataset, batch_sampler=sampler, num_workers=workers, collate_fn=trivial_batch_collator,
+        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+    )
+    return TrainData(loader, vocab, sampler, len(real), len(synthetic))
+
+
+def build_test_loader(cfg, dataset_name: str, rank: int = 0, world_size: int = 1,
+                      max_images: int = 0) -> tuple[DataLoader, DatasetMetadata]:
+    """Evaluation images of one dataset, this process's shard, one image per batch."""
+    dicts, meta = DatasetCatalog.get(dataset_name)
+    if max_images:
+        dicts = dicts[:max_images]
+    dataset = MappedDataset(dicts[rank::world_size], PanopticDatasetMapper.from_config(cfg, is_train=False))
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=min(int(cfg.DATALOADER.NUM_WORKERS), 2),
+                        collate_fn=trivial_batch_collator)
+    return loader, meta

@@ -1,0 +1,44 @@
+"""Registers COCO panoptic (and any dataset in its format) in the catalog.
+
+Paths follow detectron2's layout under a datasets root (DATASETS.ROOT, $DREAMMASK_DATASETS or
+./datasets):
+  coco/train2017/*.jpg  coco/panoptic_train2017/*.png  coco/annotations/panoptic_train2017.json
+  coco/val2017/...      coco/panoptic_val2017/...       coco/annotations/panoptic_val2017.json
+Class lists come from each JSON's categories, so ADE20K-150/847 or Cityscapes panoptic exports in COCO
+format register the same way (`register_coco_panoptic_dataset`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .catalog import DatasetCatalog
+from .coco_panoptic import load_coco_panoptic_json
+
+COCO_SPLITS = {
+    "coco_2017_train_panoptic": ("coco/train2017", "coco/panoptic_train2017", "coco/annotations/panoptic_train2017.json"),
+    "coco_2017_val_panoptic": ("coco/val2017", "coco/panoptic_val2017", "coco/annotations/panoptic_val2017.json"),
+    "ade20k_panoptic_val": ("ADEChallengeData2016/images/validation", "ADEChallengeData2016/ade20k_panoptic_val",
+                            "ADEChallengeData2016/ade20k_panoptic_val.json"),
+}
+
+
+def datasets_root(root: str | None = None) -> Path:
+    return Path(root or os.environ.get("DREAMMASK_DATASETS") or os.environ.get("DETECTRON2_DATASETS") or "datasets")
+
+
+def register_coco_panoptic_dataset(name: str, json_file, image_root, panoptic_root, *, replace: bool = False) -> None:
+    """Register a COCO-panoptic-format dataset under `name` (loaded lazily, on first `get`)."""
+    if replace:
+        DatasetCatalog.remove(name)
+    DatasetCatalog.register(
+        name, lambda: load_coco_panoptic_json(json_file, image_root, panoptic_root, name=name)
+    )
+
+
+def register_all_coco_panoptic(root: str | None = None) -> None:
+    """Register the standard splits under the datasets root (idempotent; a new root replaces the old)."""
+    base = datasets_root(root)
+    for name, (images, panoptic, json_file) in COCO_SPLITS.items():
+        register_coco_panoptic_dataset(name, base / json_file, base / images, base / panoptic, replace=True)
