@@ -15,6 +15,17 @@ from .harness import LocalPlatform
 DEMO_KEY = "demo-key"
 
 
+def _finite(obj):
+    """JSON has no NaN: metrics of classes absent from the data become null."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def run_demo(out: Path, *, num_novel: int = 5, images_per_category: int = 4, image_size: int = 320,
              train_iterations: int = 10, console: Console | None = None) -> int:
     console = console or Console()
@@ -60,7 +71,11 @@ def run_demo(out: Path, *, num_novel: int = 5, images_per_category: int = 4, ima
             from dreammask.trainer.engine.launch import train_on_dataset
 
             training = train_on_dataset(p.store, view["dataset_id"], train_iterations, "trainings/demo/")
-            (out / "training.json").write_text(json.dumps(training, indent=2, default=str))
+            (out / "training.json").write_text(json.dumps(_finite(training), indent=2, default=str))
+            losses = training.get("losses", {})
+            console.print(f"trained {training.get('iteration')} iterations: total loss "
+                          f"{losses.get('total_loss', float('nan')):.2f} (random weights: a smoke test of the "
+                          "trainer, not a model; the SRA loss needs real data in the mix, see docs/training.md)")
     console.rule("where everything is")
     console.print(f"object store (every payload):  {out / 'platform' / 'objects'}")
     console.print(f"  job records:                 {out / 'platform' / 'objects' / 'jobs' / job_id}")
