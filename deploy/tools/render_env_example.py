@@ -17,8 +17,9 @@ import sys
 from enum import Enum
 from pathlib import Path
 
-from dreammask.shared.settings import ENV_PREFIX, all_settings_classes
 from pydantic import SecretStr
+
+from dreammask.shared.settings import ENV_PREFIX, all_settings_classes
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = ROOT / ".env.example"

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from dreammask.shared.settings import settings_config
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings
+
+from dreammask.shared.settings import settings_config
 
 
 class AssociationSettings(BaseSettings):

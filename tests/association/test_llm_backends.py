@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from llm_testdata import TRAIN
+
 from dreammask.services.association.llm.cna import UnsafePromptInput
 from dreammask.services.association.llm.parsing import LLMOutputError, LLMUnavailableError
 from dreammask.shared.backends import Failure, LayoutRequest
 from dreammask.shared.registry import backend_class
 from dreammask.shared.schemas import CategorySet, NovelCategory, SceneLayout, normalise_name
-from llm_testdata import TRAIN
 
 
 def cna_reply(*items) -> dict:

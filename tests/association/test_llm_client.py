@@ -7,9 +7,10 @@ import json
 import time
 
 import pytest
+from fake_openai_server import free_port
+
 from dreammask.services.association.llm.client import ChatClient, ChatRequest
 from dreammask.services.association.llm.parsing import LLMOutputError, LLMRequestRejected, LLMUnavailableError
-from fake_openai_server import free_port
 
 SCHEMA = {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}
 

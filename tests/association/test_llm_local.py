@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from llm_testdata import TRAIN
+
 from dreammask.services.association.llm.parsing import LLMOutputError
 from dreammask.services.association.llm.prompts import cna_messages, layout_messages, load_exemplars
 from dreammask.shared.backends import Failure, LayoutRequest
 from dreammask.shared.registry import backend_class
 from dreammask.shared.schemas import NovelCategory, SceneLayout
-from llm_testdata import TRAIN
 
 MODEL_SUBPATH = "llm/tiny-llama"
 CHAT_TEMPLATE = (

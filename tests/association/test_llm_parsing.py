@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from dreammask.services.association.llm.names import clean_llm_name, is_abstract, singularise
 from dreammask.services.association.llm.parsing import (
     LLMOutputError,

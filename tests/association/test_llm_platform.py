@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from llm_testdata import TRAIN
+
 from dreammask.shared import keys
 from dreammask.shared.schemas import CategorySet, SceneLayout
-from llm_testdata import TRAIN
 
 pytestmark = pytest.mark.integration
 

@@ -3,6 +3,7 @@ written once per session and loaded through the production loader."""
 
 import pytest
 import torch
+
 from dreammask.trainer.testing import build_tiny_model, tiny_cfg, write_tiny_clip_weights
 
 

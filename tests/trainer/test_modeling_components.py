@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from dreammask.trainer.config import get_cfg, load_config
 from dreammask.trainer.modeling import build_model
 from dreammask.trainer.modeling.ensemble import geometric_ensemble, mask_pooling

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from dreammask.trainer.modeling import build_model, load_clip_backbone
 from dreammask.trainer.modeling.backbone.clip_convnext import CLIP_VOCAB_SIZE, resolve_weights_path
 from dreammask.trainer.testing import TINY_VOCABULARY, tiny_batch

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from dreammask.trainer.modeling import ImaginationAidedTraining, MemoryBank, SRALoss, build_model
 from dreammask.trainer.testing import TINY_VOCABULARY, tiny_batch
 

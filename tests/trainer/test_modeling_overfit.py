@@ -2,6 +2,7 @@
 bring the segmentation loss down and the alignment loss with it."""
 
 import torch
+
 from dreammask.trainer.testing import tiny_batch
 
 SEG_LOSSES = ("loss_ce", "loss_mask", "loss_dice")
