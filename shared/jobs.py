@@ -122,6 +122,12 @@ class JobTracker:
         return bool(self.r.exists(self._k(job_id, "cancelled")))
 
     # ------------------------------------------------------------ per-scene progress
+    def split_done(self, job_id: str, stage: str, scene_ids: list[str]) -> tuple[list[str], list[str]]:
+        """(scenes still to do, scenes whose output for `stage` exists): what makes a redelivery harmless."""
+        output = keys.SCENE_OUTPUTS[stage]
+        done = {s for s in scene_ids if self.store.exists(output(job_id, s))}
+        return [s for s in scene_ids if s not in done], [s for s in scene_ids if s in done]
+
     def mark_done(self, job_id: str, stage: str, scene_ids: list[str], seconds: float = 0.0) -> None:
         if not scene_ids:
             return

@@ -21,8 +21,7 @@ def annotate_scenes(rt: Runtime, job_id: str, scene_ids: list[str]) -> dict:
     if tr.is_cancelled(job_id):
         return {"skipped": "cancelled"}
     spec = tr.spec(job_id).spec
-    todo = [s for s in scene_ids if not rt.store.exists(keys.annotation(job_id, s))]
-    finished = [s for s in scene_ids if s not in todo]
+    todo, finished = tr.split_done(job_id, "annotation", scene_ids)
     last = False
     done = []
     t0 = time.perf_counter()

@@ -61,8 +61,7 @@ def plan_layouts(rt: Runtime, job_id: str, scene_ids: list[str]) -> dict:
     cats = rt.store.get_model(keys.categories(job_id), CategorySet)
     novel_names = [n.name for n in cats.novel]
 
-    todo = [s for s in scene_ids if not rt.store.exists(keys.layout(job_id, s))]
-    ready = [s for s in scene_ids if s not in todo]
+    todo, ready = tr.split_done(job_id, "layout", scene_ids)
     failed_last = False
     if todo:
         backend = get_backend("layout", spec.backends.layout, rt.settings)

@@ -21,8 +21,7 @@ def render_scenes(rt: Runtime, job_id: str, scene_ids: list[str]) -> dict:
     if tr.is_cancelled(job_id):
         return {"skipped": "cancelled"}
     spec = tr.spec(job_id).spec
-    todo = [s for s in scene_ids if not rt.store.exists(keys.image(job_id, s))]
-    ready = [s for s in scene_ids if s not in todo]
+    todo, ready = tr.split_done(job_id, "synthesis", scene_ids)
     last = False
     if todo:
         renderer = get_backend("synthesis", spec.backends.synthesis, rt.settings)
