@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from pathlib import Path
 
@@ -71,7 +72,7 @@ class TextEmbedder:
                 return arr
         arr = self.encode(texts)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{threading.get_ident()}.npy")
+        tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}.npy")
         np.save(tmp, arr)
         tmp.replace(path)
         return arr

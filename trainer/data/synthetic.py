@@ -12,6 +12,7 @@ like any COCO panoptic dataset; every dict carries `is_synthetic` (True unless t
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -42,7 +43,9 @@ def _fetch(store: ObjectStore, key: str, dest: Path) -> None:
             pass
     data = store.get_bytes(key)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
+    # Every process of a machine may fill the same cache at once: each writes its own temporary file and
+    # renames it into place (atomic; the copies are identical).
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")
     tmp.write_bytes(data)
     tmp.replace(dest)
 
