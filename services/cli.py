@@ -90,13 +90,16 @@ def submit(
             _print_outcome(final)
 
 
-def _print_outcome(view: dict) -> None:
+def _print_outcome(view: dict, exit_on_failure: bool = True) -> None:
+    """Print how the job ended; exit non-zero unless it succeeded, so scripts can rely on the status."""
     colour = {"succeeded": "green", "failed": "red"}.get(view["state"], "yellow")
     console.print(f"job {view['job_id']}: [{colour}]{view['state']}[/{colour}]")
     if view.get("error"):
         console.print(f"  error: {view['error']}")
     if view.get("dataset_id"):
         console.print(f"  dataset: {view['dataset_id']} ({view.get('dataset_url')})")
+    if exit_on_failure and view["state"] in TERMINAL and view["state"] != "succeeded":
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -124,7 +127,7 @@ def list_jobs(status: Annotated[Optional[str], typer.Option()] = None, limit: in
 def cancel(job_id: str, api_url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = ""):
     """Cancel a job: no new work starts for it."""
     with _client(api_url, api_key) as c:
-        _print_outcome(_check(c.post(f"/v1/jobs/{job_id}/cancel")))
+        _print_outcome(_check(c.post(f"/v1/jobs/{job_id}/cancel")), exit_on_failure=False)
 
 
 @app.command()

@@ -97,6 +97,13 @@ def test_cli_drives_the_platform(platform, tmp_path):
     r = run(app, ["resume", job_id, *opts])
     assert r.exit_code == 1 and "already succeeded" in r.output
 
+    # A job that ends cancelled: `cancel` itself succeeds, `watch` then exits non-zero for scripts.
+    bad = p.submit({"train_categories": ["dog", "car"], "num_novel": 1, "images_per_category": 50, "image_size": 64})
+    r = run(app, ["cancel", bad, *opts])
+    assert r.exit_code == 0 and "cancelled" in r.output
+    r = run(app, ["watch", bad, *opts])
+    assert r.exit_code == 1 and "cancelled" in r.output
+
 
 def view_images(p, dataset_id: str) -> int:
     return p.client.get(f"/v1/datasets/{dataset_id}").json()["manifest"]["images"]
