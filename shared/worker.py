@@ -47,6 +47,10 @@ def preload(service: str) -> list[str]:
     return loaded
 
 
+def is_prefork(pool) -> bool:
+    return type(pool).__module__.endswith(".prefork")
+
+
 def create_worker_app(service: str) -> Celery:
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -65,8 +69,9 @@ def create_worker_app(service: str) -> Celery:
     signals.worker_process_init.connect(_start, weak=False)
 
     def _ready(sender=None, **_kw):
-        pool = getattr(getattr(sender, "pool_cls", None), "__module__", "")
-        if "prefork" not in pool:
+        # The sender is the consumer; with prefork its children have already loaded their models, and the
+        # parent must not (it would hold a second copy, on the GPU too).
+        if not is_prefork(getattr(sender, "pool", None)):
             _start()
 
     signals.worker_ready.connect(_ready, weak=False)

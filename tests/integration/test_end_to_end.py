@@ -134,3 +134,14 @@ def test_job_on_s3_storage_with_presigned_downloads(platform, s3_server):
     assert card["presigned"] and card["url"].startswith(f"http://localhost:{s3_server['port']}/")
     r = httpx.get(card["url"])  # no API key: the signature is the authorisation
     assert r.status_code == 200 and r.json()["dataset_id"] == view["dataset_id"]
+
+
+def test_models_load_in_the_worker_child_only(platform):
+    """With the prefork pool, each worker's child process loads its backends once; the parent never does."""
+    p = platform(env={"DREAMMASK_PRELOAD_BACKENDS": '["association:embedding", "masks:grabcut"]'},
+                 services=("association", "annotation"))
+    for svc in ("association", "annotation"):
+        log = (p.root / "logs" / f"{svc}.log").read_text()
+        assert log.count("worker process ready") == 1, log[-3000:]
+    assert "preloaded backends: ['association:embedding']" in (p.root / "logs" / "association.log").read_text()
+    assert "preloaded backends: ['masks:grabcut']" in (p.root / "logs" / "annotation.log").read_text()

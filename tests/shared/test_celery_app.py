@@ -51,3 +51,16 @@ def test_bad_task_names_are_refused():
         queue_of("synthesis.render")
     with pytest.raises(ValueError):
         queue_of("dreammask.nosuch.render")
+
+
+def test_prefork_pools_are_told_apart_from_in_process_pools():
+    from celery.concurrency import get_implementation
+
+    from dreammask.shared.worker import is_prefork
+
+    def pool(name):
+        cls = get_implementation(name)
+        return object.__new__(cls)
+
+    assert is_prefork(pool("prefork"))
+    assert not is_prefork(pool("solo")) and not is_prefork(pool("threads")) and not is_prefork(None)
