@@ -39,3 +39,16 @@ def test_metrics_expose_queue_depth_and_requests(api, alice, redis_client):
     assert 'dreammask_queue_depth{queue="association"} 1.0' in text
     assert "dreammask_http_requests_total" in text
     assert 'dreammask_jobs_submitted_total{tenant="alice"}' in text
+
+
+def test_submit_with_the_broker_down_is_503_and_keeps_the_job(tmp_path):
+    s = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", storage_root=tmp_path, api_keys={"k": "t"},
+                 retry_backoff_max_s=1)
+    rt = build_runtime(s)
+    with TestClient(create_app(s, rt)) as c:
+        r = c.post("/v1/jobs", json={"train_categories": ["dog"], "num_novel": 1, "images_per_category": 1},
+                   headers={"Authorization": "Bearer k"})
+    assert r.status_code == 503
+    job_id = r.json()["job_id"]
+    assert "resume" in r.json()["detail"]
+    assert rt.tracker.spec(job_id).tenant == "t"  # nothing is lost: resume can queue it later

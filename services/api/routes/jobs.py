@@ -67,7 +67,10 @@ def submit_job(spec: JobSpec, request: Request, response: Response, rt: RuntimeD
         orch.start(rt, stored.job_id)
     except Exception as e:  # noqa: BLE001 - broker down: keep the job, say how to continue
         log.error("could not enqueue job %s: %s", stored.job_id, e)
-        rt.tracker.transition(stored.job_id, JobState.failed, f"broker unavailable at submission: {e}")
+        try:
+            rt.tracker.transition(stored.job_id, JobState.failed, f"broker unavailable at submission: {e}")
+        except Exception:  # noqa: BLE001 - Redis is the broker: the record stays 'queued' until resumed
+            pass
         return JSONResponse(status_code=503, content={
             "detail": f"the job was saved as {stored.job_id} but could not be queued (broker unavailable); "
                       f"POST /v1/jobs/{stored.job_id}/resume when the broker is back",
