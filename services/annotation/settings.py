@@ -97,3 +97,12 @@ class AnnotationSettings(BaseSettings):
 
 def resolve_device(requested: str | None, fallback: str = "auto") -> str:
     return _resolve_device(requested, fallback, setting="DREAMMASK_ANNOTATION_DEVICE")
+
+
+def settings_pair(settings=None):
+    """(core Settings, AnnotationSettings) for a backend's `from_settings`, whichever of them it was given."""
+    from dreammask.shared.settings import get_settings
+
+    core = settings if settings is not None and hasattr(settings, "models_dir") else get_settings()
+    ann = settings if isinstance(settings, AnnotationSettings) else AnnotationSettings()
+    return core, ann

@@ -36,7 +36,7 @@ import numpy as np
 from dreammask.shared.backends import ScoreBackend
 from dreammask.shared.schemas import normalise_name
 
-from ..settings import DEFAULT_PROMPT_TEMPLATES, AnnotationSettings, resolve_device
+from ..settings import DEFAULT_PROMPT_TEMPLATES, resolve_device, settings_pair
 
 log = logging.getLogger(__name__)
 
@@ -254,10 +254,7 @@ class ClipScores(ScoreBackend):
 
     @classmethod
     def from_settings(cls, settings=None) -> ClipScores:
-        from dreammask.shared.settings import get_settings
-
-        core = settings if settings is not None and hasattr(settings, "models_dir") else get_settings()
-        ann = settings if isinstance(settings, AnnotationSettings) else AnnotationSettings()
+        core, ann = settings_pair(settings)
         return cls.load(
             ann.clip_model,
             ann.resolve(ann.clip_pretrained, core.models_dir),

@@ -33,7 +33,7 @@ import numpy as np
 from dreammask.shared.backends import MaskBackend, MaskResult
 
 from ..mask_ops import clean_mask
-from ..settings import AnnotationSettings, resolve_device
+from ..settings import resolve_device, settings_pair
 
 log = logging.getLogger(__name__)
 
@@ -302,10 +302,7 @@ class SamMasks(MaskBackend):
 
     @classmethod
     def from_settings(cls, settings=None) -> SamMasks:
-        from dreammask.shared.settings import get_settings
-
-        core = settings if settings is not None and hasattr(settings, "models_dir") else get_settings()
-        ann = settings if isinstance(settings, AnnotationSettings) else AnnotationSettings()
+        core, ann = settings_pair(settings)
         return cls.load(
             ann.resolve(ann.sam_checkpoint, core.models_dir),
             ann.sam_model_type,
