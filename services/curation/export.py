@@ -10,6 +10,7 @@ import numpy as np
 
 from dreammask.shared import keys
 from dreammask.shared.masks import decode_rle, load_rgb, png_bytes
+from dreammask.shared.panoptic import id2rgb
 from dreammask.shared.schemas import (
     CategorySet,
     DatasetCategory,
@@ -40,10 +41,6 @@ def build_categories(cats: CategorySet, thing_flags: dict[str, bool] | None = No
     for j, n in enumerate(cats.novel):
         out.append(DatasetCategory(id=len(cats.train) + j + 1, name=n.name, is_novel=True, isthing=1))
     return out
-
-
-def id_to_rgb(seg_id: int) -> tuple[int, int, int]:
-    return seg_id % 256, (seg_id // 256) % 256, seg_id // 65536
 
 
 def _histogram(values: list[float]) -> dict:
@@ -133,7 +130,7 @@ def export_dataset(
             seen_cats.add(inst.category)
         for c in seen_cats:
             per_cat[c]["images"] += 1
-        rgb = np.stack([seg_map % 256, (seg_map // 256) % 256, seg_map // 65536], axis=-1).astype(np.uint8)
+        rgb = id2rgb(seg_map)
         pan_rel = f"{keys.PANOPTIC_DIR}/{sid}.png"
         store.put_bytes(f(pan_rel), png_bytes(rgb), "image/png")
         pan_anns.append({"image_id": image_id, "file_name": pan_rel, "segments_info": segments})

@@ -22,7 +22,7 @@ from .selection import SelectionPolicy, summarise
 
 def _thing_flags(preset: str | None) -> dict[str, bool] | None:
     if preset == "coco_panoptic":
-        from dreammask.services.association.vocabulary import coco_panoptic
+        from dreammask.shared.vocabulary import coco_panoptic
 
         names, things = coco_panoptic()
         return dict(zip(names, things))
