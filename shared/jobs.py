@@ -12,6 +12,7 @@ import redis
 from . import keys
 from .chain import DEFAULT_CHAIN, Chain
 from .schemas import (
+    JobProgress,
     JobSpec,
     JobState,
     JobStatus,
@@ -39,8 +40,9 @@ def new_job_id() -> str:
 
 class JobTracker:
     def __init__(self, store: ObjectStore, redis_client: redis.Redis, prefix: str = "dreammask",
-                 chain: Chain = DEFAULT_CHAIN):
+                 chain: Chain = DEFAULT_CHAIN, keys_ttl_s: int = 7 * 24 * 3600):
         self.chain = chain
+        self.keys_ttl_s = keys_ttl_s
         self.store = store
         self.r = redis_client
         self.prefix = prefix
@@ -113,7 +115,18 @@ class JobTracker:
             for k, v in fields.items():
                 setattr(st, k, v)
             self.store.put_json(keys.status(job_id), st)
+            if state.terminal:
+                self.retire(job_id, st)
             return st
+
+    def retire(self, job_id: str, st: JobStatus) -> None:
+        """A terminal job's counters leave Redis: their final values are kept in storage (progress.json)
+        and the sets are deleted, so Redis does not grow with every scene ever processed. The cancel flag
+        stays, with a TTL, for tasks still queued. `resume` rebuilds everything from storage."""
+        final = self._live_counts(job_id, st.planned_scenes)
+        self.store.put_json(keys.progress(job_id), JobProgress(job_id=job_id, state=st.state.value, stages=final))
+        self.r.delete(*self._counter_keys(job_id))
+        self.r.expire(self._k(job_id, "cancelled"), self.keys_ttl_s)
 
     def cancel(self, job_id: str) -> JobStatus:
         self.r.set(self._k(job_id, "cancelled"), 1)
@@ -137,13 +150,19 @@ class JobTracker:
         pipe = self.r.pipeline()
         pipe.sadd(self._k(job_id, "done", stage), *scene_ids)
         pipe.hincrbyfloat(self._k(job_id, "seconds"), stage, seconds)
+        # Every counter expires unless written again: a job abandoned mid-way leaves nothing in Redis.
+        pipe.expire(self._k(job_id, "done", stage), self.keys_ttl_s)
+        pipe.expire(self._k(job_id, "seconds"), self.keys_ttl_s)
         pipe.execute()
 
     def mark_failed(self, job_id: str, stage: str, scene_id: str, reason: str) -> bool:
         """Record a failed scene durably. Returns True when this call made the scene finished."""
         self.store.put_json(keys.failure(job_id, scene_id),
                             SceneFailure(job_id=job_id, scene_id=scene_id, stage=stage, reason=reason[:2000]))
-        self.r.sadd(self._k(job_id, "failed", stage), scene_id)
+        pipe = self.r.pipeline()
+        pipe.sadd(self._k(job_id, "failed", stage), scene_id)
+        pipe.expire(self._k(job_id, "failed", stage), self.keys_ttl_s)
+        pipe.execute()
         return self.finish_scenes(job_id, [scene_id])
 
     def finish_scenes(self, job_id: str, scene_ids: list[str]) -> bool:
@@ -154,14 +173,22 @@ class JobTracker:
         pipe = self.r.pipeline()
         pipe.sadd(self._k(job_id, "finished"), *scene_ids)
         pipe.scard(self._k(job_id, "finished"))
-        added, count = pipe.execute()
+        pipe.expire(self._k(job_id, "finished"), self.keys_ttl_s)
+        added, count, _ = pipe.execute()
         planned = self.status(job_id).planned_scenes
         # Only the call that added the last scene triggers curation (curation is idempotent anyway).
         return bool(added) and count >= planned
 
     def counts(self, job_id: str, planned: int) -> dict[str, StageCounts]:
         """Progress of every stage of the chain: per-scene stages from the Redis sets, per-job stages from
-        whether their output exists."""
+        whether their output exists; for a terminal job whose counters left Redis, its final counts."""
+        if not self.r.exists(*self._counter_keys(job_id)):
+            final = self.store.try_get_model(keys.progress(job_id), JobProgress)
+            if final is not None:
+                return final.stages
+        return self._live_counts(job_id, planned)
+
+    def _live_counts(self, job_id: str, planned: int) -> dict[str, StageCounts]:
         scene_stages = self.chain.scene_stages
         pipe = self.r.pipeline()
         for st in scene_stages:
@@ -192,14 +219,21 @@ class JobTracker:
         return out
 
     def add_seconds(self, job_id: str, stage: str, seconds: float) -> None:
-        self.r.hincrbyfloat(self._k(job_id, "seconds"), stage, seconds)
+        pipe = self.r.pipeline()
+        pipe.hincrbyfloat(self._k(job_id, "seconds"), stage, seconds)
+        pipe.expire(self._k(job_id, "seconds"), self.keys_ttl_s)
+        pipe.execute()
 
     # ------------------------------------------------------------ recovery
-    def clear_counters(self, job_id: str) -> None:
-        ks = [self._k(job_id, "finished"), self._k(job_id, "cancelled")]
+    def _counter_keys(self, job_id: str) -> list[str]:
+        ks = [self._k(job_id, "finished"), self._k(job_id, "seconds")]
         for st in self.chain.scene_stages:
             ks += [self._k(job_id, "done", st.name), self._k(job_id, "failed", st.name)]
-        self.r.delete(*ks)
+        return ks
+
+    def clear_counters(self, job_id: str) -> None:
+        self.r.delete(*self._counter_keys(job_id), self._k(job_id, "cancelled"))
+        self.store.delete(keys.progress(job_id))
 
     def scene_outputs(self, job_id: str, stage: str) -> set[str]:
         """The scenes whose output for the per-scene `stage` exists in storage."""
@@ -216,10 +250,14 @@ class JobTracker:
             for sid in failed:
                 self.store.delete(keys.failure(job_id, sid))
             failed = set()
+        pipe = self.r.pipeline()
         for stage, done in present.items():
             if done:
-                self.r.sadd(self._k(job_id, "done", stage), *done)
+                pipe.sadd(self._k(job_id, "done", stage), *done)
+                pipe.expire(self._k(job_id, "done", stage), self.keys_ttl_s)
         finished = present[self.chain.last_scene_stage.name] | failed
         if finished:
-            self.r.sadd(self._k(job_id, "finished"), *finished)
+            pipe.sadd(self._k(job_id, "finished"), *finished)
+            pipe.expire(self._k(job_id, "finished"), self.keys_ttl_s)
+        pipe.execute()
         return {stage: [s for s in scene_ids if s not in done and s not in failed] for stage, done in present.items()}

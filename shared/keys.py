@@ -40,6 +40,11 @@ def status(job_id: str) -> str:
     return job_prefix(job_id) + "status.json"
 
 
+def progress(job_id: str) -> str:
+    """The stage counts of a terminal job (JobProgress), kept once its Redis counters are gone."""
+    return job_prefix(job_id) + "progress.json"
+
+
 def categories(job_id: str) -> str:
     return job_prefix(job_id) + "categories.json"
 

@@ -450,6 +450,15 @@ class StageCounts(Model):
     seconds: float = 0.0  # total backend time spent in this stage
 
 
+class JobProgress(Versioned):
+    """A finished job's stage counts (`jobs/{job}/progress.json`), written when it turns terminal and its
+    Redis counters are dropped; `resume` deletes it and rebuilds the counters from the stage outputs."""
+
+    job_id: str
+    state: str
+    stages: dict[str, StageCounts]
+
+
 class JobView(Model):
     job_id: str
     url: str
