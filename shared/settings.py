@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     max_scenes_per_job: int = 20000
     max_category_name_length: int = 64
     max_image_size: int = 1024
+    # Largest request body the API reads (413 beyond, before reading it).
+    max_request_bytes: int = Field(1_048_576, ge=1024)
+
+    # /metrics answers only with `Authorization: Bearer <metrics_token>`; unset, it is off (404).
+    metrics_token: SecretStr | None = None
+    # Label submissions by tenant: tenant names then reach whoever scrapes the metrics.
+    metrics_tenant_labels: bool = False
 
     # Backends the deployment runs, per stage; a job naming another is a 422.
     deployed_backends: dict[str, list[str]] = Field(
@@ -87,6 +94,13 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(7200, ge=20)
     task_max_retries: int = Field(3, ge=0, le=20)
     retry_backoff_max_s: int = Field(60, ge=1)
+
+    # Supervisor (`dreammask supervisor`): a job with work outstanding and no progress for
+    # `stall_after_s` is healed from storage (counters rebuilt, missing work re-enqueued).
+    supervisor_interval_s: float = Field(15.0, gt=0)
+    stall_after_s: float = Field(60.0, gt=0)
+    # How long a failure recorded in Redis (storage down) may wait before the supervisor writes it.
+    supervisor_lock_ttl_s: int = Field(60, ge=5)
 
     # Models: weights come from this directory; nothing is fetched from a hub unless turned on.
     models_dir: Path = Path("./models")
