@@ -89,9 +89,16 @@ class Settings(BaseSettings):
     synthesis_batch_size: int = Field(4, ge=1, le=256)
     annotation_batch_size: int = Field(4, ge=1, le=256)
 
-    # Delivery: the visibility timeout must outlast the longest task, or Redis redelivers it mid-run.
+    # Delivery. A running task renews its message's lease every `lease_renew_s` (shared/lease.py), so the
+    # visibility timeout bounds how long a message whose worker died waits before it is redelivered; it
+    # must hold a few renewals. Time limits cap a task per queue (`queue_time_limits_s` overrides
+    # `task_time_limit_s` for the queues it names); docs/operations.md sizes them per stage and GPU.
     task_time_limit_s: int = Field(3600, ge=10)
-    visibility_timeout_s: int = Field(7200, ge=20)
+    visibility_timeout_s: int = Field(120, ge=20)
+    lease_renew_s: float = Field(30.0, gt=0)
+    queue_time_limits_s: dict[str, int] = Field(
+        default_factory=lambda: {"association": 900, "synthesis": 1800, "annotation": 1200, "curation": 1800}
+    )
     task_max_retries: int = Field(3, ge=0, le=20)
     retry_backoff_max_s: int = Field(60, ge=1)
 
@@ -99,7 +106,7 @@ class Settings(BaseSettings):
     # `stall_after_s` is healed from storage (counters rebuilt, missing work re-enqueued).
     supervisor_interval_s: float = Field(15.0, gt=0)
     stall_after_s: float = Field(60.0, gt=0)
-    # How long a failure recorded in Redis (storage down) may wait before the supervisor writes it.
+    # The supervisor's Redis lock expires unless renewed: a second instance takes over after this long.
     supervisor_lock_ttl_s: int = Field(60, ge=5)
 
     # Models: weights come from this directory; nothing is fetched from a hub unless turned on.
@@ -115,12 +122,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.visibility_timeout_s <= self.task_time_limit_s:
+        if self.visibility_timeout_s < 3 * self.lease_renew_s:
             raise ValueError(
-                "DREAMMASK_VISIBILITY_TIMEOUT_S must be longer than DREAMMASK_TASK_TIME_LIMIT_S, "
-                "otherwise Redis redelivers tasks that are still running"
+                "DREAMMASK_VISIBILITY_TIMEOUT_S must be at least 3 x DREAMMASK_LEASE_RENEW_S, "
+                "otherwise Redis redelivers tasks that are still running between two renewals"
             )
         return self
+
+    def time_limit_of(self, queue: str) -> int:
+        return int(self.queue_time_limits_s.get(queue, self.task_time_limit_s))
 
     def tenant_keys(self) -> dict[str, str]:
         """API key -> tenant, from the settings and the secrets file together."""
