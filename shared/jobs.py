@@ -4,6 +4,7 @@ recreates from storage."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import datetime, timezone
 
@@ -20,7 +21,9 @@ from .schemas import (
     Transition,
     utcnow,
 )
-from .storage import ObjectNotFound, ObjectStore
+from .storage import ObjectNotFound, ObjectStore, StorageError
+
+log = logging.getLogger(__name__)
 
 # Stages whose per-scene progress is counted; "curation" is counted per job.
 SCENE_STAGES = ("layout", "synthesis", "annotation")
@@ -61,6 +64,10 @@ class JobTracker:
         )
         self.store.put_json(keys.status(job_id), status)
         self.store.put_bytes(keys.tenant_job_marker(tenant, job_id), b"")
+        try:
+            self.watch(job_id)
+        except redis.RedisError:  # the supervisor's scan of storage finds it again
+            log.warning("job %s is not yet in the supervisor's set (Redis unavailable)", job_id)
         return stored
 
     def spec(self, job_id: str) -> StoredJobSpec:
@@ -110,6 +117,12 @@ class JobTracker:
             for k, v in fields.items():
                 setattr(st, k, v)
             self.store.put_json(keys.status(job_id), st)
+            if "planned_scenes" in fields:
+                self.r.set(self._k(job_id, "planned"), st.planned_scenes, ex=7 * 24 * 3600)
+            if st.state.terminal:
+                self.r.srem(self.active_key, job_id)
+            else:
+                self.r.sadd(self.active_key, job_id)
             return st
 
     def cancel(self, job_id: str) -> JobStatus:
@@ -121,11 +134,30 @@ class JobTracker:
         # lost with it, so nothing runs for the job until `resume`, which decides afresh.
         return bool(self.r.exists(self._k(job_id, "cancelled")))
 
+    # ------------------------------------------------------------ jobs the supervisor watches
+    @property
+    def active_key(self) -> str:
+        return f"{self.prefix}:jobs:active"
+
+    def watch(self, job_id: str) -> None:
+        self.r.sadd(self.active_key, job_id)
+
+    def active_jobs(self) -> list[str]:
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in self.r.smembers(self.active_key))
+
+    def all_job_ids(self) -> list[str]:
+        """Every job in storage (slow: the supervisor's scan after Redis lost its set)."""
+        return sorted({k.rsplit("/", 1)[1] for k in self.store.list("tenants/") if "/jobs/" in k})
+
     # ------------------------------------------------------------ per-scene progress
     def split_done(self, job_id: str, stage: str, scene_ids: list[str]) -> tuple[list[str], list[str]]:
-        """(scenes still to do, scenes whose output for `stage` exists): what makes a redelivery harmless."""
+        """(scenes still to do, scenes whose output for `stage` exists): what makes a redelivery harmless.
+        Scenes found done are counted again: after a redelivery or a Redis loss the counter must still
+        equal the outputs that exist (adding to a set twice counts once)."""
         output = keys.SCENE_OUTPUTS[stage]
         done = {s for s in scene_ids if self.store.exists(output(job_id, s))}
+        if done:
+            self.r.sadd(self._k(job_id, "done", stage), *done)
         return [s for s in scene_ids if s not in done], [s for s in scene_ids if s in done]
 
     def mark_done(self, job_id: str, stage: str, scene_ids: list[str], seconds: float = 0.0) -> None:
@@ -137,11 +169,48 @@ class JobTracker:
         pipe.execute()
 
     def mark_failed(self, job_id: str, stage: str, scene_id: str, reason: str) -> bool:
-        """Record a failed scene durably. Returns True when this call made the scene finished."""
-        self.store.put_json(keys.failure(job_id, scene_id),
-                            SceneFailure(job_id=job_id, scene_id=scene_id, stage=stage, reason=reason[:2000]))
-        self.r.sadd(self._k(job_id, "failed", stage), scene_id)
+        """Record a failed scene: in Redis first (the broker: up if this task runs), then in storage; if
+        storage is down the supervisor writes it there later (`flush_pending_failures`).
+        Returns True when this call made the job's last scene finished."""
+        failure = SceneFailure(job_id=job_id, scene_id=scene_id, stage=stage, reason=reason[:2000])
+        pipe = self.r.pipeline()
+        pipe.hset(self._k(job_id, "pending-failures"), scene_id, failure.model_dump_json())
+        pipe.sadd(self._k(job_id, "failed", stage), scene_id)
+        pipe.execute()
+        try:
+            self.store.put_json(keys.failure(job_id, scene_id), failure)
+            self.r.hdel(self._k(job_id, "pending-failures"), scene_id)
+        except StorageError as e:
+            log.warning("failure of %s/%s kept in Redis until storage is back: %s", job_id, scene_id, e)
         return self.finish_scenes(job_id, [scene_id])
+
+    def flush_pending_failures(self, job_id: str) -> int:
+        """Write the failures recorded in Redis while storage was down. Raises StorageError if it still is."""
+        pending = self.r.hgetall(self._k(job_id, "pending-failures"))
+        for sid, raw in pending.items():
+            sid = sid.decode() if isinstance(sid, bytes) else sid
+            self.store.put_json(keys.failure(job_id, sid), SceneFailure.model_validate_json(raw))
+            self.r.hdel(self._k(job_id, "pending-failures"), sid)
+        return len(pending)
+
+    def note_transient(self, job_id: str, stage: str, reason: str) -> None:
+        """The last transient fault that exhausted a task's retries: the reason the supervisor gives if it
+        ever gives up on the scenes."""
+        self.r.hset(self._k(job_id, "transient"), stage, reason[:2000])
+
+    def last_transient(self, job_id: str) -> dict[str, str]:
+        raw = self.r.hgetall(self._k(job_id, "transient"))
+        return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                for k, v in raw.items()}
+
+    def planned(self, job_id: str) -> int:
+        """Planned scenes, cached in Redis so that counting needs no storage read."""
+        cached = self.r.get(self._k(job_id, "planned"))
+        if cached is not None:
+            return int(cached)
+        n = self.status(job_id).planned_scenes
+        self.r.set(self._k(job_id, "planned"), n, ex=7 * 24 * 3600)
+        return n
 
     def finish_scenes(self, job_id: str, scene_ids: list[str]) -> bool:
         """Count scenes as finished (annotated or failed). True when the job's last scene just finished."""
@@ -151,7 +220,7 @@ class JobTracker:
         pipe.sadd(self._k(job_id, "finished"), *scene_ids)
         pipe.scard(self._k(job_id, "finished"))
         added, count = pipe.execute()
-        planned = self.status(job_id).planned_scenes
+        planned = self.planned(job_id)
         # Only the call that added the last scene triggers curation (curation is idempotent anyway).
         return bool(added) and count >= planned
 
@@ -189,7 +258,7 @@ class JobTracker:
 
     # ------------------------------------------------------------ recovery
     def clear_counters(self, job_id: str) -> None:
-        ks = [self._k(job_id, "finished"), self._k(job_id, "cancelled")]
+        ks = [self._k(job_id, "finished"), self._k(job_id, "cancelled"), self._k(job_id, "planned")]
         for stage in SCENE_STAGES:
             ks += [self._k(job_id, "done", stage), self._k(job_id, "failed", stage)]
         self.r.delete(*ks)
@@ -208,9 +277,14 @@ class JobTracker:
             for sid in failed:
                 self.store.delete(keys.failure(job_id, sid))
             failed = set()
+            self.r.delete(self._k(job_id, "pending-failures"))
         for stage, done in present.items():
             if done:
                 self.r.sadd(self._k(job_id, "done", stage), *done)
+        for sid in failed:
+            f = self.store.try_get_model(keys.failure(job_id, sid), SceneFailure)
+            if f is not None and f.stage in SCENE_STAGES:
+                self.r.sadd(self._k(job_id, "failed", f.stage), sid)
         finished = present["annotation"] | failed
         if finished:
             self.r.sadd(self._k(job_id, "finished"), *finished)

@@ -20,9 +20,10 @@ def _batches(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def resume(rt: Runtime, job_id: str) -> dict[str, int]:
+def resume(rt: Runtime, job_id: str, *, retry_failed: bool = True, reason: str = "resumed") -> dict[str, int]:
     """Rebuild the job's Redis counters from storage and re-enqueue every scene whose output is missing.
-    Failed scenes are retried. Safe to call repeatedly: stages skip work whose output exists."""
+    Failed scenes are retried unless `retry_failed` is off (the supervisor's heal keeps them).
+    Safe to call repeatedly: stages skip work whose output exists."""
     tr = rt.tracker
     st = tr.status(job_id)
     if st.state == JobState.succeeded:
@@ -31,13 +32,15 @@ def resume(rt: Runtime, job_id: str) -> dict[str, int]:
     cats = rt.store.try_get_model(keys.categories(job_id), CategorySet)
     if cats is None:
         tr.clear_counters(job_id)
-        tr.transition(job_id, JobState.running, "resumed", force=True)
+        tr.transition(job_id, JobState.running, reason, force=True)
         rt.dispatcher.send(TASK_ASSOCIATE, job_id)
         return {"association": 1}
     n = len(cats.novel) * stored.spec.images_per_category
     scene_ids = [keys.scene_id(i) for i in range(n)]
-    missing = tr.rebuild_counters(job_id, scene_ids, drop_failures=True)
-    tr.transition(job_id, JobState.running, "resumed", force=True, planned_scenes=n)
+    if not retry_failed:
+        tr.flush_pending_failures(job_id)  # into storage first, so the rebuild sees them
+    missing = tr.rebuild_counters(job_id, scene_ids, drop_failures=retry_failed)
+    tr.transition(job_id, JobState.running, reason, force=True, planned_scenes=n)
     no_layout = missing["layout"]
     no_image = [s for s in missing["synthesis"] if s not in set(no_layout)]
     no_ann = [s for s in missing["annotation"] if s not in set(missing["synthesis"])]

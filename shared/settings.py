@@ -99,7 +99,11 @@ class Settings(BaseSettings):
     queue_time_limits_s: dict[str, int] = Field(
         default_factory=lambda: {"association": 900, "synthesis": 1800, "annotation": 1200, "curation": 1800}
     )
-    task_max_retries: int = Field(3, ge=0, le=20)
+    # Transient faults (storage, broker, model server unreachable) are retried with exponential backoff
+    # (2 s doubling, capped at `retry_backoff_max_s`, plus up to 25 % jitter): 10 retries ride out at
+    # least 6 minutes of outage. A retry waits in the worker unacknowledged, so the cap stays well under
+    # the visibility timeout.
+    task_max_retries: int = Field(10, ge=0, le=30)
     retry_backoff_max_s: int = Field(60, ge=1)
 
     # Supervisor (`dreammask supervisor`): a job with work outstanding and no progress for
@@ -108,6 +112,9 @@ class Settings(BaseSettings):
     stall_after_s: float = Field(60.0, gt=0)
     # The supervisor's Redis lock expires unless renewed: a second instance takes over after this long.
     supervisor_lock_ttl_s: int = Field(60, ge=5)
+    # After this many heals in a row without progress, the scenes still missing are marked failed with
+    # the last fault seen (a cause that outlasts every retry is treated as permanent).
+    supervisor_max_heals: int = Field(5, ge=1)
 
     # Models: weights come from this directory; nothing is fetched from a hub unless turned on.
     models_dir: Path = Path("./models")
@@ -122,6 +129,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        if self.retry_backoff_max_s * 1.25 >= self.visibility_timeout_s:
+            raise ValueError(
+                "DREAMMASK_RETRY_BACKOFF_MAX_S (plus 25 % jitter) must stay under DREAMMASK_VISIBILITY_TIMEOUT_S: "
+                "a retry waiting in a worker longer than that is redelivered a second time"
+            )
         if self.visibility_timeout_s < 3 * self.lease_renew_s:
             raise ValueError(
                 "DREAMMASK_VISIBILITY_TIMEOUT_S must be at least 3 x DREAMMASK_LEASE_RENEW_S, "
