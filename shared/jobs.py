@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 import redis
 
 from . import keys
+from .chain import DEFAULT_CHAIN, Chain
 from .schemas import (
     JobSpec,
     JobState,
@@ -25,9 +26,9 @@ from .storage import ObjectNotFound, ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
 
-# Stages whose per-scene progress is counted; "curation" is counted per job.
-SCENE_STAGES = ("layout", "synthesis", "annotation")
-STAGES = ("association", *SCENE_STAGES, "curation")
+# The default chain's stage names (the chain itself is the source: `shared/chain.py`).
+SCENE_STAGES = tuple(st.name for st in DEFAULT_CHAIN.scene_stages)
+STAGES = DEFAULT_CHAIN.names
 
 
 class JobNotFound(LookupError):
@@ -40,7 +41,9 @@ def new_job_id() -> str:
 
 
 class JobTracker:
-    def __init__(self, store: ObjectStore, redis_client: redis.Redis, prefix: str = "dreammask"):
+    def __init__(self, store: ObjectStore, redis_client: redis.Redis, prefix: str = "dreammask",
+                 chain: Chain = DEFAULT_CHAIN):
+        self.chain = chain
         self.store = store
         self.r = redis_client
         self.prefix = prefix
@@ -154,7 +157,7 @@ class JobTracker:
         """(scenes still to do, scenes whose output for `stage` exists): what makes a redelivery harmless.
         Scenes found done are counted again: after a redelivery or a Redis loss the counter must still
         equal the outputs that exist (adding to a set twice counts once)."""
-        output = keys.SCENE_OUTPUTS[stage]
+        output = self.chain[stage].output
         done = {s for s in scene_ids if self.store.exists(output(job_id, s))}
         if done:
             self.r.sadd(self._k(job_id, "done", stage), *done)
@@ -213,7 +216,8 @@ class JobTracker:
         return n
 
     def finish_scenes(self, job_id: str, scene_ids: list[str]) -> bool:
-        """Count scenes as finished (annotated or failed). True when the job's last scene just finished."""
+        """Count scenes as finished (through the chain's last per-scene stage, or failed). True when the job's
+        last scene just finished."""
         if not scene_ids:
             return False
         pipe = self.r.pipeline()
@@ -225,22 +229,25 @@ class JobTracker:
         return bool(added) and count >= planned
 
     def counts(self, job_id: str, planned: int) -> dict[str, StageCounts]:
+        """Progress of every stage of the chain: per-scene stages from the Redis sets, per-job stages from
+        whether their output exists."""
+        scene_stages = self.chain.scene_stages
         pipe = self.r.pipeline()
-        for stage in SCENE_STAGES:
-            pipe.scard(self._k(job_id, "done", stage))
-            pipe.scard(self._k(job_id, "failed", stage))
+        for st in scene_stages:
+            pipe.scard(self._k(job_id, "done", st.name))
+            pipe.scard(self._k(job_id, "failed", st.name))
         pipe.hgetall(self._k(job_id, "seconds"))
         *cards, secs = pipe.execute()
         secs = {k.decode() if isinstance(k, bytes) else k: float(v) for k, v in secs.items()}
+        per_scene = {st.name: (cards[2 * i], cards[2 * i + 1]) for i, st in enumerate(scene_stages)}
         out = {}
-        assoc_done = 1 if self.store.exists(keys.categories(job_id)) else 0
-        out["association"] = StageCounts(planned=1, done=assoc_done, seconds=secs.get("association", 0.0))
-        for i, stage in enumerate(SCENE_STAGES):
-            out[stage] = StageCounts(planned=planned, done=cards[2 * i], failed=cards[2 * i + 1],
-                                     seconds=secs.get(stage, 0.0))
-        ds = keys.dataset_manifest(keys.dataset_id_for_job(job_id))
-        out["curation"] = StageCounts(planned=1, done=1 if self.store.exists(ds) else 0,
-                                      seconds=secs.get("curation", 0.0))
+        for st in self.chain:
+            if st.per_scene:
+                done, failed = per_scene[st.name]
+                out[st.name] = StageCounts(planned=planned, done=done, failed=failed, seconds=secs.get(st.name, 0.0))
+            else:
+                out[st.name] = StageCounts(planned=1, done=1 if self.store.exists(st.output(job_id)) else 0,
+                                           seconds=secs.get(st.name, 0.0))
         return out
 
     def failures(self, job_id: str, limit: int = 50) -> list[SceneFailure]:
@@ -259,20 +266,21 @@ class JobTracker:
     # ------------------------------------------------------------ recovery
     def clear_counters(self, job_id: str) -> None:
         ks = [self._k(job_id, "finished"), self._k(job_id, "cancelled"), self._k(job_id, "planned")]
-        for stage in SCENE_STAGES:
-            ks += [self._k(job_id, "done", stage), self._k(job_id, "failed", stage)]
+        for st in self.chain.scene_stages:
+            ks += [self._k(job_id, "done", st.name), self._k(job_id, "failed", st.name)]
         self.r.delete(*ks)
 
+    def scene_outputs(self, job_id: str, stage: str) -> set[str]:
+        """The scenes whose output for the per-scene `stage` exists in storage."""
+        prefix, suffix = self.chain[stage].output_prefix(job_id)
+        return {k[len(prefix):len(k) - len(suffix)] for k in self.store.list(prefix) if k.endswith(suffix)}
+
     def rebuild_counters(self, job_id: str, scene_ids: list[str], *, drop_failures: bool) -> dict[str, list[str]]:
-        """Recreate Redis counters from storage. Returns, per stage, the scenes whose output is missing."""
+        """Recreate Redis counters from storage. Returns, per per-scene stage, the scenes whose output is
+        missing (failed scenes excluded unless `drop_failures` forgets them so they are retried)."""
         self.clear_counters(job_id)
-        prefix = keys.job_prefix(job_id)
-        present = {
-            "layout": {k.rsplit("/", 1)[1][:-5] for k in self.store.list(prefix + "layouts/")},
-            "synthesis": {k.rsplit("/", 1)[1][:-4] for k in self.store.list(prefix + "images/")},
-            "annotation": {k.rsplit("/", 1)[1][:-5] for k in self.store.list(prefix + "annotations/")},
-        }
-        failed = {k.rsplit("/", 1)[1][:-5] for k in self.store.list(prefix + "failures/")}
+        present = {st.name: self.scene_outputs(job_id, st.name) for st in self.chain.scene_stages}
+        failed = {k.rsplit("/", 1)[1][:-5] for k in self.store.list(keys.job_prefix(job_id) + "failures/")}
         if drop_failures:
             for sid in failed:
                 self.store.delete(keys.failure(job_id, sid))
@@ -283,12 +291,9 @@ class JobTracker:
                 self.r.sadd(self._k(job_id, "done", stage), *done)
         for sid in failed:
             f = self.store.try_get_model(keys.failure(job_id, sid), SceneFailure)
-            if f is not None and f.stage in SCENE_STAGES:
+            if f is not None and f.stage in present:
                 self.r.sadd(self._k(job_id, "failed", f.stage), sid)
-        finished = present["annotation"] | failed
+        finished = present[self.chain.last_scene_stage.name] | failed
         if finished:
             self.r.sadd(self._k(job_id, "finished"), *finished)
-        missing = {}
-        for stage in SCENE_STAGES:
-            missing[stage] = [s for s in scene_ids if s not in present[stage] and s not in failed]
-        return missing
+        return {stage: [s for s in scene_ids if s not in done and s not in failed] for stage, done in present.items()}

@@ -72,13 +72,6 @@ def tenant_jobs_prefix(tenant: str) -> str:
     return f"tenants/{check_id(tenant, 'tenant')}/jobs/"
 
 
-# Stage -> key function of its per-scene output (the idempotency check).
-SCENE_OUTPUTS = {
-    "layout": layout,
-    "synthesis": image,
-    "annotation": annotation,
-}
-
 # ------------------------------------------------------------ datasets
 
 def dataset_prefix(dataset_id: str) -> str:
@@ -87,6 +80,10 @@ def dataset_prefix(dataset_id: str) -> str:
 
 def dataset_manifest(dataset_id: str) -> str:
     return dataset_prefix(dataset_id) + "manifest.json"
+
+
+def dataset_manifest_for_job(job_id: str) -> str:
+    return dataset_manifest(dataset_id_for_job(job_id))
 
 
 def dataset_file(dataset_id: str, relative: str) -> str:

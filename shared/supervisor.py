@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 
 import redis
 
-from . import keys
 from . import orchestration as orch
 from .celery_app import QUEUES
 from .lease import UNACKED_INDEX
 from .runtime import Runtime
-from .schemas import CategorySet, JobState
+from .schemas import JobState
+from .skeleton import trigger_finisher
 from .storage import StorageError
 
 log = logging.getLogger("dreammask.supervisor")
@@ -117,9 +117,9 @@ class Supervisor:
     def _signature(self, job_id: str, state: JobState) -> str:
         tr = self.rt.tracker
         pipe = self.r.pipeline()
-        for stage in ("layout", "synthesis", "annotation"):
-            pipe.scard(tr._k(job_id, "done", stage))
-            pipe.scard(tr._k(job_id, "failed", stage))
+        for stage in self.rt.chain.scene_stages:
+            pipe.scard(tr._k(job_id, "done", stage.name))
+            pipe.scard(tr._k(job_id, "failed", stage.name))
         pipe.scard(tr._k(job_id, "finished"))
         return f"{state.value}:{':'.join(str(n) for n in pipe.execute())}"
 
@@ -179,28 +179,27 @@ class Supervisor:
 
     def _give_up(self, job_id: str, heals: int) -> int:
         """Mark the scenes that are still missing failed, with the last fault seen, so the job ends."""
-        tr, store = self.rt.tracker, self.rt.store
+        tr, chain = self.rt.tracker, self.rt.chain
         last = tr.last_transient(job_id)
-        cats = store.try_get_model(keys.categories(job_id), CategorySet)
-        if cats is None:
-            tr.transition(job_id, JobState.failed, f"association made no progress after {heals} automatic "
-                                                   f"retries; last error: {last.get('association', 'unknown')}")
+        scene_ids = orch.job_scene_ids(self.rt, job_id)
+        if scene_ids is None:  # the per-job set-up stage never finished
+            first = chain.first.name
+            tr.transition(job_id, JobState.failed, f"{first} made no progress after {heals} automatic retries; "
+                                                   f"last error: {last.get(first, 'unknown')}")
             return 0
-        n = len(cats.novel) * tr.spec(job_id).spec.images_per_category
-        scene_ids = [keys.scene_id(i) for i in range(n)]
         missing = tr.rebuild_counters(job_id, scene_ids, drop_failures=False)
+        unfinished = set(missing[chain.last_scene_stage.name])
         failed = 0
-        pending = [s for s in scene_ids if s in set(missing["annotation"])]
-        for sid in pending:
-            stage = next(st for st in ("layout", "synthesis", "annotation") if sid in set(missing[st]))
+        for sid in scene_ids:
+            if sid not in unfinished:
+                continue
+            stage = next(st.name for st in chain.scene_stages if sid in set(missing[st.name]))
             tr.mark_failed(job_id, stage, sid, f"{stage} made no progress after {heals} automatic retries; "
                                                f"last error: {last.get(stage, 'unknown')}")
             failed += 1
         tr.transition(job_id, JobState.running, f"supervisor: gave up on {failed} scenes after {heals} heals")
         self.r.hdel(STATE_KEY, job_id)
-        from .celery_app import TASK_CURATE
-
-        self.rt.dispatcher.send(TASK_CURATE, job_id)
+        trigger_finisher(self.rt, job_id)
         return failed
 
     def run_forever(self, interval_s: float, stop=None) -> None:

@@ -14,6 +14,7 @@ from dreammask.shared.schemas import (
     SceneLayout,
     utcnow,
 )
+from dreammask.shared.skeleton import JobResult, run_job_stage
 
 from .export import build_categories, export_dataset
 from .selection import SelectionPolicy, summarise
@@ -29,15 +30,17 @@ def _thing_flags(preset: str | None) -> dict[str, bool] | None:
 
 
 def curate(rt: Runtime, job_id: str) -> dict:
+    return run_job_stage(rt, "curation", job_id, curate_work)
+
+
+def curate_work(rt: Runtime, job_id: str) -> JobResult:
     tr = rt.tracker
-    if tr.is_cancelled(job_id):
-        return {"skipped": "cancelled"}
     stored = tr.spec(job_id)
     spec = stored.spec
     dataset_id = keys.dataset_id_for_job(job_id)
     if rt.store.exists(keys.dataset_manifest(dataset_id)):
         tr.transition(job_id, JobState.succeeded, dataset_id=dataset_id)
-        return {"dataset_id": dataset_id, "skipped": "exists"}
+        return JobResult(info={"dataset_id": dataset_id, "skipped": "exists"})
 
     t0 = time.perf_counter()
     ann_keys = list(rt.store.list(keys.job_prefix(job_id) + "annotations/"))
@@ -45,7 +48,7 @@ def curate(rt: Runtime, job_id: str) -> dict:
         failures = tr.failures(job_id, limit=3)
         detail = "; ".join(f"{f.scene_id}: {f.reason}" for f in failures) or "no scene produced an annotation"
         tr.transition(job_id, JobState.failed, f"all scenes failed ({detail})")
-        return {"dataset_id": None}
+        return JobResult(proceed=False, info={"dataset_id": None})
 
     cats = rt.store.get_model(keys.categories(job_id), CategorySet)
     policy = SelectionPolicy(spec.thresholds)
@@ -72,4 +75,4 @@ def curate(rt: Runtime, job_id: str) -> dict:
     n_failed = tr.status(job_id).planned_scenes - len(ann_keys)
     note = f"{result.images} of {len(ann_keys)} annotated scenes kept" + (f"; {n_failed} scenes failed" if n_failed else "")
     tr.transition(job_id, JobState.succeeded, note, dataset_id=dataset_id)
-    return {"dataset_id": dataset_id, "images": result.images}
+    return JobResult(info={"dataset_id": dataset_id, "images": result.images})

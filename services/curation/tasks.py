@@ -2,13 +2,12 @@
 
 from celery import shared_task
 
-from dreammask.shared.celery_app import TASK_CURATE
 from dreammask.shared.runtime import get_runtime
-from dreammask.shared.tasks import StageTask
+from dreammask.shared.tasks import stage_task_options
 
 from . import stage
 
 
-@shared_task(name=TASK_CURATE, base=StageTask, bind=True, stage="curation")
+@shared_task(**stage_task_options("curation"))
 def curate(self, job_id: str) -> dict:
     return stage.curate(get_runtime(), job_id)

@@ -52,7 +52,7 @@ def _job(rt, scenes_done: dict[str, int], n_novel=2, per_category=4) -> str:
     rt.tracker.transition(job_id, JobState.running, planned_scenes=n_novel * per_category)
     for stage, n in scenes_done.items():
         for i in range(n):
-            rt.store.put_bytes(keys.SCENE_OUTPUTS[stage](job_id, keys.scene_id(i)), b"{}")
+            rt.store.put_bytes(rt.chain[stage].output(job_id, keys.scene_id(i)), b"{}")
     return job_id
 
 
