@@ -177,7 +177,11 @@ class Chaos:
             env["DREAMMASK_CACHE_DIR"] = os.environ["DREAMMASK_CACHE_DIR"]
         self.platform = LocalPlatform(root / "platform", services=SERVICES, env=env,
                                       redis_url=f"redis://127.0.0.1:{self.redis_port}/0")
-        self.platform.start()
+        try:
+            self.platform.start()
+        except BaseException:
+            self.close()
+            raise
         self.restarts = 0
 
     def _start_redis(self) -> subprocess.Popen:
