@@ -11,9 +11,11 @@ controls. Then, one job of `--scenes` scenes per fault:
   storage_refused  the S3 endpoint refuses connections for 90 s
   storage_stalled  the S3 endpoint accepts connections and never answers, for 100 s
 
-For each: scenes lost (neither output nor recorded failure), duplicated (a scene twice in the dataset),
+A first job with no fault (`none`) is the baseline. For each: scenes lost (neither output nor recorded failure), duplicated (a scene twice in the dataset),
 failed, seconds from the end of the fault to the end of the job, whether a person had to act (the job
-did not end by itself within the deadline), and whether the API's counters equal the outputs in storage.
+did not end by itself within the deadline), how much longer the job took than the baseline (time to finish
+after the fault includes the work still to do, which the baseline accounts for), and whether the API's
+counters equal the outputs in storage.
 Nothing calls `resume`. Goal: 0, 0, 0, <= 120 s, never, exact.
 
     python bench/chaos.py                 # all five faults, 200 scenes each (about 25 minutes on 2 cores)
@@ -236,6 +238,10 @@ class Chaos:
                                     f"{name}@%h-{os.getpid()}-{self.restarts}", "--without-gossip",
                                     "--without-mingle", "-l", "INFO"], env)
 
+    def none(self, job_id: str) -> float:
+        """The baseline: the same job with no fault, for how long the job itself takes."""
+        return time.monotonic()
+
     def flushdb(self, job_id: str) -> float:
         self.redis.flushdb()
         return time.monotonic()
@@ -302,6 +308,7 @@ class Chaos:
             "lost": planned - annotations - failures, "duplicated": duplicated, "dataset_images": dataset_images,
             "failed": failures,
             "time_to_finish_s": round(finished - t_end, 1) if finished else None,
+            "job_seconds": round(finished - t_start, 1) if finished else None,
             "person_needed": finished is None, "counters_exact": exact,
             "supervisor_interventions": len(interventions),
         }
@@ -337,7 +344,7 @@ def main(argv=None) -> dict:
     scenes = args.scenes or (24 if args.short else 200)
     faults = (args.faults.split(",") if args.faults else
               ["kill9", "flushdb"] if args.short else
-              ["kill9", "flushdb", "redis_restart", "storage_refused", "storage_stalled"])
+              ["none", "kill9", "flushdb", "redis_restart", "storage_refused", "storage_stalled"])
     deadline = 240 if args.short else 420
     root = Path(tempfile.mkdtemp(prefix="dreammask-chaos-"))
     chaos = Chaos(root, short=args.short, seed=args.seed)
@@ -357,15 +364,25 @@ def main(argv=None) -> dict:
         chaos.close()
         shutil.rmtree(root, ignore_errors=True)
     print()
-    print(f"{'fault':<16} {'lost':>5} {'dup':>4} {'failed':>6} {'finish_s':>9} {'person':>7} {'exact':>6}")
+    print(f"{'fault':<16} {'lost':>5} {'dup':>4} {'failed':>6} {'finish_s':>9} {'job_s':>7} {'extra_s':>8} "
+          f"{'person':>7} {'exact':>6}")
     for r in rows:
         print(f"{r['fault']:<16} {r['lost']:>5} {r['duplicated']:>4} {r['failed']:>6} "
-              f"{str(r['time_to_finish_s']):>9} {str(r['person_needed']):>7} {str(r['counters_exact']):>6}")
-    worst = max((r["time_to_finish_s"] or float("inf")) for r in rows)
+              f"{str(r['time_to_finish_s']):>9} {str(r['job_seconds']):>7} {str(r['extra_s_vs_baseline']):>8} "
+              f"{str(r['person_needed']):>7} {str(r['counters_exact']):>6}")
+    baseline = next((r["job_seconds"] for r in rows if r["fault"] == "none"), None)
+    for r in rows:
+        # What the fault cost: the job's duration beyond the same job's without a fault.
+        r["extra_s_vs_baseline"] = (round(r["job_seconds"] - baseline, 1)
+                                    if baseline is not None and r["job_seconds"] is not None else None)
+    rows_f = [r for r in rows if r["fault"] != "none"] or rows
+    worst = max((r["time_to_finish_s"] or float("inf")) for r in rows_f)
     summary = {
         "bench": "chaos", "short": args.short, "scenes_per_job": scenes, "faults": len(rows),
         "lost": sum(r["lost"] for r in rows), "duplicated": sum(r["duplicated"] for r in rows),
         "failed": sum(r["failed"] for r in rows),
+        "max_extra_s_vs_baseline": max((r["extra_s_vs_baseline"] or 0) for r in rows_f)
+        if baseline is not None else None,
         "max_time_to_finish_s": None if worst == float("inf") else worst,
         "person_needed": any(r["person_needed"] for r in rows),
         "counters_exact": all(r["counters_exact"] for r in rows),
