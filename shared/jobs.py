@@ -124,6 +124,8 @@ class JobTracker:
                 self.r.set(self._k(job_id, "planned"), st.planned_scenes, ex=7 * 24 * 3600)
             if st.state.terminal:
                 self.r.srem(self.active_key, job_id)
+                # Storage answers (the status was just written): failures kept in Redis go there now.
+                self.flush_pending_failures(job_id)
             else:
                 self.r.sadd(self.active_key, job_id)
             return st

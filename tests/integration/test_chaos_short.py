@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "chaos.py"
 
 
+@pytest.mark.timeout(1000)
 def test_jobs_heal_themselves_after_worker_kills_and_a_redis_flush(shared_cache_dir):
     env = dict(os.environ, DREAMMASK_CACHE_DIR=str(shared_cache_dir), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     out = subprocess.run([sys.executable, str(BENCH), "--short"], capture_output=True, text=True, env=env,
