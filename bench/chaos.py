@@ -363,6 +363,11 @@ def main(argv=None) -> dict:
             print(chaos.platform.tail_logs(40), file=sys.stderr)
         chaos.close()
         shutil.rmtree(root, ignore_errors=True)
+    baseline = next((r["job_seconds"] for r in rows if r["fault"] == "none"), None)
+    for r in rows:
+        # What the fault cost: the job's duration beyond the same job's without a fault.
+        r["extra_s_vs_baseline"] = (round(r["job_seconds"] - baseline, 1)
+                                    if baseline is not None and r["job_seconds"] is not None else None)
     print()
     print(f"{'fault':<16} {'lost':>5} {'dup':>4} {'failed':>6} {'finish_s':>9} {'job_s':>7} {'extra_s':>8} "
           f"{'person':>7} {'exact':>6}")
@@ -370,11 +375,6 @@ def main(argv=None) -> dict:
         print(f"{r['fault']:<16} {r['lost']:>5} {r['duplicated']:>4} {r['failed']:>6} "
               f"{str(r['time_to_finish_s']):>9} {str(r['job_seconds']):>7} {str(r['extra_s_vs_baseline']):>8} "
               f"{str(r['person_needed']):>7} {str(r['counters_exact']):>6}")
-    baseline = next((r["job_seconds"] for r in rows if r["fault"] == "none"), None)
-    for r in rows:
-        # What the fault cost: the job's duration beyond the same job's without a fault.
-        r["extra_s_vs_baseline"] = (round(r["job_seconds"] - baseline, 1)
-                                    if baseline is not None and r["job_seconds"] is not None else None)
     rows_f = [r for r in rows if r["fault"] != "none"] or rows
     worst = max((r["time_to_finish_s"] or float("inf")) for r in rows_f)
     summary = {
