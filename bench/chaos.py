@@ -202,10 +202,15 @@ class Chaos:
 
     # ------------------------------------------------------------ what storage holds
     def produced(self, job_id: str) -> tuple[int, int]:
+        annotated, failed = self.scene_sets(job_id)
+        return len(annotated), len(failed)
+
+    def scene_sets(self, job_id: str) -> tuple[set[str], set[str]]:
+        """(scenes with an annotation, scenes with a recorded failure), from storage."""
         prefix = keys.job_prefix(job_id)
-        annotations = sum(1 for _ in self.store.list(prefix + "annotations/"))
-        failures = sum(1 for _ in self.store.list(prefix + "failures/"))
-        return annotations, failures
+        annotated = {k.rsplit("/", 1)[1].split(".")[0] for k in self.store.list(prefix + "annotations/")}
+        failed = {k.rsplit("/", 1)[1].split(".")[0] for k in self.store.list(prefix + "failures/")}
+        return annotated, failed
 
     def state(self, job_id: str) -> dict:
         return self.store.get_json(keys.status(job_id))
@@ -291,13 +296,13 @@ class Chaos:
                 break
             time.sleep(0.5)
         planned = (st or {}).get("planned_scenes", scenes)
-        annotations, failures = self.produced(job_id)
+        annotated, failed_ids = self.scene_sets(job_id)
+        annotations, failures = len(annotated), len(failed_ids)
         exact = None
         try:
             view = self.platform.job(job_id)
             exact = view["stages"]["annotation"]["done"] == annotations and \
-                view["stages"]["annotation"]["failed"] + view["stages"]["synthesis"]["failed"] + \
-                view["stages"]["layout"]["failed"] == failures
+                sum(c.get("failed", 0) for c in view["stages"].values()) == failures
         except Exception:  # noqa: BLE001
             pass
         duplicated, dataset_images = self.duplicates(job_id)
@@ -305,7 +310,7 @@ class Chaos:
                          if (t.get("reason") or "").startswith("supervisor")]
         return {
             "fault": fault, "job_id": job_id, "scenes": planned, "state": (st or {}).get("state"),
-            "lost": planned - annotations - failures, "duplicated": duplicated, "dataset_images": dataset_images,
+            "lost": planned - len(annotated | failed_ids), "duplicated": duplicated, "dataset_images": dataset_images,
             "failed": failures,
             "time_to_finish_s": round(finished - t_end, 1) if finished else None,
             "job_seconds": round(finished - t_start, 1) if finished else None,

@@ -17,7 +17,8 @@ STAGE_HANDLERS = {
     "layout": association.plan_layouts,
     "synthesis": synthesis.render_scenes,
     "annotation": annotation.annotate_scenes,
-    "curation": curation.curate,
+    "curation": curation.curate_scenes,
+    "assemble": curation.assemble,
 }
 
 # Task name -> function, for the default chain.

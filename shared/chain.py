@@ -16,7 +16,15 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from . import keys
-from .celery_app import TASK_ANNOTATE, TASK_ASSOCIATE, TASK_CURATE, TASK_PLAN_LAYOUTS, TASK_RENDER, queue_of
+from .celery_app import (
+    TASK_ANNOTATE,
+    TASK_ASSEMBLE,
+    TASK_ASSOCIATE,
+    TASK_CURATE_SCENES,
+    TASK_PLAN_LAYOUTS,
+    TASK_RENDER,
+    queue_of,
+)
 
 Per = Literal["scene", "job"]
 
@@ -167,6 +175,10 @@ DEFAULT_CHAIN = Chain([
              description="layout-to-image"),
     StageDef("annotation", TASK_ANNOTATE, "scene", keys.annotation, next="curation",
              batch_size="annotation_batch_size", description="masks and scores per instance"),
-    StageDef("curation", TASK_CURATE, "job", keys.dataset_manifest_for_job,
-             description="select and export the dataset; finishes the job"),
+    StageDef("curation", TASK_CURATE_SCENES, "scene", keys.curated, next="assemble",
+             batch_size="curation_batch_size",
+             description="select instances, write the scene's curated record, thumbnail and export pieces"),
+    StageDef("assemble", TASK_ASSEMBLE, "job", keys.dataset_manifest_for_job,
+             description="stream the dataset's index files (COCO JSON, card...) from the curated records; "
+                         "finishes the job"),
 ])

@@ -13,6 +13,7 @@ import redis
 from . import keys
 from .chain import DEFAULT_CHAIN, Chain
 from .schemas import (
+    JobProgress,
     JobSpec,
     JobState,
     JobStatus,
@@ -42,8 +43,9 @@ def new_job_id() -> str:
 
 class JobTracker:
     def __init__(self, store: ObjectStore, redis_client: redis.Redis, prefix: str = "dreammask",
-                 chain: Chain = DEFAULT_CHAIN):
+                 chain: Chain = DEFAULT_CHAIN, keys_ttl_s: int = 7 * 24 * 3600):
         self.chain = chain
+        self.keys_ttl_s = keys_ttl_s
         self.store = store
         self.r = redis_client
         self.prefix = prefix
@@ -104,7 +106,8 @@ class JobTracker:
         # One writer at a time per job: a Redis lock, since several worker processes may finish together.
         with self.r.lock(self._k(job_id, "status-lock"), timeout=30, blocking_timeout=30):
             st = self.status(job_id)
-            if st.state.terminal and not force:
+            was_terminal = st.state.terminal
+            if was_terminal and not force:
                 return st
             if st.state == state and not fields and reason is None:
                 return st
@@ -121,14 +124,27 @@ class JobTracker:
                 setattr(st, k, v)
             self.store.put_json(keys.status(job_id), st)
             if "planned_scenes" in fields:
-                self.r.set(self._k(job_id, "planned"), st.planned_scenes, ex=7 * 24 * 3600)
-            if st.state.terminal:
-                self.r.srem(self.active_key, job_id)
+                self.r.set(self._k(job_id, "planned"), st.planned_scenes, ex=self.keys_ttl_s)
+            if state.terminal:
                 # Storage answers (the status was just written): failures kept in Redis go there now.
                 self.flush_pending_failures(job_id)
+                self.retire(job_id, st)
+                self.r.srem(self.active_key, job_id)
             else:
+                if was_terminal:
+                    # Reopened (resume): the job takes messages again; its counters come back from storage.
+                    self.store.delete(keys.progress(job_id))
                 self.r.sadd(self.active_key, job_id)
             return st
+
+    def retire(self, job_id: str, st: JobStatus) -> None:
+        """A terminal job's counters leave Redis: their final values are kept in storage (progress.json)
+        and the sets are deleted, so Redis does not grow with every scene ever processed. The cancel flag
+        stays, with a TTL, for tasks still queued. `resume` rebuilds everything from storage."""
+        final = self._live_counts(job_id, st.planned_scenes)
+        self.store.put_json(keys.progress(job_id), JobProgress(job_id=job_id, state=st.state.value, stages=final))
+        self.r.delete(*self._counter_keys(job_id), self._k(job_id, "transient"))
+        self.r.expire(self._k(job_id, "cancelled"), self.keys_ttl_s)
 
     def cancel(self, job_id: str) -> JobStatus:
         self.r.set(self._k(job_id, "cancelled"), 1)
@@ -162,7 +178,10 @@ class JobTracker:
         output = self.chain[stage].output
         done = {s for s in scene_ids if self.store.exists(output(job_id, s))}
         if done:
-            self.r.sadd(self._k(job_id, "done", stage), *done)
+            pipe = self.r.pipeline()
+            pipe.sadd(self._k(job_id, "done", stage), *done)
+            pipe.expire(self._k(job_id, "done", stage), self.keys_ttl_s)
+            pipe.execute()
         return [s for s in scene_ids if s not in done], [s for s in scene_ids if s in done]
 
     def mark_done(self, job_id: str, stage: str, scene_ids: list[str], seconds: float = 0.0) -> None:
@@ -171,6 +190,9 @@ class JobTracker:
         pipe = self.r.pipeline()
         pipe.sadd(self._k(job_id, "done", stage), *scene_ids)
         pipe.hincrbyfloat(self._k(job_id, "seconds"), stage, seconds)
+        # Every counter expires unless written again: a job abandoned mid-way leaves nothing in Redis.
+        pipe.expire(self._k(job_id, "done", stage), self.keys_ttl_s)
+        pipe.expire(self._k(job_id, "seconds"), self.keys_ttl_s)
         pipe.execute()
 
     def mark_failed(self, job_id: str, stage: str, scene_id: str, reason: str) -> bool:
@@ -180,7 +202,9 @@ class JobTracker:
         failure = SceneFailure(job_id=job_id, scene_id=scene_id, stage=stage, reason=reason[:2000])
         pipe = self.r.pipeline()
         pipe.hset(self._k(job_id, "pending-failures"), scene_id, failure.model_dump_json())
+        pipe.expire(self._k(job_id, "pending-failures"), self.keys_ttl_s)
         pipe.sadd(self._k(job_id, "failed", stage), scene_id)
+        pipe.expire(self._k(job_id, "failed", stage), self.keys_ttl_s)
         pipe.execute()
         try:
             self.store.put_json(keys.failure(job_id, scene_id), failure)
@@ -201,7 +225,10 @@ class JobTracker:
     def note_transient(self, job_id: str, stage: str, reason: str) -> None:
         """The last transient fault that exhausted a task's retries: the reason the supervisor gives if it
         ever gives up on the scenes."""
-        self.r.hset(self._k(job_id, "transient"), stage, reason[:2000])
+        pipe = self.r.pipeline()
+        pipe.hset(self._k(job_id, "transient"), stage, reason[:2000])
+        pipe.expire(self._k(job_id, "transient"), self.keys_ttl_s)
+        pipe.execute()
 
     def last_transient(self, job_id: str) -> dict[str, str]:
         raw = self.r.hgetall(self._k(job_id, "transient"))
@@ -214,7 +241,7 @@ class JobTracker:
         if cached is not None:
             return int(cached)
         n = self.status(job_id).planned_scenes
-        self.r.set(self._k(job_id, "planned"), n, ex=7 * 24 * 3600)
+        self.r.set(self._k(job_id, "planned"), n, ex=self.keys_ttl_s)
         return n
 
     def finish_scenes(self, job_id: str, scene_ids: list[str]) -> bool:
@@ -225,14 +252,25 @@ class JobTracker:
         pipe = self.r.pipeline()
         pipe.sadd(self._k(job_id, "finished"), *scene_ids)
         pipe.scard(self._k(job_id, "finished"))
-        added, count = pipe.execute()
+        pipe.expire(self._k(job_id, "finished"), self.keys_ttl_s)
+        added, count, _ = pipe.execute()
         planned = self.planned(job_id)
         # Only the call that added the last scene triggers curation (curation is idempotent anyway).
         return bool(added) and count >= planned
 
     def counts(self, job_id: str, planned: int) -> dict[str, StageCounts]:
         """Progress of every stage of the chain: per-scene stages from the Redis sets, per-job stages from
-        whether their output exists."""
+        whether their output exists; for a terminal job whose counters left Redis, its final counts."""
+        final = self.store.try_get_model(keys.progress(job_id), JobProgress)
+        if final is not None:
+            return final.stages
+        return self._live_counts(job_id, planned)
+
+    def is_finished(self, job_id: str) -> bool:
+        """The job turned terminal and was not resumed since: its counters were retired to storage."""
+        return self.store.exists(keys.progress(job_id))
+
+    def _live_counts(self, job_id: str, planned: int) -> dict[str, StageCounts]:
         scene_stages = self.chain.scene_stages
         pipe = self.r.pipeline()
         for st in scene_stages:
@@ -263,14 +301,21 @@ class JobTracker:
         return out
 
     def add_seconds(self, job_id: str, stage: str, seconds: float) -> None:
-        self.r.hincrbyfloat(self._k(job_id, "seconds"), stage, seconds)
+        pipe = self.r.pipeline()
+        pipe.hincrbyfloat(self._k(job_id, "seconds"), stage, seconds)
+        pipe.expire(self._k(job_id, "seconds"), self.keys_ttl_s)
+        pipe.execute()
 
     # ------------------------------------------------------------ recovery
-    def clear_counters(self, job_id: str) -> None:
-        ks = [self._k(job_id, "finished"), self._k(job_id, "cancelled"), self._k(job_id, "planned")]
+    def _counter_keys(self, job_id: str) -> list[str]:
+        ks = [self._k(job_id, "finished"), self._k(job_id, "seconds"), self._k(job_id, "planned")]
         for st in self.chain.scene_stages:
             ks += [self._k(job_id, "done", st.name), self._k(job_id, "failed", st.name)]
-        self.r.delete(*ks)
+        return ks
+
+    def clear_counters(self, job_id: str) -> None:
+        self.r.delete(*self._counter_keys(job_id), self._k(job_id, "cancelled"))
+        self.store.delete(keys.progress(job_id))
 
     def scene_outputs(self, job_id: str, stage: str) -> set[str]:
         """The scenes whose output for the per-scene `stage` exists in storage."""
@@ -288,14 +333,19 @@ class JobTracker:
                 self.store.delete(keys.failure(job_id, sid))
             failed = set()
             self.r.delete(self._k(job_id, "pending-failures"))
+        pipe = self.r.pipeline()
         for stage, done in present.items():
             if done:
-                self.r.sadd(self._k(job_id, "done", stage), *done)
+                pipe.sadd(self._k(job_id, "done", stage), *done)
+                pipe.expire(self._k(job_id, "done", stage), self.keys_ttl_s)
         for sid in failed:
             f = self.store.try_get_model(keys.failure(job_id, sid), SceneFailure)
             if f is not None and f.stage in present:
-                self.r.sadd(self._k(job_id, "failed", f.stage), sid)
+                pipe.sadd(self._k(job_id, "failed", f.stage), sid)
+                pipe.expire(self._k(job_id, "failed", f.stage), self.keys_ttl_s)
         finished = present[self.chain.last_scene_stage.name] | failed
         if finished:
-            self.r.sadd(self._k(job_id, "finished"), *finished)
+            pipe.sadd(self._k(job_id, "finished"), *finished)
+            pipe.expire(self._k(job_id, "finished"), self.keys_ttl_s)
+        pipe.execute()
         return {stage: [s for s in scene_ids if s not in done and s not in failed] for stage, done in present.items()}

@@ -40,6 +40,11 @@ def status(job_id: str) -> str:
     return job_prefix(job_id) + "status.json"
 
 
+def progress(job_id: str) -> str:
+    """The stage counts of a terminal job (JobProgress), kept once its Redis counters are gone."""
+    return job_prefix(job_id) + "progress.json"
+
+
 def categories(job_id: str) -> str:
     return job_prefix(job_id) + "categories.json"
 
@@ -58,6 +63,16 @@ def render_record(job_id: str, sid: str) -> str:
 
 def annotation(job_id: str, sid: str) -> str:
     return job_prefix(job_id) + f"annotations/{check_id(sid, 'scene id')}.json"
+
+
+def curated(job_id: str, sid: str) -> str:
+    """The per-scene curation record (CuratedScene): written last by the per-scene curation step."""
+    return job_prefix(job_id) + f"curated/{check_id(sid, 'scene id')}.json"
+
+
+def curated_thumbnail(job_id: str, sid: str) -> str:
+    """A small JPEG (longest side 256 px) of the scene with its kept masks drawn, for review and the card."""
+    return job_prefix(job_id) + f"curated/{check_id(sid, 'scene id')}.jpg"
 
 
 def failure(job_id: str, sid: str) -> str:
@@ -103,6 +118,9 @@ CARD_JSON = "card.json"
 CARD_MD = "card.md"
 DECISIONS = "selection.json"
 CONTACT_SHEET = "contact_sheet.png"
+YOLO_LABELS_DIR = "labels"  # Ultralytics finds labels/{scene}.txt beside images/{scene}.png
+YOLO_DATA = "data.yaml"
+HF_DIR = "hf"  # Hugging Face `datasets` parquet shards: hf/data/train-00000.parquet, ...
 
 # ------------------------------------------------------------ trainings
 

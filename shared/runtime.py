@@ -80,7 +80,7 @@ def build_runtime(settings: Settings | None = None, dispatcher: Dispatcher | Non
         from .celery_app import create_celery_app
 
         dispatcher = CeleryDispatcher(create_celery_app(s))
-    return Runtime(settings=s, store=store, redis=r, tracker=JobTracker(store, r, chain=chain), dispatcher=dispatcher)
+    return Runtime(settings=s, store=store, redis=r, tracker=JobTracker(store, r, chain=chain, keys_ttl_s=s.job_keys_ttl_s), dispatcher=dispatcher)
 
 
 def get_runtime() -> Runtime:

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     layout_batch_size: int = Field(16, ge=1, le=1024)
     synthesis_batch_size: int = Field(4, ge=1, le=256)
     annotation_batch_size: int = Field(4, ge=1, le=256)
+    curation_batch_size: int = Field(16, ge=1, le=1024)
+    # Per-job Redis counters live at most this long without a write (a job abandoned mid-way leaves
+    # nothing behind); a job's counters are dropped at once when it turns terminal.
+    job_keys_ttl_s: int = Field(7 * 24 * 3600, ge=60)
 
     # Delivery. A running task renews its message's lease every `lease_renew_s` (shared/lease.py), so the
     # visibility timeout bounds how long a message whose worker died waits before it is redelivered; it

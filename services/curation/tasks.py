@@ -1,4 +1,4 @@
-"""Curation task: thin, named, JSON args (ids only); the work is in `stage`."""
+"""Curation tasks: thin, named, JSON args (ids only); the work is in `stage`."""
 
 from celery import shared_task
 
@@ -9,5 +9,10 @@ from . import stage
 
 
 @shared_task(**stage_task_options("curation"))
-def curate(self, job_id: str) -> dict:
-    return stage.curate(get_runtime(), job_id)
+def curate_scenes(self, job_id: str, scene_ids: list[str]) -> dict:
+    return stage.curate_scenes(get_runtime(), job_id, scene_ids)
+
+
+@shared_task(**stage_task_options("assemble"))
+def assemble(self, job_id: str) -> dict:
+    return stage.assemble(get_runtime(), job_id)

@@ -1,4 +1,4 @@
-"""Adding a stage is a declaration plus its work: a test-only stage inserted after annotation runs for every
+"""Adding a stage is a declaration plus its work: a test-only stage inserted after curation runs for every
 scene, is counted, resumes from storage, and the finisher waits for it."""
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ STAMP = StageDef("stamp", "dreammask.curation.stamp", "scene", stamp_key, batch_
 def stamp_work(rt, job_id: str, todo: list[str]) -> SceneResult:
     result = SceneResult()
     for sid in todo:
-        ann = json.loads(rt.store.get_bytes(keys.annotation(job_id, sid)))
+        rec = json.loads(rt.store.get_bytes(keys.curated(job_id, sid)))
         rt.store.put_json(stamp_key(job_id, sid), {
-            "scene_id": sid, "instances": len(ann["instances"]),
+            "scene_id": sid, "kept": rec["kept"],
             "dataset_existed": rt.store.exists(keys.dataset_manifest_for_job(job_id)),
         })
         result.done.append(sid)
@@ -39,7 +39,7 @@ def stamp(rt, job_id: str, scene_ids: list[str]) -> dict:
 
 
 def test_a_job_runs_through_a_declared_extra_stage_and_resumes_it(tmp_path, redis_client, redis_url, shared_cache_dir):
-    chain = DEFAULT_CHAIN.with_stage(STAMP, after="annotation")
+    chain = DEFAULT_CHAIN.with_stage(STAMP, after="curation")
     s = Settings(redis_url=redis_url, storage_root=tmp_path / "objects", cache_dir=shared_cache_dir,
                  synthesis_batch_size=2, annotation_batch_size=2, layout_batch_size=2)
     rt = build_runtime(s, dispatcher=in_process_dispatcher(chain, {"stamp": stamp}), chain=chain)
@@ -58,15 +58,15 @@ def test_a_job_runs_through_a_declared_extra_stage_and_resumes_it(tmp_path, redi
         rt.dispatcher.pending.clear()
         rt.redis.flushdb()
         enqueued = orch.resume(rt, job)
-        assert enqueued["stamp"] + enqueued["annotation"] == 2 and enqueued["layout"] == 0
+        assert enqueued["stamp"] + enqueued["curation"] + enqueued["annotation"] == 2 and enqueued["layout"] == 0
         assert rt.tracker.counts(job, 4)["stamp"].done == 2
         run_pending(rt)
 
         st = rt.tracker.status(job)
         assert st.state == JobState.succeeded, st
         counts = rt.tracker.counts(job, 4)
-        assert list(counts) == ["association", "layout", "synthesis", "annotation", "stamp", "curation"]
-        assert counts["stamp"].done == 4 and counts["curation"].done == 1
+        assert list(counts) == ["association", "layout", "synthesis", "annotation", "curation", "stamp", "assemble"]
+        assert counts["stamp"].done == 4 and counts["assemble"].done == 1
         for i in range(4):
             rec = json.loads(rt.store.get_bytes(stamp_key(job, keys.scene_id(i))))
             assert rec["dataset_existed"] is False  # the finisher ran only after the last stamp

@@ -15,21 +15,22 @@ def _stamp() -> StageDef:
 
 
 def test_default_chain_order_queues_and_finisher():
-    assert DEFAULT_CHAIN.names == ("association", "layout", "synthesis", "annotation", "curation")
-    assert [st.queue for st in DEFAULT_CHAIN] == ["association", "association", "synthesis", "annotation", "curation"]
+    assert DEFAULT_CHAIN.names == ("association", "layout", "synthesis", "annotation", "curation", "assemble")
+    assert [st.queue for st in DEFAULT_CHAIN] == ["association", "association", "synthesis", "annotation", "curation",
+                                                  "curation"]
     assert DEFAULT_CHAIN.first.name == "association"
-    assert [st.name for st in DEFAULT_CHAIN.scene_stages] == ["layout", "synthesis", "annotation"]
-    assert DEFAULT_CHAIN.finisher.name == "curation"
+    assert [st.name for st in DEFAULT_CHAIN.scene_stages] == ["layout", "synthesis", "annotation", "curation"]
+    assert DEFAULT_CHAIN.finisher.name == "assemble"
     assert DEFAULT_CHAIN.batch_size("synthesis", Settings(synthesis_batch_size=7)) == 7
 
 
 def test_inserting_a_stage_relinks_the_chain():
-    chain = DEFAULT_CHAIN.with_stage(_stamp(), after="annotation")
-    assert chain.names == ("association", "layout", "synthesis", "annotation", "stamp", "curation")
-    assert chain["annotation"].next == "stamp" and chain["stamp"].next == "curation"
-    assert chain.last_scene_stage.name == "stamp" and chain.finisher.name == "curation"
+    chain = DEFAULT_CHAIN.with_stage(_stamp(), after="curation")
+    assert chain.names == ("association", "layout", "synthesis", "annotation", "curation", "stamp", "assemble")
+    assert chain["curation"].next == "stamp" and chain["stamp"].next == "assemble"
+    assert chain.last_scene_stage.name == "stamp" and chain.finisher.name == "assemble"
     assert chain["stamp"].output_prefix("j1") == ("jobs/j1/stamps/", ".json")
-    assert DEFAULT_CHAIN["annotation"].next == "curation"  # the default is untouched
+    assert DEFAULT_CHAIN["curation"].next == "assemble"  # the default is untouched
 
 
 @pytest.mark.parametrize("stages, message", [
