@@ -104,7 +104,7 @@ def test_work_in_flight_is_not_a_stall(rt):
 
 
 def test_after_fruitless_heals_the_missing_scenes_fail_with_the_last_fault(rt):
-    job_id = _job(rt, {"layout": 8, "synthesis": 8, "annotation": 6})
+    job_id = _job(rt, {"layout": 8, "synthesis": 8, "annotation": 6, "curation": 6})
     rt.tracker.note_transient(job_id, "annotation", "annotation failed: StorageError: connection refused")
     clock = Clock()
     sup = Supervisor(rt, stall_after_s=10, max_heals=1, clock=clock)
