@@ -138,5 +138,13 @@ def worker(service: str, concurrency: int = 1, loglevel: str = "INFO"):
                                "--concurrency", str(concurrency), "-l", loglevel])
 
 
+@app.command()
+def supervisor():
+    """Run the supervisor: heals jobs that stopped progressing (one instance is enough; two are safe)."""
+    from dreammask.shared.supervisor import main
+
+    main()
+
+
 if __name__ == "__main__":
     app()

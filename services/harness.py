@@ -64,6 +64,7 @@ class LocalPlatform:
         tenant: str = "local",
         extra_workers: list[tuple[str, str, str]] | None = None,
         start_timeout: float = 180.0,
+        supervisor: bool = True,
     ):
         self.root = Path(root).resolve()
         self.services = tuple(services)
@@ -74,6 +75,7 @@ class LocalPlatform:
         # (name, celery app module, queue) for workers outside services/ (e.g. the trainer).
         self.extra_workers = list(extra_workers or [])
         self.start_timeout = start_timeout
+        self.supervisor = supervisor
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.logs = self.root / "logs"
         self.store = self._store()
@@ -149,6 +151,9 @@ class LocalPlatform:
             self._spawn(name, [sys.executable, "-m", "celery", "-A", module, "worker", "-Q", queue,
                                "--concurrency", "1", "--pool", "prefork", "-n", f"{name}@%h-{os.getpid()}",
                                "--without-gossip", "--without-mingle", "-l", "INFO"], wenv)
+        if self.supervisor:
+            self._spawn("supervisor", [sys.executable, "-m", "dreammask.shared.supervisor"],
+                        dict(env, DREAMMASK_WORKER_HEARTBEAT_FILE=str(self.root / "supervisor.heartbeat")))
         self._client = httpx.Client(base_url=self.api_url, headers=self.headers, timeout=60)
 
         def _api_up() -> bool:

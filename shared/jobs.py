@@ -4,6 +4,7 @@ recreates from storage."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import datetime, timezone
 
@@ -22,7 +23,9 @@ from .schemas import (
     Transition,
     utcnow,
 )
-from .storage import ObjectNotFound, ObjectStore
+from .storage import ObjectNotFound, ObjectStore, StorageError
+
+log = logging.getLogger(__name__)
 
 # The default chain's stage names (the chain itself is the source: `shared/chain.py`).
 SCENE_STAGES = tuple(st.name for st in DEFAULT_CHAIN.scene_stages)
@@ -66,6 +69,10 @@ class JobTracker:
         )
         self.store.put_json(keys.status(job_id), status)
         self.store.put_bytes(keys.tenant_job_marker(tenant, job_id), b"")
+        try:
+            self.watch(job_id)
+        except redis.RedisError:  # the supervisor's scan of storage finds it again
+            log.warning("job %s is not yet in the supervisor's set (Redis unavailable)", job_id)
         return stored
 
     def spec(self, job_id: str) -> StoredJobSpec:
@@ -116,11 +123,18 @@ class JobTracker:
             for k, v in fields.items():
                 setattr(st, k, v)
             self.store.put_json(keys.status(job_id), st)
+            if "planned_scenes" in fields:
+                self.r.set(self._k(job_id, "planned"), st.planned_scenes, ex=self.keys_ttl_s)
             if state.terminal:
+                # Storage answers (the status was just written): failures kept in Redis go there now.
+                self.flush_pending_failures(job_id)
                 self.retire(job_id, st)
-            elif was_terminal:
-                # Reopened (resume): the job takes messages again; its counters come back from storage.
-                self.store.delete(keys.progress(job_id))
+                self.r.srem(self.active_key, job_id)
+            else:
+                if was_terminal:
+                    # Reopened (resume): the job takes messages again; its counters come back from storage.
+                    self.store.delete(keys.progress(job_id))
+                self.r.sadd(self.active_key, job_id)
             return st
 
     def retire(self, job_id: str, st: JobStatus) -> None:
@@ -129,7 +143,7 @@ class JobTracker:
         stays, with a TTL, for tasks still queued. `resume` rebuilds everything from storage."""
         final = self._live_counts(job_id, st.planned_scenes)
         self.store.put_json(keys.progress(job_id), JobProgress(job_id=job_id, state=st.state.value, stages=final))
-        self.r.delete(*self._counter_keys(job_id))
+        self.r.delete(*self._counter_keys(job_id), self._k(job_id, "transient"))
         self.r.expire(self._k(job_id, "cancelled"), self.keys_ttl_s)
 
     def cancel(self, job_id: str) -> JobStatus:
@@ -141,11 +155,33 @@ class JobTracker:
         # lost with it, so nothing runs for the job until `resume`, which decides afresh.
         return bool(self.r.exists(self._k(job_id, "cancelled")))
 
+    # ------------------------------------------------------------ jobs the supervisor watches
+    @property
+    def active_key(self) -> str:
+        return f"{self.prefix}:jobs:active"
+
+    def watch(self, job_id: str) -> None:
+        self.r.sadd(self.active_key, job_id)
+
+    def active_jobs(self) -> list[str]:
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in self.r.smembers(self.active_key))
+
+    def all_job_ids(self) -> list[str]:
+        """Every job in storage (slow: the supervisor's scan after Redis lost its set)."""
+        return sorted({k.rsplit("/", 1)[1] for k in self.store.list("tenants/") if "/jobs/" in k})
+
     # ------------------------------------------------------------ per-scene progress
     def split_done(self, job_id: str, stage: str, scene_ids: list[str]) -> tuple[list[str], list[str]]:
-        """(scenes still to do, scenes whose output for `stage` exists): what makes a redelivery harmless."""
+        """(scenes still to do, scenes whose output for `stage` exists): what makes a redelivery harmless.
+        Scenes found done are counted again: after a redelivery or a Redis loss the counter must still
+        equal the outputs that exist (adding to a set twice counts once)."""
         output = self.chain[stage].output
         done = {s for s in scene_ids if self.store.exists(output(job_id, s))}
+        if done:
+            pipe = self.r.pipeline()
+            pipe.sadd(self._k(job_id, "done", stage), *done)
+            pipe.expire(self._k(job_id, "done", stage), self.keys_ttl_s)
+            pipe.execute()
         return [s for s in scene_ids if s not in done], [s for s in scene_ids if s in done]
 
     def mark_done(self, job_id: str, stage: str, scene_ids: list[str], seconds: float = 0.0) -> None:
@@ -160,14 +196,53 @@ class JobTracker:
         pipe.execute()
 
     def mark_failed(self, job_id: str, stage: str, scene_id: str, reason: str) -> bool:
-        """Record a failed scene durably. Returns True when this call made the scene finished."""
-        self.store.put_json(keys.failure(job_id, scene_id),
-                            SceneFailure(job_id=job_id, scene_id=scene_id, stage=stage, reason=reason[:2000]))
+        """Record a failed scene: in Redis first (the broker: up if this task runs), then in storage; if
+        storage is down the supervisor writes it there later (`flush_pending_failures`).
+        Returns True when this call made the job's last scene finished."""
+        failure = SceneFailure(job_id=job_id, scene_id=scene_id, stage=stage, reason=reason[:2000])
         pipe = self.r.pipeline()
+        pipe.hset(self._k(job_id, "pending-failures"), scene_id, failure.model_dump_json())
+        pipe.expire(self._k(job_id, "pending-failures"), self.keys_ttl_s)
         pipe.sadd(self._k(job_id, "failed", stage), scene_id)
         pipe.expire(self._k(job_id, "failed", stage), self.keys_ttl_s)
         pipe.execute()
+        try:
+            self.store.put_json(keys.failure(job_id, scene_id), failure)
+            self.r.hdel(self._k(job_id, "pending-failures"), scene_id)
+        except StorageError as e:
+            log.warning("failure of %s/%s kept in Redis until storage is back: %s", job_id, scene_id, e)
         return self.finish_scenes(job_id, [scene_id])
+
+    def flush_pending_failures(self, job_id: str) -> int:
+        """Write the failures recorded in Redis while storage was down. Raises StorageError if it still is."""
+        pending = self.r.hgetall(self._k(job_id, "pending-failures"))
+        for sid, raw in pending.items():
+            sid = sid.decode() if isinstance(sid, bytes) else sid
+            self.store.put_json(keys.failure(job_id, sid), SceneFailure.model_validate_json(raw))
+            self.r.hdel(self._k(job_id, "pending-failures"), sid)
+        return len(pending)
+
+    def note_transient(self, job_id: str, stage: str, reason: str) -> None:
+        """The last transient fault that exhausted a task's retries: the reason the supervisor gives if it
+        ever gives up on the scenes."""
+        pipe = self.r.pipeline()
+        pipe.hset(self._k(job_id, "transient"), stage, reason[:2000])
+        pipe.expire(self._k(job_id, "transient"), self.keys_ttl_s)
+        pipe.execute()
+
+    def last_transient(self, job_id: str) -> dict[str, str]:
+        raw = self.r.hgetall(self._k(job_id, "transient"))
+        return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                for k, v in raw.items()}
+
+    def planned(self, job_id: str) -> int:
+        """Planned scenes, cached in Redis so that counting needs no storage read."""
+        cached = self.r.get(self._k(job_id, "planned"))
+        if cached is not None:
+            return int(cached)
+        n = self.status(job_id).planned_scenes
+        self.r.set(self._k(job_id, "planned"), n, ex=self.keys_ttl_s)
+        return n
 
     def finish_scenes(self, job_id: str, scene_ids: list[str]) -> bool:
         """Count scenes as finished (through the chain's last per-scene stage, or failed). True when the job's
@@ -179,7 +254,7 @@ class JobTracker:
         pipe.scard(self._k(job_id, "finished"))
         pipe.expire(self._k(job_id, "finished"), self.keys_ttl_s)
         added, count, _ = pipe.execute()
-        planned = self.status(job_id).planned_scenes
+        planned = self.planned(job_id)
         # Only the call that added the last scene triggers curation (curation is idempotent anyway).
         return bool(added) and count >= planned
 
@@ -233,7 +308,7 @@ class JobTracker:
 
     # ------------------------------------------------------------ recovery
     def _counter_keys(self, job_id: str) -> list[str]:
-        ks = [self._k(job_id, "finished"), self._k(job_id, "seconds")]
+        ks = [self._k(job_id, "finished"), self._k(job_id, "seconds"), self._k(job_id, "planned")]
         for st in self.chain.scene_stages:
             ks += [self._k(job_id, "done", st.name), self._k(job_id, "failed", st.name)]
         return ks
@@ -257,11 +332,17 @@ class JobTracker:
             for sid in failed:
                 self.store.delete(keys.failure(job_id, sid))
             failed = set()
+            self.r.delete(self._k(job_id, "pending-failures"))
         pipe = self.r.pipeline()
         for stage, done in present.items():
             if done:
                 pipe.sadd(self._k(job_id, "done", stage), *done)
                 pipe.expire(self._k(job_id, "done", stage), self.keys_ttl_s)
+        for sid in failed:
+            f = self.store.try_get_model(keys.failure(job_id, sid), SceneFailure)
+            if f is not None and f.stage in present:
+                pipe.sadd(self._k(job_id, "failed", f.stage), sid)
+                pipe.expire(self._k(job_id, "failed", f.stage), self.keys_ttl_s)
         finished = present[self.chain.last_scene_stage.name] | failed
         if finished:
             pipe.sadd(self._k(job_id, "finished"), *finished)

@@ -25,10 +25,11 @@ def job_scene_ids(rt: Runtime, job_id: str) -> list[str] | None:
     return [keys.scene_id(i) for i in range(n)]
 
 
-def resume(rt: Runtime, job_id: str) -> dict[str, int]:
+def resume(rt: Runtime, job_id: str, *, retry_failed: bool = True, reason: str = "resumed") -> dict[str, int]:
     """Rebuild the job's Redis counters from storage and re-enqueue, per stage of the chain, every scene
-    whose output is missing while the previous stage's exists. Failed scenes are retried. Safe to call
-    repeatedly: stages skip work whose output exists."""
+    whose output is missing while the previous stage's exists. Failed scenes are retried unless
+    `retry_failed` is off (the supervisor's heal keeps them). Safe to call repeatedly: stages skip work
+    whose output exists."""
     tr, chain = rt.tracker, rt.chain
     st = tr.status(job_id)
     if st.state == JobState.succeeded:
@@ -40,12 +41,14 @@ def resume(rt: Runtime, job_id: str) -> dict[str, int]:
             break
         if not rt.store.exists(stage.output(job_id)):
             tr.clear_counters(job_id)
-            tr.transition(job_id, JobState.running, "resumed", force=True)
+            tr.transition(job_id, JobState.running, reason, force=True)
             rt.dispatcher.send(stage.task, job_id)
             return {stage.name: 1}
     scene_ids = job_scene_ids(rt, job_id) or []
-    missing = tr.rebuild_counters(job_id, scene_ids, drop_failures=True)
-    tr.transition(job_id, JobState.running, "resumed", force=True, planned_scenes=len(scene_ids))
+    if not retry_failed:
+        tr.flush_pending_failures(job_id)  # into storage first, so the rebuild sees them
+    missing = tr.rebuild_counters(job_id, scene_ids, drop_failures=retry_failed)
+    tr.transition(job_id, JobState.running, reason, force=True, planned_scenes=len(scene_ids))
     enqueued: dict[str, int] = {}
     upstream_missing: set[str] = set()
     for stage in chain.scene_stages:

@@ -31,6 +31,10 @@ def check_category_name(name: str, max_length: int = HARD_NAME_LIMIT) -> str:
     """Validate one category name from an untrusted source; returns it stripped. Raises ValueError."""
     if not isinstance(name, str):
         raise ValueError("a category name must be a string")
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in name):
+        raise ValueError("a category name holds a lone UTF-16 surrogate; send valid Unicode text")
+    # Compatibility forms (fullwidth "ｄｏｇ", decomposed "café") become the one canonical spelling.
+    name = unicodedata.normalize("NFKC", name)
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in name):
         raise ValueError(f"category name {name[:40]!r} contains control or invisible characters; remove them")
     name = " ".join(name.split())
@@ -42,7 +46,21 @@ def check_category_name(name: str, max_length: int = HARD_NAME_LIMIT) -> str:
         raise ValueError(
             f"category name {name!r} has characters outside letters, digits, spaces and .,'&()/+-"
         )
+    scripts = sorted({_script(ch) for ch in name if ch.isalpha()} & _CONFUSABLE_SCRIPTS)
+    if len(scripts) > 1:
+        raise ValueError(
+            f"category name {name!r} mixes {' and '.join(s.title() for s in scripts)} letters, which look alike "
+            f"(e.g. a Cyrillic 'о' in 'dоg'); write each name in one script"
+        )
     return name
+
+
+# Scripts whose letters are easily mistaken for one another; mixing them in one name is refused.
+_CONFUSABLE_SCRIPTS = {"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE"}
+
+
+def _script(ch: str) -> str:
+    return unicodedata.name(ch, "UNKNOWN").split(" ", 1)[0]
 
 
 def normalise_name(name: str) -> str:
@@ -162,7 +180,7 @@ class JobSpec(Versioned):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str | None) -> str | None:
-        if v is not None and any(unicodedata.category(ch) == "Cc" for ch in v):
+        if v is not None and any(unicodedata.category(ch) in ("Cc", "Cs") for ch in v):
             raise ValueError("the job name contains control characters; remove them")
         return v
 

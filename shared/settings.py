@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     max_scenes_per_job: int = 20000
     max_category_name_length: int = 64
     max_image_size: int = 1024
+    # Largest request body the API reads (413 beyond, before reading it).
+    max_request_bytes: int = Field(1_048_576, ge=1024)
+
+    # /metrics answers only with `Authorization: Bearer <metrics_token>`; unset, it is off (404).
+    metrics_token: SecretStr | None = None
+    # Label submissions by tenant: tenant names then reach whoever scrapes the metrics.
+    metrics_tenant_labels: bool = False
 
     # Backends the deployment runs, per stage; a job naming another is a 422.
     deployed_backends: dict[str, list[str]] = Field(
@@ -86,11 +93,32 @@ class Settings(BaseSettings):
     # nothing behind); a job's counters are dropped at once when it turns terminal.
     job_keys_ttl_s: int = Field(7 * 24 * 3600, ge=60)
 
-    # Delivery: the visibility timeout must outlast the longest task, or Redis redelivers it mid-run.
+    # Delivery. A running task renews its message's lease every `lease_renew_s` (shared/lease.py), so the
+    # visibility timeout bounds how long a message whose worker died waits before it is redelivered; it
+    # must hold a few renewals. Time limits cap a task per queue (`queue_time_limits_s` overrides
+    # `task_time_limit_s` for the queues it names); docs/operations.md sizes them per stage and GPU.
     task_time_limit_s: int = Field(3600, ge=10)
-    visibility_timeout_s: int = Field(7200, ge=20)
-    task_max_retries: int = Field(3, ge=0, le=20)
+    visibility_timeout_s: int = Field(120, ge=20)
+    lease_renew_s: float = Field(30.0, gt=0)
+    queue_time_limits_s: dict[str, int] = Field(
+        default_factory=lambda: {"association": 900, "synthesis": 1800, "annotation": 1200, "curation": 1800}
+    )
+    # Transient faults (storage, broker, model server unreachable) are retried with exponential backoff
+    # (2 s doubling, capped at `retry_backoff_max_s`, plus up to 25 % jitter): 10 retries ride out at
+    # least 6 minutes of outage. A retry waits in the worker unacknowledged, so the cap stays well under
+    # the visibility timeout.
+    task_max_retries: int = Field(10, ge=0, le=30)
     retry_backoff_max_s: int = Field(60, ge=1)
+
+    # Supervisor (`dreammask supervisor`): a job with work outstanding and no progress for
+    # `stall_after_s` is healed from storage (counters rebuilt, missing work re-enqueued).
+    supervisor_interval_s: float = Field(15.0, gt=0)
+    stall_after_s: float = Field(60.0, gt=0)
+    # The supervisor's Redis lock expires unless renewed: a second instance takes over after this long.
+    supervisor_lock_ttl_s: int = Field(60, ge=5)
+    # After this many heals in a row without progress, the scenes still missing are marked failed with
+    # the last fault seen (a cause that outlasts every retry is treated as permanent).
+    supervisor_max_heals: int = Field(5, ge=1)
 
     # Models: weights come from this directory; nothing is fetched from a hub unless turned on.
     models_dir: Path = Path("./models")
@@ -105,12 +133,20 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.visibility_timeout_s <= self.task_time_limit_s:
+        if self.retry_backoff_max_s * 1.25 >= self.visibility_timeout_s:
             raise ValueError(
-                "DREAMMASK_VISIBILITY_TIMEOUT_S must be longer than DREAMMASK_TASK_TIME_LIMIT_S, "
-                "otherwise Redis redelivers tasks that are still running"
+                "DREAMMASK_RETRY_BACKOFF_MAX_S (plus 25 % jitter) must stay under DREAMMASK_VISIBILITY_TIMEOUT_S: "
+                "a retry waiting in a worker longer than that is redelivered a second time"
+            )
+        if self.visibility_timeout_s < 3 * self.lease_renew_s:
+            raise ValueError(
+                "DREAMMASK_VISIBILITY_TIMEOUT_S must be at least 3 x DREAMMASK_LEASE_RENEW_S, "
+                "otherwise Redis redelivers tasks that are still running between two renewals"
             )
         return self
+
+    def time_limit_of(self, queue: str) -> int:
+        return int(self.queue_time_limits_s.get(queue, self.task_time_limit_s))
 
     def tenant_keys(self) -> dict[str, str]:
         """API key -> tenant, from the settings and the secrets file together."""

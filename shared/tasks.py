@@ -5,6 +5,7 @@ ids and call a plain stage function."""
 from __future__ import annotations
 
 import logging
+import random
 
 import celery
 import redis
@@ -20,12 +21,19 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def retry_delay(retries: int, base_s: float, max_s: float) -> float:
+    """Exponential backoff with jitter: base·2^n capped at max_s, stretched by up to 25 % at random so that
+    tasks failing together do not come back together. Never shorter than the un-jittered delay, so the
+    retry budget (`retry_budget_s`) is a floor."""
+    return min(max_s, base_s * 2 ** retries) * (1 + 0.25 * random.random())
+
+
 class StageTask(celery.Task):
     abstract = True
     stage: str = ""
     autoretry_for = TRANSIENT_ERRORS
     retry_backoff = 2
-    retry_jitter = True
+    retry_jitter = False  # jitter is added in `retry`, on top of the delay (see retry_delay)
     acks_late = True
     reject_on_worker_lost = True
 
@@ -34,6 +42,13 @@ class StageTask(celery.Task):
         self.max_retries = s.task_max_retries
         self.retry_backoff_max = s.retry_backoff_max_s
 
+    def retry(self, args=None, kwargs=None, exc=None, throw=True, eta=None, countdown=None, max_retries=None,
+              **options):
+        if countdown is not None and eta is None:
+            countdown = retry_delay(self.request.retries, self.retry_backoff, self.retry_backoff_max)
+        return super().retry(args=args, kwargs=kwargs, exc=exc, throw=throw, eta=eta, countdown=countdown,
+                             max_retries=max_retries, **options)
+
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         from .runtime import get_runtime
         from .skeleton import trigger_finisher
@@ -41,6 +56,16 @@ class StageTask(celery.Task):
         job_id = args[0] if args else kwargs.get("job_id")
         scene_ids = args[1] if len(args) > 1 else kwargs.get("scene_ids")
         reason = f"{self.stage} failed: {type(exc).__name__}: {exc}"
+        if isinstance(exc, TRANSIENT_ERRORS):
+            # Not a permanent cause: the scenes stay outstanding (no output, no failure) and the supervisor
+            # re-enqueues them once the job stops progressing; it gives up only after repeated heals.
+            log.error("task %s (%s) for job %s ran out of retries on a transient fault; left to the "
+                      "supervisor: %s", self.name, task_id, job_id, reason)
+            try:
+                get_runtime().tracker.note_transient(job_id, self.stage, reason)
+            except Exception:  # noqa: BLE001 - Redis away too: the supervisor still sees the missing outputs
+                log.warning("could not note the transient fault of job %s", job_id)
+            return
         log.error("task %s (%s) for job %s failed: %s", self.name, task_id, job_id, reason)
         try:
             rt = get_runtime()

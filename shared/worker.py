@@ -51,10 +51,31 @@ def is_prefork(pool) -> bool:
     return type(pool).__module__.endswith(".prefork")
 
 
+def _lease_signals(settings) -> None:
+    from . import lease
+
+    def _prerun(task_id=None, task=None, **_kw):
+        from .runtime import get_runtime
+
+        try:
+            lease.on_task_start(task, get_runtime().redis, settings.lease_renew_s)
+        except Exception:  # noqa: BLE001 - a lease that cannot start must not stop the task
+            log.exception("could not start the lease of task %s", task_id)
+
+    def _postrun(task_id=None, **_kw):
+        lease.on_task_end(task_id)
+
+    signals.task_prerun.connect(_prerun, weak=False)
+    signals.task_postrun.connect(_postrun, weak=False)
+
+
 def create_worker_app(service: str) -> Celery:
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_celery_app(settings, name=f"dreammask-{service}")
+    limit = settings.time_limit_of(service)
+    app.conf.update(task_time_limit=limit, task_soft_time_limit=max(1, limit - 30))
+    _lease_signals(settings)
     state = {"started": False}
 
     def _start(**_kw):

@@ -70,9 +70,9 @@ DREAMMASK_S3_BUCKET=dreammask
 DREAMMASK_S3_PUBLIC_ENDPOINT=localhost:9000
 DREAMMASK_S3_PUBLIC_SECURE=false
 DREAMMASK_PRESIGN_EXPIRY_S=3600
-# The visibility timeout must outlast the task time limit (else Redis redelivers running tasks).
+# Running tasks renew their lease; a message whose worker died is redelivered after the visibility timeout.
 DREAMMASK_TASK_TIME_LIMIT_S=3600
-DREAMMASK_VISIBILITY_TIMEOUT_S=7200
+DREAMMASK_VISIBILITY_TIMEOUT_S=120
 DREAMMASK_ALLOW_HUB_DOWNLOADS=false
 # The name vLLM serves the model under (--served-model-name) and the association workers ask for.
 DREAMMASK_LLM_MODEL=Qwen/Qwen2.5-7B-Instruct

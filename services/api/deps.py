@@ -26,25 +26,33 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime_dep)]
 
 
+def tenant_for_authorization(settings: Settings, authorization: str | None) -> str | None:
+    """The tenant whose key is in an `Authorization: Bearer <key>` header value, or None."""
+    scheme, _, given = (authorization or "").partition(" ")
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given:
+        return None
+    tenant = None
+    # Compare against every key in constant time, so timing tells nothing about which keys exist.
+    for key, t in settings.tenant_keys().items():
+        if hmac.compare_digest(key.encode(), given.encode("utf-8", "surrogateescape")):
+            tenant = t
+    return tenant
+
+
 def get_tenant(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    unauthorized = HTTPException(
-        status.HTTP_401_UNAUTHORIZED,
-        "missing or invalid API key: send 'Authorization: Bearer <key>'",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise unauthorized
-    given = credentials.credentials.encode()
     tenant = None
-    # Compare against every key in constant time, so timing tells nothing about which keys exist.
-    for key, t in settings.tenant_keys().items():
-        if hmac.compare_digest(key.encode(), given):
-            tenant = t
+    if credentials is not None:
+        tenant = tenant_for_authorization(settings, f"{credentials.scheme} {credentials.credentials}")
     if tenant is None:
-        raise unauthorized
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or invalid API key: send 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return tenant
 
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from dreammask.shared.runtime import Runtime, build_runtime
 from dreammask.shared.settings import Settings, get_settings
 
+from . import hardening
 from .metrics import metrics_middleware
 from .routes import datasets, health, jobs
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.settings = settings
     app.state.runtime = runtime
     app.middleware("http")(metrics_middleware)
+    hardening.install(app, settings)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(datasets.router)

@@ -18,13 +18,21 @@ from dreammask.shared.celery_app import QUEUES
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter("dreammask_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=REGISTRY)
 LATENCY = Histogram("dreammask_http_request_seconds", "HTTP request latency", ["route"], registry=REGISTRY)
+# Tenant names are labels only when DREAMMASK_METRICS_TENANT_LABELS is on; otherwise every job counts as "all".
 JOBS_SUBMITTED = Counter("dreammask_jobs_submitted_total", "Jobs accepted", ["tenant"], registry=REGISTRY)
+
+
+def count_submission(tenant: str, settings) -> None:
+    JOBS_SUBMITTED.labels(tenant=tenant if settings.metrics_tenant_labels else "all").inc()
 QUEUE_DEPTH = Gauge("dreammask_queue_depth", "Messages waiting per Celery queue", ["queue"], registry=REGISTRY)
 
 
 def render_metrics(rt) -> tuple[bytes, str]:
     try:
-        pipe = rt.redis.pipeline()
+        # A scrape must not hang on a stalled broker: a short-timeout client of the same Redis.
+        from .routes.health import _quick_redis
+
+        pipe = _quick_redis(rt).pipeline()
         for q in QUEUES:
             pipe.llen(q)
         for q, n in zip(QUEUES, pipe.execute()):

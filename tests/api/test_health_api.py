@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from dreammask.services.api.main import create_app
 from dreammask.services.harness import free_port
@@ -33,12 +34,23 @@ def test_readyz_is_503_when_storage_is_down(redis_url):
         assert r.status_code == 503 and r.json()["checks"]["storage"].startswith("unreachable")
 
 
-def test_metrics_expose_queue_depth_and_requests(api, alice, redis_client):
-    api.post("/v1/jobs", json={"train_categories": ["a"], "num_novel": 1, "images_per_category": 1}, headers=alice)
-    text = api.get("/metrics").text
+def test_metrics_expose_queue_depth_and_requests_behind_a_token(api_settings, redis_client, alice):
+    s = api_settings.model_copy(update={"metrics_token": SecretStr("scrape-me")})
+    with TestClient(create_app(s, build_runtime(s))) as c:
+        c.post("/v1/jobs", json={"train_categories": ["a"], "num_novel": 1, "images_per_category": 1},
+               headers=alice)
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/metrics", headers=alice).status_code == 401  # an API key is not the metrics token
+        text = c.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).text
     assert 'dreammask_queue_depth{queue="association"} 1.0' in text
     assert "dreammask_http_requests_total" in text
-    assert 'dreammask_jobs_submitted_total{tenant="alice"}' in text
+    # Tenant names stay out of the metrics unless DREAMMASK_METRICS_TENANT_LABELS is on.
+    assert 'dreammask_jobs_submitted_total{tenant="all"}' in text and 'tenant="alice"' not in text
+
+
+def test_metrics_are_off_without_a_token(api):
+    r = api.get("/metrics")
+    assert r.status_code == 404 and "DREAMMASK_METRICS_TOKEN" in r.json()["detail"]
 
 
 def test_submit_with_the_broker_down_is_503_and_keeps_the_job(tmp_path):

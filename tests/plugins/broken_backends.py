@@ -12,3 +12,20 @@ class UnreachableRenderer(RenderBackend):
 
     def render(self, layouts, seeds, params, image_size):
         raise ConnectionError("model server at 10.0.0.1:9999 refused the connection")
+
+
+@register_backend("synthesis", "slow")
+class SlowRenderer(RenderBackend):
+    """The preview renderer, after a pause longer than the test's visibility timeout: only a lease that is
+    renewed keeps its message from being delivered a second time."""
+
+    name = "slow"
+    seconds = 30.0
+
+    def render(self, layouts, seeds, params, image_size):
+        import time
+
+        from dreammask.services.synthesis.backends.preview import PreviewRenderer
+
+        time.sleep(self.seconds)
+        return PreviewRenderer().render(layouts, seeds, params, image_size)

@@ -11,22 +11,32 @@ from dreammask.shared.settings import Settings
 
 
 def test_app_configuration():
-    s = Settings(task_time_limit_s=600, visibility_timeout_s=1200)
+    s = Settings(task_time_limit_s=600, visibility_timeout_s=120)
     app = create_celery_app(s)
     c = app.conf
     assert c.task_serializer == "json" and c.result_serializer == "json"
     assert list(c.accept_content) == ["json"]
     assert c.task_acks_late and c.task_reject_on_worker_lost
     assert c.worker_prefetch_multiplier == 1
-    assert c.broker_transport_options["visibility_timeout"] == 1200 > c.task_time_limit
+    assert c.broker_transport_options["visibility_timeout"] == 120
     assert {q.name for q in c.task_queues} == set(QUEUES)
     for q in QUEUES:
         assert c.task_routes[f"dreammask.{q}.*"]["queue"] == q
 
 
-def test_visibility_timeout_must_outlast_tasks():
+def test_visibility_timeout_must_hold_several_lease_renewals():
     with pytest.raises(ValueError, match="VISIBILITY_TIMEOUT"):
-        Settings(task_time_limit_s=3600, visibility_timeout_s=600)
+        Settings(visibility_timeout_s=60, lease_renew_s=30)
+    # By default a lost worker's message is back in its queue within 2 minutes.
+    assert Settings().visibility_timeout_s <= 120
+
+
+def test_each_worker_app_takes_its_queue_time_limit():
+    from dreammask.shared.worker import create_worker_app
+
+    app = create_worker_app("annotation")
+    assert app.conf.task_time_limit == Settings().queue_time_limits_s["annotation"]
+    assert app.conf.task_soft_time_limit == app.conf.task_time_limit - 30
 
 
 @pytest.mark.parametrize("service, names", [

@@ -1,14 +1,49 @@
-"""Liveness, readiness (broker and storage reachable) and Prometheus metrics."""
+"""Liveness, readiness (broker and storage answer within the deadline) and Prometheus metrics."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+import hmac
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Annotated
+
+import redis
+from fastapi import APIRouter, Header, HTTPException, Response
 from fastapi.responses import JSONResponse
 
-from ..deps import RuntimeDep
+from ..deps import RuntimeDep, SettingsDep
 from ..metrics import render_metrics
 
 router = APIRouter(tags=["health"])
+
+# The whole readiness answer comes within this many seconds, whatever the stores do.
+READY_DEADLINE_S = 1.5
+_checks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz")
+_in_flight: dict[str, Future] = {}
+_lock = threading.Lock()
+_fast_redis: dict[int, redis.Redis] = {}
+
+
+def _quick_redis(rt) -> redis.Redis:
+    """A client of the same Redis with short timeouts and no retries, for the probe only."""
+    key = id(rt.redis)
+    client = _fast_redis.get(key)
+    if client is None:
+        kw = dict(rt.redis.connection_pool.connection_kwargs)
+        kw.update(socket_timeout=1.0, socket_connect_timeout=1.0, retry_on_timeout=False)
+        kw.pop("retry", None)
+        pool = redis.ConnectionPool(connection_class=rt.redis.connection_pool.connection_class, **kw)
+        client = _fast_redis[key] = redis.Redis(connection_pool=pool, retry=None)
+    return client
+
+
+def _submit(name: str, fn) -> Future:
+    # A probe stuck on a stalled store is not started again: the next readyz reports it still waiting.
+    with _lock:
+        fut = _in_flight.get(name)
+        if fut is None or fut.done():
+            fut = _in_flight[name] = _checks.submit(fn)
+        return fut
 
 
 @router.get("/healthz")
@@ -18,22 +53,31 @@ def healthz() -> dict:
 
 @router.get("/readyz")
 def readyz(rt: RuntimeDep):
+    probes = {"broker": _submit(f"broker:{id(rt)}", lambda: _quick_redis(rt).ping()),
+              "storage": _submit(f"storage:{id(rt)}", rt.store.ping)}
+    wait(list(probes.values()), timeout=READY_DEADLINE_S)
     checks = {}
-    try:
-        rt.redis.ping()
-        checks["broker"] = "ok"
-    except Exception as e:  # noqa: BLE001
-        checks["broker"] = f"unreachable: {type(e).__name__}"
-    try:
-        rt.store.ping()
-        checks["storage"] = "ok"
-    except Exception as e:  # noqa: BLE001
-        checks["storage"] = f"unreachable: {type(e).__name__}: {e}"
+    for name, fut in probes.items():
+        if not fut.done():
+            checks[name] = f"unreachable: no answer within {READY_DEADLINE_S:g} s"
+        elif fut.exception() is not None:
+            e = fut.exception()
+            checks[name] = f"unreachable: {type(e).__name__}: {str(e)[:200]}"
+        else:
+            checks[name] = "ok"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(status_code=200 if ok else 503, content={"ready": ok, "checks": checks})
 
 
 @router.get("/metrics")
-def metrics(rt: RuntimeDep) -> Response:
+def metrics(rt: RuntimeDep, settings: SettingsDep,
+            authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> Response:
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+    if not token:
+        raise HTTPException(404, "metrics are off: set DREAMMASK_METRICS_TOKEN and scrape with that bearer token")
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise HTTPException(401, "send 'Authorization: Bearer <DREAMMASK_METRICS_TOKEN>'",
+                            headers={"WWW-Authenticate": "Bearer"})
     body, content_type = render_metrics(rt)
     return Response(body, media_type=content_type)

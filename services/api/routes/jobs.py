@@ -23,7 +23,7 @@ from dreammask.shared.schemas import (
 from dreammask.shared.storage import ObjectNotFound
 
 from ..deps import RuntimeDep, SettingsDep, TenantDep, base_url
-from ..metrics import JOBS_SUBMITTED
+from ..metrics import count_submission
 from ..streaming import object_response
 from ..validation import check_spec
 
@@ -76,7 +76,7 @@ def submit_job(spec: JobSpec, request: Request, response: Response, rt: RuntimeD
                       f"POST /v1/jobs/{stored.job_id}/resume when the broker is back",
             "job_id": stored.job_id,
         })
-    JOBS_SUBMITTED.labels(tenant=tenant).inc()
+    count_submission(tenant, settings)
     view = _view(rt, request, settings, stored, detail=False)
     response.headers["Location"] = view.url
     return view

@@ -1,0 +1,164 @@
+"""What stands between the network and the routes: authentication and a size limit before any body is
+read, lone surrogates refused, and error handlers that never answer 5xx for bad input (a store that is
+down is a 503 with its reason, a validation error a 422 quoting only a short excerpt of the input)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dreammask.shared.settings import Settings
+from dreammask.shared.storage import StorageError
+
+from .deps import tenant_for_authorization
+
+log = logging.getLogger("dreammask.api")
+
+EXCERPT_CHARS = 80
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+RETRY_AFTER_S = "5"
+
+
+def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> Any:
+    """A JSON-safe, short stand-in for a piece of client input (lone surrogates escaped)."""
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=True, default=str)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def _safe_loc(loc) -> list:
+    return [p if isinstance(p, int) else excerpt(str(p), 40) for p in loc]
+
+
+def _lone_surrogate_path(obj: Any, path: tuple = ()) -> tuple | None:
+    if isinstance(obj, str):
+        return path if any(0xD800 <= ord(c) <= 0xDFFF for c in obj) else None
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            hit = _lone_surrogate_path(k, (*path, "<key>")) or _lone_surrogate_path(v, (*path, k))
+            if hit is not None:
+                return hit
+    if isinstance(obj, list):
+        for i, v in enumerate(obj):
+            hit = _lone_surrogate_path(v, (*path, i))
+            if hit is not None:
+                return hit
+    return None
+
+
+def _json(status: int, content: dict, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content=content, headers=headers)
+
+
+class GateMiddleware:
+    """Pure ASGI, so it runs before FastAPI reads the body: 401 for a body-carrying request under /v1
+    without a valid key, 413 past `max_request_bytes` (by Content-Length, or counted while reading),
+    422 for JSON holding a lone UTF-16 surrogate (it cannot be stored as UTF-8)."""
+
+    def __init__(self, app, settings: Settings):
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if scope["path"].startswith("/v1/") and tenant_for_authorization(
+                self.settings, headers.get("authorization")) is None:
+            return await _json(401, {"detail": "missing or invalid API key: send 'Authorization: Bearer <key>'"},
+                               {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        limit = self.settings.max_request_bytes
+        too_large = _json(413, {"detail": f"the request body is larger than {limit} bytes; send less "
+                                          f"(DREAMMASK_MAX_REQUEST_BYTES)"})
+        try:
+            declared = int(headers.get("content-length", "0") or 0)
+        except ValueError:
+            return await _json(400, {"detail": "Content-Length is not a number"})(scope, receive, send)
+        if declared > limit:
+            return await too_large(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return await too_large(scope, receive, send)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body and "json" in headers.get("content-type", ""):
+            try:
+                parsed = json.loads(body)
+            except (ValueError, RecursionError):
+                parsed = None  # FastAPI answers 422 for malformed JSON
+            loc = _lone_surrogate_path(parsed) if parsed is not None else None
+            if loc is not None:
+                return await _json(422, {"detail": [{
+                    "loc": ["body", *_safe_loc(loc)], "type": "unicode_error",
+                    "msg": "the string holds a lone UTF-16 surrogate (e.g. \\ud800); send valid Unicode text",
+                }]})(scope, receive, send)
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    detail = []
+    for e in exc.errors():
+        item = {"loc": _safe_loc(e.get("loc", ())), "msg": excerpt(str(e.get("msg", "")), 300),
+                "type": e.get("type", "value_error")}
+        if "input" in e:
+            item["input"] = excerpt(e["input"])
+        detail.append(item)
+    return _json(422, {"detail": detail})
+
+
+async def _store_down(request: Request, exc: Exception) -> JSONResponse:
+    broker = isinstance(exc, (redis.RedisError, ConnectionError, TimeoutError)) and not isinstance(exc, StorageError)
+    which = "the broker (Redis)" if broker else "object storage"
+    log.warning("%s %s: %s unavailable: %s", request.method, request.url.path, which, exc)
+    return _json(503, {"detail": f"{which} is unavailable ({type(exc).__name__}); retry later",
+                       "unavailable": "broker" if broker else "storage"},
+                 {"Retry-After": RETRY_AFTER_S})
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, (redis.RedisError, StorageError, ConnectionError, TimeoutError)):
+        return await _store_down(request, exc)
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _json(500, {"detail": f"internal error ({type(exc).__name__}); it was logged"})
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    detail = exc.detail if isinstance(exc.detail, (str, dict, list)) else str(exc.detail)
+    return _json(exc.status_code, {"detail": detail}, getattr(exc, "headers", None))
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(redis.RedisError, _store_down)
+    app.add_exception_handler(StorageError, _store_down)
+    app.add_exception_handler(ConnectionError, _store_down)
+    app.add_exception_handler(TimeoutError, _store_down)
+    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(GateMiddleware, settings=settings)
