@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import sys
 import tempfile
@@ -118,7 +119,8 @@ def main() -> None:
         for n in (small, large):
             res = run_size(n, Path(tmp) / f"n{n}", args.batch)
             results[n] = res
-            print(json.dumps(res))
+            print(json.dumps(res), flush=True)
+            shutil.rmtree(Path(tmp) / f"n{n}", ignore_errors=True)
     a, b = results[small], results[large]
     rss_ratio = b["worker_peak_rss_mib"] / a["worker_peak_rss_mib"]
     time_ratio = b["s_per_scene"] / a["s_per_scene"]
