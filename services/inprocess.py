@@ -8,6 +8,7 @@ from dreammask.shared.runtime import InProcessDispatcher, Runtime
 
 from .annotation import stage as annotation
 from .association import stage as association
+from .curation import publish
 from .curation import stage as curation
 from .synthesis import stage as synthesis
 
@@ -17,6 +18,7 @@ STAGE_FUNCTIONS = {
     names.TASK_RENDER: synthesis.render_scenes,
     names.TASK_ANNOTATE: annotation.annotate_scenes,
     names.TASK_CURATE: curation.curate,
+    names.TASK_PUBLISH: publish.publish_version,
 }
 
 

@@ -13,6 +13,7 @@ TASK_PLAN_LAYOUTS = "dreammask.association.plan_layouts"
 TASK_RENDER = "dreammask.synthesis.render"
 TASK_ANNOTATE = "dreammask.annotation.annotate"
 TASK_CURATE = "dreammask.curation.curate"
+TASK_PUBLISH = "dreammask.curation.publish"  # a reviewed dataset version (not part of the chain)
 TASK_TRAIN = "dreammask.training.run"
 
 

@@ -16,6 +16,7 @@ from dreammask.shared.schemas import (
 )
 
 from .export import build_categories, export_dataset
+from .sample_index import build_sample_index
 from .selection import SelectionPolicy, summarise
 
 
@@ -61,6 +62,8 @@ def curate(rt: Runtime, job_id: str) -> dict:
     flags = _thing_flags(spec.preset)
     result = export_dataset(rt.store, dataset_id, cats, scenes, metric_of=policy.metric_for, summary=summary,
                             thing_flags=flags)
+    # Thumbnails and the page index of the review UI, made once here, before the job reads as done.
+    build_sample_index(rt.store, job_id, scenes, policy.metric_for)
     categories = build_categories(cats, flags)
     manifest = DatasetManifest(
         dataset_id=dataset_id, job_id=job_id, tenant=stored.tenant, created_at=utcnow(), categories=categories,

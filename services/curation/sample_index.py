@@ -1,0 +1,124 @@
+"""What the review UI pages through, made once when samples are curated: a thumbnail and a mask overlay per
+sample, a compact summary per sample, index pages of summaries, and per-category score statistics.
+
+The keys are in `dreammask.shared.review`; the API only reads what this module writes."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+import numpy as np
+from PIL import Image
+
+from dreammask.shared import review as rv
+from dreammask.shared.masks import decode_rle, load_rgb
+from dreammask.shared.schemas import InstanceAnnotation, SceneAnnotation, SceneDecision, SceneLayout
+from dreammask.shared.storage import ObjectStore
+
+from .contact_sheet import PALETTE
+from .selection import rule_of
+
+HIST_BINS = 10
+
+
+def summarise_sample(ann: SceneAnnotation, layout: SceneLayout | None, decision: SceneDecision,
+                     metric_of: Callable[[InstanceAnnotation], str]) -> rv.SampleSummary:
+    by_id = {d.instance_id: d for d in decision.instances}
+    insts = []
+    for inst in ann.instances:
+        d = by_id.get(inst.instance_id)
+        metric = metric_of(inst)
+        score = inst.scores.get(metric)
+        insts.append(rv.InstanceSummary(
+            id=inst.instance_id, category=inst.category, is_novel=inst.is_novel, metric=metric,
+            score=round(float(score), 4) if score is not None else None,
+            kept=bool(d.kept) if d else False,
+            rules=list(dict.fromkeys(rule_of(r) for r in d.reasons)) if d else [],
+        ))
+    return rv.SampleSummary(
+        scene_id=ann.scene_id, kept=decision.kept, reason=decision.reason,
+        novel_category=layout.novel_category if layout else None, caption=layout.caption if layout else None,
+        width=ann.width, height=ann.height, instances=insts,
+    )
+
+
+def write_thumbnails(store: ObjectStore, job_id: str, ann: SceneAnnotation, image_bytes: bytes | None = None,
+                     size: int = rv.THUMB_PX) -> None:
+    """A JPEG thumbnail and a transparent PNG of its masks, written once (kept if they exist)."""
+    tkey, okey = rv.thumbnail(job_id, ann.scene_id), rv.thumbnail_overlay(job_id, ann.scene_id)
+    if store.exists(tkey) and store.exists(okey):
+        return
+    image = load_rgb(image_bytes if image_bytes is not None else store.get_bytes(ann.image_key))
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    tw, th = max(1, round(w * scale)), max(1, round(h * scale))
+    im = Image.fromarray(image).resize((tw, th), Image.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=82)
+    store.put_bytes(tkey, buf.getvalue(), "image/jpeg")
+    rgba = np.zeros((h, w, 4), np.uint8)
+    for i, inst in enumerate(ann.instances):
+        m = decode_rle(inst.mask.model_dump())
+        if m.shape != (h, w):
+            continue
+        rgba[m, :3] = PALETTE[i % len(PALETTE)].astype(np.uint8)
+        rgba[m, 3] = 140
+    ov = Image.fromarray(rgba, "RGBA").resize((tw, th), Image.NEAREST)
+    buf = io.BytesIO()
+    ov.save(buf, "PNG", optimize=True)
+    store.put_bytes(okey, buf.getvalue(), "image/png")
+
+
+def _hist(values: list[float]) -> list[int]:
+    counts, _ = np.histogram(np.clip(values, 0, 1), bins=HIST_BINS, range=(0.0, 1.0))
+    return [int(c) for c in counts]
+
+
+def write_index(store: ObjectStore, job_id: str, summaries: Iterable[rv.SampleSummary],
+                page_size: int = rv.PAGE_SIZE) -> rv.SampleIndex:
+    """Index pages in scene order, the index object (written last: its presence means complete), stats."""
+    items = sorted(summaries, key=lambda s: s.scene_id)
+    cats, rules = set(), set()
+    scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"kept": [], "rejected": []})
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"kept": 0, "rejected": 0})
+    for s in items:
+        for i in s.instances:
+            cats.add(i.category)
+            rules.update(i.rules)
+            kept = i.kept and s.kept
+            counts[i.category]["kept" if kept else "rejected"] += 1
+            if i.score is not None:
+                scores[i.category]["kept" if kept else "rejected"].append(i.score)
+    pages = max(1, -(-len(items) // page_size))
+    for p in range(pages):
+        chunk = items[p * page_size:(p + 1) * page_size]
+        store.put_json(rv.sample_page(job_id, p), [s.model_dump(mode="json") for s in chunk])
+        for s in chunk:
+            store.put_json(rv.sample_entry(job_id, s.scene_id), rv.SampleEntry(page=p, summary=s))
+    store.put_json(rv.sample_stats(job_id), {
+        "bins": HIST_BINS,
+        "categories": {c: {"kept": counts[c]["kept"], "rejected": counts[c]["rejected"],
+                           "hist_kept": _hist(scores[c]["kept"]), "hist_rejected": _hist(scores[c]["rejected"])}
+                       for c in sorted(cats)},
+        "samples": {"kept": sum(s.kept for s in items), "rejected": sum(not s.kept for s in items)},
+    })
+    index = rv.SampleIndex(
+        job_id=job_id, total=len(items), page_size=page_size, pages=pages,
+        kept=sum(s.kept for s in items), rejected=sum(not s.kept for s in items),
+        categories=sorted(cats), rules=sorted(rules),
+    )
+    store.put_json(rv.sample_index(job_id), index)
+    return index
+
+
+def build_sample_index(store: ObjectStore, job_id: str,
+                       scenes: Iterable[tuple[SceneAnnotation, SceneLayout | None, SceneDecision]],
+                       metric_of: Callable[[InstanceAnnotation], str]) -> rv.SampleIndex:
+    """Thumbnails and index for a job's curated scenes (the curation stage's hook)."""
+    summaries = []
+    for ann, layout, decision in scenes:
+        write_thumbnails(store, job_id, ann)
+        summaries.append(summarise_sample(ann, layout, decision, metric_of))
+    return write_index(store, job_id, summaries)
