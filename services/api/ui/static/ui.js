@@ -5,14 +5,15 @@
 
   // Live regions: <div data-poll="/url"> is refreshed while its content carries a data-live marker.
   document.querySelectorAll("[data-poll]").forEach((box) => {
-    if (!box.querySelector("[data-live]")) return;
+    const live = () => box.dataset.pollAlways || box.querySelector("[data-live]");
+    if (!live()) return;
     const tick = async () => {
       try {
         const r = await fetch(box.dataset.poll, { credentials: "same-origin", headers: { Accept: "text/html" } });
         if (r.redirected || !r.ok) return;
         box.innerHTML = await r.text();
       } catch (e) { /* a missed poll is retried */ }
-      if (box.querySelector("[data-live]")) setTimeout(tick, 1500);
+      if (live()) setTimeout(tick, box.querySelector("[data-live]") ? 1500 : 5000);
       else if (box.dataset.reloadWhenDone) location.reload();
     };
     setTimeout(tick, 1500);
