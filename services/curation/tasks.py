@@ -4,7 +4,7 @@ from celery import shared_task
 
 from dreammask.shared.celery_app import TASK_CURATE, TASK_PUBLISH
 from dreammask.shared.runtime import get_runtime
-from dreammask.shared.tasks import TRANSIENT_ERRORS, StageTask
+from dreammask.shared.tasks import StageTask
 
 from . import publish, stage
 
@@ -14,7 +14,16 @@ def curate(self, job_id: str) -> dict:
     return stage.curate(get_runtime(), job_id)
 
 
-@shared_task(name=TASK_PUBLISH, bind=True, acks_late=True, reject_on_worker_lost=True,
-             autoretry_for=TRANSIENT_ERRORS, retry_backoff=2, max_retries=5)
+class PublishTask(StageTask):
+    """Retries like a stage task; a final failure is recorded on the version (by `publish_version`),
+    not on the job, which has succeeded already."""
+
+    abstract = True
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        pass
+
+
+@shared_task(name=TASK_PUBLISH, base=PublishTask, bind=True, stage="curation")
 def publish_version(self, job_id: str, version: int) -> dict:
     return publish.publish_version(get_runtime(), job_id, version)

@@ -40,6 +40,7 @@ UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 STATIC_FILES = {"ui.css": "text/css", "ui.js": "text/javascript"}
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
+MAX_FILES_LISTED = 300
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
@@ -349,7 +350,13 @@ def _dataset(rt, dataset_id: str, sess) -> DatasetManifest:
 def dataset_page(dataset_id: str, request: Request, rt: RuntimeDep, sess: SessionDep):
     m = _dataset(rt, dataset_id, sess)
     prefix = keys.dataset_prefix(dataset_id)
-    files = [k[len(prefix):] for k in rt.store.list(prefix)]
+    files, more_files = [], 0
+    for k in rt.store.list(prefix):
+        # A large dataset has three files per image: list the first ones, count the rest.
+        if len(files) < MAX_FILES_LISTED:
+            files.append(k[len(prefix):])
+        else:
+            more_files += 1
     try:
         card_md = rt.store.get_bytes(keys.dataset_file(dataset_id, keys.CARD_MD)).decode()
     except ObjectNotFound:
@@ -357,7 +364,7 @@ def dataset_page(dataset_id: str, request: Request, rt: RuntimeDep, sess: Sessio
     versions = reviewing.versions(rt, m.job_id)
     n_reviews = sum(1 for _ in rt.store.list(rv.reviews_prefix(m.job_id)))
     job_state = rt.tracker.status(m.job_id).state
-    return page(request, "dataset.html", sess, m=m, files=files, card_md=card_md, versions=versions,
+    return page(request, "dataset.html", sess, m=m, files=files, more_files=more_files, card_md=card_md, versions=versions,
                 n_reviews=n_reviews, can_publish=job_state == JobState.succeeded,
                 live=any(v["state"] == "pending" for v in versions))
 
