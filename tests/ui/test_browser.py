@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser,
 
 KEY, OTHER_KEY = "ui-key-alice", "ui-key-bob"
 SPEC = {"name": "browser test", "train_categories": ["person", "dog", "car", "building", "sky", "road"],
-        "num_novel": 2, "images_per_category": 3, "image_size": 128, "seed": 11}
+        "num_novel": 2, "images_per_category": 3, "image_size": 128, "seed": 11,
+        # Strict enough that the rules reject some samples, so that the kept/rejected filter has work to do.
+        "thresholds": {"min_score": 0.95, "min_kept_fraction": 0.0}}
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +106,11 @@ def test_review_a_job_end_to_end_in_the_browser(plat, browser):
     wait_for(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#grid .tile"), what="grid")
     all_tiles = len(d.find_elements(By.CSS_SELECTOR, "#grid .tile"))
     assert all_tiles == 6
+    # Every thumbnail and its mask overlay decode (made once at curation, served from storage).
+    wait_for(d, lambda d: d.execute_script(
+        "const ims = Array.from(document.querySelectorAll('#grid img'));"
+        "return ims.length === 12 && ims.every((im) => im.complete && im.naturalWidth > 0);"),
+        timeout=30, what="thumbnails")
     d.find_element(By.ID, "toggle-masks").click()
     assert "hide-masks" in d.find_element(By.TAG_NAME, "body").get_attribute("class")
     d.find_element(By.ID, "toggle-masks").click()
@@ -112,14 +119,20 @@ def test_review_a_job_end_to_end_in_the_browser(plat, browser):
     d.find_element(By.ID, "apply-filters").click()
     wait_for(d, lambda d: "status=kept" in d.current_url, what="filtered grid")
     kept_tiles = d.find_elements(By.CSS_SELECTOR, "#grid .tile")
+    wait_for(d, lambda d: d.execute_script(
+        "return Array.from(document.querySelectorAll('#grid img')).every((im) => im.complete && im.naturalWidth > 0);"),
+        timeout=30, what="filtered thumbnails")
     assert kept_tiles and all("kept" in t.get_attribute("class").split() for t in kept_tiles)
-    assert len(kept_tiles) <= all_tiles
+    assert 0 < len(kept_tiles) < all_tiles
     shot(d, "05-grid-kept")
 
     # One sample: reject one kept instance with the keyboard (j selects, x rejects).
     scene = kept_tiles[0].get_attribute("data-scene")
     kept_tiles[0].click()
     wait_for(d, lambda d: d.find_elements(By.ID, "instances"), what="sample page")
+    wait_for(d, lambda d: d.execute_script(
+        "return Array.from(document.querySelectorAll('.big img')).every((im) => im.complete && im.naturalWidth > 0);"),
+        timeout=30, what="sample image and overlay")
     rows = d.find_elements(By.CSS_SELECTOR, "#instances tbody tr")
     pick = next(i for i, r in enumerate(rows) if "ok" in r.get_attribute("class").split())
     instance_id = int(rows[pick].get_attribute("data-instance"))
