@@ -6,8 +6,7 @@ rule, then curated by the real curation code (selection, thumbnails, page index)
 process (uvicorn) on a local object store, as in `make demo`. For each job the browser, logged in, loads
   * the first grid page,
   * the 100th grid page (the 100-sample job has fewer pages: its last full page stands in),
-  * the first page of a filtered grid (status=rejected), for information: filters read index pages in order
-    until the page is full, so they do not have the flat cost of unfiltered pages,
+  * the first page of a filtered grid (status=rejected), for information (one facet: one facet page read),
 each timed from navigation to every thumbnail in view decoded, the median (and the fastest) of `--repeats`
 loads, jobs alternated. Goal: 10 000 within 1.5x of 100 for the first and the 100th page.
 

@@ -6,6 +6,8 @@ Object keys (all under the job, beside the samples they describe):
     jobs/{job}/samples/index.json            SampleIndex: totals, page size, categories, rules
     jobs/{job}/samples/pages/{n:05d}.json    one page of SampleSummary (page n, 0-based)
     jobs/{job}/samples/entries/{scene}.json  SampleEntry: one sample's summary and the page that holds it
+    jobs/{job}/samples/facets/{id}/{n:05d}.json  page n of the samples in one facet (status=kept,
+                                             category=dog, rule=score<0.30): what a filter reads
     jobs/{job}/samples/stats.json            per-category score histograms and kept/rejected counts
     jobs/{job}/samples/thumbs/{scene}.jpg    thumbnail, made once when the sample is curated
     jobs/{job}/samples/thumbs/{scene}.png    its mask overlay (transparent PNG, same size)
@@ -17,6 +19,7 @@ A page is read with one GET, so page N of a 10 000-sample job costs what page N 
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Literal
 
@@ -50,6 +53,17 @@ def sample_page(job_id: str, page: int) -> str:
 
 def sample_entry(job_id: str, sid: str) -> str:
     return samples_prefix(job_id) + f"entries/{keys.check_id(sid, 'scene id')}.json"
+
+
+def facet_id(facet: str) -> str:
+    """A key-safe name for a facet such as ``category=traffic light`` (names hold spaces and more)."""
+    return hashlib.sha1(facet.encode()).hexdigest()[:16]
+
+
+def facet_page(job_id: str, facet: str, page: int) -> str:
+    if page < 0:
+        raise ValueError(f"invalid page {page}")
+    return samples_prefix(job_id) + f"facets/{facet_id(facet)}/{page:05d}.json"
 
 
 def sample_stats(job_id: str) -> str:
@@ -112,6 +126,11 @@ class SampleSummary(Model):
         return {i.category for i in self.instances}
 
 
+class FacetInfo(Model):
+    total: int
+    pages: int
+
+
 class SampleIndex(Versioned):
     job_id: str
     total: int
@@ -121,6 +140,7 @@ class SampleIndex(Versioned):
     rejected: int
     categories: list[str]
     rules: list[str]
+    facets: dict[str, FacetInfo] = Field(default_factory=dict)  # "status=kept", "category=dog", "rule=..."
     built_at: datetime = Field(default_factory=utcnow)
 
 
@@ -130,6 +150,17 @@ class SampleFilter(Model):
     min_score: float | None = None
     max_score: float | None = None
     rule: str | None = None
+
+    def facets(self) -> list[str]:
+        """The facets this filter implies (a sample must be in each)."""
+        out = []
+        if self.status:
+            out.append(f"status={self.status}")
+        if self.category:
+            out.append(f"category={self.category}")
+        if self.rule:
+            out.append(f"rule={self.rule}")
+        return out
 
     @property
     def active(self) -> bool:
@@ -161,21 +192,45 @@ def read_page(store: ObjectStore, job_id: str, page: int) -> list[SampleSummary]
     return [SampleSummary.model_validate(x) for x in store.get_json(sample_page(job_id, page))]
 
 
+def read_facet_page(store: ObjectStore, job_id: str, facet: str, page: int) -> list[SampleSummary]:
+    return [SampleSummary.model_validate(x) for x in store.get_json(facet_page(job_id, facet, page))]
+
+
 def query(store: ObjectStore, job_id: str, index: SampleIndex, page: int,
-          flt: SampleFilter | None = None, read=read_page) -> tuple[list[SampleSummary], bool]:
+          flt: SampleFilter | None = None) -> tuple[list[SampleSummary], bool]:
     """One page of samples (0-based) and whether another page follows.
 
-    Unfiltered, that is one read of one page object. Filtered, the index pages are read in order until the
-    requested page is full, so early pages of a common filter stay cheap; a rare filter reads further.
+    Unfiltered: one read of one index page. Filtered by status, category or rule: the pages of the smallest
+    of those facets, read in order until the requested page is full (with one facet, exactly one read); the
+    rest of the filter (other facets, score range) is checked on each summary. A score range alone reads the
+    index pages in order until the page is full.
     """
     size = index.page_size
     if flt is None or not flt.active:
         if page >= index.pages:
             return [], False
-        return read(store, job_id, page), page + 1 < index.pages
+        return read_page(store, job_id, page), page + 1 < index.pages
+    facets = flt.facets()
+    if any(f not in index.facets for f in facets):
+        return [], False  # a value no sample has
+    if facets:
+        facet = min(facets, key=lambda f: index.facets[f].total)
+        n_pages = index.facets[facet].pages
+
+        def read(p: int) -> list[SampleSummary]:
+            return read_facet_page(store, job_id, facet, p)
+        if len(facets) == 1 and flt.min_score is None and flt.max_score is None:
+            if page >= n_pages:
+                return [], False
+            return read(page), page + 1 < n_pages
+    else:
+        n_pages = index.pages
+
+        def read(p: int) -> list[SampleSummary]:
+            return read_page(store, job_id, p)
     skip, out = page * size, []
-    for p in range(index.pages):
-        for s in read(store, job_id, p):
+    for p in range(n_pages):
+        for s in read(p):
             if not flt.matches(s):
                 continue
             if skip:

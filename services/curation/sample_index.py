@@ -92,6 +92,20 @@ def write_index(store: ObjectStore, job_id: str, summaries: Iterable[rv.SampleSu
             if i.score is not None:
                 scores[i.category]["kept" if kept else "rejected"].append(i.score)
     pages = max(1, -(-len(items) // page_size))
+    facets: dict[str, list[rv.SampleSummary]] = defaultdict(list)
+    for s in items:
+        facets[f"status={'kept' if s.kept else 'rejected'}"].append(s)
+        for c in sorted(s.categories()):
+            facets[f"category={c}"].append(s)
+        for r in sorted({r for i in s.instances for r in i.rules}):
+            facets[f"rule={r}"].append(s)
+    facet_info = {}
+    for facet, members in facets.items():
+        n = -(-len(members) // page_size)
+        for p in range(n):
+            store.put_json(rv.facet_page(job_id, facet, p),
+                           [s.model_dump(mode="json") for s in members[p * page_size:(p + 1) * page_size]])
+        facet_info[facet] = rv.FacetInfo(total=len(members), pages=n)
     for p in range(pages):
         chunk = items[p * page_size:(p + 1) * page_size]
         store.put_json(rv.sample_page(job_id, p), [s.model_dump(mode="json") for s in chunk])
@@ -107,7 +121,7 @@ def write_index(store: ObjectStore, job_id: str, summaries: Iterable[rv.SampleSu
     index = rv.SampleIndex(
         job_id=job_id, total=len(items), page_size=page_size, pages=pages,
         kept=sum(s.kept for s in items), rejected=sum(not s.kept for s in items),
-        categories=sorted(cats), rules=sorted(rules),
+        categories=sorted(cats), rules=sorted(rules), facets=facet_info,
     )
     store.put_json(rv.sample_index(job_id), index)
     return index

@@ -120,26 +120,40 @@ def test_curation_writes_thumbnails_and_a_page_index(ui, curated_job):
     assert "<svg" in ui.get(f"/ui/jobs/{job_id}/plots").text
 
 
-def test_query_pages_with_a_filter_across_index_pages(ui, curated_job):
+def test_filtered_pages_equal_a_scan_of_every_sample(ui, curated_job):
     job_id = curated_job["job_id"]
     store = ui.rt.store
-    index = rv.read_index(store, job_id)
     summaries = rv.read_page(store, job_id, 0)
-    # The same samples re-indexed two to a page: a filter must gather matches across pages, in order.
+    # The same samples re-indexed two to a page, so that filters gather across pages.
     from dreammask.services.curation.sample_index import write_index
 
     small = write_index(store, job_id, summaries, page_size=2)
-    assert small.pages == 3 and index.total == small.total
-    flt = rv.SampleFilter(status="kept")
-    want = [s.scene_id for s in summaries if s.kept]
-    got, pages = [], 0
-    while True:
-        items, more = rv.query(store, job_id, small, pages, flt)
-        got += [s.scene_id for s in items]
-        pages += 1
-        if not more:
-            break
-    assert got == want
+    assert small.pages == 3
+    cat = summaries[0].instances[0].category
+    filters = [rv.SampleFilter(status="kept"), rv.SampleFilter(status="rejected"), rv.SampleFilter(category=cat),
+               rv.SampleFilter(category=cat, status="kept"), rv.SampleFilter(min_score=0.5, max_score=0.9),
+               rv.SampleFilter(category=cat, min_score=0.9), rv.SampleFilter(category="no such category")]
+    filters += [rv.SampleFilter(rule=r) for r in small.rules]
+    for flt in filters:
+        want = [s.scene_id for s in summaries if flt.matches(s)]
+        got, page = [], 0
+        while True:
+            items, more = rv.query(store, job_id, small, page, flt)
+            assert len(items) <= 2
+            got += [s.scene_id for s in items]
+            page += 1
+            if not more:
+                break
+        assert got == want, flt
+    # One facet alone is one read of one facet page.
+    reads = []
+    original = store.get_json
+    store.get_json = lambda key: reads.append(key) or original(key)
+    try:
+        rv.query(store, job_id, small, 0, rv.SampleFilter(status="kept"))
+    finally:
+        store.get_json = original
+    assert len(reads) == 1 and "/facets/" in reads[0]
 
 
 def test_review_api_and_publish_honour_decisions(ui, curated_job):

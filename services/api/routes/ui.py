@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
@@ -17,7 +18,6 @@ from pydantic import BaseModel
 
 from dreammask.shared import keys
 from dreammask.shared import review as rv
-from dreammask.shared.jobs import STAGES
 from dreammask.shared.masks import decode_rle, png_bytes
 from dreammask.shared.schemas import (
     CategorySet,
@@ -118,8 +118,6 @@ def root():
 
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, next: str | None = None, error: str | None = None):  # noqa: A002
-    import secrets
-
     token = secrets.token_urlsafe(24)
     resp = page(request, "login.html", None, status_code=401 if error else 200, login_csrf=token,
                 next=_safe_next(next), error=error)
@@ -155,21 +153,24 @@ def logout(rt: RuntimeDep, sess: CsrfSessionDep):
 def _job_rows(request, rt, settings, sess):
     views = []
     for job_id in sorted(rt.tracker.list_jobs(sess.tenant), reverse=True)[:100]:
-        views.append(_view(rt, request, settings, rt.tracker.spec(job_id)))
+        # The list needs each job's stage counts, not its transitions and failures.
+        v = _view(rt, request, settings, rt.tracker.spec(job_id), detail=False)
+        v.stages = rt.tracker.counts(job_id, v.planned_scenes)
+        views.append(v)
     return views
 
 
 @router.get("/jobs", response_class=HTMLResponse)
 def jobs_page(request: Request, rt: RuntimeDep, settings: SettingsDep, sess: SessionDep):
     views = _job_rows(request, rt, settings, sess)
-    return page(request, "jobs.html", sess, jobs=views, stages=STAGES,
+    return page(request, "jobs.html", sess, jobs=views,
                 live=any(not v.state.terminal for v in views))
 
 
 @router.get("/jobs/rows", response_class=HTMLResponse)
 def jobs_rows(request: Request, rt: RuntimeDep, settings: SettingsDep, sess: SessionDep):
     views = _job_rows(request, rt, settings, sess)
-    return page(request, "_job_rows.html", sess, jobs=views, stages=STAGES,
+    return page(request, "_job_rows.html", sess, jobs=views,
                 live=any(not v.state.terminal for v in views))
 
 
@@ -182,7 +183,7 @@ def job_page(job_id: str, request: Request, rt: RuntimeDep, settings: SettingsDe
     stored = _owned(rt, job_id, sess)
     view = _view(rt, request, settings, stored)
     cats = rt.store.try_get_model(keys.categories(job_id), CategorySet)
-    return page(request, "job.html", sess, job=view, stored=stored, cats=cats, stages=STAGES,
+    return page(request, "job.html", sess, job=view, stored=stored, cats=cats,
                 spec_json=stored.spec.model_dump(mode="json"), live=not view.state.terminal,
                 index=rv.read_index(rt.store, job_id))
 
@@ -190,7 +191,7 @@ def job_page(job_id: str, request: Request, rt: RuntimeDep, settings: SettingsDe
 @router.get("/jobs/{job_id}/stages", response_class=HTMLResponse)
 def job_stages(job_id: str, request: Request, rt: RuntimeDep, settings: SettingsDep, sess: SessionDep):
     view = _view(rt, request, settings, _owned(rt, job_id, sess))
-    return page(request, "_job_stages.html", sess, job=view, stages=STAGES, live=not view.state.terminal)
+    return page(request, "_job_stages.html", sess, job=view, live=not view.state.terminal)
 
 
 # ------------------------------------------------------------ samples
