@@ -1,8 +1,9 @@
 """Review UI at scale: the samples grid of a 10 000-sample job against that of a 100-sample job, in a real
 browser (headless Chromium), side by side in one run.
 
-Both jobs are made without GPU stages: small procedural images with a few box-shaped masks, scored by a
-rule, then curated by the real curation code (selection, thumbnails, page index). The API runs as its own
+Both jobs are made without GPU stages (`services/curation/synthetic_job.py`: small images with ellipse masks
+written straight to storage), then curated by the real curation steps in this process (selection, export,
+thumbnails, the review index). The API runs as its own
 process (uvicorn) on a local object store, as in `make demo`. For each job the browser, logged in, loads
   * the first grid page,
   * the 100th grid page (the 100-sample job has fewer pages: its last full page stands in),
@@ -26,8 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "ui"))  # browser: how the tests start Chromium
 
@@ -36,43 +35,20 @@ KEY = "bench-ui-key"
 CATEGORIES = ["person", "dog", "car", "building", "awning", "stairway"]
 
 
-def make_job(store, tracker, n: int, size: int = 64, seed: int = 0) -> str:
-    """A job of `n` curated samples, written as the stages would, then curated by the curation code."""
-    from dreammask.services.curation.sample_index import build_sample_index
-    from dreammask.services.curation.selection import SelectionPolicy
-    from dreammask.shared import keys
-    from dreammask.shared.masks import encode_rle, png_bytes
-    from dreammask.shared.schemas import InstanceAnnotation, JobSpec, JobState, SceneAnnotation
+def make_job(rt, n: int, size: int = 64, seed: int = 0) -> str:
+    """A job of `n` annotated scenes written straight to storage (no GPU stage), then curated by the real
+    curation steps (per scene: selection, export pieces, thumbnails; per job: assemble, review index)."""
+    from dreammask.services.curation.synthetic_job import curation_messages
+    from dreammask.services.curation.synthetic_job import make_job as synthetic_job
+    from dreammask.services.inprocess import run_pending
 
-    spec = JobSpec(train_categories=CATEGORIES[:4], num_novel=2, images_per_category=max(1, n // 2),
-                   image_size=size, seed=seed)
-    job_id = tracker.create(spec, "bench", spec.train_categories).job_id
-    rng = np.random.default_rng(seed)
-    policy = SelectionPolicy(spec.thresholds)
-    scenes = []
-    for i in range(n):
-        sid = keys.scene_id(i)
-        img = np.full((size, size, 3), rng.integers(60, 200, 3), np.uint8)
-        insts = []
-        for j in range(3):
-            x0, y0 = rng.integers(0, size // 2, 2)
-            w, h = rng.integers(8, size // 2, 2)
-            m = np.zeros((size, size), bool)
-            m[y0:y0 + h, x0:x0 + w] = True
-            img[m] = rng.integers(0, 255, 3)
-            cat = CATEGORIES[4 + (i % 2)] if j == 0 else CATEGORIES[int(rng.integers(0, 4))]
-            insts.append(InstanceAnnotation(
-                instance_id=j + 1, category=cat, is_novel=j == 0, bbox=[float(x0), float(y0), float(x0 + w),
-                                                                       float(y0 + h)],
-                mask=encode_rle(m), area=int(m.sum()), scores={"quality": float(rng.uniform(0.1, 1.0))}))
-        raw = png_bytes(img)
-        store.put_bytes(keys.image(job_id, sid), raw, "image/png")
-        ann = SceneAnnotation(job_id=job_id, scene_id=sid, image_key=keys.image(job_id, sid), width=size,
-                              height=size, mask_backend="bench", score_backend="bench", instances=insts)
-        store.put_json(keys.annotation(job_id, sid), ann)
-        scenes.append((ann, None, policy(ann)))
-    build_sample_index(store, job_id, scenes, policy.metric_for)
-    tracker.transition(job_id, JobState.succeeded, "made by bench/ui.py")
+    # One light export format: the grid does not depend on which formats the dataset has.
+    job_id = synthetic_job(rt, n, image_size=size, seed=seed, exports=["coco_instances"])
+    curation_messages(rt, job_id, n)
+    run_pending(rt)
+    state = rt.tracker.status(job_id).state.value
+    if state != "succeeded":
+        raise RuntimeError(f"the benchmark's job {job_id} ended {state}")
     return job_id
 
 
@@ -103,26 +79,29 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     args = ap.parse_args()
 
-    import redis
     from browser import MISSING, find_browser, start_chromium
     from selenium.webdriver.common.by import By
 
     from dreammask.services.harness import LocalPlatform
-    from dreammask.shared.jobs import JobTracker
+    from dreammask.services.inprocess import in_process_dispatcher
     from dreammask.shared.review import PAGE_SIZE
+    from dreammask.shared.runtime import build_runtime, set_runtime
+    from dreammask.shared.settings import Settings
 
     if find_browser() is None:
         print(json.dumps({"bench": "ui", "error": MISSING}))
         sys.exit(2)
     with tempfile.TemporaryDirectory() as tmp, LocalPlatform(Path(tmp), services=(), api_key=KEY,
                                                              tenant="bench") as p:
-        tracker = JobTracker(p.store, redis.Redis.from_url(p.redis_url))
+        rt = build_runtime(Settings(redis_url=p.redis_url, storage_root=p.root / "objects"),
+                           dispatcher=in_process_dispatcher(), store=p.store)
+        set_runtime(rt)
         t0 = time.perf_counter()
-        big = make_job(p.store, tracker, args.samples, seed=1)
+        big = make_job(rt, args.samples, seed=1)
         make_big_s = time.perf_counter() - t0
-        small = make_job(p.store, tracker, args.small, seed=2)
+        small = make_job(rt, args.small, seed=2)
         print(f"made {args.samples} samples in {make_big_s:.0f}s ({make_big_s / args.samples * 1000:.1f} ms each: "
-              "image, annotation, thumbnail, overlay, index entry)", file=sys.stderr)
+              "synthetic inputs, then the whole curation: export pieces, thumbnails, assembly, review index)", file=sys.stderr)
         # The page compared with the 100th: the 100th, or the last full page of a job that has fewer.
         pages = {big: max(1, args.samples // PAGE_SIZE), small: max(1, args.small // PAGE_SIZE)}
         d = start_chromium(1400, 1000)

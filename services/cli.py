@@ -2,61 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
-import httpx
 import typer
 import yaml
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .client import TERMINAL, _check, _client, console, download_dataset, follow
+
 app = typer.Typer(help="DreamMask: synthetic data for open-vocabulary segmentation.", no_args_is_help=True)
-console = Console()
 
 ApiUrl = Annotated[str, typer.Option(envvar="DREAMMASK_API_URL", help="API base URL")]
 ApiKey = Annotated[str, typer.Option(envvar="DREAMMASK_API_KEY", help="API key (bearer)")]
-STAGES = ("association", "layout", "synthesis", "annotation", "curation")
-TERMINAL = {"succeeded", "failed", "cancelled"}
-
-
-def _client(api_url: str, api_key: str) -> httpx.Client:
-    return httpx.Client(base_url=api_url.rstrip("/"), headers={"Authorization": f"Bearer {api_key}"}, timeout=60)
-
-
-def _check(r: httpx.Response) -> dict:
-    if r.status_code >= 400:
-        try:
-            detail = r.json().get("detail", r.text)
-        except ValueError:
-            detail = r.text
-        if isinstance(detail, list):  # validation errors: say which field and what to change
-            detail = "; ".join(f"{'.'.join(str(x) for x in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail)
-        console.print(f"[red]error {r.status_code}[/red]: {detail}")
-        raise typer.Exit(1)
-    return r.json()
-
-
-def follow(get_view, on_done=None, poll_s: float = 1.0) -> dict:
-    """Progress bars per stage until the job ends; returns the final job view."""
-    with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[extra]}"), TimeElapsedColumn(), console=console) as prog:
-        bars = {s: prog.add_task(s, total=1, extra="") for s in STAGES}
-        while True:
-            view = get_view()
-            for stage, c in view.get("stages", {}).items():
-                if stage in bars:
-                    failed = f"[red]{c['failed']} failed[/red]" if c.get("failed") else ""
-                    prog.update(bars[stage], total=max(1, c["planned"]), completed=c["done"] + c.get("failed", 0),
-                                extra=failed)
-            if view["state"] in TERMINAL:
-                return view
-            time.sleep(poll_s)
 
 
 @app.command()
@@ -136,22 +96,6 @@ def resume(job_id: str, api_url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiK
     with _client(api_url, api_key) as c:
         out = _check(c.post(f"/v1/jobs/{job_id}/resume"))
     console.print(f"resumed {job_id}; enqueued: {out['enqueued']}")
-
-
-def download_dataset(c: httpx.Client, dataset_id: str, dest: Path) -> int:
-    info = _check(c.get(f"/v1/datasets/{dataset_id}"))
-    n = 0
-    for f in info["files"]:
-        target = dest / f["path"]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        url = f["url"]
-        # Presigned URLs go straight to storage (no API key); API URLs need it.
-        r = httpx.get(url, timeout=120) if f["presigned"] else c.get(url)
-        r.raise_for_status()
-        target.write_bytes(r.content)
-        n += 1
-    (dest / "manifest.json").write_text(json.dumps(info["manifest"], indent=2))
-    return n
 
 
 @app.command()

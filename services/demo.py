@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .cli import download_dataset, follow
+from .client import download_dataset, follow
 from .harness import LocalPlatform
 
 DEMO_KEY = "demo-key"

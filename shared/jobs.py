@@ -10,7 +10,9 @@ from datetime import datetime, timezone
 import redis
 
 from . import keys
+from .chain import DEFAULT_CHAIN, Chain
 from .schemas import (
+    JobProgress,
     JobSpec,
     JobState,
     JobStatus,
@@ -22,9 +24,9 @@ from .schemas import (
 )
 from .storage import ObjectNotFound, ObjectStore
 
-# Stages whose per-scene progress is counted; "curation" is counted per job.
-SCENE_STAGES = ("layout", "synthesis", "annotation")
-STAGES = ("association", *SCENE_STAGES, "curation")
+# The default chain's stage names (the chain itself is the source: `shared/chain.py`).
+SCENE_STAGES = tuple(st.name for st in DEFAULT_CHAIN.scene_stages)
+STAGES = DEFAULT_CHAIN.names
 
 
 class JobNotFound(LookupError):
@@ -37,7 +39,10 @@ def new_job_id() -> str:
 
 
 class JobTracker:
-    def __init__(self, store: ObjectStore, redis_client: redis.Redis, prefix: str = "dreammask"):
+    def __init__(self, store: ObjectStore, redis_client: redis.Redis, prefix: str = "dreammask",
+                 chain: Chain = DEFAULT_CHAIN, keys_ttl_s: int = 7 * 24 * 3600):
+        self.chain = chain
+        self.keys_ttl_s = keys_ttl_s
         self.store = store
         self.r = redis_client
         self.prefix = prefix
@@ -110,7 +115,18 @@ class JobTracker:
             for k, v in fields.items():
                 setattr(st, k, v)
             self.store.put_json(keys.status(job_id), st)
+            if state.terminal:
+                self.retire(job_id, st)
             return st
+
+    def retire(self, job_id: str, st: JobStatus) -> None:
+        """A terminal job's counters leave Redis: their final values are kept in storage (progress.json)
+        and the sets are deleted, so Redis does not grow with every scene ever processed. The cancel flag
+        stays, with a TTL, for tasks still queued. `resume` rebuilds everything from storage."""
+        final = self._live_counts(job_id, st.planned_scenes)
+        self.store.put_json(keys.progress(job_id), JobProgress(job_id=job_id, state=st.state.value, stages=final))
+        self.r.delete(*self._counter_keys(job_id))
+        self.r.expire(self._k(job_id, "cancelled"), self.keys_ttl_s)
 
     def cancel(self, job_id: str) -> JobStatus:
         self.r.set(self._k(job_id, "cancelled"), 1)
@@ -124,7 +140,7 @@ class JobTracker:
     # ------------------------------------------------------------ per-scene progress
     def split_done(self, job_id: str, stage: str, scene_ids: list[str]) -> tuple[list[str], list[str]]:
         """(scenes still to do, scenes whose output for `stage` exists): what makes a redelivery harmless."""
-        output = keys.SCENE_OUTPUTS[stage]
+        output = self.chain[stage].output
         done = {s for s in scene_ids if self.store.exists(output(job_id, s))}
         return [s for s in scene_ids if s not in done], [s for s in scene_ids if s in done]
 
@@ -134,44 +150,62 @@ class JobTracker:
         pipe = self.r.pipeline()
         pipe.sadd(self._k(job_id, "done", stage), *scene_ids)
         pipe.hincrbyfloat(self._k(job_id, "seconds"), stage, seconds)
+        # Every counter expires unless written again: a job abandoned mid-way leaves nothing in Redis.
+        pipe.expire(self._k(job_id, "done", stage), self.keys_ttl_s)
+        pipe.expire(self._k(job_id, "seconds"), self.keys_ttl_s)
         pipe.execute()
 
     def mark_failed(self, job_id: str, stage: str, scene_id: str, reason: str) -> bool:
         """Record a failed scene durably. Returns True when this call made the scene finished."""
         self.store.put_json(keys.failure(job_id, scene_id),
                             SceneFailure(job_id=job_id, scene_id=scene_id, stage=stage, reason=reason[:2000]))
-        self.r.sadd(self._k(job_id, "failed", stage), scene_id)
+        pipe = self.r.pipeline()
+        pipe.sadd(self._k(job_id, "failed", stage), scene_id)
+        pipe.expire(self._k(job_id, "failed", stage), self.keys_ttl_s)
+        pipe.execute()
         return self.finish_scenes(job_id, [scene_id])
 
     def finish_scenes(self, job_id: str, scene_ids: list[str]) -> bool:
-        """Count scenes as finished (annotated or failed). True when the job's last scene just finished."""
+        """Count scenes as finished (through the chain's last per-scene stage, or failed). True when the job's
+        last scene just finished."""
         if not scene_ids:
             return False
         pipe = self.r.pipeline()
         pipe.sadd(self._k(job_id, "finished"), *scene_ids)
         pipe.scard(self._k(job_id, "finished"))
-        added, count = pipe.execute()
+        pipe.expire(self._k(job_id, "finished"), self.keys_ttl_s)
+        added, count, _ = pipe.execute()
         planned = self.status(job_id).planned_scenes
         # Only the call that added the last scene triggers curation (curation is idempotent anyway).
         return bool(added) and count >= planned
 
     def counts(self, job_id: str, planned: int) -> dict[str, StageCounts]:
+        """Progress of every stage of the chain: per-scene stages from the Redis sets, per-job stages from
+        whether their output exists; for a terminal job whose counters left Redis, its final counts."""
+        if not self.r.exists(*self._counter_keys(job_id)):
+            final = self.store.try_get_model(keys.progress(job_id), JobProgress)
+            if final is not None:
+                return final.stages
+        return self._live_counts(job_id, planned)
+
+    def _live_counts(self, job_id: str, planned: int) -> dict[str, StageCounts]:
+        scene_stages = self.chain.scene_stages
         pipe = self.r.pipeline()
-        for stage in SCENE_STAGES:
-            pipe.scard(self._k(job_id, "done", stage))
-            pipe.scard(self._k(job_id, "failed", stage))
+        for st in scene_stages:
+            pipe.scard(self._k(job_id, "done", st.name))
+            pipe.scard(self._k(job_id, "failed", st.name))
         pipe.hgetall(self._k(job_id, "seconds"))
         *cards, secs = pipe.execute()
         secs = {k.decode() if isinstance(k, bytes) else k: float(v) for k, v in secs.items()}
+        per_scene = {st.name: (cards[2 * i], cards[2 * i + 1]) for i, st in enumerate(scene_stages)}
         out = {}
-        assoc_done = 1 if self.store.exists(keys.categories(job_id)) else 0
-        out["association"] = StageCounts(planned=1, done=assoc_done, seconds=secs.get("association", 0.0))
-        for i, stage in enumerate(SCENE_STAGES):
-            out[stage] = StageCounts(planned=planned, done=cards[2 * i], failed=cards[2 * i + 1],
-                                     seconds=secs.get(stage, 0.0))
-        ds = keys.dataset_manifest(keys.dataset_id_for_job(job_id))
-        out["curation"] = StageCounts(planned=1, done=1 if self.store.exists(ds) else 0,
-                                      seconds=secs.get("curation", 0.0))
+        for st in self.chain:
+            if st.per_scene:
+                done, failed = per_scene[st.name]
+                out[st.name] = StageCounts(planned=planned, done=done, failed=failed, seconds=secs.get(st.name, 0.0))
+            else:
+                out[st.name] = StageCounts(planned=1, done=1 if self.store.exists(st.output(job_id)) else 0,
+                                           seconds=secs.get(st.name, 0.0))
         return out
 
     def failures(self, job_id: str, limit: int = 50) -> list[SceneFailure]:
@@ -185,36 +219,45 @@ class JobTracker:
         return out
 
     def add_seconds(self, job_id: str, stage: str, seconds: float) -> None:
-        self.r.hincrbyfloat(self._k(job_id, "seconds"), stage, seconds)
+        pipe = self.r.pipeline()
+        pipe.hincrbyfloat(self._k(job_id, "seconds"), stage, seconds)
+        pipe.expire(self._k(job_id, "seconds"), self.keys_ttl_s)
+        pipe.execute()
 
     # ------------------------------------------------------------ recovery
+    def _counter_keys(self, job_id: str) -> list[str]:
+        ks = [self._k(job_id, "finished"), self._k(job_id, "seconds")]
+        for st in self.chain.scene_stages:
+            ks += [self._k(job_id, "done", st.name), self._k(job_id, "failed", st.name)]
+        return ks
+
     def clear_counters(self, job_id: str) -> None:
-        ks = [self._k(job_id, "finished"), self._k(job_id, "cancelled")]
-        for stage in SCENE_STAGES:
-            ks += [self._k(job_id, "done", stage), self._k(job_id, "failed", stage)]
-        self.r.delete(*ks)
+        self.r.delete(*self._counter_keys(job_id), self._k(job_id, "cancelled"))
+        self.store.delete(keys.progress(job_id))
+
+    def scene_outputs(self, job_id: str, stage: str) -> set[str]:
+        """The scenes whose output for the per-scene `stage` exists in storage."""
+        prefix, suffix = self.chain[stage].output_prefix(job_id)
+        return {k[len(prefix):len(k) - len(suffix)] for k in self.store.list(prefix) if k.endswith(suffix)}
 
     def rebuild_counters(self, job_id: str, scene_ids: list[str], *, drop_failures: bool) -> dict[str, list[str]]:
-        """Recreate Redis counters from storage. Returns, per stage, the scenes whose output is missing."""
+        """Recreate Redis counters from storage. Returns, per per-scene stage, the scenes whose output is
+        missing (failed scenes excluded unless `drop_failures` forgets them so they are retried)."""
         self.clear_counters(job_id)
-        prefix = keys.job_prefix(job_id)
-        present = {
-            "layout": {k.rsplit("/", 1)[1][:-5] for k in self.store.list(prefix + "layouts/")},
-            "synthesis": {k.rsplit("/", 1)[1][:-4] for k in self.store.list(prefix + "images/")},
-            "annotation": {k.rsplit("/", 1)[1][:-5] for k in self.store.list(prefix + "annotations/")},
-        }
-        failed = {k.rsplit("/", 1)[1][:-5] for k in self.store.list(prefix + "failures/")}
+        present = {st.name: self.scene_outputs(job_id, st.name) for st in self.chain.scene_stages}
+        failed = {k.rsplit("/", 1)[1][:-5] for k in self.store.list(keys.job_prefix(job_id) + "failures/")}
         if drop_failures:
             for sid in failed:
                 self.store.delete(keys.failure(job_id, sid))
             failed = set()
+        pipe = self.r.pipeline()
         for stage, done in present.items():
             if done:
-                self.r.sadd(self._k(job_id, "done", stage), *done)
-        finished = present["annotation"] | failed
+                pipe.sadd(self._k(job_id, "done", stage), *done)
+                pipe.expire(self._k(job_id, "done", stage), self.keys_ttl_s)
+        finished = present[self.chain.last_scene_stage.name] | failed
         if finished:
-            self.r.sadd(self._k(job_id, "finished"), *finished)
-        missing = {}
-        for stage in SCENE_STAGES:
-            missing[stage] = [s for s in scene_ids if s not in present[stage] and s not in failed]
-        return missing
+            pipe.sadd(self._k(job_id, "finished"), *finished)
+            pipe.expire(self._k(job_id, "finished"), self.keys_ttl_s)
+        pipe.execute()
+        return {stage: [s for s in scene_ids if s not in done and s not in failed] for stage, done in present.items()}

@@ -40,6 +40,11 @@ def status(job_id: str) -> str:
     return job_prefix(job_id) + "status.json"
 
 
+def progress(job_id: str) -> str:
+    """The stage counts of a terminal job (JobProgress), kept once its Redis counters are gone."""
+    return job_prefix(job_id) + "progress.json"
+
+
 def categories(job_id: str) -> str:
     return job_prefix(job_id) + "categories.json"
 
@@ -60,6 +65,16 @@ def annotation(job_id: str, sid: str) -> str:
     return job_prefix(job_id) + f"annotations/{check_id(sid, 'scene id')}.json"
 
 
+def curated(job_id: str, sid: str) -> str:
+    """The per-scene curation record (CuratedScene): written last by the per-scene curation step."""
+    return job_prefix(job_id) + f"curated/{check_id(sid, 'scene id')}.json"
+
+
+def curated_thumbnail(job_id: str, sid: str) -> str:
+    """A small JPEG (longest side 256 px) of the scene with its kept masks drawn, for review and the card."""
+    return job_prefix(job_id) + f"curated/{check_id(sid, 'scene id')}.jpg"
+
+
 def failure(job_id: str, sid: str) -> str:
     return job_prefix(job_id) + f"failures/{check_id(sid, 'scene id')}.json"
 
@@ -72,13 +87,6 @@ def tenant_jobs_prefix(tenant: str) -> str:
     return f"tenants/{check_id(tenant, 'tenant')}/jobs/"
 
 
-# Stage -> key function of its per-scene output (the idempotency check).
-SCENE_OUTPUTS = {
-    "layout": layout,
-    "synthesis": image,
-    "annotation": annotation,
-}
-
 # ------------------------------------------------------------ datasets
 
 def dataset_prefix(dataset_id: str) -> str:
@@ -87,6 +95,10 @@ def dataset_prefix(dataset_id: str) -> str:
 
 def dataset_manifest(dataset_id: str) -> str:
     return dataset_prefix(dataset_id) + "manifest.json"
+
+
+def dataset_manifest_for_job(job_id: str) -> str:
+    return dataset_manifest(dataset_id_for_job(job_id))
 
 
 def dataset_file(dataset_id: str, relative: str) -> str:
@@ -106,6 +118,9 @@ CARD_JSON = "card.json"
 CARD_MD = "card.md"
 DECISIONS = "selection.json"
 CONTACT_SHEET = "contact_sheet.png"
+YOLO_LABELS_DIR = "labels"  # Ultralytics finds labels/{scene}.txt beside images/{scene}.png
+YOLO_DATA = "data.yaml"
+HF_DIR = "hf"  # Hugging Face `datasets` parquet shards: hf/data/train-00000.parquet, ...
 
 # ------------------------------------------------------------ trainings
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 
+from .chain import DEFAULT_CHAIN, Chain
 from .jobs import JobTracker
 from .settings import Settings, get_settings
 from .storage import ObjectStore, store_from_settings
@@ -60,13 +61,17 @@ class Runtime:
     tracker: JobTracker
     dispatcher: Dispatcher
 
+    @property
+    def chain(self) -> Chain:
+        return self.tracker.chain
+
 
 _runtime: Runtime | None = None
 _lock = threading.Lock()
 
 
 def build_runtime(settings: Settings | None = None, dispatcher: Dispatcher | None = None,
-                  store: ObjectStore | None = None) -> Runtime:
+                  store: ObjectStore | None = None, chain: Chain = DEFAULT_CHAIN) -> Runtime:
     s = settings or get_settings()
     store = store or store_from_settings(s)
     r = redis.Redis.from_url(s.redis_url, socket_timeout=10, socket_connect_timeout=5,
@@ -75,7 +80,7 @@ def build_runtime(settings: Settings | None = None, dispatcher: Dispatcher | Non
         from .celery_app import create_celery_app
 
         dispatcher = CeleryDispatcher(create_celery_app(s))
-    return Runtime(settings=s, store=store, redis=r, tracker=JobTracker(store, r), dispatcher=dispatcher)
+    return Runtime(settings=s, store=store, redis=r, tracker=JobTracker(store, r, chain=chain, keys_ttl_s=s.job_keys_ttl_s), dispatcher=dispatcher)
 
 
 def get_runtime() -> Runtime:

@@ -124,6 +124,12 @@ class SynthesisParams(Model):
     )
 
 
+# Dataset export formats (the curation service's exporters, services/curation/exporters/); a job names the
+# ones it wants in `exports`, all by default.
+EXPORT_FORMATS = ("coco_instances", "coco_panoptic", "processed_dataset", "card", "yolo", "hf_parquet")
+ExportFormat = Literal["coco_instances", "coco_panoptic", "processed_dataset", "card", "yolo", "hf_parquet"]
+
+
 class JobSpec(Versioned):
     """What a client posts to `POST /v1/jobs`. Limits that depend on the deployment are checked by the API."""
 
@@ -138,6 +144,20 @@ class JobSpec(Versioned):
     backends: Backends = Field(default_factory=Backends)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     synthesis: SynthesisParams = Field(default_factory=SynthesisParams)
+    # Dataset formats to write (None: all of EXPORT_FORMATS); the card is always written.
+    exports: list[ExportFormat] | None = None
+
+    @field_validator("exports")
+    @classmethod
+    def _exports(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("list each export format once")
+        return v
+
+    @property
+    def export_formats(self) -> list[str]:
+        chosen = set(self.exports if self.exports is not None else EXPORT_FORMATS) | {"card"}
+        return [f for f in EXPORT_FORMATS if f in chosen]
 
     @field_validator("name")
     @classmethod
@@ -223,6 +243,8 @@ class NovelCategory(Model):
     support: int = 1  # LLM rounds that proposed it (1 for the embedding backend)
     reason: str | None = None
     source: str = ""  # backend name
+    # Thing (countable object) or stuff (amorphous region), for panoptic exports; None: not decided.
+    isthing: bool | None = None
 
 
 class CategorySet(Versioned):
@@ -354,10 +376,56 @@ class SceneDecision(Model):
 
 
 class DatasetCategory(Model):
-    id: int
+    id: int  # for a preset, the preset's official id (COCO panoptic: 1..200); novel categories after them
     name: str
     is_novel: bool
     isthing: int = 1
+    dreammask_origin: Literal["train", "novel"] = "train"
+    nearest_train: str | None = None  # novel: the training category it was derived from
+
+
+class CuratedInstance(Model):
+    """A kept instance, in the form every exporter reads: COCO-ready, masks decoded once at curation time."""
+
+    instance_id: int
+    category: str
+    category_id: int
+    isthing: int
+    is_novel: bool
+    segmentation: RLE  # the full mask
+    area: int  # pixels of the full mask
+    bbox: list[int]  # COCO [x, y, w, h] of the full mask
+    segment_id: int  # value in the panoptic / processed_dataset label maps (0: hidden by nearer instances)
+    visible_area: int  # pixels of the instance in the panoptic map (front instances hide back ones)
+    visible_bbox: list[int]
+    polygon: list[float] = Field(default_factory=list)  # normalised x,y pairs of its largest outline (YOLO)
+    score: float | None = None  # the score the thresholds read
+    scores: dict[str, float] = Field(default_factory=dict)
+    prompt_bbox: list[float] = Field(default_factory=list)  # pixels [x0, y0, x1, y1] of the layout box
+
+
+class CuratedScene(Versioned):
+    """The per-scene curation record (`jobs/{job}/curated/{scene}.json`): the selection decision, the kept
+    instances ready to export, and which per-scene export pieces were written. Written last by the
+    per-scene curation step (its presence means the scene is curated); the per-job assemble step reads only
+    these records to stream the dataset files."""
+
+    job_id: str
+    scene_id: str
+    kept: bool
+    decision: SceneDecision
+    metric: str  # the score the selection read
+    metric_values: list[float] = Field(default_factory=list)  # that score of every instance (card histograms)
+    width: int
+    height: int
+    image_key: str  # the rendered image (jobs/{job}/images/{scene}.png)
+    dataset_image: str | None = None  # the image's path inside the dataset (kept scenes)
+    thumbnail_key: str  # a small JPEG of the image with the kept masks drawn (jobs/{job}/curated/{scene}.jpg)
+    novel_category: str | None = None
+    caption: str | None = None
+    instances: list[CuratedInstance] = Field(default_factory=list)  # kept instances only
+    pieces: dict[str, list[str]] = Field(default_factory=dict)  # exporter -> dataset-relative files written
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class DatasetManifest(Versioned):
@@ -380,6 +448,15 @@ class StageCounts(Model):
     done: int = 0
     failed: int = 0
     seconds: float = 0.0  # total backend time spent in this stage
+
+
+class JobProgress(Versioned):
+    """A finished job's stage counts (`jobs/{job}/progress.json`), written when it turns terminal and its
+    Redis counters are dropped; `resume` deletes it and rebuilds the counters from the stage outputs."""
+
+    job_id: str
+    state: str
+    stages: dict[str, StageCounts]
 
 
 class JobView(Model):

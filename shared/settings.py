@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     layout_batch_size: int = Field(16, ge=1, le=1024)
     synthesis_batch_size: int = Field(4, ge=1, le=256)
     annotation_batch_size: int = Field(4, ge=1, le=256)
+    curation_batch_size: int = Field(16, ge=1, le=1024)
+    # Per-job Redis counters live at most this long without a write (a job abandoned mid-way leaves
+    # nothing behind); a job's counters are dropped at once when it turns terminal.
+    job_keys_ttl_s: int = Field(7 * 24 * 3600, ge=60)
 
     # Delivery: the visibility timeout must outlast the longest task, or Redis redelivers it mid-run.
     task_time_limit_s: int = Field(3600, ge=10)

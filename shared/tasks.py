@@ -35,8 +35,8 @@ class StageTask(celery.Task):
         self.retry_backoff_max = s.retry_backoff_max_s
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        from .celery_app import TASK_CURATE
         from .runtime import get_runtime
+        from .skeleton import trigger_finisher
 
         job_id = args[0] if args else kwargs.get("job_id")
         scene_ids = args[1] if len(args) > 1 else kwargs.get("scene_ids")
@@ -49,10 +49,17 @@ class StageTask(celery.Task):
                 for sid in scene_ids:
                     last = rt.tracker.mark_failed(job_id, self.stage, sid, reason) or last
                 if last:
-                    rt.dispatcher.send(TASK_CURATE, job_id)
+                    trigger_finisher(rt, job_id)
             else:
                 from .schemas import JobState
 
                 rt.tracker.transition(job_id, JobState.failed, reason)
         except Exception:  # noqa: BLE001 - recording the failure must not mask the original error
             log.exception("could not record the failure of job %s", job_id)
+
+
+def stage_task_options(stage: str) -> dict:
+    """The Celery task options of a chain stage: its declared task name, this base class, its stage."""
+    from .chain import DEFAULT_CHAIN
+
+    return {"name": DEFAULT_CHAIN[stage].task, "base": StageTask, "bind": True, "stage": stage}

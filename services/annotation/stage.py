@@ -1,15 +1,16 @@
-"""Annotation stage: masks and scores for batches of rendered scenes; the last scene triggers curation."""
+"""Annotation stage: masks and scores for batches of rendered scenes. Only the work is here; the skeleton
+(`shared/skeleton.py`) skips, records and forwards along the chain."""
 
 from __future__ import annotations
 
 import time
 
 from dreammask.shared import keys
-from dreammask.shared.celery_app import TASK_CURATE
 from dreammask.shared.masks import CorruptImage, load_rgb
 from dreammask.shared.registry import get_backend
 from dreammask.shared.runtime import Runtime
 from dreammask.shared.schemas import CategorySet, SceneAnnotation, SceneLayout
+from dreammask.shared.skeleton import SceneResult, run_scene_stage
 from dreammask.shared.storage import ObjectNotFound
 from dreammask.shared.tasks import TRANSIENT_ERRORS
 
@@ -17,46 +18,39 @@ from .pipeline import AnnotationPipeline
 
 
 def annotate_scenes(rt: Runtime, job_id: str, scene_ids: list[str]) -> dict:
-    tr = rt.tracker
-    if tr.is_cancelled(job_id):
-        return {"skipped": "cancelled"}
-    spec = tr.spec(job_id).spec
-    todo, finished = tr.split_done(job_id, "annotation", scene_ids)
-    last = False
-    done = []
-    t0 = time.perf_counter()
-    if todo:
-        vocabulary = rt.store.get_model(keys.categories(job_id), CategorySet).vocabulary
-        pipe = AnnotationPipeline(get_backend("masks", spec.backends.masks, rt.settings),
-                                  get_backend("scores", spec.backends.scores, rt.settings))
-        for sid in todo:
-            ts = time.perf_counter()
-            try:
-                layout = rt.store.get_model(keys.layout(job_id, sid), SceneLayout)
-                image = load_rgb(rt.store.get_bytes(keys.image(job_id, sid)))
-            except ObjectNotFound as e:
-                last = tr.mark_failed(job_id, "annotation", sid, f"input missing: {e}") or last
-                continue
-            except CorruptImage as e:
-                last = tr.mark_failed(job_id, "annotation", sid, f"corrupt image: {e}") or last
-                continue
-            try:
-                instances = pipe(image, layout, vocabulary)
-            except TRANSIENT_ERRORS:
-                raise  # the task retries the batch
-            except Exception as e:  # noqa: BLE001 - one scene's bad input must not sink its batch
-                last = tr.mark_failed(job_id, "annotation", sid, f"annotation failed: {type(e).__name__}: {e}") or last
-                continue
-            ann = SceneAnnotation(
-                job_id=job_id, scene_id=sid, image_key=keys.image(job_id, sid), width=image.shape[1],
-                height=image.shape[0], mask_backend=pipe.masks.name, score_backend=pipe.scores.name,
-                instances=instances, seconds=round(time.perf_counter() - ts, 4),
-                provenance={"masks": pipe.masks.describe(), "scores": pipe.scores.describe()},
-            )
-            rt.store.put_json(keys.annotation(job_id, sid), ann)
-            done.append(sid)
-    tr.mark_done(job_id, "annotation", done, time.perf_counter() - t0)
-    last = tr.finish_scenes(job_id, done + finished) or last
-    if last:
-        rt.dispatcher.send(TASK_CURATE, job_id)
-    return {"annotated": len(done)}
+    return run_scene_stage(rt, "annotation", job_id, scene_ids, annotate_work)
+
+
+def annotate_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:
+    spec = rt.tracker.spec(job_id).spec
+    result = SceneResult()
+    vocabulary = rt.store.get_model(keys.categories(job_id), CategorySet).vocabulary
+    pipe = AnnotationPipeline(get_backend("masks", spec.backends.masks, rt.settings),
+                              get_backend("scores", spec.backends.scores, rt.settings))
+    for sid in todo:
+        ts = time.perf_counter()
+        try:
+            layout = rt.store.get_model(keys.layout(job_id, sid), SceneLayout)
+            image = load_rgb(rt.store.get_bytes(keys.image(job_id, sid)))
+        except ObjectNotFound as e:
+            result.fail(sid, f"input missing: {e}")
+            continue
+        except CorruptImage as e:
+            result.fail(sid, f"corrupt image: {e}")
+            continue
+        try:
+            instances = pipe(image, layout, vocabulary)
+        except TRANSIENT_ERRORS:
+            raise  # the task retries the batch
+        except Exception as e:  # noqa: BLE001 - one scene's bad input must not sink its batch
+            result.fail(sid, f"annotation failed: {type(e).__name__}: {e}")
+            continue
+        ann = SceneAnnotation(
+            job_id=job_id, scene_id=sid, image_key=keys.image(job_id, sid), width=image.shape[1],
+            height=image.shape[0], mask_backend=pipe.masks.name, score_backend=pipe.scores.name,
+            instances=instances, seconds=round(time.perf_counter() - ts, 4),
+            provenance={"masks": pipe.masks.describe(), "scores": pipe.scores.describe()},
+        )
+        rt.store.put_json(keys.annotation(job_id, sid), ann)
+        result.done.append(sid)
+    return result

@@ -2,13 +2,12 @@
 
 from celery import shared_task
 
-from dreammask.shared.celery_app import TASK_ANNOTATE
 from dreammask.shared.runtime import get_runtime
-from dreammask.shared.tasks import StageTask
+from dreammask.shared.tasks import stage_task_options
 
 from . import stage
 
 
-@shared_task(name=TASK_ANNOTATE, base=StageTask, bind=True, stage="annotation")
+@shared_task(**stage_task_options("annotation"))
 def annotate(self, job_id: str, scene_ids: list[str]) -> dict:
     return stage.annotate_scenes(get_runtime(), job_id, scene_ids)

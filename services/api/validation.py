@@ -14,7 +14,7 @@ def _err(loc: tuple, msg: str) -> dict:
 
 def check_spec(spec: JobSpec, settings: Settings) -> list[str]:
     """Raise RequestValidationError (422) listing every problem; return the resolved training categories."""
-    from dreammask.services.association.vocabulary import PRESETS
+    from dreammask.shared.vocabulary import PRESETS
 
     errors = []
     train = spec.train_categories if spec.train_categories is not None else PRESETS[spec.preset]()

@@ -2,18 +2,17 @@
 
 from celery import shared_task
 
-from dreammask.shared.celery_app import TASK_ASSOCIATE, TASK_PLAN_LAYOUTS
 from dreammask.shared.runtime import get_runtime
-from dreammask.shared.tasks import StageTask
+from dreammask.shared.tasks import stage_task_options
 
 from . import stage
 
 
-@shared_task(name=TASK_ASSOCIATE, base=StageTask, bind=True, stage="association")
+@shared_task(**stage_task_options("association"))
 def associate(self, job_id: str) -> dict:
     return stage.associate(get_runtime(), job_id)
 
 
-@shared_task(name=TASK_PLAN_LAYOUTS, base=StageTask, bind=True, stage="layout")
+@shared_task(**stage_task_options("layout"))
 def plan_layouts(self, job_id: str, scene_ids: list[str]) -> dict:
     return stage.plan_layouts(get_runtime(), job_id, scene_ids)

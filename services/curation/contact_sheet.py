@@ -15,11 +15,13 @@ PALETTE = np.array([
 
 
 def draw_scene(image: np.ndarray, ann: SceneAnnotation, kept: dict[int, bool] | None = None,
-               thumb: int = 256, title: str | None = None) -> Image.Image:
-    """Masks blended over the image (rejected instances hatched grey), one label per instance."""
+               thumb: int = 256, title: str | None = None,
+               masks: dict[int, np.ndarray] | None = None) -> Image.Image:
+    """Masks blended over the image (rejected instances hatched grey), one label per instance. `masks`
+    (instance id -> decoded mask) spares decoding the RLEs again."""
     out = image.astype(np.float64).copy()
     for i, inst in enumerate(ann.instances):
-        m = decode_rle(inst.mask.model_dump())
+        m = masks[inst.instance_id] if masks is not None else decode_rle(inst.mask.model_dump())
         ok = True if kept is None else kept.get(inst.instance_id, False)
         colour = PALETTE[i % len(PALETTE)] if ok else np.array([128.0, 128.0, 128.0])
         out[m] = out[m] * 0.5 + colour * 0.5

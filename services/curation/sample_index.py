@@ -1,5 +1,6 @@
 """What the review UI pages through, made once when samples are curated: a thumbnail and a mask overlay per
-sample, a compact summary per sample, index pages of summaries, and per-category score statistics.
+sample (hooked into the per-scene curation step), and, from the curated records in the assemble step, a
+compact summary per sample, index and facet pages of summaries, and per-category score statistics.
 
 The keys are in `dreammask.shared.review`; the API only reads what this module writes."""
 
@@ -7,14 +8,14 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image
 
 from dreammask.shared import review as rv
 from dreammask.shared.masks import decode_rle, load_rgb
-from dreammask.shared.schemas import InstanceAnnotation, SceneAnnotation, SceneDecision, SceneLayout
+from dreammask.shared.schemas import CuratedScene, DatasetCategory, SceneAnnotation
 from dreammask.shared.storage import ObjectStore
 
 from .contact_sheet import PALETTE
@@ -23,34 +24,33 @@ from .selection import rule_of
 HIST_BINS = 10
 
 
-def summarise_sample(ann: SceneAnnotation, layout: SceneLayout | None, decision: SceneDecision,
-                     metric_of: Callable[[InstanceAnnotation], str]) -> rv.SampleSummary:
-    by_id = {d.instance_id: d for d in decision.instances}
+def summary_from_record(rec: CuratedScene, novel: set[str]) -> rv.SampleSummary:
+    """A sample's summary from its curation record alone (no other read): the selection decision per
+    instance, and the score the thresholds read (`metric_values` holds it for every instance that has it,
+    in instance order; kept instances carry it too)."""
+    decisions = rec.decision.instances
+    aligned = len(rec.metric_values) == len(decisions)
+    kept_scores = {i.instance_id: i.score for i in rec.instances}
     insts = []
-    for inst in ann.instances:
-        d = by_id.get(inst.instance_id)
-        metric = metric_of(inst)
-        score = inst.scores.get(metric)
+    for k, d in enumerate(decisions):
+        score = rec.metric_values[k] if aligned else kept_scores.get(d.instance_id)
         insts.append(rv.InstanceSummary(
-            id=inst.instance_id, category=inst.category, is_novel=inst.is_novel, metric=metric,
-            score=round(float(score), 4) if score is not None else None,
-            kept=bool(d.kept) if d else False,
-            rules=list(dict.fromkeys(rule_of(r) for r in d.reasons)) if d else [],
+            id=d.instance_id, category=d.category, is_novel=d.category in novel, metric=rec.metric,
+            score=round(float(score), 4) if score is not None else None, kept=d.kept,
+            rules=list(dict.fromkeys(rule_of(r) for r in d.reasons)),
         ))
-    return rv.SampleSummary(
-        scene_id=ann.scene_id, kept=decision.kept, reason=decision.reason,
-        novel_category=layout.novel_category if layout else None, caption=layout.caption if layout else None,
-        width=ann.width, height=ann.height, instances=insts,
-    )
+    return rv.SampleSummary(scene_id=rec.scene_id, kept=rec.kept, reason=rec.decision.reason,
+                            novel_category=rec.novel_category, caption=rec.caption, width=rec.width,
+                            height=rec.height, instances=insts)
 
 
-def write_thumbnails(store: ObjectStore, job_id: str, ann: SceneAnnotation, image_bytes: bytes | None = None,
-                     size: int = rv.THUMB_PX) -> None:
-    """A JPEG thumbnail and a transparent PNG of its masks, written once (kept if they exist)."""
+def write_thumbnails(store: ObjectStore, job_id: str, ann: SceneAnnotation, image: np.ndarray | None = None,
+                     masks: dict[int, np.ndarray] | None = None, size: int = rv.THUMB_PX) -> None:
+    """A plain JPEG thumbnail and a transparent PNG of its masks (colours of the UI's instance table), for the
+    review grid's overlay toggle. Called by the per-scene curation step with what it has decoded already."""
     tkey, okey = rv.thumbnail(job_id, ann.scene_id), rv.thumbnail_overlay(job_id, ann.scene_id)
-    if store.exists(tkey) and store.exists(okey):
-        return
-    image = load_rgb(image_bytes if image_bytes is not None else store.get_bytes(ann.image_key))
+    if image is None:
+        image = load_rgb(store.get_bytes(ann.image_key))
     h, w = image.shape[:2]
     scale = size / max(h, w)
     tw, th = max(1, round(w * scale)), max(1, round(h * scale))
@@ -60,14 +60,14 @@ def write_thumbnails(store: ObjectStore, job_id: str, ann: SceneAnnotation, imag
     store.put_bytes(tkey, buf.getvalue(), "image/jpeg")
     rgba = np.zeros((h, w, 4), np.uint8)
     for i, inst in enumerate(ann.instances):
-        m = decode_rle(inst.mask.model_dump())
+        m = masks[inst.instance_id] if masks and inst.instance_id in masks else decode_rle(inst.mask.model_dump())
         if m.shape != (h, w):
             continue
         rgba[m, :3] = PALETTE[i % len(PALETTE)].astype(np.uint8)
         rgba[m, 3] = 140
     ov = Image.fromarray(rgba, "RGBA").resize((tw, th), Image.NEAREST)
     buf = io.BytesIO()
-    ov.save(buf, "PNG", optimize=True)
+    ov.save(buf, "PNG", compress_level=1)
     store.put_bytes(okey, buf.getvalue(), "image/png")
 
 
@@ -127,12 +127,18 @@ def write_index(store: ObjectStore, job_id: str, summaries: Iterable[rv.SampleSu
     return index
 
 
-def build_sample_index(store: ObjectStore, job_id: str,
-                       scenes: Iterable[tuple[SceneAnnotation, SceneLayout | None, SceneDecision]],
-                       metric_of: Callable[[InstanceAnnotation], str]) -> rv.SampleIndex:
-    """Thumbnails and index for a job's curated scenes (the curation stage's hook)."""
-    summaries = []
-    for ann, layout, decision in scenes:
-        write_thumbnails(store, job_id, ann)
-        summaries.append(summarise_sample(ann, layout, decision, metric_of))
-    return write_index(store, job_id, summaries)
+class SampleIndexWriter:
+    """Fed every curated record by the assemble step (in scene order), writes the index at the end.
+    Holds only the small summaries (a few hundred bytes a sample)."""
+
+    def __init__(self, store: ObjectStore, job_id: str, categories: list[DatasetCategory],
+                 page_size: int = rv.PAGE_SIZE):
+        self.store, self.job_id, self.page_size = store, job_id, page_size
+        self.novel = {c.name for c in categories if c.is_novel}
+        self.summaries: list[rv.SampleSummary] = []
+
+    def add(self, rec: CuratedScene) -> None:
+        self.summaries.append(summary_from_record(rec, self.novel))
+
+    def finish(self) -> rv.SampleIndex:
+        return write_index(self.store, self.job_id, self.summaries, self.page_size)

@@ -158,42 +158,54 @@ class SelectionPolicy:
         return None
 
 
-def summarise(decisions: Iterable[SceneDecision]) -> dict:
-    """Counts for the dataset card.
+class SelectionTally:
+    """The card's selection counts, fed one scene decision at a time (constant memory at any job size).
 
     ``kept_instances`` counts the instances that pass their rules in kept scenes (those exported);
     ``dropped_instances_by_rule`` counts, per rule, the instances it rejected (an instance rejected by
     two rules counts under both); ``rejected_instances`` counts instances rejected by at least one rule.
     """
-    decisions = list(decisions)
-    by_reason: Counter[str] = Counter()
-    by_rule: Counter[str] = Counter()
-    instances = kept_instances = rejected = in_dropped = 0
-    kept_scenes = 0
-    for d in decisions:
+
+    def __init__(self):
+        self.by_reason: Counter[str] = Counter()
+        self.by_rule: Counter[str] = Counter()
+        self.scenes = self.kept_scenes = self.instances = self.kept_instances = self.rejected = self.in_dropped = 0
+
+    def add(self, d: SceneDecision) -> None:
+        self.scenes += 1
         if d.kept:
-            kept_scenes += 1
+            self.kept_scenes += 1
         else:
-            by_reason[code_of(d.reason or "dropped")] += 1
+            self.by_reason[code_of(d.reason or "dropped")] += 1
         for inst in d.instances:
-            instances += 1
+            self.instances += 1
             if inst.kept:
                 if d.kept:
-                    kept_instances += 1
+                    self.kept_instances += 1
                 else:
-                    in_dropped += 1
+                    self.in_dropped += 1
             else:
-                rejected += 1
+                self.rejected += 1
                 for rule in dict.fromkeys(rule_of(r) for r in inst.reasons):
-                    by_rule[rule] += 1
-    return {
-        "scenes": len(decisions),
-        "kept_scenes": kept_scenes,
-        "dropped_scenes": len(decisions) - kept_scenes,
-        "dropped_scenes_by_reason": dict(by_reason.most_common()),
-        "instances": instances,
-        "kept_instances": kept_instances,
-        "rejected_instances": rejected,
-        "passing_instances_in_dropped_scenes": in_dropped,
-        "dropped_instances_by_rule": dict(by_rule.most_common()),
-    }
+                    self.by_rule[rule] += 1
+
+    def result(self) -> dict:
+        return {
+            "scenes": self.scenes,
+            "kept_scenes": self.kept_scenes,
+            "dropped_scenes": self.scenes - self.kept_scenes,
+            "dropped_scenes_by_reason": dict(self.by_reason.most_common()),
+            "instances": self.instances,
+            "kept_instances": self.kept_instances,
+            "rejected_instances": self.rejected,
+            "passing_instances_in_dropped_scenes": self.in_dropped,
+            "dropped_instances_by_rule": dict(self.by_rule.most_common()),
+        }
+
+
+def summarise(decisions: Iterable[SceneDecision]) -> dict:
+    """Counts for the dataset card (see `SelectionTally`)."""
+    tally = SelectionTally()
+    for d in decisions:
+        tally.add(d)
+    return tally.result()

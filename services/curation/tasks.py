@@ -1,17 +1,22 @@
-"""Curation task: thin, named, JSON args (ids only); the work is in `stage`."""
+"""Curation tasks: thin, named, JSON args (ids only); the work is in `stage`."""
 
 from celery import shared_task
 
-from dreammask.shared.celery_app import TASK_CURATE, TASK_PUBLISH
+from dreammask.shared.celery_app import TASK_PUBLISH
 from dreammask.shared.runtime import get_runtime
-from dreammask.shared.tasks import StageTask
+from dreammask.shared.tasks import StageTask, stage_task_options
 
 from . import publish, stage
 
 
-@shared_task(name=TASK_CURATE, base=StageTask, bind=True, stage="curation")
-def curate(self, job_id: str) -> dict:
-    return stage.curate(get_runtime(), job_id)
+@shared_task(**stage_task_options("curation"))
+def curate_scenes(self, job_id: str, scene_ids: list[str]) -> dict:
+    return stage.curate_scenes(get_runtime(), job_id, scene_ids)
+
+
+@shared_task(**stage_task_options("assemble"))
+def assemble(self, job_id: str) -> dict:
+    return stage.assemble(get_runtime(), job_id)
 
 
 class PublishTask(StageTask):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -57,6 +59,10 @@ class ObjectStore(ABC):
 
     def size(self, key: str) -> int:
         return len(self.get_bytes(key))
+
+    def put_file(self, key: str, path: str | os.PathLike, content_type: str = "application/octet-stream") -> None:
+        """Store a local file's content. Backends override this to stream it (no whole copy in memory)."""
+        self.put_bytes(key, Path(path).read_bytes(), content_type)
 
     # -- conveniences shared by every backend
     def put_json(self, key: str, obj: Any) -> None:

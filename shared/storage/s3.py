@@ -76,6 +76,10 @@ class S3ObjectStore(ObjectStore):
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self._call(self.client.put_object, self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
 
+    def put_file(self, key: str, path, content_type: str = "application/octet-stream") -> None:
+        # fput_object uploads in parts: a large export never sits whole in memory.
+        self._call(self.client.fput_object, self.bucket, key, str(path), content_type=content_type)
+
     def get_bytes(self, key: str) -> bytes:
         resp = self._call(self.client.get_object, self.bucket, key, key=key)
         try:

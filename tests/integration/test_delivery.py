@@ -20,7 +20,8 @@ def test_a_job_finishes_and_redelivered_tasks_change_nothing(inproc):
     counts = rt.tracker.counts(job, 4)
     # Redeliver every stage's message, as Redis would after a worker crash: outputs exist, so work is skipped.
     for name, args in [(names.TASK_ASSOCIATE, (job,)), (names.TASK_RENDER, (job, ["s00000", "s00001"])),
-                       (names.TASK_ANNOTATE, (job, ["s00000"])), (names.TASK_CURATE, (job,))]:
+                       (names.TASK_ANNOTATE, (job, ["s00000"])), (names.TASK_CURATE_SCENES, (job, ["s00001"])),
+                       (names.TASK_ASSEMBLE, (job,))]:
         rt.dispatcher.send(name, *args)
     inproc.run()
     assert rt.store.get_bytes(keys.image(job, "s00000")) == image

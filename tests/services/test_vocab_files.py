@@ -1,4 +1,4 @@
-"""The shipped category vocabularies under services/association/data/vocab/ are well formed.
+"""The shipped category vocabularies under shared/data/vocab/ are well formed.
 
 Counts are exact: a changed count means a list was edited, which must be deliberate and
 recorded in SOURCES.md.
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import dreammask.services.association as association
+import dreammask.shared as shared
 from dreammask.shared.schemas import check_category_name, normalise_name
 
-VOCAB_DIR = Path(association.__file__).parent / "data" / "vocab"
+VOCAB_DIR = Path(shared.__file__).parent / "data" / "vocab"
 
 EXPECTED_COUNTS = {
     "coco_panoptic.txt": 133,
@@ -62,3 +62,15 @@ def test_sources_md_states_each_count() -> None:
     sources = (VOCAB_DIR / "SOURCES.md").read_text(encoding="utf-8")
     for name, count in EXPECTED_COUNTS.items():
         assert f"`{name}` | {count} |" in sources, f"SOURCES.md must list {name} with its count {count}"
+
+
+def test_coco_panoptic_official_ids() -> None:
+    from dreammask.shared.vocabulary import coco_panoptic_categories
+
+    cats = {c.name: c for c in coco_panoptic_categories()}
+    ids = [c.id for c in coco_panoptic_categories()]
+    assert len(set(ids)) == 133 and ids == sorted(ids)
+    # spot checks against panopticapi's panoptic_coco_categories.json, including ids after gaps
+    assert (cats["person"].id, cats["stop sign"].id, cats["toothbrush"].id) == (1, 13, 90)
+    assert (cats["banner"].id, cats["bridge"].id, cats["rug-merged"].id) == (92, 95, 200)
+    assert cats["wall-other-merged"].id == 199 and not cats["wall-other-merged"].isthing

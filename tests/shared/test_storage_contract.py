@@ -28,6 +28,15 @@ def test_put_get_roundtrip(store):
     assert store.size("jobs/j1/images/s00000.png") == 9
 
 
+def test_put_file_streams_a_local_file(store, tmp_path):
+    src = tmp_path / "big.json"
+    src.write_bytes(b"[" + b"1," * 300_000 + b"1]")
+    store.put_file("datasets/d/annotations/instances.json", src, "application/json")
+    assert store.get_bytes("datasets/d/annotations/instances.json") == src.read_bytes()
+    store.put_file("datasets/d/annotations/instances.json", src.__class__(__file__))
+    assert store.get_bytes("datasets/d/annotations/instances.json") == src.__class__(__file__).read_bytes()
+
+
 def test_overwrite_replaces_whole_object(store):
     store.put_bytes("a/b", b"first version, longer")
     store.put_bytes("a/b", b"second")

@@ -19,27 +19,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from dreammask.shared.panoptic import id2rgb, rgb2id  # noqa: F401 (the encoding lives in shared/; re-exported)
+
 VOID = 0  # panoptic id of unlabeled pixels
 IGNORE_LABEL = 255  # semantic label of unlabeled pixels
-
-
-def rgb2id(color: np.ndarray) -> np.ndarray:
-    """COCO panoptic PNG (H, W, 3) -> segment ids, id = R + 256 G + 256^2 B."""
-    color = np.asarray(color)
-    if color.ndim == 2:
-        return color.astype(np.int64)
-    color = color[..., :3].astype(np.int64)
-    return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
-
-
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    ids = np.asarray(ids, dtype=np.int64)
-    out = np.zeros((*ids.shape, 3), dtype=np.uint8)
-    rest = ids.copy()
-    for c in range(3):
-        out[..., c] = rest % 256
-        rest //= 256
-    return out
 
 
 @dataclass

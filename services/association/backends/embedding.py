@@ -6,10 +6,10 @@ import numpy as np
 
 from dreammask.shared.backends import AssociationBackend
 from dreammask.shared.schemas import NovelCategory, normalise_name
+from dreammask.shared.vocabulary import candidate_vocabulary
 
 from ..embedding_model import get_text_embedder
 from ..similarity import screen_candidates
-from ..vocabulary import candidate_vocabulary
 
 # Lower a candidate's rank each time its nearest training category was already used, so the novel set
 # spreads over the training categories instead of clustering around one.

@@ -1,0 +1,103 @@
+"""The one skeleton every stage runs in. A stage module supplies only its work; the skeleton does the rest
+from the chain declaration (`shared/chain.py`):
+
+per-scene stage: claim the batch (skip a cancelled job), drop scenes whose output exists, call the work,
+record done and failed scenes, send the next stage's batches, and — after the last per-scene stage — count
+the scenes finished and trigger the per-job finisher when the job's last scene finished.
+
+per-job stage: skip a cancelled job, call the work, then fan its scenes out to the next (per-scene) stage
+or send the next per-job stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .chain import batches
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SceneResult:
+    """What a per-scene stage's work did with the scenes it was given: each is done or failed (reason)."""
+
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def fail(self, scene_id: str, reason: str) -> None:
+        self.failed[scene_id] = reason
+
+
+@dataclass
+class JobResult:
+    """What a per-job stage's work decided. `proceed=False` ends the chain here (the work set the job's
+    state, e.g. failed); `scenes` are fanned out to a following per-scene stage, in batches of
+    `batch_size` when the work wants larger ones than the setting (a backend's preferred size)."""
+
+    proceed: bool = True
+    scenes: list[str] = field(default_factory=list)
+    batch_size: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+SceneWork = Callable[[Any, str, list[str]], SceneResult]
+JobWork = Callable[[Any, str], JobResult]
+
+
+def run_scene_stage(rt, stage: str, job_id: str, scene_ids: list[str], work: SceneWork) -> dict:
+    chain, tr = rt.chain, rt.tracker
+    if tr.is_cancelled(job_id):
+        return {"skipped": "cancelled"}
+    todo, ready = tr.split_done(job_id, stage, scene_ids)
+    result = SceneResult()
+    last = False
+    if todo:
+        t0 = time.perf_counter()
+        result = work(rt, job_id, todo)
+        seconds = time.perf_counter() - t0
+        answered = set(result.done) | set(result.failed)
+        for sid in todo:
+            if sid not in answered:  # a stage must account for every scene it was given
+                result.fail(sid, f"{stage} returned no result for the scene")
+        for sid, reason in result.failed.items():
+            last = tr.mark_failed(job_id, stage, sid, reason) or last
+        tr.mark_done(job_id, stage, result.done, seconds)
+        ready += result.done
+    ready.sort()
+    nxt = chain.next_of(stage)
+    if nxt is not None and nxt.per_scene:
+        for batch in batches(ready, chain.batch_size(nxt.name, rt.settings)):
+            rt.dispatcher.send(nxt.task, job_id, batch)
+    else:
+        last = tr.finish_scenes(job_id, ready) or last
+    if last:
+        trigger_finisher(rt, job_id)
+    return {**result.info, "done": len(result.done), "failed": len(result.failed), "forwarded": len(ready)}
+
+
+def trigger_finisher(rt, job_id: str) -> None:
+    """Every scene is finished: send the per-job stage that follows the scenes (idempotent downstream)."""
+    rt.dispatcher.send(rt.chain.finisher.task, job_id)
+
+
+def run_job_stage(rt, stage: str, job_id: str, work: JobWork) -> dict:
+    chain, tr = rt.chain, rt.tracker
+    if tr.is_cancelled(job_id):
+        return {"skipped": "cancelled"}
+    # The work counts its own seconds: a redelivered per-job message that only re-sends must not add any.
+    result = work(rt, job_id)
+    nxt = chain.next_of(stage)
+    if result.proceed and nxt is not None:
+        if nxt.per_scene:
+            size = max(chain.batch_size(nxt.name, rt.settings), result.batch_size or 0)
+            for batch in batches(result.scenes, size):
+                rt.dispatcher.send(nxt.task, job_id, batch)
+        else:
+            rt.dispatcher.send(nxt.task, job_id)
+    return result.info
