@@ -21,10 +21,15 @@ $(STAMP): pyproject.toml setup.py
 setup: $(STAMP)
 
 test: setup
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+	  echo "browser tests (tests/ui): Chromium found, they run"; \
+	else \
+	  echo "browser tests (tests/ui): Chromium NOT FOUND, they will be SKIPPED (apt-get install -y chromium chromium-driver)"; \
+	fi
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/dreammask demo --out demo-output
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/dreammask demo --out demo-output $(DEMO_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

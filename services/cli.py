@@ -114,12 +114,14 @@ def demo(
     images_per_category: int = 4,
     image_size: int = 320,
     train_iterations: Annotated[int, typer.Option(help="trainer iterations on the curated dataset")] = 10,
+    keep_up: Annotated[bool, typer.Option("--keep-up", help="keep the platform (API, review UI, workers) up "
+                                          "until Ctrl-C")] = False,
 ):
     """Run the whole platform locally on embedded defaults (no GPU, weights, Docker or system services)."""
     from .demo import run_demo
 
     sys.exit(run_demo(out, num_novel=num_novel, images_per_category=images_per_category, image_size=image_size,
-                      train_iterations=train_iterations, console=console))
+                      train_iterations=train_iterations, console=console, keep_up=keep_up))
 
 
 @app.command()

@@ -26,8 +26,20 @@ def _finite(obj):
     return obj
 
 
+def _stay_up(p: LocalPlatform, console: Console) -> None:
+    console.rule("the platform stays up (--keep-up)")
+    console.print(f"review UI: {p.api_url}/ui  (API key: {DEMO_KEY})")
+    console.print("press Ctrl-C to stop it")
+    try:
+        while all(proc.poll() is None for _, proc in p.procs):
+            time.sleep(0.5)
+        console.print("[red]a platform process stopped; shutting down[/red]")
+    except KeyboardInterrupt:
+        console.print("stopping...")
+
+
 def run_demo(out: Path, *, num_novel: int = 5, images_per_category: int = 4, image_size: int = 320,
-             train_iterations: int = 10, console: Console | None = None) -> int:
+             train_iterations: int = 10, console: Console | None = None, keep_up: bool = False) -> int:
     console = console or Console()
     out = Path(out).resolve()
     if out.exists():
@@ -47,6 +59,7 @@ def run_demo(out: Path, *, num_novel: int = 5, images_per_category: int = 4, ima
                   "(association, synthesis, annotation, curation)...")
     with LocalPlatform(out / "platform", api_key=DEMO_KEY, tenant="demo") as p:
         console.print(f"API on {p.api_url}  (try: curl -H 'Authorization: Bearer {DEMO_KEY}' {p.api_url}/v1/jobs)")
+        console.print(f"review UI on {p.api_url}/ui  (log in with the API key {DEMO_KEY})")
         console.print(f"submitting over REST: {json.dumps(spec)}")
         job_id = p.submit(spec)
         view = follow(lambda: p.job(job_id), poll_s=0.5)
@@ -76,6 +89,8 @@ def run_demo(out: Path, *, num_novel: int = 5, images_per_category: int = 4, ima
             console.print(f"trained {training.get('iteration')} iterations: total loss "
                           f"{losses.get('total_loss', float('nan')):.2f} (random weights: a smoke test of the "
                           "trainer, not a model; the SRA loss needs real data in the mix, see docs/training.md)")
+        if keep_up:
+            _stay_up(p, console)
     console.rule("where everything is")
     console.print(f"object store (every payload):  {out / 'platform' / 'objects'}")
     console.print(f"  job records:                 {out / 'platform' / 'objects' / 'jobs' / job_id}")

@@ -3,11 +3,13 @@ a way to run or debug a whole job without a broker or workers."""
 
 from __future__ import annotations
 
+from dreammask.shared.celery_app import TASK_PUBLISH
 from dreammask.shared.chain import DEFAULT_CHAIN, Chain
 from dreammask.shared.runtime import InProcessDispatcher, Runtime
 
 from .annotation import stage as annotation
 from .association import stage as association
+from .curation import publish
 from .curation import stage as curation
 from .synthesis import stage as synthesis
 
@@ -34,6 +36,7 @@ def in_process_dispatcher(chain: Chain = DEFAULT_CHAIN, extra_handlers: dict | N
         raise ValueError(f"no in-process handler for stages {missing}")
     d = InProcessDispatcher()
     d.handlers = {st.task: handlers[st.name] for st in chain}
+    d.handlers[TASK_PUBLISH] = publish.publish_version  # a reviewed dataset version (outside the chain)
     return d
 
 

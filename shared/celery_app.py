@@ -14,6 +14,7 @@ TASK_RENDER = "dreammask.synthesis.render"
 TASK_ANNOTATE = "dreammask.annotation.annotate"
 TASK_CURATE_SCENES = "dreammask.curation.curate_scenes"
 TASK_ASSEMBLE = "dreammask.curation.assemble"
+TASK_PUBLISH = "dreammask.curation.publish"  # a reviewed dataset version (not part of the chain)
 TASK_TRAIN = "dreammask.training.run"
 
 

@@ -13,7 +13,7 @@ from dreammask.shared.settings import Settings, get_settings
 
 from . import hardening
 from .metrics import metrics_middleware
-from .routes import datasets, health, jobs
+from .routes import datasets, health, jobs, reviews, ui
 
 log = logging.getLogger("dreammask.api")
 
@@ -45,6 +45,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(datasets.router)
+    app.include_router(reviews.router)
+    app.include_router(ui.router)
     for module in OPTIONAL_ROUTERS:
         try:
             app.include_router(importlib.import_module(module).router)

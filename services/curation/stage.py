@@ -32,6 +32,7 @@ from .categories import dataset_categories
 from .contact_sheet import draw_scene
 from .exporters import ExportContext, JsonStream, build_exporters
 from .sample import build_sample, decode_masks
+from .sample_index import SampleIndexWriter, write_thumbnails
 from .selection import SelectionPolicy
 
 THUMBNAIL_PX = 256
@@ -96,6 +97,7 @@ def curate_scenes_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult
         kept_ids = {d.instance_id: d.kept for d in decision.instances}
         thumb = draw_scene(image, ann, kept_ids, thumb=THUMBNAIL_PX, title=sid, masks=masks)
         rt.store.put_bytes(record.thumbnail_key, thumbnail_jpeg(thumb), "image/jpeg")
+        write_thumbnails(rt.store, job_id, ann, image=image, masks=masks)  # the review UI's grid
         # The record last: it marks the scene curated (the skeleton skips scenes whose record exists).
         rt.store.put_json(keys.curated(job_id, sid), record)
         result.done.append(sid)
@@ -124,6 +126,7 @@ def assemble_work(rt: Runtime, job_id: str) -> JobResult:
         for ex in exporters:
             ex.start(ctx)
         decisions = JsonStream(ctx, ["scenes"])
+        review_index = SampleIndexWriter(rt.store, job_id, ctx.categories)
         curated = kept = instances = 0
         for sid in job_scene_ids(rt, job_id) or []:
             rec = rt.store.try_get_model(keys.curated(job_id, sid), CuratedScene)
@@ -133,6 +136,7 @@ def assemble_work(rt: Runtime, job_id: str) -> JobResult:
             kept += rec.kept
             instances += len(rec.instances) if rec.kept else 0
             decisions.add("scenes", rec.decision.model_dump())
+            review_index.add(rec)
             for ex in exporters:
                 ex.add(ctx, rec)
         if not curated:
@@ -141,6 +145,7 @@ def assemble_work(rt: Runtime, job_id: str) -> JobResult:
             tr.transition(job_id, JobState.failed, f"all scenes failed ({detail})")
             return JobResult(proceed=False, info={"dataset_id": None})
         decisions.upload(ctx.key(keys.DECISIONS), {"thresholds": ctx.spec.thresholds.model_dump()})
+        review_index.finish()  # the review UI's pages, before the job reads as done
         files = {"selection": ctx.key(keys.DECISIONS)}
         for ex in exporters:
             files.update(ex.finish(ctx))

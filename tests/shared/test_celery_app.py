@@ -43,7 +43,7 @@ def test_each_worker_app_takes_its_queue_time_limit():
     ("association", {"dreammask.association.associate", "dreammask.association.plan_layouts"}),
     ("synthesis", {"dreammask.synthesis.render"}),
     ("annotation", {"dreammask.annotation.annotate"}),
-    ("curation", {"dreammask.curation.curate_scenes", "dreammask.curation.assemble"}),
+    ("curation", {"dreammask.curation.curate_scenes", "dreammask.curation.assemble", "dreammask.curation.publish"}),
 ])
 def test_each_worker_registers_its_named_tasks(service, names):
     mod = importlib.import_module(f"dreammask.services.{service}.worker")

@@ -1,0 +1,78 @@
+"""Review operations shared by the REST API (/v1/jobs/{id}/reviews, /v1/datasets/{id}/versions) and the UI:
+record a person's decision, list decisions, ask for a new dataset version, list versions."""
+
+from __future__ import annotations
+
+import hashlib
+
+from fastapi import HTTPException, status
+
+from dreammask.shared import keys
+from dreammask.shared import review as rv
+from dreammask.shared.celery_app import TASK_PUBLISH
+from dreammask.shared.runtime import Runtime
+from dreammask.shared.schemas import DatasetManifest, JobState, SceneAnnotation, utcnow
+from dreammask.shared.storage import ObjectNotFound
+
+
+def who(tenant: str, api_key: str) -> str:
+    """A reviewer: the tenant and a short fingerprint of the key (never the key)."""
+    return f"{tenant}/{hashlib.sha256(api_key.encode()).hexdigest()[:8]}"
+
+
+def record_decision(rt: Runtime, job_id: str, scene_id: str, instance_id: int | None, decision: str,
+                    reviewer: str) -> rv.SampleReview:
+    try:
+        keys.check_id(scene_id, "scene id")
+        ann = rt.store.get_model(keys.annotation(job_id, scene_id), SceneAnnotation)
+    except (ValueError, ObjectNotFound):
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"scene_id: job {job_id} has no annotated scene {scene_id!r}") from None
+    if instance_id is not None and instance_id not in {i.instance_id for i in ann.instances}:
+        have = ", ".join(str(i.instance_id) for i in ann.instances) or "none"
+        raise HTTPException(422,
+                            f"instance_id: scene {scene_id} has no instance {instance_id} (it has: {have})")
+    if decision not in ("accept", "reject", "clear"):
+        raise HTTPException(422,
+                            "decision: must be 'accept', 'reject' or 'clear'")
+    key = rv.review(job_id, scene_id)
+    # Two reviewers on one sample: read-modify-write under a lock, so neither decision is lost.
+    with rt.redis.lock(f"dreammask:review-lock:{job_id}:{scene_id}", timeout=30, blocking_timeout=30):
+        rec = rt.store.try_get_model(key, rv.SampleReview) or rv.SampleReview(job_id=job_id, scene_id=scene_id)
+        rec.apply(rv.ReviewEvent(instance_id=instance_id, decision=decision, who=reviewer, at=utcnow()))
+        rt.store.put_json(key, rec)
+    return rec
+
+
+def dataset_of_job(rt: Runtime, job_id: str) -> str:
+    st = rt.tracker.status(job_id)
+    if st.state != JobState.succeeded or not st.dataset_id:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            f"job {job_id} is {st.state.value}: a version can be published once it succeeded")
+    return st.dataset_id
+
+
+def request_version(rt: Runtime, job_id: str, reviewer: str, note: str | None = None) -> rv.DatasetVersion:
+    """Reserve the next version number, record it as pending and queue its assembly (curation queue)."""
+    dataset_of_job(rt, job_id)
+    with rt.redis.lock(f"dreammask:version-lock:{job_id}", timeout=30, blocking_timeout=30):
+        existing = rv.list_versions(rt.store, job_id)
+        n = max([1, *(v.version for v in existing)]) + 1
+        record = rv.DatasetVersion(job_id=job_id, version=n, dataset_id=rv.version_dataset_id(job_id, n),
+                                   who=reviewer, note=note)
+        rt.store.put_json(rv.version(job_id, n), record)
+    rt.dispatcher.send(TASK_PUBLISH, job_id, n)
+    return record
+
+
+def versions(rt: Runtime, job_id: str) -> list[dict]:
+    """Every version of a job's dataset, version 1 (the curated one) first."""
+    out = []
+    first = keys.dataset_id_for_job(job_id)
+    m = rt.store.try_get_model(keys.dataset_manifest(first), DatasetManifest)
+    if m is not None:
+        out.append({"version": 1, "dataset_id": first, "state": "published", "created_at": m.created_at,
+                    "published_at": m.created_at, "who": "curation", "images": m.images,
+                    "instances": m.instances, "reviews": {}, "note": "as curated by the selection rules"})
+    out += [v.model_dump(mode="json", exclude={"schema_version"}) for v in rv.list_versions(rt.store, job_id)]
+    return out

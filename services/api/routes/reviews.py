@@ -1,0 +1,76 @@
+"""/v1/jobs/{id}/reviews and /v1/datasets/{id}/versions: review decisions and published versions, for
+scripts (the UI does the same through its session)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from pydantic import BaseModel, Field
+
+from dreammask.shared import keys
+from dreammask.shared import review as rv
+from dreammask.shared.schemas import DatasetManifest
+from dreammask.shared.storage import ObjectNotFound
+
+from .. import reviewing
+from ..deps import RuntimeDep, TenantDep
+from .jobs import _owned_spec
+
+router = APIRouter(tags=["reviews"])
+
+
+class ReviewIn(BaseModel):
+    scene_id: str = Field(description="the sample (scene) reviewed, e.g. 's00003'")
+    instance_id: int | None = Field(None, description="an instance of the scene; omit to decide the whole sample")
+    decision: Literal["accept", "reject", "clear"]
+
+
+class VersionIn(BaseModel):
+    note: str | None = Field(None, max_length=500)
+
+
+def _reviewer(request: Request, tenant: str) -> str:
+    return reviewing.who(tenant, request.headers.get("authorization", "").partition(" ")[2])
+
+
+@router.get("/v1/jobs/{job_id}/reviews")
+def list_reviews(job_id: str, rt: RuntimeDep, tenant: TenantDep,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+                 offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    _owned_spec(rt, job_id, tenant)
+    items = sorted(rv.read_reviews(rt.store, job_id).values(), key=lambda r: r.scene_id)
+    page = items[offset:offset + limit]
+    return {"items": [r.model_dump(mode="json") for r in page], "total": len(items), "limit": limit,
+            "offset": offset}
+
+
+@router.post("/v1/jobs/{job_id}/reviews", status_code=status.HTTP_201_CREATED)
+def post_review(job_id: str, body: ReviewIn, request: Request, rt: RuntimeDep, tenant: TenantDep) -> dict:
+    _owned_spec(rt, job_id, tenant)
+    rec = reviewing.record_decision(rt, job_id, body.scene_id, body.instance_id, body.decision,
+                                    _reviewer(request, tenant))
+    return rec.model_dump(mode="json")
+
+
+def _job_of_dataset(rt, dataset_id: str, tenant: str) -> str:
+    try:
+        m = rt.store.get_model(keys.dataset_manifest(keys.check_id(dataset_id, "dataset id")), DatasetManifest)
+    except (ObjectNotFound, ValueError):
+        m = None
+    if m is None or m.tenant != tenant:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset {dataset_id!r}")
+    return m.job_id
+
+
+@router.get("/v1/datasets/{dataset_id}/versions")
+def list_versions(dataset_id: str, rt: RuntimeDep, tenant: TenantDep) -> dict[str, Any]:
+    job_id = _job_of_dataset(rt, dataset_id, tenant)
+    return {"job_id": job_id, "items": reviewing.versions(rt, job_id)}
+
+
+@router.post("/v1/datasets/{dataset_id}/versions", status_code=status.HTTP_202_ACCEPTED)
+def publish(dataset_id: str, body: VersionIn, request: Request, rt: RuntimeDep, tenant: TenantDep) -> dict:
+    job_id = _job_of_dataset(rt, dataset_id, tenant)
+    rec = reviewing.request_version(rt, job_id, _reviewer(request, tenant), body.note)
+    return rec.model_dump(mode="json")

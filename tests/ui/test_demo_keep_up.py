@@ -1,0 +1,50 @@
+"""`dreammask demo --keep-up`: prints the review UI's address and keeps the platform up until Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_keep_up_serves_the_ui_until_ctrl_c(tmp_path):
+    exe = shutil.which("dreammask", path=str(Path(sys.executable).parent))
+    assert exe, "the dreammask command is installed with the package"
+    env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.Popen([exe, "demo", "--out", str(tmp_path / "demo"), "--num-novel", "1",
+                             "--images-per-category", "1", "--image-size", "64", "--train-iterations", "0",
+                             "--keep-up"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines, ui_url = [], None
+    try:
+        deadline = time.monotonic() + 400
+        for line in proc.stdout:
+            lines.append(line)
+            m = re.search(r"review UI: (http://\S+/ui)", line)
+            if m:
+                ui_url = m.group(1)
+            if "press Ctrl-C" in line:
+                break
+            assert time.monotonic() < deadline, "".join(lines)
+        assert ui_url, "".join(lines)
+        time.sleep(1)
+        r = httpx.get(f"{ui_url}/jobs", follow_redirects=True, timeout=30)
+        assert r.status_code == 200 and 'id="login-form"' in r.text
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, "".join(lines) + rest
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{ui_url}/login", timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,207 @@
+"""The review UI and the review API without a browser: sessions, CSRF, tenants, the sample index, publish."""
+
+from __future__ import annotations
+
+import re
+
+from dreammask.shared import keys
+from dreammask.shared import review as rv
+
+ALICE = {"Authorization": "Bearer key-alice"}
+BOB = {"Authorization": "Bearer key-bob"}
+
+
+def login(client, key: str):
+    form = client.get("/ui/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    return client.post("/ui/login", data={"api_key": key, "csrf_token": token, "next": "/ui/jobs"},
+                       follow_redirects=False)
+
+
+def page_csrf(html: str) -> str:
+    return re.search(r'<meta name="csrf-token" content="([^"]+)"', html).group(1)
+
+
+def test_without_a_session_every_page_is_the_login_page(ui, curated_job):
+    job_id = curated_job["job_id"]
+    for path in ("/ui/jobs", f"/ui/jobs/{job_id}", f"/ui/jobs/{job_id}/samples", f"/ui/jobs/{job_id}/plots",
+                 f"/ui/datasets/{curated_job['dataset_id']}", f"/ui/jobs/{job_id}/thumbs/s00000.jpg"):
+        r = ui.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/ui/login?next="), path
+        r = ui.get(path)
+        assert r.status_code == 200 and 'id="login-form"' in r.text
+        # No data: the job id appears only as where to go after logging in.
+        without_next = re.sub(r'name="next" value="[^"]*"', "", r.text)
+        assert job_id not in without_next and 'class="tile' not in r.text and "Novel categories" not in r.text
+
+
+def test_login_sets_a_strict_httponly_cookie_and_a_wrong_key_is_refused(ui):
+    r = login(ui, "not-a-key")
+    assert r.status_code == 303 and "error=" in r.headers["location"]
+    assert "dm_session" not in ui.cookies
+    r = login(ui, "key-alice")
+    assert r.status_code == 303 and r.headers["location"] == "/ui/jobs"
+    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("dm_session="))
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    assert "key-alice" not in cookie
+    page = ui.get("/ui/jobs")
+    assert page.status_code == 200 and "alice/" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_login_without_its_csrf_token_is_refused(ui):
+    ui.get("/ui/login")
+    r = ui.post("/ui/login", data={"api_key": "key-alice", "csrf_token": "forged"}, follow_redirects=False)
+    assert r.status_code == 403 and "dm_session" not in ui.cookies
+
+
+def test_state_changes_without_csrf_are_refused_and_change_nothing(ui, curated_job):
+    job_id, ds = curated_job["job_id"], curated_job["dataset_id"]
+    login(ui, "key-alice")
+    body = {"scene_id": "s00000", "decision": "reject"}
+    assert ui.post(f"/ui/jobs/{job_id}/reviews", json=body).status_code == 403
+    assert ui.post(f"/ui/jobs/{job_id}/reviews", json=body, headers={"X-CSRF-Token": "wrong"}).status_code == 403
+    assert ui.post(f"/ui/datasets/{ds}/versions", data={"note": "x"}).status_code == 403
+    assert ui.post("/ui/logout", data={}).status_code == 403
+    assert list(ui.rt.store.list(rv.reviews_prefix(job_id))) == []
+    assert list(ui.rt.store.list(rv.versions_prefix(job_id))) == []
+    assert ui.get("/ui/jobs").status_code == 200  # still logged in
+    token = page_csrf(ui.get("/ui/jobs").text)
+    r = ui.post(f"/ui/jobs/{job_id}/reviews", json=body, headers={"X-CSRF-Token": token})
+    assert r.status_code == 200 and r.json()["sample"]["decision"] == "reject"
+    r = ui.post("/ui/logout", data={"csrf_token": token}, follow_redirects=False)
+    assert r.status_code == 303
+    assert ui.get("/ui/jobs", follow_redirects=False).status_code == 303
+
+
+def test_another_tenants_job_is_invisible(ui, curated_job):
+    job_id = curated_job["job_id"]
+    login(ui, "key-bob")
+    jobs = ui.get("/ui/jobs")
+    assert jobs.status_code == 200 and job_id not in jobs.text
+    for path in (f"/ui/jobs/{job_id}", f"/ui/jobs/{job_id}/samples", f"/ui/jobs/{job_id}/samples/s00000",
+                 f"/ui/jobs/{job_id}/thumbs/s00000.jpg", f"/ui/datasets/{curated_job['dataset_id']}"):
+        assert ui.get(path).status_code == 404, path
+    assert ui.get(f"/v1/jobs/{job_id}/reviews", headers=BOB).status_code == 404
+    r = ui.post(f"/v1/jobs/{job_id}/reviews", json={"scene_id": "s00000", "decision": "reject"}, headers=BOB)
+    assert r.status_code == 404
+
+
+def test_curation_writes_thumbnails_and_a_page_index(ui, curated_job):
+    job_id = curated_job["job_id"]
+    store = ui.rt.store
+    index = rv.read_index(store, job_id)
+    annotated = list(store.list(keys.job_prefix(job_id) + "annotations/"))
+    assert index.total == len(annotated) == 6
+    assert index.kept + index.rejected == index.total
+    page = rv.read_page(store, job_id, 0)
+    assert [s.scene_id for s in page] == sorted(s.scene_id for s in page)
+    for s in page:
+        assert store.exists(rv.thumbnail(job_id, s.scene_id)) and store.exists(rv.thumbnail_overlay(job_id, s.scene_id))
+        assert rv.read_entry(store, job_id, s.scene_id).summary == s
+    login(ui, "key-alice")
+    grid = ui.get(f"/ui/jobs/{job_id}/samples")
+    assert grid.status_code == 200 and grid.text.count('class="tile ') == 6
+    thumb = ui.get(f"/ui/jobs/{job_id}/thumbs/{page[0].scene_id}.jpg")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    kept = ui.get(f"/ui/jobs/{job_id}/samples?status=kept")
+    assert kept.text.count('class="tile kept"') == index.kept and 'class="tile rejected"' not in kept.text
+    cat = page[0].instances[0].category
+    by_cat = ui.get(f"/ui/jobs/{job_id}/samples", params={"category": cat})
+    expected = sum(any(i.category == cat for i in s.instances) for s in page)
+    assert by_cat.text.count('class="tile ') == expected
+    none = ui.get(f"/ui/jobs/{job_id}/samples", params={"min_score": "1.5"})
+    assert 'id="no-samples"' in none.text
+    bad = ui.get(f"/ui/jobs/{job_id}/samples", params={"min_score": "abc"})
+    assert bad.status_code == 422 and "min_score" in bad.text
+    for path in (f"/ui/jobs/{job_id}", f"/ui/jobs/{job_id}/plots", f"/ui/jobs/{job_id}/samples/{page[0].scene_id}",
+                 f"/ui/jobs/{job_id}/samples/{page[0].scene_id}/overlay.png", "/ui/static/ui.js"):
+        assert ui.get(path).status_code == 200, path
+    assert "<svg" in ui.get(f"/ui/jobs/{job_id}/plots").text
+
+
+def test_filtered_pages_equal_a_scan_of_every_sample(ui, curated_job):
+    job_id = curated_job["job_id"]
+    store = ui.rt.store
+    summaries = rv.read_page(store, job_id, 0)
+    # The same samples re-indexed two to a page, so that filters gather across pages.
+    from dreammask.services.curation.sample_index import write_index
+
+    small = write_index(store, job_id, summaries, page_size=2)
+    assert small.pages == 3
+    cat = summaries[0].instances[0].category
+    filters = [rv.SampleFilter(status="kept"), rv.SampleFilter(status="rejected"), rv.SampleFilter(category=cat),
+               rv.SampleFilter(category=cat, status="kept"), rv.SampleFilter(min_score=0.5, max_score=0.9),
+               rv.SampleFilter(category=cat, min_score=0.9), rv.SampleFilter(category="no such category")]
+    filters += [rv.SampleFilter(rule=r) for r in small.rules]
+    for flt in filters:
+        want = [s.scene_id for s in summaries if flt.matches(s)]
+        got, page = [], 0
+        while True:
+            items, more = rv.query(store, job_id, small, page, flt)
+            assert len(items) <= 2
+            got += [s.scene_id for s in items]
+            page += 1
+            if not more:
+                break
+        assert got == want, flt
+    # One facet alone is one read of one facet page.
+    reads = []
+    original = store.get_json
+    store.get_json = lambda key: reads.append(key) or original(key)
+    try:
+        rv.query(store, job_id, small, 0, rv.SampleFilter(status="kept"))
+    finally:
+        store.get_json = original
+    assert len(reads) == 1 and "/facets/" in reads[0]
+
+
+def test_review_api_and_publish_honour_decisions(ui, curated_job):
+    job_id, ds = curated_job["job_id"], curated_job["dataset_id"]
+    store = ui.rt.store
+    kept = [s for s in rv.read_page(store, job_id, 0) if s.kept]
+    assert len(kept) >= 2, "the fixture job should keep at least two samples"
+    target, dropped_sample = kept[0], kept[1]
+    inst = next(i for i in target.instances if i.kept)
+    r = ui.post(f"/v1/jobs/{job_id}/reviews", json={"scene_id": target.scene_id, "instance_id": inst.id,
+                                                    "decision": "reject"}, headers=ALICE)
+    assert r.status_code == 201, r.text
+    assert r.json()["instances"][str(inst.id)]["who"].startswith("alice/")
+    r = ui.post(f"/v1/jobs/{job_id}/reviews", json={"scene_id": dropped_sample.scene_id, "decision": "reject"},
+                headers=ALICE)
+    assert r.status_code == 201
+    bad = ui.post(f"/v1/jobs/{job_id}/reviews", json={"scene_id": target.scene_id, "instance_id": 999,
+                                                      "decision": "reject"}, headers=ALICE)
+    assert bad.status_code == 422 and "instance_id" in bad.json()["detail"]
+    bad = ui.post(f"/v1/jobs/{job_id}/reviews", json={"scene_id": "s99999", "decision": "reject"}, headers=ALICE)
+    assert bad.status_code == 404 and "scene_id" in bad.json()["detail"]
+    listed = ui.get(f"/v1/jobs/{job_id}/reviews", headers=ALICE).json()
+    assert listed["total"] == 2
+
+    first_before = store.get_bytes(keys.dataset_file(ds, keys.COCO_INSTANCES))
+    r = ui.post(f"/v1/datasets/{ds}/versions", json={"note": "reviewed"}, headers=ALICE)
+    assert r.status_code == 202 and r.json()["state"] == "pending" and r.json()["version"] == 2
+    ui.run()  # the curation queue's publish task
+    versions = ui.get(f"/v1/datasets/{ds}/versions", headers=ALICE).json()["items"]
+    assert [v["version"] for v in versions] == [1, 2] and versions[1]["state"] == "published"
+    v2 = versions[1]["dataset_id"]
+    assert v2 == f"{ds}-v2"
+    # The first version is byte for byte what it was; the new one leaves out what was rejected.
+    assert store.get_bytes(keys.dataset_file(ds, keys.COCO_INSTANCES)) == first_before
+    coco1 = ui.get(f"/v1/datasets/{ds}/files/annotations/instances.json", headers=ALICE).json()
+    coco2 = ui.get(f"/v1/datasets/{v2}/files/annotations/instances.json", headers=ALICE).json()
+    scenes1 = {i["scene_id"] for i in coco1["images"]}
+    scenes2 = {i["scene_id"]: i["id"] for i in coco2["images"]}
+    assert dropped_sample.scene_id in scenes1 and dropped_sample.scene_id not in scenes2
+    assert target.scene_id in scenes2
+    anns1 = [a for a in coco1["annotations"]
+             if a["image_id"] == next(i["id"] for i in coco1["images"] if i["scene_id"] == target.scene_id)]
+    anns2 = [a for a in coco2["annotations"] if a["image_id"] == scenes2[target.scene_id]]
+    assert len(anns2) == len(anns1) - 1
+    assert versions[1]["reviews"]["instances_rejected"] == 1 and versions[1]["reviews"]["samples_rejected"] == 1
+    # Both versions are listed from either dataset id, and the UI shows them.
+    assert ui.get(f"/v1/datasets/{v2}/versions", headers=ALICE).json()["items"] == versions
+    login(ui, "key-alice")
+    page = ui.get(f"/ui/datasets/{ds}")
+    assert v2 in page.text and "published" in page.text
+    assert ui.get(f"/v1/datasets/{ds}/versions", headers=BOB).status_code == 404
