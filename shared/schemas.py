@@ -223,6 +223,8 @@ class NovelCategory(Model):
     support: int = 1  # LLM rounds that proposed it (1 for the embedding backend)
     reason: str | None = None
     source: str = ""  # backend name
+    # Thing (countable object) or stuff (amorphous region), for panoptic exports; None: not decided.
+    isthing: bool | None = None
 
 
 class CategorySet(Versioned):
