@@ -29,6 +29,7 @@ from importlib import resources
 
 from dreammask.shared.schemas import normalise_name
 
+from .vocabulary import coco_panoptic
 from .wordnet import PHYSICAL, Synset, WordNet, get_wordnet
 
 # Senses considered: a name's first few (rare senses would drop good names: "crane" the machine is not
@@ -116,9 +117,12 @@ class LexicalScreen:
         # Parts of a thing are inside its instance mask; WordNet often lists them under a near hypernym
         # ("windshield" of motor vehicle, so of car) or a kind ("doorknob" of exterior door, so of door).
         self.whole_of_thing: dict[int, str] = {}
+        # Where the training list is COCO panoptic's, its own thing/stuff column says which wholes are things.
+        names, flags = coco_panoptic()
+        known_isthing = dict(zip(names, flags))
         for t in self.train:
             c = self.concept(t, limit=TRAIN_SENSES, covers=True)
-            if c.by_head or not self.isthing(t):
+            if c.by_head or not known_isthing.get(t, self.isthing(t)):
                 continue
             for sense in c.senses:
                 self.whole_of_thing.setdefault(sense.offset, t)
@@ -199,7 +203,7 @@ class LexicalScreen:
                 for h in s.holonyms:
                     whole = self.wn.synsets[h]
                     t = self.whole_of_thing.get(h) or next(
-                        (self.exact[a] for a in self.wn.ancestor_list(whole) if a in self.exact
+                        (self.exact[a] for a in self.wn.ancestor_list(whole)[:2] if a in self.exact
                          and self.exact[a] in self._thing_names()), None)
                     if t is not None:
                         return f"part of {t}"

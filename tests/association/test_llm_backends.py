@@ -59,10 +59,8 @@ def test_cna_filters_members_synonyms_abstract_and_hostile_names(fake_llm, llm_a
     kept, dropped = llm_association.associate(TRAIN, 10, seed=0)
     why = {d["name"]: d["reason"] for d in dropped}
     assert {c.name for c in kept} >= {"awning", "leash", "tablecloth"}
-    assert "training categories" in why["car"]  # "cars" singularised to a member
-    v = embedder.encode(["automobile", "car"])
-    if float(v[0] @ v[1]) >= core_settings.cna_synonym_threshold:
-        assert "near-synonym" in why["automobile"]
+    assert why["car"] == "synonym of car (same name)"  # "cars" singularised to a member
+    assert why["automobile"] == "synonym of car (WordNet)"  # the shared lexical screen, before the vote
     assert "visual" in why["happiness"]
     # The injected sentence is no name, and is not even quoted back (it reads like an instruction).
     assert "not a usable category name" in why["(refused text)"]
@@ -94,7 +92,7 @@ def test_cna_fails_with_a_reason_when_every_reply_is_unusable(fake_llm, llm_asso
 
 def test_cna_fails_clearly_when_nothing_survives(fake_llm, llm_association):
     fake_llm.script({"task": "associate"}, [cna_reply(("dogs", "dog"), ("trees", "tree"))], repeat_last=True)
-    with pytest.raises(LLMOutputError, match="no name proposed by the LLM survived.*member of the training"):
+    with pytest.raises(LLMOutputError, match="no name proposed by the LLM survived.*synonym of"):
         llm_association.associate(TRAIN, 3, seed=0)
 
 
