@@ -181,6 +181,7 @@ class LocalLLMLayoutPlanner(LayoutBackend):
 
     def __init__(self, core, settings: AssociationSettings, engine: TransformersEngine):
         self.core, self.settings, self.engine = core, settings, engine
+        self._prompts: dict = {}  # per-category prompts, reused by every batch of the category's scenes
 
     @classmethod
     def from_settings(cls, settings) -> LocalLLMLayoutPlanner:
@@ -188,7 +189,7 @@ class LocalLLMLayoutPlanner(LayoutBackend):
         return cls(settings, s, engine)
 
     def plan(self, requests: list[LayoutRequest]) -> list[SceneLayout | Failure]:
-        return plan_layouts(self.engine, self.settings, self.core, requests, self.name)
+        return plan_layouts(self.engine, self.settings, self.core, requests, self.name, self._prompts)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, **self.engine.describe(), "exemplars": self.settings.layout_exemplars}
