@@ -144,6 +144,8 @@ def main() -> None:
         "efficiency": eff(one_s),
         "efficiency_worker_4_slots": eff(slots4_s),
         "efficiency_worker_1_slot": eff(slot1_s),
+        # What the batching costs against this client's own limit on this machine (a loaded CPU lowers both).
+        "worker_1_slot_vs_one_call": round(one_s / slot1_s, 3),
         "layout_batch_size": batch,
         "layouts_ok": [ok_one, ok_4, ok_1],
         "cna_rounds": a.rounds,

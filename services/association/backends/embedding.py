@@ -39,6 +39,10 @@ class EmbeddingAssociation(AssociationBackend):
         self.embedder = get_text_embedder(settings)
         self.vocab = list(candidate_vocabulary())
         self.vocab_emb = self.embedder.encode_cached([normalise_name(v) for v in self.vocab], settings.cache_dir)
+        if settings.cna_lexical_screen:  # parse WordNet once per process, before the first job
+            from ..wordnet import get_wordnet
+
+            get_wordnet(settings.cna_wordnet_dir)
 
     @classmethod
     def from_settings(cls, settings):

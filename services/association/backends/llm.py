@@ -38,6 +38,10 @@ class LLMAssociation(AssociationBackend):
 
     def warmup(self) -> None:
         _ = self.embedder  # load the screening model once, before the first job
+        if self.core.cna_lexical_screen:
+            from dreammask.services.association.wordnet import get_wordnet
+
+            get_wordnet(self.core.cna_wordnet_dir)
 
     def associate(self, train: list[str], num_novel: int, *, seed: int) -> tuple[list[NovelCategory], list[dict]]:
         return associate(self.engine, self.settings, self.core, self.embedder, train, num_novel, seed, self.name)
