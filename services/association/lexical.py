@@ -200,7 +200,7 @@ class LexicalScreen:
                 if t is not None and (_shares_word(c.name, t) or s is c.senses[0]):
                     return f"part of {t}"
             if s is c.senses[0]:
-                for h in s.holonyms:
+                for h in self._wholes(s):
                     whole = self.wn.synsets[h]
                     t = self.whole_of_thing.get(h) or next(
                         (self.exact[a] for a in self.wn.ancestor_list(whole)[:2] if a in self.exact
@@ -210,6 +210,15 @@ class LexicalScreen:
             if self.has_person and s.lexname == "body" and s is c.senses[0]:
                 return f"part of {self._person_name()}"
         return None
+
+    def _wholes(self, s: Synset) -> list[int]:
+        """What a sense is part of: its own part holonyms, for organs its near hypernyms' too (a leaf is a
+        plant organ, a plant part is part of a plant), and one step further up the part chain (a headlight is part of
+        the electrical system, which is part of a motor vehicle)."""
+        # Only organs inherit: a kind of seat is not part of every chair, but a plant organ is part of a plant.
+        up = self.wn.ancestor_list(s)[:2] if s.lexname in ("plant", "body") else ()
+        first = [h for x in (s.offset, *up) for h in self.wn.synsets[x].holonyms]
+        return list(dict.fromkeys(first + [h2 for h in first for h2 in self.wn.synsets[h].holonyms]))
 
     def _thing_names(self) -> set[str]:
         return set(self.whole_of_thing.values())
