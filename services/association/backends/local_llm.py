@@ -166,6 +166,10 @@ class LocalLLMAssociation(AssociationBackend):
 
     def warmup(self) -> None:
         _ = self.embedder
+        if self.core.cna_lexical_screen:  # the lexical screen's WordNet, parsed once per process
+            from dreammask.services.association.wordnet import get_wordnet
+
+            get_wordnet(self.core.cna_wordnet_dir)
 
     def associate(self, train: list[str], num_novel: int, *, seed: int) -> tuple[list[NovelCategory], list[dict]]:
         return associate(self.engine, self.settings, self.core, self.embedder, train, num_novel, seed, self.name)
