@@ -69,6 +69,7 @@ def associate(train: list[str], num: int, lexical: bool) -> tuple[list[str], lis
 
     os.environ["DREAMMASK_CNA_LEXICAL_SCREEN"] = "true" if lexical else "false"
     backend = EmbeddingAssociation.from_settings(Settings())
+    backend.associate(train, 1, seed=1)  # warm-up: the first call also embeds the training names
     t0 = time.perf_counter()
     novel, dropped = backend.associate(train, num, seed=0)
     return [n.name for n in novel], dropped, time.perf_counter() - t0

@@ -138,8 +138,7 @@ class LexicalScreen:
             return hit
         all_senses = self.wn.senses(key)
         known = bool(all_senses)
-        senses = [s for s in all_senses[:limit] if s.lexname in RELATION_LEXNAMES and not s.instance
-                  and (s.lexname != "person" or s is all_senses[0])]
+        senses = _visible(all_senses[:limit])
         abstract = known and not senses and all(s.lexname in ABSTRACT_LEXNAMES for s in all_senses[:limit])
         by_head = False
         overrides = sense_overrides()
@@ -154,7 +153,7 @@ class LexicalScreen:
             senses = senses + [self.wn.lookup(k) for k in merged[0]]
         if override is None and merged is None and not known:
             head = head_noun(key.replace("-", " ")) if (" " in key or "-" in key) else self._closed_head(key)
-            senses = [s for s in self.wn.senses(head)[:limit] if s.lexname in RELATION_LEXNAMES and not s.instance]
+            senses = _visible(self.wn.senses(head)[:limit])
             by_head = bool(senses)
         c = Concept(key, tuple(dict.fromkeys(senses)), by_head, known, abstract)
         with self._lock:
@@ -176,38 +175,43 @@ class LexicalScreen:
         for s in c.senses:
             if s.offset in self.exact and not c.by_head and s.offset not in self.covered:
                 return f"synonym of {self.exact[s.offset]}"
-        for s in c.senses:
+        for s in c.senses:  # any sense a training label covers ("mug" the cup, not the face)
+            if s.offset in self.covered and not c.by_head:
+                return f"kind of {self.exact[s.offset]}"
+        # Every visible sense among the first few counts: a name that may mean a training category is
+        # dropped (losing a novel name costs less than teaching a training class under another name).
+        main = c.senses
+        for s in main:
             if s.offset in self.exact:  # unknown compound whose head is a training category
                 return f"kind of {self.exact[s.offset]}"
             hit = next((self.exact[a] for a in self.wn.ancestor_list(s) if a in self.exact), None)
             if hit is not None:
                 return f"kind of {hit}"
-        for s in c.senses:
+        for s in main:
             # "lamb", "foal", "calf": WordNet files the young under "young mammal", in its parents' genus.
             if s.lexname == "animal" and self.young in self.wn.ancestors(s):
                 hit = next((self.groups[h] for h in s.holonyms if h in self.groups), None)
                 if hit is not None:
                     return f"kind of {hit}"
-        if not c.by_head:
-            for s in c.senses:
-                if s.offset in self.above:
-                    return f"generalises {self.above[s.offset]}"
-        for s in c.senses:
+        if c.by_head:
+            return None  # "high heels" is no heel of a foot: parts and generalisations need the name itself
+        for s in main:
+            if s.offset in self.above:
+                return f"generalises {self.above[s.offset]}"
+        for s in main:
+            # Parts WordNet lists under a training category ("countertop" of counter), or under a near
+            # hypernym or a kind of a training thing (a windshield is part of a motor vehicle, so of a car).
             for h in s.holonyms:
-                t = self.exact.get(h)
-                # A part WordNet lists under a training category, when its name spells the whole out
-                # ("windowpane") or it is the name's main sense ("balcony" of building, "drawer" of cabinet).
-                if t is not None and (_shares_word(c.name, t) or s is c.senses[0]):
+                if h in self.exact:
+                    return f"part of {self.exact[h]}"
+            for h in self._wholes(s):
+                whole = self.wn.synsets[h]
+                t = self.whole_of_thing.get(h) or next(
+                    (self.exact[a] for a in self.wn.ancestor_list(whole)[:2] if a in self.exact
+                     and self.exact[a] in self._thing_names()), None)
+                if t is not None:
                     return f"part of {t}"
-            if s is c.senses[0]:
-                for h in self._wholes(s):
-                    whole = self.wn.synsets[h]
-                    t = self.whole_of_thing.get(h) or next(
-                        (self.exact[a] for a in self.wn.ancestor_list(whole)[:2] if a in self.exact
-                         and self.exact[a] in self._thing_names()), None)
-                    if t is not None:
-                        return f"part of {t}"
-            if self.has_person and s.lexname == "body" and s is c.senses[0]:
+            if self.has_person and s.lexname == "body":
                 return f"part of {self._person_name()}"
         return None
 
@@ -255,7 +259,10 @@ class LexicalScreen:
         return 0.5 if any(s.lexname in PHYSICAL for s in senses) else 0.0
 
 
-def _shares_word(name: str, train: str) -> bool:
-    """"windowpane" and "window", "countertop" and "counter": the part's name spells out its whole."""
-    t = normalise_name(train)
-    return any(w in name.replace(" ", "") for w in t.split() if len(w) >= 3)
+def _visible(senses: list[Synset]) -> list[Synset]:
+    """Senses of things one can see, no proper names; person senses only for a word that names nothing
+    else ("woman"), not for "speaker" or "whale" (a big person, in WordNet's first sense)."""
+    out = [s for s in senses if s.lexname in RELATION_LEXNAMES and not s.instance]
+    if any(s.lexname != "person" for s in out[:2] if s in senses[:2]):
+        out = [s for s in out if s.lexname != "person"]
+    return out

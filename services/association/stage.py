@@ -38,7 +38,7 @@ def associate(rt: Runtime, job_id: str) -> dict:
                           f"({len(dropped)} dropped)")
             return {"novel": 0}
         cats = CategorySet(job_id=job_id, backend=backend.name, train=stored.train_categories, novel=novel,
-                           dropped=dropped[:500])
+                           dropped=dropped[:5000])
         rt.store.put_json(keys.categories(job_id), cats)
 
     n_scenes = len(cats.novel) * spec.images_per_category
