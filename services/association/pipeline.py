@@ -13,18 +13,21 @@ class CategoryAssociationPipeline:
     def __call__(self, train: list[str], num_novel: int, *, seed: int) -> tuple[list[NovelCategory], list[dict]]:
         novel, dropped = self.backend.associate(train, num_novel, seed=seed)
         # Whatever the backend proposes is checked like user input before it names anything.
-        train_set = {t.lower() for t in train}
-        kept, seen = [], set()
+        train_set = {t.lower(): t for t in train}
+        kept, seen = [], {}
         for cat in novel:
             try:
                 cat.name = check_category_name(cat.name)
             except ValueError as e:
                 dropped.append({"name": cat.name[:80], "reason": f"invalid name: {e}"})
                 continue
-            if cat.name.lower() in train_set or cat.name.lower() in seen:
-                dropped.append({"name": cat.name, "reason": "duplicate or training category"})
+            if cat.name.lower() in train_set:
+                dropped.append({"name": cat.name, "reason": f"synonym of {train_set[cat.name.lower()]} (same name)"})
                 continue
-            seen.add(cat.name.lower())
+            if cat.name.lower() in seen:
+                dropped.append({"name": cat.name, "reason": f"duplicate of {seen[cat.name.lower()]}"})
+                continue
+            seen[cat.name.lower()] = cat.name
             kept.append(cat)
         return kept[:num_novel], dropped
 

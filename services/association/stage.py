@@ -37,7 +37,7 @@ def associate_work(rt: Runtime, job_id: str) -> JobResult:
                           f"({len(dropped)} dropped)")
             return JobResult(proceed=False, info={"novel": 0})
         cats = CategorySet(job_id=job_id, backend=backend.name, train=stored.train_categories, novel=novel,
-                           dropped=dropped[:500])
+                           dropped=dropped[:5000])
         rt.store.put_json(keys.categories(job_id), cats)
 
     n_scenes = len(cats.novel) * spec.images_per_category

@@ -59,10 +59,8 @@ def test_cna_filters_members_synonyms_abstract_and_hostile_names(fake_llm, llm_a
     kept, dropped = llm_association.associate(TRAIN, 10, seed=0)
     why = {d["name"]: d["reason"] for d in dropped}
     assert {c.name for c in kept} >= {"awning", "leash", "tablecloth"}
-    assert "training categories" in why["car"]  # "cars" singularised to a member
-    v = embedder.encode(["automobile", "car"])
-    if float(v[0] @ v[1]) >= core_settings.cna_synonym_threshold:
-        assert "near-synonym" in why["automobile"]
+    assert why["car"] == "synonym of car (same name)"  # "cars" singularised to a member
+    assert why["automobile"] == "synonym of car (WordNet)"  # the shared lexical screen, before the vote
     assert "visual" in why["happiness"]
     # The injected sentence is no name, and is not even quoted back (it reads like an instruction).
     assert "not a usable category name" in why["(refused text)"]
@@ -94,7 +92,7 @@ def test_cna_fails_with_a_reason_when_every_reply_is_unusable(fake_llm, llm_asso
 
 def test_cna_fails_clearly_when_nothing_survives(fake_llm, llm_association):
     fake_llm.script({"task": "associate"}, [cna_reply(("dogs", "dog"), ("trees", "tree"))], repeat_last=True)
-    with pytest.raises(LLMOutputError, match="no name proposed by the LLM survived.*member of the training"):
+    with pytest.raises(LLMOutputError, match="no name proposed by the LLM survived.*synonym of"):
         llm_association.associate(TRAIN, 3, seed=0)
 
 
@@ -201,3 +199,30 @@ def test_prompt_only_fallback_end_to_end(fake_llm, llm_layout):
     later = [r for r in fake_llm.requests if not r["has_response_format"]]
     assert later and "JSON schema" in later[-1]["messages"][-1]["content"]
     assert "prompt" in llm_layout.describe()["structured_output"]
+
+
+def test_layout_prompts_are_shared_per_category(fake_llm, llm_layout):
+    """Exemplars and allowed names are chosen per category: every scene of a category sends the same
+    prompt and schema (one prefix to cache, one grammar to compile); scenes differ by their seed."""
+    job_seed = 11
+    long_train = [f"class {i}" for i in range(300)]  # more than the prompt budget: a sample is sent
+    reqs = [
+        LayoutRequest(job_id="job2", scene_id=f"{i:05d}", scene_index=i,
+                      novel=NovelCategory(name=t, nearest_train="class 3", score=0.5, source="llm"),
+                      train=long_train, novel_names=["awning", "leash"], seed=job_seed, max_objects=5,
+                      image_size=256)
+        for i, t in enumerate(["awning", "leash"] * 4)
+    ]
+    out = llm_layout.plan(reqs[:4])
+    out += llm_layout.plan(reqs[4:])  # a later batch of the same categories: the same prompts again
+    assert all(isinstance(x, SceneLayout) for x in out)
+    sent = [r for r in fake_llm.requests if r["task"] == "layout"]
+    by_target: dict[str, list] = {}
+    for r in sent:
+        by_target.setdefault(r["target"], []).append(r)
+    assert set(by_target) == {"awning", "leash"} and all(len(v) == 4 for v in by_target.values())
+    for target, rs in by_target.items():
+        assert all(r["messages"] == rs[0]["messages"] for r in rs), target
+        assert all(r["response_format"] == rs[0]["response_format"] for r in rs), target
+        assert len({r["seed"] for r in rs}) == 4  # each scene samples its own layout
+    assert by_target["awning"][0]["messages"] != by_target["leash"][0]["messages"]

@@ -169,7 +169,7 @@ def test_a_local_model_that_answers_well_gives_categories_and_layouts(tmp_path, 
     kept, dropped = backend_class("association", "transformers").from_settings(core).associate(TRAIN, 5, seed=0)
     assert [(c.name, c.nearest_train, c.support, c.source) for c in kept] == [
         ("awning", "building", 3, "transformers"), ("leash", "dog", 3, "transformers")]
-    assert any(d["name"] == "car" and "training categories" in d["reason"] for d in dropped)
+    assert any(d["name"] == "car" and d["reason"] == "synonym of car (same name)" for d in dropped)
 
     planner = backend_class("layout", "transformers").from_settings(core)
     reqs = [LayoutRequest(job_id="j", scene_id=f"{i:05d}", scene_index=i, novel=kept[0], train=TRAIN,

@@ -125,12 +125,24 @@ def resume_job(job_id: str, request: Request, rt: RuntimeDep, settings: Settings
 
 
 @router.get("/{job_id}/categories")
-def get_categories(job_id: str, rt: RuntimeDep, tenant: TenantDep):
+def get_categories(job_id: str, rt: RuntimeDep, tenant: TenantDep,
+                   include: Annotated[str | None, Query(description="`dropped`: also list the candidates "
+                                                        "association dropped, each with its reason")] = None):
+    wanted = {part.strip() for part in (include or "").split(",") if part.strip()}
+    if wanted - {"dropped"}:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+                            f"include: unknown value(s) {sorted(wanted - {'dropped'})}; the only value is 'dropped'")
     _owned_spec(rt, job_id, tenant)
     try:
-        return rt.store.get_json(keys.categories(job_id))
+        cats = rt.store.get_json(keys.categories(job_id))
     except ObjectNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "categories are not ready yet") from None
+    # The dropped list can hold hundreds of names: only on request; its size always.
+    dropped = cats.pop("dropped", []) or []
+    cats["dropped_count"] = len(dropped)
+    if "dropped" in wanted:
+        cats["dropped"] = dropped
+    return cats
 
 
 @router.get("/{job_id}/scenes")

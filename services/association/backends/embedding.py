@@ -1,4 +1,11 @@
-"""Embedded CNA backend: rank the shipped vocabulary by sentence-embedding similarity to C_train."""
+"""Embedded CNA backend: screen the shipped vocabulary against C_train, rank what is left for usefulness.
+
+Usefulness (with the lexical screen on): related to the training scenes (mean cosine to the three most
+similar training categories), visually distinct (less the amount by which the nearest cosine exceeds
+DISTINCT_AT: near-synonyms that slipped through the screen sink), and depictable (weighted by how surely
+WordNet reads the name as something visible). Screen off: the nearest cosine alone, as before.
+A diversity penalty then spreads the picks over the training categories.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +16,18 @@ from dreammask.shared.schemas import NovelCategory, normalise_name
 from dreammask.shared.vocabulary import candidate_vocabulary
 
 from ..embedding_model import get_text_embedder
-from ..similarity import screen_candidates
+from ..similarity import lexical_screen_for, screen_candidates
 
 # Lower a candidate's rank each time its nearest training category was already used, so the novel set
 # spreads over the training categories instead of clustering around one.
 DIVERSITY_PENALTY = 0.04
+DISTINCT_AT = 0.65
+
+
+def usefulness(k) -> float:
+    if k.isthing is None:  # no lexical screen: the ranking before it existed
+        return k.score
+    return (k.context - max(0.0, k.score - DISTINCT_AT)) * (0.6 + 0.4 * k.depictable)
 
 
 class EmbeddingAssociation(AssociationBackend):
@@ -25,6 +39,10 @@ class EmbeddingAssociation(AssociationBackend):
         self.embedder = get_text_embedder(settings)
         self.vocab = list(candidate_vocabulary())
         self.vocab_emb = self.embedder.encode_cached([normalise_name(v) for v in self.vocab], settings.cache_dir)
+        if settings.cna_lexical_screen:  # parse WordNet once per process, before the first job
+            from ..wordnet import get_wordnet
+
+            get_wordnet(settings.cna_wordnet_dir)
 
     @classmethod
     def from_settings(cls, settings):
@@ -37,22 +55,23 @@ class EmbeddingAssociation(AssociationBackend):
         kept, dropped = screen_candidates(
             self.embedder, self.vocab, train,
             self.settings.cna_synonym_threshold, self.settings.cna_dedup_threshold,
-            candidate_embeddings=self.vocab_emb,
+            candidate_embeddings=self.vocab_emb, lexical=lexical_screen_for(train, self.settings),
         )
-        scores = np.array([k[2] for k in kept], dtype=np.float64)
+        scores = np.array([usefulness(k) for k in kept], dtype=np.float64)
         used: dict[str, int] = {}
         chosen: list[NovelCategory] = []
         available = np.ones(len(kept), dtype=bool)
-        nearest = [k[1] for k in kept]
+        nearest = [k.nearest for k in kept]
         while len(chosen) < num_novel and available.any():
             penalty = np.array([used.get(n, 0) for n in nearest]) * DIVERSITY_PENALTY
             eff = np.where(available, scores - penalty, -np.inf)
             i = int(eff.argmax())
             available[i] = False
-            name, near, score = kept[i]
-            used[near] = used.get(near, 0) + 1
+            k = kept[i]
+            used[k.nearest] = used.get(k.nearest, 0) + 1
             chosen.append(NovelCategory(
-                name=normalise_name(name), nearest_train=near, score=round(score, 4), source=self.name,
-                reason=f"related to {near!r} (cosine {score:.2f}) in sentence-embedding space",
+                name=normalise_name(k.name), nearest_train=k.nearest, score=round(k.score, 4), source=self.name,
+                reason=f"related to {k.nearest!r} (cosine {k.score:.2f}) in sentence-embedding space",
+                isthing=k.isthing,
             ))
         return chosen, dropped

@@ -166,6 +166,10 @@ class LocalLLMAssociation(AssociationBackend):
 
     def warmup(self) -> None:
         _ = self.embedder
+        if self.core.cna_lexical_screen:  # the lexical screen's WordNet, parsed once per process
+            from dreammask.services.association.wordnet import get_wordnet
+
+            get_wordnet(self.core.cna_wordnet_dir)
 
     def associate(self, train: list[str], num_novel: int, *, seed: int) -> tuple[list[NovelCategory], list[dict]]:
         return associate(self.engine, self.settings, self.core, self.embedder, train, num_novel, seed, self.name)
@@ -181,6 +185,7 @@ class LocalLLMLayoutPlanner(LayoutBackend):
 
     def __init__(self, core, settings: AssociationSettings, engine: TransformersEngine):
         self.core, self.settings, self.engine = core, settings, engine
+        self._prompts: dict = {}  # per-category prompts, reused by every batch of the category's scenes
 
     @classmethod
     def from_settings(cls, settings) -> LocalLLMLayoutPlanner:
@@ -188,7 +193,7 @@ class LocalLLMLayoutPlanner(LayoutBackend):
         return cls(settings, s, engine)
 
     def plan(self, requests: list[LayoutRequest]) -> list[SceneLayout | Failure]:
-        return plan_layouts(self.engine, self.settings, self.core, requests, self.name)
+        return plan_layouts(self.engine, self.settings, self.core, requests, self.name, self._prompts)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, **self.engine.describe(), "exemplars": self.settings.layout_exemplars}

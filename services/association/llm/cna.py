@@ -4,11 +4,14 @@
    needed (an over-ask factor) so that agreement between rounds means something.
 2. Each reply is parsed and validated on its own (parsing.parse_cna_reply): names are normalised to
    lower-case singular noun phrases, non-visual things and unusable names are refused.
-3. Names proposed in at least k rounds are kept (self-consistency: a name one sample invents and no other
+3. Names proposed (after screening, below) in at least k rounds are kept (self-consistency: a name one sample invents and no other
    repeats is usually noise or a hallucination).
-4. Members and near-synonyms of C_train and near-duplicates among the candidates are dropped by sentence
-   embedding similarity, as in the embedded backend (similarity.screen_candidates). Each kept name records
-   the training category the LLM related it to (else the embedding's nearest) and the LLM's reason.
+4. Before votes are counted, each round's names pass the screen every backend shares
+   (similarity.screen_candidates with the WordNet lexical screen): synonyms, kinds, generalisations and
+   parts of C_train are dropped with their reason, and spellings of one concept across rounds are merged
+   into one name. After the vote the screen runs once more over the supported names (near-duplicates by
+   embedding). Each kept name records the training category the LLM related it to (else the embedding's
+   nearest), the LLM's reason, and `isthing` (the rounds' majority, else the lexical rule).
 5. The rest is ranked by support (rounds that proposed it), then by mean position in the replies, and cut
    to the requested number.
 """
@@ -109,20 +112,57 @@ def associate(
             dropped_names.add(name)
             dropped.append({"name": name, "reason": reason})
 
+    # Each round's proposals pass the shared screen before they count as votes: a round that names a
+    # training category in disguise votes for nothing, and two spellings of one concept in different
+    # rounds ("light bulb", "lightbulb") are one name with two votes.
+    from dreammask.services.association.similarity import lexical_screen_for
+
+    lexical = lexical_screen_for(train, core)
     support: Counter[str] = Counter()
     positions: dict[str, list[float]] = defaultdict(list)
     reasons: dict[str, str] = {}
     related: dict[str, Counter] = defaultdict(Counter)
+    things: dict[str, Counter] = defaultdict(Counter)
+    canon_forms: dict[str, str] = {}
+    canon_senses: dict[int, str] = {}
+
+    def canonical_of(name: str) -> str:
+        key = canon_forms.get(normalise_name(name).replace(" ", "").replace("-", ""))
+        senses = lexical.sense_keys(name) if lexical is not None else frozenset()
+        if key is None:
+            key = next((canon_senses[x] for x in senses if x in canon_senses), name)
+        canon_forms.setdefault(normalise_name(name).replace(" ", "").replace("-", ""), key)
+        for x in senses:
+            canon_senses.setdefault(x, key)
+        return key
+
     for reply in replies:
         for item in reply.rejected:
             drop(item["name"], item["reason"])
+        names = [p.name for p in reply.proposals]
+        screened, round_dropped = screen_candidates(
+            embedder, names, train, core.cna_synonym_threshold, 1.01, lexical=lexical  # no embedding dedup per round
+        )
+        for d in round_dropped:
+            if not d["reason"].startswith("duplicate of"):
+                drop(d["name"], d["reason"])
+        ok = {k.name for k in screened}
+        voted: set[str] = set()
         for pos, p in enumerate(reply.proposals):
-            support[p.name] += 1
-            positions[p.name].append(pos / max(len(reply.proposals), 1))
-            if p.reason and p.name not in reasons:
-                reasons[p.name] = p.reason
+            if p.name not in ok:
+                continue
+            name = canonical_of(p.name)
+            if name in voted:  # one vote per round, however many spellings it used
+                continue
+            voted.add(name)
+            support[name] += 1
+            positions[name].append(pos / max(len(reply.proposals), 1))
+            if p.reason and name not in reasons:
+                reasons[name] = p.reason
             if p.related_to:
-                related[p.name][p.related_to] += 1
+                related[name][p.related_to] += 1
+            if p.isthing is not None:
+                things[name][p.isthing] += 1
 
     supported = [name for name in support if support[name] >= k]
     for name in support:
@@ -131,13 +171,14 @@ def associate(
     supported.sort(key=lambda nm: (-support[nm], sum(positions[nm]) / len(positions[nm])))
 
     kept_screened, screen_dropped = screen_candidates(
-        embedder, supported, train, core.cna_synonym_threshold, core.cna_dedup_threshold
+        embedder, supported, train, core.cna_synonym_threshold, core.cna_dedup_threshold, lexical=lexical
     )
     for d in screen_dropped:
         drop(d["name"], d["reason"])
 
     kept: list[NovelCategory] = []
-    for name, nearest, score in kept_screened:
+    for screened_item in kept_screened:
+        name, nearest, score = screened_item.name, screened_item.nearest, screened_item.score
         if len(kept) >= num_novel:
             drop(name, f"beyond the {num_novel} requested (supported by {support[name]} rounds)")
             continue
@@ -148,10 +189,12 @@ def associate(
         if llm_related and llm_related != nearest:
             vecs = embedder.encode([normalise_name(name), normalise_name(llm_related)])
             nearest, score = llm_related, float(vecs[0] @ vecs[1])
+        # Thing or stuff: the rounds' majority (the schema asks for it), else the lexical rule.
+        isthing = things[name].most_common(1)[0][0] if things[name] else screened_item.isthing
         kept.append(
             NovelCategory(
                 name=name, nearest_train=nearest, score=round(float(score), 4), support=support[name],
-                reason=reasons.get(name), source=source,
+                reason=reasons.get(name), source=source, isthing=isthing,
             )
         )
     if not kept:

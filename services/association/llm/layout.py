@@ -1,7 +1,10 @@
 """LayoutGPT-style scene planning with an LLM: one prompt per scene, validated, repaired or re-sampled.
 
 Each scene's prompt carries a few exemplar layouts, the target (novel) category and the categories
-allowed in the scene (C_train plus C_novel, the target and its nearest training category first). The
+allowed in the scene (C_train plus C_novel, the target and its nearest training category first). All of
+that is chosen once per category (CategoryPrompt), so the scenes of a category send one identical prompt
+and one schema (the server's prefix cache and guided-decoding grammar cache then serve them) and differ by
+their sampling seed. The
 reply is validated (parsing.parse_layout_reply): categories outside the allowed list are dropped, boxes
 are repaired when the repair is honest (pixels, swapped corners, slight overflow) and refused otherwise,
 tiny boxes go, the object count is capped, and the target must be present and visible. A scene whose
@@ -11,6 +14,9 @@ task is retried with backoff rather than losing the scenes.
 """
 
 from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
 
 from dreammask.shared.backends import Failure, LayoutRequest
 from dreammask.shared.schemas import LayoutObject, SceneLayout, check_category_name, normalise_name
@@ -46,31 +52,65 @@ def _checked(names: list[str], max_len: int, cache: dict) -> list[str]:
     return cache[key]
 
 
-def _build_task(req: LayoutRequest, s, core, backend_name: str, exemplars, cache: dict) -> LLMTask:
+@dataclass(frozen=True)
+class CategoryPrompt:
+    """Everything a layout prompt holds for one novel category: the same for each of its scenes, so the
+    server sees one prompt prefix (prefix caching) and one guided-decoding grammar per category. Scenes
+    differ by their sampling seed."""
+
+    novel: str
+    novel_set: frozenset[str]
+    allowed: tuple[str, ...]
+    allowed_map: dict[str, str]
+    max_objects: int
+    schema: dict
+    messages: dict[bool, list]  # schema_in_prompt -> messages
+
+
+def category_prompt(req: LayoutRequest, s, core, exemplars, cache: dict) -> CategoryPrompt:
     max_len = core.max_category_name_length
-    # The job seed comes with every request: each scene samples with its own seed derived from it, so the
-    # scenes of one category differ and any scene re-plans identically.
-    seed = scene_seed(req.seed, req.scene_index, "layout")
+    max_objects = max(1, min(req.max_objects, 30))
+    key = ("prompt", req.novel.name, req.novel.nearest_train, tuple(req.train), tuple(req.novel_names),
+           max_objects, req.seed)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
     novel = check_category_name(req.novel.name, max_length=max_len)
     train = _checked(req.train, max_len, cache)
     others = [t for t in _checked(req.novel_names, max_len, cache) if t != novel]
+    # Chosen per category (seeded by the job seed and the category), not per scene.
+    seed = scene_seed(req.seed, zlib.crc32(novel.encode()) & 0x7FFFFFFF, "layout-prompt")
     allowed = layout_allowed(train + [o for o in others if o not in train], novel, req.novel.nearest_train,
                              s.layout_max_prompt_categories, seed)
     allowed_map: dict[str, str] = {}
     for name in allowed:
         allowed_map.setdefault(canonical(name), name)
         allowed_map.setdefault(normalise_name(name), name)
-    novel_set = {novel, *others}
-    max_objects = max(1, min(req.max_objects, 30))
     schema = layout_schema(allowed, max_objects, s.layout_caption_max_chars)
     shots = pick_exemplars(exemplars, novel, allowed, s.layout_exemplars, seed)
+    messages = {flag: layout_messages(novel, allowed, max_objects, shots, schema, schema_in_prompt=flag)
+                for flag in (False, True)}
+    prompt = CategoryPrompt(novel, frozenset({novel, *others}), tuple(allowed), allowed_map, max_objects, schema,
+                            messages)
+    if len(cache) > 4096:  # a long-lived worker sees many jobs: keep the cache bounded
+        cache.clear()
+    cache[key] = prompt
+    return prompt
+
+
+def _build_task(req: LayoutRequest, s, core, backend_name: str, exemplars, cache: dict) -> LLMTask:
+    # The job seed comes with every request: each scene samples with its own seed derived from it, so the
+    # scenes of one category differ and any scene re-plans identically.
+    seed = scene_seed(req.seed, req.scene_index, "layout")
+    cp = category_prompt(req, s, core, exemplars, cache)
+    novel, novel_set = cp.novel, cp.novel_set
 
     def accept(text: str) -> SceneLayout:
         parsed = parse_layout_reply(
             text,
-            allowed=allowed_map,
+            allowed=cp.allowed_map,
             novel=novel,
-            max_objects=max_objects,
+            max_objects=cp.max_objects,
             image_size=req.image_size,
             min_box_side=s.layout_min_box_side,
             min_novel_area=s.layout_min_novel_area,
@@ -91,8 +131,8 @@ def _build_task(req: LayoutRequest, s, core, backend_name: str, exemplars, cache
             raise LLMOutputError(f"layout does not validate: {str(e).splitlines()[0]}") from None
 
     return LLMTask(
-        messages=lambda in_prompt: layout_messages(novel, allowed, max_objects, shots, schema, schema_in_prompt=in_prompt),
-        schema=schema,
+        messages=cp.messages.__getitem__,
+        schema=cp.schema,
         schema_name=LAYOUT_SCHEMA_NAME,
         accept=accept,
         temperature=s.layout_temperature,
@@ -102,10 +142,14 @@ def _build_task(req: LayoutRequest, s, core, backend_name: str, exemplars, cache
     )
 
 
-def plan_layouts(engine: Engine, s, core, requests: list[LayoutRequest], backend_name: str) -> list[SceneLayout | Failure]:
+def plan_layouts(engine: Engine, s, core, requests: list[LayoutRequest], backend_name: str,
+                 cache: dict | None = None) -> list[SceneLayout | Failure]:
+    """`cache`: the caller's per-category prompt cache, kept across calls (a worker plans one category's
+    scenes over several batches); a fresh one per call when None."""
     exemplars = load_exemplars(str(s.layout_exemplars_file) if s.layout_exemplars_file else None)
     out: list[SceneLayout | Failure | None] = [None] * len(requests)
-    tasks, index, cache = [], [], {}
+    tasks, index = [], []
+    cache = {} if cache is None else cache
     for i, req in enumerate(requests):
         try:
             tasks.append(_build_task(req, s, core, backend_name, exemplars, cache))

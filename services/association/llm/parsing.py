@@ -152,6 +152,7 @@ class Proposal:
     reason: str | None
     related_to: str | None
     raw: str
+    isthing: bool | None = None  # the model's thing (countable) or stuff (region) decision
 
 
 @dataclass
@@ -209,7 +210,9 @@ def parse_cna_reply(
         reason = clean_text(item.get("reason"), reason_max_chars) if isinstance(item, dict) else None
         related = item.get("related_to") if isinstance(item, dict) else None
         related = train_by_norm.get(normalise_name(related)) if isinstance(related, str) and len(related) < 200 else None
-        proposals.append(Proposal(name=name, reason=reason, related_to=related, raw=shown))
+        isthing = item.get("isthing") if isinstance(item, dict) else None
+        proposals.append(Proposal(name=name, reason=reason, related_to=related, raw=shown,
+                                  isthing=isthing if isinstance(isthing, bool) else None))
         if len(proposals) >= max_items:
             break
     if not proposals:

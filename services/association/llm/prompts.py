@@ -62,8 +62,9 @@ def cna_schema(n: int, train: list[str], max_name_length: int, reason_max_chars:
                         "related_to": {"type": "string", "enum": list(train)},
                         "reason": {"type": "string", "maxLength": reason_max_chars},
                         "visual": {"type": "boolean"},
+                        "isthing": {"type": "boolean"},
                     },
-                    "required": ["name", "related_to", "reason", "visual"],
+                    "required": ["name", "related_to", "reason", "visual", "isthing"],
                     "additionalProperties": False,
                 },
             }
@@ -95,13 +96,16 @@ def cna_messages(train: list[str], n: int, schema: dict, *, schema_in_prompt: bo
         '  labelled as a training category (e.g. not "puppy" for "dog", not "automobile" for "car");',
         "- a common noun in singular, lower case, 1 to 3 words, no brand names.",
         'For each give "name", "related_to" (the training category it relates to most, copied exactly),',
-        '"reason" (why, in at most 20 words) and "visual" (true only for a visible physical object).',
+        '"reason" (why, in at most 20 words), "visual" (true only for a visible physical object) and',
+        '"isthing" (true for a countable object with a clear outline, false for an amorphous region or',
+        'material such as sand, grass, sky or a wall).',
         "Diverse answers are better than near-duplicates.",
     ]
     if schema_in_prompt:
         lines += ["", "Reply with one JSON object that validates against this JSON schema:", json.dumps(schema)]
     else:
-        lines += ["", 'Reply as {"categories": [{"name": ..., "related_to": ..., "reason": ..., "visual": true}, ...]}.']
+        lines += ["", 'Reply as {"categories": [{"name": ..., "related_to": ..., "reason": ..., "visual": true, '
+                  '"isthing": true}, ...]}.']
     return [{"role": "system", "content": CNA_SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
 
