@@ -14,6 +14,7 @@ setup(
     packages=packages,
     package_dir=package_dir,
     # Recursive patterns: data folders (data/vocab/, configs/) are not packages themselves.
-    package_data={"": [f"**/*.{ext}" for ext in ("txt", "json", "yaml", "yml", "md", "csv")]},
+    package_data={"": [f"**/*.{ext}" for ext in ("txt", "json", "yaml", "yml", "md", "csv")]
+                  + ["**/static/docs/*"]},  # the API's Swagger UI / ReDoc assets (no CDN)
     include_package_data=True,
 )

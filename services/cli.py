@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .cli_download import download_dataset, download_dataset_command
 from .cli_platform import env_command, up_command, worker_command
 from .cli_resources import categories_command, scenes_command, trainings_app
+from .cli_support import CONTEXT as _CONTEXT
 from .cli_support import (
     DEFAULT_API_URL,
     CliError,
@@ -29,7 +30,6 @@ from .cli_support import (
     print_json,
     run_guarded,
 )
-from .cli_support import CONTEXT as _CONTEXT
 from .cli_support import ApiKey as ApiKey
 from .cli_support import ApiUrl as ApiUrl
 

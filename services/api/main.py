@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from dreammask.shared.runtime import Runtime, build_runtime
 from dreammask.shared.settings import Settings, get_settings
 
+from . import docs_pages, health_docs
 from .metrics import metrics_middleware
 from .routes import datasets, health, jobs
 
@@ -36,6 +37,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         version="0.1.0",
         description="Synthetic data for open-vocabulary segmentation: synthesis jobs, datasets, trainings.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package's own assets (docs_pages), not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.runtime = runtime
@@ -48,6 +51,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             app.include_router(importlib.import_module(module).router)
         except ImportError as e:
             log.info("router %s not included: %s", module, e)
+    docs_pages.install(app)
+    health_docs.document(app)
     return app
 
 

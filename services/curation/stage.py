@@ -15,6 +15,7 @@ from dreammask.shared.schemas import (
     utcnow,
 )
 
+from .checksums import dataset_checksums
 from .export import build_categories, export_dataset
 from .selection import SelectionPolicy, summarise
 
@@ -65,6 +66,7 @@ def curate(rt: Runtime, job_id: str) -> dict:
     manifest = DatasetManifest(
         dataset_id=dataset_id, job_id=job_id, tenant=stored.tenant, created_at=utcnow(), categories=categories,
         images=result.images, instances=result.instances, files=result.files, selection=summary,
+        checksums=dataset_checksums(rt.store, dataset_id),
     )
     # The manifest is written last: its presence marks a complete dataset (the idempotency check above).
     rt.store.put_json(keys.dataset_manifest(dataset_id), manifest)
