@@ -16,10 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .cli_download import download_dataset, download_dataset_command
 from .cli_platform import env_command, up_command, worker_command
 from .cli_resources import categories_command, scenes_command, trainings_app
-from .cli_support import CONTEXT as _CONTEXT
 from .cli_support import (
     DEFAULT_API_URL,
     CliError,
+    GuardedTyper,
     JsonOut,
     State,
     api_client,
@@ -28,7 +28,6 @@ from .cli_support import (
     id_table,
     load_spec_file,
     print_json,
-    run_guarded,
 )
 from .cli_support import ApiKey as ApiKey
 from .cli_support import ApiUrl as ApiUrl
@@ -36,17 +35,7 @@ from .cli_support import ApiUrl as ApiUrl
 __all__ = ["app", "download_dataset", "follow"]
 
 
-class _App(typer.Typer):
-    """Typer, with failures turned into short messages (see cli_support.run_guarded)."""
-
-    def __call__(self, *args, **kwargs):
-        # Click's own handling is off (standalone_mode=False) so usage errors are short lines too.
-        kwargs.setdefault("standalone_mode", False)
-        rv = run_guarded(lambda: super(_App, self).__call__(*args, **kwargs), _CONTEXT)
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-app = _App(help="DreamMask: synthetic data for open-vocabulary segmentation.", no_args_is_help=True,
+app = GuardedTyper(help="DreamMask: synthetic data for open-vocabulary segmentation.", no_args_is_help=True,
            pretty_exceptions_enable=False)
 STAGES = ("association", "layout", "synthesis", "annotation", "curation")
 TERMINAL = {"succeeded", "failed", "cancelled"}

@@ -150,7 +150,8 @@ def download_dataset(c: httpx.Client, dataset_id: str, dest: Path, show_progress
         if progress is not None:
             progress.stop()
         fetcher.close()
-    (dest / "manifest.json").write_text(json.dumps(info["manifest"], indent=2))
+    if not any(f["path"] == "manifest.json" for f in files):  # an API that does not list it
+        (dest / "manifest.json").write_text(json.dumps(info["manifest"], indent=2))
     download_dataset.last = {"fetched": fetcher.fetched, "skipped": fetcher.skipped, "resumed": fetcher.resumed,
                              "verified": sum(1 for f in files if f["path"] in checksums)}
     return len(files)

@@ -17,6 +17,7 @@ from .cli_support import (
     ApiKey,
     ApiUrl,
     CliError,
+    GuardedTyper,
     JsonOut,
     api_client,
     check,
@@ -68,7 +69,7 @@ def scenes_command(job_id: Annotated[str, typer.Argument(help="a job id")],
 
 # ------------------------------------------------------------------ trainings
 
-trainings_app = typer.Typer(help="Trainer runs on curated datasets: submit, watch, list, cancel.",
+trainings_app = GuardedTyper(help="Trainer runs on curated datasets: submit, watch, list, cancel.",
                             no_args_is_help=True)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -37,6 +38,9 @@ class CliError(Exception):
 
 class State:
     debug = False
+
+
+CONTEXT: dict[str, str] = {}  # what the messages mention: the API URL in use
 
 
 def _explain(e: BaseException, ctx: dict) -> CliError | None:
@@ -80,31 +84,62 @@ def _explain(e: BaseException, ctx: dict) -> CliError | None:
     return None
 
 
+def report(e: BaseException, ctx: dict) -> int:
+    """Print a failure in two lines at most (plus the traceback with --debug); return the exit code."""
+    if State.debug or os.environ.get("DREAMMASK_DEBUG", "").lower() in ("1", "true", "yes"):
+        traceback.print_exception(type(e), e, e.__traceback__)
+    err = _explain(e, ctx)
+    if err is None:
+        err_console.print(f"[red]error[/red]: unexpected {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
+        err_console.print("  this is a bug in dreammask; run again with --debug and report the traceback",
+                          soft_wrap=True)
+        return 2
+    err_console.print(f"[red]error[/red]: {err.what}", highlight=False, soft_wrap=True)
+    if err.hint:
+        err_console.print(f"  {err.hint}", highlight=False, soft_wrap=True)
+    return err.code
+
+
 def run_guarded(call, ctx: dict) -> Any:
-    """Run the Typer app; print expected failures in two lines at most, unexpected ones in three."""
+    """Run the Typer app; what escapes the commands (usage errors, Ctrl-C) is reported like their failures."""
     try:
         return call()
     except SystemExit:
         raise
     except BaseException as e:  # noqa: BLE001 - every failure becomes a short message and an exit code
-        if State.debug or os.environ.get("DREAMMASK_DEBUG") == "1":
-            traceback.print_exc()
-        err = _explain(e, ctx)
-        if err is None:
-            err_console.print(f"[red]error[/red]: unexpected {type(e).__name__}: {e}", markup=True, highlight=False,
-                              soft_wrap=True)
-            err_console.print("  this is a bug in dreammask; run again with --debug and report the traceback",
-                              soft_wrap=True)
-            sys.exit(2)
-        err_console.print(f"[red]error[/red]: {err.what}", highlight=False, soft_wrap=True)
-        if err.hint:
-            err_console.print(f"  {err.hint}", highlight=False, soft_wrap=True)
-        sys.exit(err.code)
+        sys.exit(report(e, ctx))
+
+
+class GuardedTyper(typer.Typer):
+    """Typer whose commands report failures in one or two lines and exit non-zero (also under CliRunner),
+    and whose own usage errors do the same."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def decorator(fn):
+            @functools.wraps(fn)
+            def guarded(*a, **kw):
+                try:
+                    return fn(*a, **kw)
+                except (typer.Exit, typer.Abort):
+                    raise
+                except Exception as e:  # noqa: BLE001 - reported, then a non-zero exit
+                    raise typer.Exit(report(e, CONTEXT)) from None
+
+            register(guarded)
+            return fn
+
+        return decorator
+
+    def __call__(self, *args, **kwargs):
+        # Click's own handling is off (standalone_mode=False) so usage errors are short lines too.
+        kwargs.setdefault("standalone_mode", False)
+        rv = run_guarded(lambda: super(GuardedTyper, self).__call__(*args, **kwargs), CONTEXT)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 # ------------------------------------------------------------------ the API client
-
-CONTEXT: dict[str, str] = {}
 
 
 def api_client(api_url: str, api_key: str, timeout: float = 60) -> httpx.Client:
