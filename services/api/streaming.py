@@ -32,7 +32,7 @@ def _ranged(data: bytes, media: str, request: Request | None) -> Response:
                 start, end = max(0, size - int(m.group(2))), size - 1
             end = min(end, size - 1)
             if start >= size or start > end:
-                raise HTTPException(status.HTTP_416_REQUESTED_RANGE_NOT_SATISFIABLE, "Range Not Satisfiable",
+                raise HTTPException(416, "Range Not Satisfiable",
                                     headers={"Content-Range": f"bytes */{size}"})
             part = data[start:end + 1]
             headers.update({"Content-Range": f"bytes {start}-{end}/{size}", "Content-Length": str(len(part))})
