@@ -83,5 +83,9 @@ def test_help_lists_every_command_and_choice():
         assert cmd in r.stdout, cmd
     r = cli("worker", "--help")
     assert r.returncode == 0 and "training" in r.stdout and "curation" in r.stdout
+    r = cli("list", "--help")
+    assert r.returncode == 0 and all(s in r.stdout for s in ("queued", "running", "succeeded", "cancelled"))
+    r = cli("submit", "--help")
+    assert "novel categories to propose" in r.stdout and "per-scene seeds" in r.stdout
     r = cli("trainings", "--help")
     assert r.returncode == 0 and all(c in r.stdout for c in ("submit", "watch", "list", "cancel"))
