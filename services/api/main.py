@@ -11,7 +11,6 @@ from fastapi import FastAPI
 from dreammask.shared.runtime import Runtime, build_runtime
 from dreammask.shared.settings import Settings, get_settings
 
-from . import docs_pages, health_docs
 from .metrics import metrics_middleware
 from .routes import datasets, health, jobs
 
@@ -51,6 +50,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             app.include_router(importlib.import_module(module).router)
         except ImportError as e:
             log.info("router %s not included: %s", module, e)
+    from . import docs_pages, health_docs  # the OpenAPI pages and the health routes' documented statuses
+
     docs_pages.install(app)
     health_docs.document(app)
     return app

@@ -23,15 +23,15 @@ from dreammask.shared.schemas import (
 )
 from dreammask.shared.storage import ObjectNotFound
 
+from .. import errors
 from ..deps import RuntimeDep, SettingsDep, TenantDep, base_url
-from ..errors import V1_ERRORS, responses
 from ..metrics import JOBS_SUBMITTED
 from ..streaming import object_response
 from ..validation import check_spec
 from ..views import JOB_SPEC_EXAMPLES, JobList, ResumeResult, SceneList
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=responses(*V1_ERRORS))
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors.responses(*errors.V1_ERRORS))
 _NO_JOB = {"e404": {"detail": "no job 'job-20260101-000000-abcdef'"}}
 
 
@@ -62,7 +62,7 @@ def _view(rt, request: Request, settings, stored: StoredJobSpec, detail: bool = 
     )
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView, responses=responses(413, 422))
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView, responses=errors.responses(413, 422))
 def submit_job(spec: Annotated[JobSpec, Body(openapi_examples=JOB_SPEC_EXAMPLES)], request: Request, response: Response, rt: RuntimeDep, settings: SettingsDep,
                tenant: TenantDep):
     train = check_spec(spec, settings)
@@ -86,7 +86,7 @@ def submit_job(spec: Annotated[JobSpec, Body(openapi_examples=JOB_SPEC_EXAMPLES)
     return view
 
 
-@router.get("", response_model=JobList, responses=responses(422))
+@router.get("", response_model=JobList, responses=errors.responses(422))
 def list_jobs(request: Request, rt: RuntimeDep, settings: SettingsDep, tenant: TenantDep,
               status_filter: Annotated[JobState | None, Query(alias="status")] = None,
               limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -103,13 +103,13 @@ def list_jobs(request: Request, rt: RuntimeDep, settings: SettingsDep, tenant: T
     return {"items": items, "total": matched, "limit": limit, "offset": offset}
 
 
-@router.get("/{job_id}", response_model=JobView, responses=responses(404, 422, **_NO_JOB))
+@router.get("/{job_id}", response_model=JobView, responses=errors.responses(404, 422, **_NO_JOB))
 def get_job(job_id: str, request: Request, rt: RuntimeDep, settings: SettingsDep, tenant: TenantDep):
     return _view(rt, request, settings, _owned_spec(rt, job_id, tenant))
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobView,
-             responses=responses(404, 409, 422, **_NO_JOB))
+             responses=errors.responses(404, 409, 422, **_NO_JOB))
 def cancel_job(job_id: str, request: Request, rt: RuntimeDep, settings: SettingsDep, tenant: TenantDep):
     stored = _owned_spec(rt, job_id, tenant)
     st = rt.tracker.status(job_id)
@@ -120,7 +120,7 @@ def cancel_job(job_id: str, request: Request, rt: RuntimeDep, settings: Settings
 
 
 @router.post("/{job_id}/resume", status_code=status.HTTP_202_ACCEPTED, response_model=ResumeResult,
-             responses=responses(404, 409, 422, **_NO_JOB))
+             responses=errors.responses(404, 409, 422, **_NO_JOB))
 def resume_job(job_id: str, request: Request, rt: RuntimeDep, settings: SettingsDep, tenant: TenantDep):
     stored = _owned_spec(rt, job_id, tenant)
     try:
@@ -130,7 +130,7 @@ def resume_job(job_id: str, request: Request, rt: RuntimeDep, settings: Settings
     return {"job": _view(rt, request, settings, stored), "enqueued": enqueued}
 
 
-@router.get("/{job_id}/categories", response_model=CategorySet, responses=responses(
+@router.get("/{job_id}/categories", response_model=CategorySet, responses=errors.responses(
     404, 422, e404={"detail": "categories are not ready yet"}))
 def get_categories(job_id: str, rt: RuntimeDep, tenant: TenantDep):
     _owned_spec(rt, job_id, tenant)
@@ -140,7 +140,7 @@ def get_categories(job_id: str, rt: RuntimeDep, tenant: TenantDep):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "categories are not ready yet") from None
 
 
-@router.get("/{job_id}/scenes", response_model=SceneList, responses=responses(404, 422, **_NO_JOB))
+@router.get("/{job_id}/scenes", response_model=SceneList, responses=errors.responses(404, 422, **_NO_JOB))
 def list_scenes(job_id: str, request: Request, rt: RuntimeDep, settings: SettingsDep, tenant: TenantDep,
                 limit: Annotated[int, Query(ge=1, le=100)] = 20,
                 offset: Annotated[int, Query(ge=0)] = 0):
@@ -175,7 +175,7 @@ def list_scenes(job_id: str, request: Request, rt: RuntimeDep, settings: Setting
 _FILE_RESPONSES = {
     200: {"description": "the file (HEAD: headers only)", "content": {"application/octet-stream": {}}},
     206: {"description": "the requested byte range", "content": {"application/octet-stream": {}}},
-    **responses(404, 416, 422, **_NO_JOB),
+    **errors.responses(404, 416, 422, **_NO_JOB),
 }
 
 
