@@ -8,12 +8,9 @@ STAMP := $(VENV)/.installed-stamp
 # torch fails to import. The pin does NOT avoid CUDA: PyPI's only Linux x86_64 wheel of torch 2.14.1 is the
 # CUDA 13 build, and it depends on the nvidia-* CUDA libraries and triton (about 4 GB of the venv's 6.6 GB).
 # PyPI has no CPU-only wheel of torch 2.14.1 (those live on PyTorch's own index, which this project does not
-# use); the same wheel runs on CPU when no GPU is present.
+# use). The same wheel runs on CPU when no GPU is present, but it cannot even be imported without the CUDA
+# libraries (libtorch links cuDNN), so they stay: 6.6 GB is as small as this pin allows from PyPI.
 TORCH := torch==2.14.1 torchvision==0.29.1
-# The CUDA libraries are not needed without a GPU: CUDA_LIBS=auto (default) removes them where `nvidia-smi`
-# is absent (6.6 GB -> 2.6 GB; torch runs on CPU without them, and the trainer, synthesis and annotation
-# tests pass so), CUDA_LIBS=keep keeps them. pip reinstalls them whenever it installs torch again.
-CUDA_LIBS ?= auto
 # Set-up output (pip's and the build backend's) goes to this log; it is shown only when a step fails.
 SETUP_LOG := $(VENV)/setup.log
 PYTEST_ARGS ?=
@@ -31,11 +28,6 @@ $(STAMP): pyproject.toml setup.py
 	@echo "setup: installing dreammask (editable) with every service's extra and the dev tools"
 	@$(BIN)/python -m pip install -q $(TORCH) -e '.[all,dev]' >>$(SETUP_LOG) 2>&1 \
 		|| { tail -n 40 $(SETUP_LOG); echo "setup failed: see $(SETUP_LOG)"; exit 1; }
-	@if [ "$(CUDA_LIBS)" = "drop" ] || { [ "$(CUDA_LIBS)" = "auto" ] && ! command -v nvidia-smi >/dev/null 2>&1; }; then \
-		echo "setup: no GPU here: removing torch's CUDA libraries and triton (CUDA_LIBS=keep keeps them)"; \
-		$(BIN)/python -m pip list --format=freeze 2>/dev/null | cut -d= -f1 | grep -Ei '^(nvidia-|cuda-|triton$$)' \
-			| xargs -r $(BIN)/python -m pip uninstall -q -y >>$(SETUP_LOG) 2>&1; \
-	fi
 	@touch $(STAMP)
 	@echo "setup: done ($$(du -sh $(VENV) | cut -f1) in $(VENV))"
 
