@@ -4,19 +4,32 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# torch and torchvision are installed together with exact pins: an unpinned torch pulls GBs of CUDA wheels,
-# and a torchvision that does not match torch fails to import.
+# torch and torchvision are installed together with exact pins, because a torchvision that does not match
+# torch fails to import. The pin does NOT avoid CUDA: PyPI's only Linux x86_64 wheel of torch 2.14.1 is the
+# CUDA 13 build, and it depends on the nvidia-* CUDA libraries and triton (about 4 GB of the venv's 6.6 GB).
+# PyPI has no CPU-only wheel of torch 2.14.1 (those live on PyTorch's own index, which this project does not
+# use). The same wheel runs on CPU when no GPU is present, but it cannot even be imported without the CUDA
+# libraries (libtorch links cuDNN), so they stay: 6.6 GB is as small as this pin allows from PyPI.
 TORCH := torch==2.14.1 torchvision==0.29.1
+# Set-up output (pip's and the build backend's) goes to this log; it is shown only when a step fails.
+SETUP_LOG := $(VENV)/setup.log
 PYTEST_ARGS ?=
 
 .PHONY: setup test demo lint bench clean
 
 $(STAMP): pyproject.toml setup.py
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q $(TORCH) -e '.[all,dev]'
-	touch $(STAMP)
+	@test -x $(BIN)/python || { echo "setup: creating the virtual environment $(VENV)"; $(PY) -m venv $(VENV); }
+	@echo "setup: installing pip, setuptools, wheel (log: $(SETUP_LOG))"
+	@$(BIN)/python -m pip install -q --upgrade pip setuptools wheel >$(SETUP_LOG) 2>&1 \
+		|| { tail -n 40 $(SETUP_LOG); echo "setup failed: see $(SETUP_LOG)"; exit 1; }
+	@echo "setup: installing $(TORCH) (PyPI's CUDA build with its CUDA libraries: several GB on a first run)"
+	@$(BIN)/python -m pip install -q $(TORCH) >>$(SETUP_LOG) 2>&1 \
+		|| { tail -n 40 $(SETUP_LOG); echo "setup failed: see $(SETUP_LOG)"; exit 1; }
+	@echo "setup: installing dreammask (editable) with every service's extra and the dev tools"
+	@$(BIN)/python -m pip install -q $(TORCH) -e '.[all,dev]' >>$(SETUP_LOG) 2>&1 \
+		|| { tail -n 40 $(SETUP_LOG); echo "setup failed: see $(SETUP_LOG)"; exit 1; }
+	@touch $(STAMP)
+	@echo "setup: done ($$(du -sh $(VENV) | cut -f1) in $(VENV))"
 
 setup: $(STAMP)
 

@@ -1,118 +1,171 @@
-"""The `dreammask` command: submit and follow jobs over the REST API, download datasets, run the demo."""
+"""The `dreammask` command: submit and follow jobs and trainings over the REST API, browse categories and
+scenes, download datasets, run the platform (`up`, `api`, `worker`) or the demo. Failures print one or two
+lines and exit non-zero; `--debug` shows the traceback."""
 
 from __future__ import annotations
 
-import os
 import sys
+import time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-import yaml
-from rich.table import Table
 
-from .client import TERMINAL, _check, _client, console, download_dataset, follow
+from .cli_download import download_dataset, download_dataset_command
+from .cli_platform import env_command, up_command, worker_command
+from .cli_resources import categories_command, scenes_command, trainings_app
+from .cli_support import (
+    DEFAULT_API_URL,
+    CliError,
+    GuardedTyper,
+    JsonOut,
+    State,
+    api_client,
+    check,
+    console,
+    id_table,
+    load_spec_file,
+    print_json,
+)
+from .cli_support import ApiKey as ApiKey
+from .cli_support import ApiUrl as ApiUrl
+from .client import TERMINAL, follow
 
-app = typer.Typer(help="DreamMask: synthetic data for open-vocabulary segmentation.", no_args_is_help=True)
+__all__ = ["app", "download_dataset", "follow"]
 
-ApiUrl = Annotated[str, typer.Option(envvar="DREAMMASK_API_URL", help="API base URL")]
-ApiKey = Annotated[str, typer.Option(envvar="DREAMMASK_API_KEY", help="API key (bearer)")]
+
+app = GuardedTyper(help="DreamMask: synthetic data for open-vocabulary segmentation.", no_args_is_help=True,
+           pretty_exceptions_enable=False)
+
+
+class JobStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", envvar="DREAMMASK_DEBUG",
+                                              help="show the full traceback of a failure")] = False):
+    State.debug = debug
 
 
 @app.command()
 def submit(
-    spec_file: Annotated[Optional[Path], typer.Argument(help="job spec as YAML or JSON")] = None,
-    categories: Annotated[Optional[str], typer.Option(help="comma-separated training categories")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="category preset, e.g. coco_panoptic")] = None,
-    num_novel: Annotated[Optional[int], typer.Option()] = None,
-    images_per_category: Annotated[Optional[int], typer.Option()] = None,
-    image_size: Annotated[Optional[int], typer.Option()] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    watch_job: Annotated[bool, typer.Option("--watch/--no-watch")] = False,
-    api_url: ApiUrl = "http://127.0.0.1:8000",
+    spec_file: Annotated[Optional[Path], typer.Argument(help="job spec as YAML or JSON (fields as in the README)")] = None,
+    categories: Annotated[Optional[str], typer.Option(help="comma-separated training categories, e.g. 'person,dog,car'")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="category preset instead of --categories: coco_panoptic")] = None,
+    num_novel: Annotated[Optional[int], typer.Option(help="novel categories to propose")] = None,
+    images_per_category: Annotated[Optional[int], typer.Option(help="scenes rendered per novel category")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="side of the square images, in pixels")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="job seed; per-scene seeds derive from it")] = None,
+    name: Annotated[Optional[str], typer.Option(help="a name to recognise the job by")] = None,
+    watch_job: Annotated[bool, typer.Option("--watch/--no-watch", help="follow the job until it ends")] = False,
+    json_out: JsonOut = False,
+    api_url: ApiUrl = DEFAULT_API_URL,
     api_key: ApiKey = "",
 ):
     """Submit a synthesis job from a spec file and/or flags (flags override the file)."""
-    spec: dict = {}
-    if spec_file:
-        spec = yaml.safe_load(spec_file.read_text()) or {}
+    spec: dict = load_spec_file(spec_file) if spec_file else {}
     if categories:
         spec["train_categories"] = [c.strip() for c in categories.split(",") if c.strip()]
     for k, v in (("preset", preset), ("num_novel", num_novel), ("images_per_category", images_per_category),
-                 ("image_size", image_size), ("seed", seed)):
+                 ("image_size", image_size), ("seed", seed), ("name", name)):
         if v is not None:
             spec[k] = v
-    with _client(api_url, api_key) as c:
-        view = _check(c.post("/v1/jobs", json=spec))
-        console.print(f"job [bold]{view['job_id']}[/bold] accepted: {view['url']}")
+    if not spec:
+        raise CliError("nothing to submit", "give a spec file, or --categories 'person,dog' / --preset coco_panoptic")
+    with api_client(api_url, api_key) as c:
+        view = check(c.post("/v1/jobs", json=spec))
+        if json_out and not watch_job:
+            print_json(view)
+            return
+        console.print(f"job [bold]{view['job_id']}[/bold] accepted: {view['url']}", soft_wrap=True)
         if watch_job:
-            final = follow(lambda: _check(c.get(f"/v1/jobs/{view['job_id']}")))
-            _print_outcome(final)
+            final = follow(lambda: check(c.get(f"/v1/jobs/{view['job_id']}")))
+            _print_outcome(final, json_out=json_out)
 
 
-def _print_outcome(view: dict, exit_on_failure: bool = True) -> None:
+def _print_outcome(view: dict, exit_on_failure: bool = True, json_out: bool = False) -> None:
     """Print how the job ended; exit non-zero unless it succeeded, so scripts can rely on the status."""
-    colour = {"succeeded": "green", "failed": "red"}.get(view["state"], "yellow")
-    console.print(f"job {view['job_id']}: [{colour}]{view['state']}[/{colour}]")
-    if view.get("error"):
-        console.print(f"  error: {view['error']}")
-    if view.get("dataset_id"):
-        console.print(f"  dataset: {view['dataset_id']} ({view.get('dataset_url')})")
+    if json_out:
+        print_json(view)
+    else:
+        colour = {"succeeded": "green", "failed": "red"}.get(view["state"], "yellow")
+        console.print(f"job {view['job_id']}: [{colour}]{view['state']}[/{colour}]", soft_wrap=True)
+        if view.get("error"):
+            console.print(f"  error: {view['error']}", soft_wrap=True)
+        if view.get("dataset_id"):
+            console.print(f"  dataset: {view['dataset_id']} ({view.get('dataset_url')})", soft_wrap=True)
+            console.print(f"  download it: dreammask download {view['dataset_id']}", soft_wrap=True)
     if exit_on_failure and view["state"] in TERMINAL and view["state"] != "succeeded":
         raise typer.Exit(1)
 
 
 @app.command()
-def watch(job_id: str, api_url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = ""):
-    """Follow a job with a progress bar per stage."""
-    with _client(api_url, api_key) as c:
-        _print_outcome(follow(lambda: _check(c.get(f"/v1/jobs/{job_id}"))))
+def watch(job_id: Annotated[str, typer.Argument(help="a job id (see `dreammask list`)")],
+          json_out: JsonOut = False, api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = ""):
+    """Follow a job with a progress bar per stage; exits non-zero unless it succeeds."""
+    with api_client(api_url, api_key) as c:
+        _print_outcome(follow(lambda: check(c.get(f"/v1/jobs/{job_id}"))), json_out=json_out)
 
 
 @app.command("list")
-def list_jobs(status: Annotated[Optional[str], typer.Option()] = None, limit: int = 20, offset: int = 0,
-              api_url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = ""):
+def list_jobs(status: Annotated[Optional[JobStatus], typer.Option(help="only jobs in this state")] = None,
+              limit: Annotated[int, typer.Option(help="at most this many (1-200)")] = 20,
+              offset: Annotated[int, typer.Option(help="skip this many (newest first)")] = 0,
+              json_out: JsonOut = False, api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = ""):
     """List your jobs, newest first."""
-    params = {"limit": limit, "offset": offset, **({"status": status} if status else {})}
-    with _client(api_url, api_key) as c:
-        page = _check(c.get("/v1/jobs", params=params))
-    t = Table("job", "name", "state", "scenes", "created")
+    params = {"limit": limit, "offset": offset, **({"status": status.value} if status else {})}
+    with api_client(api_url, api_key) as c:
+        page = check(c.get("/v1/jobs", params=params))
+    if json_out:
+        print_json(page)
+        return
+    t = id_table("job", [j["job_id"] for j in page["items"]], "state", "scenes", "created", "name")
     for j in page["items"]:
-        t.add_row(j["job_id"], j.get("name") or "", j["state"], str(j["planned_scenes"]), j["created_at"][:19])
+        t.add_row(j["job_id"], j["state"], str(j["planned_scenes"]), j["created_at"][:19], j.get("name") or "")
     console.print(t)
     console.print(f"{len(page['items'])} of {page['total']}")
 
 
 @app.command()
-def cancel(job_id: str, api_url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = ""):
+def cancel(job_id: Annotated[str, typer.Argument(help="a job id")], json_out: JsonOut = False,
+           api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = ""):
     """Cancel a job: no new work starts for it."""
-    with _client(api_url, api_key) as c:
-        _print_outcome(_check(c.post(f"/v1/jobs/{job_id}/cancel")), exit_on_failure=False)
+    with api_client(api_url, api_key) as c:
+        _print_outcome(check(c.post(f"/v1/jobs/{job_id}/cancel")), exit_on_failure=False, json_out=json_out)
 
 
 @app.command()
-def resume(job_id: str, api_url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = ""):
+def resume(job_id: Annotated[str, typer.Argument(help="a job id")], json_out: JsonOut = False,
+           api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = ""):
     """Resume a failed, cancelled or stuck job: re-enqueue what storage does not hold yet."""
-    with _client(api_url, api_key) as c:
-        out = _check(c.post(f"/v1/jobs/{job_id}/resume"))
-    console.print(f"resumed {job_id}; enqueued: {out['enqueued']}")
+    with api_client(api_url, api_key) as c:
+        out = check(c.post(f"/v1/jobs/{job_id}/resume"))
+    if json_out:
+        print_json(out)
+        return
+    queued = ", ".join(f"{n} {stage}" for stage, n in out["enqueued"].items() if n) or "nothing (all outputs exist)"
+    console.print(f"resumed {job_id}: re-enqueued {queued}", soft_wrap=True)
+    console.print(f"follow it: dreammask watch {job_id}", soft_wrap=True)
 
 
-@app.command()
-def download(dataset_id: str, dest: Annotated[Path, typer.Option("--to")] = Path("."),
-             api_url: ApiUrl = "http://127.0.0.1:8000", api_key: ApiKey = ""):
-    """Download every file of a dataset."""
-    with _client(api_url, api_key) as c:
-        n = download_dataset(c, dataset_id, dest / dataset_id)
-    console.print(f"{n} files in {dest / dataset_id}")
+app.command("categories")(categories_command)
+app.command("scenes")(scenes_command)
+app.add_typer(trainings_app, name="trainings")
+app.command("download")(download_dataset_command)
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="where everything is written")] = Path("demo-output"),
-    num_novel: int = 5,
-    images_per_category: int = 4,
-    image_size: int = 320,
+    num_novel: Annotated[int, typer.Option(help="novel categories")] = 5,
+    images_per_category: Annotated[int, typer.Option(help="scenes per novel category")] = 4,
+    image_size: Annotated[int, typer.Option(help="image side in pixels")] = 320,
     train_iterations: Annotated[int, typer.Option(help="trainer iterations on the curated dataset")] = 10,
     keep_up: Annotated[bool, typer.Option("--keep-up", help="keep the platform (API, review UI, workers) up "
                                           "until Ctrl-C")] = False,
@@ -125,19 +178,17 @@ def demo(
 
 
 @app.command()
-def api(host: str = "127.0.0.1", port: int = 8000):
+def api(host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="TCP port")] = 8000):
     """Serve the API (production: uvicorn/gunicorn behind a proxy)."""
     import uvicorn
 
     uvicorn.run("dreammask.services.api.main:app", host=host, port=port)
 
 
-@app.command()
-def worker(service: str, concurrency: int = 1, loglevel: str = "INFO"):
-    """Start the Celery worker of one service (association, synthesis, annotation, curation)."""
-    module = f"dreammask.services.{service}.worker" if service != "training" else "dreammask.trainer.service.worker"
-    os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", module, "worker", "-Q", service,
-                               "--concurrency", str(concurrency), "-l", loglevel])
+app.command("worker")(worker_command)
+app.command("up")(up_command)
+app.command("env")(env_command)
 
 
 @app.command()

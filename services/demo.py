@@ -83,7 +83,9 @@ def run_demo(out: Path, *, num_novel: int = 5, images_per_category: int = 4, ima
                           "iterations on the curated dataset...")
             from dreammask.trainer.engine.launch import train_on_dataset
 
-            training = train_on_dataset(p.store, view["dataset_id"], train_iterations, "trainings/demo/")
+            # The job's seed seeds the trainer too: two demo runs print the same losses (CPU is deterministic).
+            training = train_on_dataset(p.store, view["dataset_id"], train_iterations, "trainings/demo/",
+                                        cfg_overrides={"SEED": spec["seed"]})
             (out / "training.json").write_text(json.dumps(_finite(training), indent=2, default=str))
             losses = training.get("losses", {})
             console.print(f"trained {training.get('iteration')} iterations: total loss "

@@ -65,6 +65,8 @@ class LocalPlatform:
         extra_workers: list[tuple[str, str, str]] | None = None,
         start_timeout: float = 180.0,
         supervisor: bool = True,
+        api_port: int | None = None,
+        api_host: str = "127.0.0.1",
     ):
         self.root = Path(root).resolve()
         self.services = tuple(services)
@@ -76,6 +78,7 @@ class LocalPlatform:
         self.extra_workers = list(extra_workers or [])
         self.start_timeout = start_timeout
         self.supervisor = supervisor
+        self.api_port, self.api_host = api_port, api_host
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.logs = self.root / "logs"
         self.store = self._store()
@@ -138,10 +141,10 @@ class LocalPlatform:
 
             _wait_for(_redis_up, 30, "Redis", self.procs)
         env = self.env()
-        api_port = free_port()
+        api_port = self.api_port or free_port()
         self.api_url = f"http://127.0.0.1:{api_port}"
         self._spawn("api", [sys.executable, "-m", "uvicorn", "dreammask.services.api.main:app",
-                            "--host", "127.0.0.1", "--port", str(api_port), "--log-level", "warning"], env)
+                            "--host", self.api_host, "--port", str(api_port), "--log-level", "warning"], env)
         workers = [(svc, f"dreammask.services.{svc}.worker", svc) for svc in self.services] + self.extra_workers
         beats = []
         for name, module, queue in workers:

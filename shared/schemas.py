@@ -457,6 +457,8 @@ class DatasetManifest(Versioned):
     files: dict[str, str]  # role -> object key
     selection: dict[str, Any] = Field(default_factory=dict)
     is_synthetic: bool = True
+    # "sha256:<hex>" of every file under datasets/{id}/ but the manifest, by path inside the dataset.
+    checksums: dict[str, str] = Field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- API views

@@ -37,6 +37,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         version="0.1.0",
         description="Synthetic data for open-vocabulary segmentation: synthesis jobs, datasets, trainings.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package's own assets (docs_pages), not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.runtime = runtime
@@ -52,6 +54,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             app.include_router(importlib.import_module(module).router)
         except ImportError as e:
             log.info("router %s not included: %s", module, e)
+    from . import docs_pages, health_docs  # the OpenAPI pages and the health routes' documented statuses
+
+    docs_pages.install(app)
+    health_docs.document(app)
     return app
 
 

@@ -29,6 +29,7 @@ from dreammask.shared.skeleton import JobResult, SceneResult, run_job_stage, run
 from dreammask.shared.storage import ObjectNotFound
 
 from .categories import dataset_categories
+from .checksums import dataset_checksums
 from .contact_sheet import draw_scene
 from .exporters import ExportContext, JsonStream, build_exporters
 from .sample import build_sample, decode_masks
@@ -154,6 +155,7 @@ def assemble_work(rt: Runtime, job_id: str) -> JobResult:
         dataset_id=dataset_id, job_id=job_id, tenant=stored.tenant, created_at=utcnow(),
         categories=ctx.categories, images=kept, instances=instances, files=files,
         selection=card.get("selection", {}),
+        checksums=dataset_checksums(rt.store, dataset_id),
     )
     # The manifest is written last: its presence marks a complete dataset (the idempotency check above).
     rt.store.put_json(keys.dataset_manifest(dataset_id), manifest)

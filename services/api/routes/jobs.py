@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from dreammask.shared import keys
 from dreammask.shared import orchestration as orch
 from dreammask.shared.jobs import JobNotFound
 from dreammask.shared.schemas import (
+    CategorySet,
     JobSpec,
     JobState,
     JobView,
@@ -22,13 +23,16 @@ from dreammask.shared.schemas import (
 )
 from dreammask.shared.storage import ObjectNotFound
 
+from .. import errors
 from ..deps import RuntimeDep, SettingsDep, TenantDep, base_url
 from ..metrics import count_submission
 from ..streaming import object_response
 from ..validation import check_spec
+from ..views import JOB_SPEC_EXAMPLES, CategoriesView, JobList, ResumeResult, SceneList
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=errors.responses(*errors.V1_ERRORS))
+_NO_JOB = {"e404": {"detail": "no job 'job-20260101-000000-abcdef'"}}
 
 
 def _owned_spec(rt, job_id: str, tenant: str) -> StoredJobSpec:
@@ -58,8 +62,8 @@ def _view(rt, request: Request, settings, stored: StoredJobSpec, detail: bool = 
     )
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView)
-def submit_job(spec: JobSpec, request: Request, response: Response, rt: RuntimeDep, settings: SettingsDep,
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView, responses=errors.responses(413, 422))
+def submit_job(spec: Annotated[JobSpec, Body(openapi_examples=JOB_SPEC_EXAMPLES)], request: Request, response: Response, rt: RuntimeDep, settings: SettingsDep,
                tenant: TenantDep):
     train = check_spec(spec, settings)
     stored = rt.tracker.create(spec, tenant, train)
@@ -82,11 +86,11 @@ def submit_job(spec: JobSpec, request: Request, response: Response, rt: RuntimeD
     return view
 
 
-@router.get("")
+@router.get("", response_model=JobList, responses=errors.responses(422))
 def list_jobs(request: Request, rt: RuntimeDep, settings: SettingsDep, tenant: TenantDep,
               status_filter: Annotated[JobState | None, Query(alias="status")] = None,
               limit: Annotated[int, Query(ge=1, le=200)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+              offset: Annotated[int, Query(ge=0)] = 0):
     ids = sorted(rt.tracker.list_jobs(tenant), reverse=True)  # newest first
     items = []
     matched = 0
@@ -99,12 +103,13 @@ def list_jobs(request: Request, rt: RuntimeDep, settings: SettingsDep, tenant: T
     return {"items": items, "total": matched, "limit": limit, "offset": offset}
 
 
-@router.get("/{job_id}", response_model=JobView)
+@router.get("/{job_id}", response_model=JobView, responses=errors.responses(404, 422, **_NO_JOB))
 def get_job(job_id: str, request: Request, rt: RuntimeDep, settings: SettingsDep, tenant: TenantDep):
     return _view(rt, request, settings, _owned_spec(rt, job_id, tenant))
 
 
-@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobView)
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobView,
+             responses=errors.responses(404, 409, 422, **_NO_JOB))
 def cancel_job(job_id: str, request: Request, rt: RuntimeDep, settings: SettingsDep, tenant: TenantDep):
     stored = _owned_spec(rt, job_id, tenant)
     st = rt.tracker.status(job_id)
@@ -114,7 +119,8 @@ def cancel_job(job_id: str, request: Request, rt: RuntimeDep, settings: Settings
     return _view(rt, request, settings, stored)
 
 
-@router.post("/{job_id}/resume", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/{job_id}/resume", status_code=status.HTTP_202_ACCEPTED, response_model=ResumeResult,
+             responses=errors.responses(404, 409, 422, **_NO_JOB))
 def resume_job(job_id: str, request: Request, rt: RuntimeDep, settings: SettingsDep, tenant: TenantDep):
     stored = _owned_spec(rt, job_id, tenant)
     try:
@@ -124,7 +130,8 @@ def resume_job(job_id: str, request: Request, rt: RuntimeDep, settings: Settings
     return {"job": _view(rt, request, settings, stored), "enqueued": enqueued}
 
 
-@router.get("/{job_id}/categories")
+@router.get("/{job_id}/categories", response_model=CategoriesView, responses=errors.responses(
+    404, 422, e404={"detail": "categories are not ready yet"}))
 def get_categories(job_id: str, rt: RuntimeDep, tenant: TenantDep,
                    include: Annotated[str | None, Query(description="`dropped`: also list the candidates "
                                                         "association dropped, each with its reason")] = None):
@@ -142,13 +149,14 @@ def get_categories(job_id: str, rt: RuntimeDep, tenant: TenantDep,
     cats["dropped_count"] = len(dropped)
     if "dropped" in wanted:
         cats["dropped"] = dropped
-    return cats
+    # As stored, not re-serialised through the model: a response without `dropped` must not show it as null.
+    return JSONResponse(cats)
 
 
-@router.get("/{job_id}/scenes")
+@router.get("/{job_id}/scenes", response_model=SceneList, responses=errors.responses(404, 422, **_NO_JOB))
 def list_scenes(job_id: str, request: Request, rt: RuntimeDep, settings: SettingsDep, tenant: TenantDep,
                 limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                offset: Annotated[int, Query(ge=0)] = 0):
     _owned_spec(rt, job_id, tenant)
     st = rt.tracker.status(job_id)
     root = f"{base_url(request, settings)}/v1/jobs/{job_id}/files"
@@ -177,9 +185,18 @@ def list_scenes(job_id: str, request: Request, rt: RuntimeDep, settings: Setting
     return {"items": items, "total": st.planned_scenes, "limit": limit, "offset": offset}
 
 
-@router.get("/{job_id}/files/{path:path}")
-def get_job_file(job_id: str, path: str, rt: RuntimeDep, tenant: TenantDep):
+_FILE_RESPONSES = {
+    200: {"description": "the file (HEAD: headers only)", "content": {"application/octet-stream": {}}},
+    206: {"description": "the requested byte range", "content": {"application/octet-stream": {}}},
+    **errors.responses(404, 416, 422, **_NO_JOB),
+}
+
+
+@router.get("/{job_id}/files/{path:path}", response_class=Response, responses=_FILE_RESPONSES)
+@router.head("/{job_id}/files/{path:path}", response_class=Response, responses=_FILE_RESPONSES)
+def get_job_file(job_id: str, path: str, request: Request, rt: RuntimeDep, tenant: TenantDep):
+    """A layout, image, annotation or failure record of the job; GET or HEAD, with ETag and Range."""
     _owned_spec(rt, job_id, tenant)
     if path.split("/")[0] not in ("layouts", "images", "renders", "annotations", "curated", "failures") or ".." in path:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no file {path!r} in job {job_id}")
-    return object_response(rt.store, keys.job_prefix(job_id) + path)
+    return object_response(rt.store, keys.job_prefix(job_id) + path, request)

@@ -1,0 +1,203 @@
+"""`dreammask categories`, `scenes` and `trainings ...`: what the API holds about a job and about trainer
+runs, as tables (ids at full width) or as the API's JSON (--json)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .cli_support import (
+    DEFAULT_API_URL,
+    ApiKey,
+    ApiUrl,
+    CliError,
+    GuardedTyper,
+    JsonOut,
+    api_client,
+    check,
+    console,
+    id_table,
+    load_spec_file,
+    print_json,
+)
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def categories_command(job_id: Annotated[str, typer.Argument(help="a job id (see `dreammask list`)")],
+                       json_out: JsonOut = False, api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = ""):
+    """The novel categories a job proposed, with their nearest training category and score."""
+    with api_client(api_url, api_key) as c:
+        cats = check(c.get(f"/v1/jobs/{job_id}/categories"))
+    if json_out:
+        print_json(cats)
+        return
+    t = Table("novel category", "nearest training category", "score", "reason")
+    for n in cats["novel"]:
+        t.add_row(n["name"], n["nearest_train"], f"{n['score']:.3f}", n.get("reason") or "")
+    console.print(t)
+    console.print(f"{len(cats['novel'])} novel, {len(cats['train'])} training categories "
+                  f"(backend {cats['backend']})")
+
+
+def scenes_command(job_id: Annotated[str, typer.Argument(help="a job id")],
+                   limit: Annotated[int, typer.Option(help="at most this many scenes (1-100)")] = 20,
+                   offset: Annotated[int, typer.Option(help="skip this many scenes")] = 0,
+                   json_out: JsonOut = False, api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = ""):
+    """Each scene of a job: its novel category, stage status, kept instances and failures."""
+    with api_client(api_url, api_key) as c:
+        page = check(c.get(f"/v1/jobs/{job_id}/scenes", params={"limit": limit, "offset": offset}))
+    if json_out:
+        print_json(page)
+        return
+    t = id_table("scene", [s["scene_id"] for s in page["items"]], "novel category", "layout", "image",
+                 "masks", "instances", "failed")
+    for s in page["items"]:
+        st = s["stages"]
+        fail = f"{s['failed']['stage']}: {s['failed']['reason']}" if s.get("failed") else ""
+        t.add_row(s["scene_id"], s.get("novel_category") or "", st["layout"], st["synthesis"], st["annotation"],
+                  str(len(s["instances"])), fail)
+    console.print(t)
+    console.print(f"{len(page['items'])} of {page['total']} scenes")
+
+
+# ------------------------------------------------------------------ trainings
+
+trainings_app = GuardedTyper(help="Trainer runs on curated datasets: submit, watch, list, cancel.",
+                            no_args_is_help=True)
+
+
+def _training_line(v: dict) -> str:
+    losses = ", ".join(f"{k} {val:.3f}" for k, val in sorted(v.get("losses", {}).items()) if isinstance(val, float))
+    return f"training {v['training_id']}: {v['state']}, iteration {v['iteration']}/{v['max_iter']}" + (
+        f"; {losses}" if losses else "")
+
+
+def _end_training(v: dict, json_out: bool, exit_on_failure: bool = True) -> None:
+    if json_out:
+        print_json(v)
+    else:
+        console.print(_training_line(v), soft_wrap=True)
+        if v.get("error"):
+            console.print(f"  error: {v['error']}", soft_wrap=True)
+        if v.get("checkpoint"):
+            console.print(f"  checkpoint: {v['checkpoint']}", soft_wrap=True)
+    if exit_on_failure and v["state"] in TERMINAL and v["state"] != "succeeded":
+        raise typer.Exit(1)
+
+
+def follow_training(get_view, poll_s: float = 2.0) -> dict:
+    view = get_view()  # before any bar: an unknown id is one error line
+    with Progress(TextColumn("iterations"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[extra]}"),
+                  TimeElapsedColumn(), console=console) as prog:
+        bar = prog.add_task("train", total=1, extra="")
+        while True:
+            losses = view.get("losses") or {}
+            extra = f"{view['state']}" + (f" total_loss {losses['total_loss']:.3f}" if "total_loss" in losses else "")
+            prog.update(bar, total=max(1, view["max_iter"]), completed=view["iteration"], extra=extra)
+            if view["state"] in TERMINAL:
+                return view
+            time.sleep(poll_s)
+            view = get_view()
+
+
+@trainings_app.command("submit")
+def trainings_submit(
+    spec_file: Annotated[Optional[Path], typer.Argument(help="training spec as YAML or JSON")] = None,
+    dataset: Annotated[Optional[list[str]], typer.Option("--dataset", help="curated dataset id (repeatable)")] = None,
+    real_dataset: Annotated[Optional[list[str]], typer.Option(
+        "--real-dataset", help="real dataset registered on the trainer, e.g. coco_2017_train_panoptic (repeatable)")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="trainer iterations")] = None,
+    config: Annotated[Optional[str], typer.Option(help="config preset under trainer/configs/")] = None,
+    tiny: Annotated[Optional[bool], typer.Option("--tiny/--full", help="the tiny random model (demos, tests)")] = None,
+    override: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="config override KEY=VALUE, e.g. SOLVER.BASE_LR=5e-5 (repeatable)")] = None,
+    name: Annotated[Optional[str], typer.Option(help="a name to recognise the training by")] = None,
+    watch_training: Annotated[bool, typer.Option("--watch/--no-watch", help="follow it until it ends")] = False,
+    json_out: JsonOut = False, api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = "",
+):
+    """Start a training on curated (and real) datasets; flags override the spec file."""
+    spec: dict = load_spec_file(spec_file) if spec_file else {}
+    if dataset:
+        spec["datasets"] = list(dataset)
+    if real_dataset:
+        spec["real_datasets"] = list(real_dataset)
+    for k, v in (("iterations", iterations), ("config", config), ("tiny", tiny), ("name", name)):
+        if v is not None:
+            spec[k] = v
+    for item in override or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--set {item!r} is not KEY=VALUE", "for example --set SOLVER.BASE_LR=5e-5")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        spec.setdefault("overrides", {})[key.strip()] = parsed
+    if "iterations" not in spec:
+        raise CliError("how many iterations?", "pass --iterations N (or `iterations:` in the spec file)")
+    with api_client(api_url, api_key) as c:
+        view = check(c.post("/v1/trainings", json=spec))
+        if json_out and not watch_training:
+            print_json(view)
+            return
+        console.print(f"training [bold]{view['training_id']}[/bold] accepted: {view['url']}", soft_wrap=True)
+        if watch_training:
+            final = follow_training(lambda: check(c.get(f"/v1/trainings/{view['training_id']}")))
+            _end_training(final, json_out)
+
+
+@trainings_app.command("watch")
+def trainings_watch(training_id: Annotated[str, typer.Argument(help="a training id")], json_out: JsonOut = False,
+                    api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = ""):
+    """Follow a training's iterations and loss; exits non-zero unless it succeeds."""
+    with api_client(api_url, api_key) as c:
+        _end_training(follow_training(lambda: check(c.get(f"/v1/trainings/{training_id}"))), json_out)
+
+
+@trainings_app.command("show")
+def trainings_show(training_id: Annotated[str, typer.Argument(help="a training id")], json_out: JsonOut = False,
+                   api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = ""):
+    """A training's state, iteration, latest losses and checkpoint."""
+    with api_client(api_url, api_key) as c:
+        _end_training(check(c.get(f"/v1/trainings/{training_id}")), json_out, exit_on_failure=False)
+
+
+@trainings_app.command("list")
+def trainings_list(limit: Annotated[int, typer.Option(help="at most this many (1-200)")] = 20,
+                   offset: Annotated[int, typer.Option(help="skip this many (newest first)")] = 0,
+                   json_out: JsonOut = False, api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = ""):
+    """Your trainings, newest first."""
+    with api_client(api_url, api_key) as c:
+        page = check(c.get("/v1/trainings", params={"limit": limit, "offset": offset}))
+    if json_out:
+        print_json(page)
+        return
+    t = id_table("training", [v["training_id"] for v in page["items"]], "state", "iteration", "created", "name")
+    for v in page["items"]:
+        t.add_row(v["training_id"], v["state"], f"{v['iteration']}/{v['max_iter']}", v["created_at"][:19],
+                  v.get("name") or "")
+    console.print(t)
+    console.print(f"{len(page['items'])} of {page['total']}")
+
+
+@trainings_app.command("cancel")
+def trainings_cancel(training_id: Annotated[str, typer.Argument(help="a training id")], json_out: JsonOut = False,
+                     api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = ""):
+    """Cancel a training: it stops at its next status check and keeps a checkpoint."""
+    with api_client(api_url, api_key) as c:
+        _end_training(check(c.post(f"/v1/trainings/{training_id}/cancel")), json_out, exit_on_failure=False)
+
+
+@trainings_app.command("resume")
+def trainings_resume(training_id: Annotated[str, typer.Argument(help="a training id")], json_out: JsonOut = False,
+                     api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = ""):
+    """Queue a failed, cancelled or lost training again; it resumes from its last checkpoint."""
+    with api_client(api_url, api_key) as c:
+        _end_training(check(c.post(f"/v1/trainings/{training_id}/resume")), json_out, exit_on_failure=False)

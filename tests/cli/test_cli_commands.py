@@ -1,0 +1,161 @@
+"""The CLI's commands against a real API: tables with whole ids, --json for scripts, categories, scenes,
+trainings, and downloads that stream, skip, resume and verify."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from cli_helpers import cli, error_lines
+from conftest import KEY
+
+from dreammask.shared import keys
+
+SPEC = {"train_categories": ["person", "dog", "car", "building"], "num_novel": 1, "images_per_category": 2,
+        "image_size": 96, "seed": 5, "name": "cli test"}
+
+
+def _env(api):
+    return {"DREAMMASK_API_URL": api.url, "DREAMMASK_API_KEY": KEY}
+
+
+@pytest.fixture(scope="module")
+def finished_job(live_api, tmp_path_factory):
+    spec = tmp_path_factory.mktemp("spec") / "spec.json"
+    spec.write_text(json.dumps(SPEC))
+    r = cli("submit", str(spec), "--json", env=_env(live_api))
+    assert r.returncode == 0, r.stderr
+    view = json.loads(r.stdout)
+    live_api.run_pending()
+    final = live_api.client.get(f"/v1/jobs/{view['job_id']}").json()
+    assert final["state"] == "succeeded", final
+    return final
+
+
+def test_tables_show_whole_ids_and_json_matches_the_api(live_api, finished_job):
+    env = {**_env(live_api), "COLUMNS": "50"}  # a narrow terminal must not cut ids
+    job_id = finished_job["job_id"]
+    r = cli("list", env=env)
+    assert r.returncode == 0, r.stderr
+    assert job_id in r.stdout and "1 of 1" in r.stdout
+    r = cli("list", "--json", "--status", "succeeded", env=env)
+    page = json.loads(r.stdout)
+    assert [j["job_id"] for j in page["items"]] == [job_id] and page["total"] == 1
+    r = cli("list", "--json", "--status", "failed", env=env)
+    assert json.loads(r.stdout)["total"] == 0
+
+
+def test_categories_and_scenes(live_api, finished_job):
+    env = _env(live_api)
+    job_id = finished_job["job_id"]
+    api_cats = live_api.client.get(f"/v1/jobs/{job_id}/categories").json()
+    r = cli("categories", job_id, env=env)
+    assert r.returncode == 0, r.stderr
+    for n in api_cats["novel"]:
+        assert n["name"] in r.stdout and n["nearest_train"] in r.stdout
+    assert json.loads(cli("categories", job_id, "--json", env=env).stdout) == api_cats
+
+    r = cli("scenes", job_id, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "s00000" in r.stdout and "s00001" in r.stdout and "2 of 2 scenes" in r.stdout
+    scenes = json.loads(cli("scenes", job_id, "--json", "--limit", "1", env=env).stdout)
+    assert scenes["total"] == 2 and [s["scene_id"] for s in scenes["items"]] == ["s00000"]
+
+
+def test_unknown_ids_are_one_clean_error(live_api):
+    env = _env(live_api)
+    for args in (("watch", "job-nope"), ("categories", "job-nope"), ("scenes", "job-nope"),
+                 ("trainings", "watch", "train-nope"), ("trainings", "cancel", "train-nope"),
+                 ("download", "ds-nope")):
+        r = cli(*args, env=env)
+        lines = error_lines(r)
+        assert r.returncode == 1 and 1 <= len(lines) <= 2, (args, r.stderr)
+        assert lines[0].startswith("error: 404") and "nope" in lines[0], (args, lines)
+        assert "association" not in r.stdout and "iterations" not in r.stdout  # no empty progress bars
+
+
+def test_bad_spec_names_the_field_without_an_empty_location(live_api):
+    r = cli("submit", "--categories", "dog,dog", env=_env(live_api))
+    lines = error_lines(r)
+    assert r.returncode == 1 and len(lines) == 2
+    assert lines[0].startswith("error: 422") and "train_categories: item 1" in lines[0] and ": :" not in lines[0]
+    assert "Value error" not in lines[0]
+
+
+def _summary(stdout: str) -> dict:
+    m = re.search(r"(\d+) files in .*: (\d+) downloaded \((\d+) resumed\), (\d+) already there, (\d+) verified",
+                  " ".join(stdout.split()))
+    assert m, stdout
+    return dict(zip(("files", "fetched", "resumed", "skipped", "verified"), map(int, m.groups())))
+
+
+def test_download_streams_skips_resumes_and_verifies(live_api, finished_job, tmp_path):
+    env = _env(live_api)
+    ds_id = finished_job["dataset_id"]
+    manifest = live_api.client.get(f"/v1/datasets/{ds_id}").json()["manifest"]
+    checksums = manifest["checksums"]
+    assert checksums and all(v.startswith("sha256:") for v in checksums.values())
+    dest = tmp_path / "dl"
+
+    s = _summary(cli("download", ds_id, "--to", str(dest), env=env).stdout)
+    assert s["fetched"] == s["files"] and s["skipped"] == 0 and s["verified"] == len(checksums)
+    root = dest / ds_id
+    store = live_api.rt.store
+    for rel in checksums:
+        assert (root / rel).read_bytes() == store.get_bytes(keys.dataset_file(ds_id, rel)), rel
+
+    # Run again: nothing is fetched.
+    s = _summary(cli("download", ds_id, "--to", str(dest), env=env).stdout)
+    assert s["fetched"] == 0 and s["skipped"] == s["files"]
+
+    # A damaged local file is fetched again; an interrupted one resumes from its .part.
+    card = root / keys.CARD_JSON
+    card.write_text("damaged")
+    sheet = root / "contact_sheet.png"
+    whole = sheet.read_bytes()
+    sheet.unlink()
+    sheet.with_name(sheet.name + ".part").write_bytes(whole[: len(whole) // 2])
+    s = _summary(cli("download", ds_id, "--to", str(dest), env=env).stdout)
+    assert s["fetched"] == 2 and s["resumed"] == 1 and s["skipped"] == s["files"] - 2
+    assert sheet.read_bytes() == whole and json.loads(card.read_text())["dataset_id"] == ds_id
+    assert not sheet.with_name(sheet.name + ".part").exists()
+
+    # A file whose bytes do not match the manifest is refused, in two lines, and not left in place.
+    store.put_bytes(keys.dataset_file(ds_id, keys.CARD_JSON), b'{"tampered": true}')
+    card.unlink()
+    r = cli("download", ds_id, "--to", str(dest), "--no-progress", env=env)
+    lines = error_lines(r)
+    assert r.returncode == 1 and len(lines) == 2 and "checksum" in lines[0], r.stderr
+    assert not card.exists() and not card.with_name(card.name + ".part").exists()
+
+
+def test_trainings_submit_list_cancel_and_validation(live_api, finished_job, tmp_path):
+    env = _env(live_api)
+    ds_id = finished_job["dataset_id"]
+    r = cli("trainings", "submit", "--dataset", ds_id, "--iterations", "3", "--tiny", "--name", "t1", "--json",
+            env=env)
+    assert r.returncode == 0, r.stderr
+    view = json.loads(r.stdout)
+    tid = view["training_id"]
+    assert view["state"] == "queued" and view["max_iter"] == 3
+
+    r = cli("trainings", "list", env={**env, "COLUMNS": "50"})
+    assert r.returncode == 0 and tid in r.stdout
+    assert [t["training_id"] for t in json.loads(cli("trainings", "list", "--json", env=env).stdout)["items"]] == [tid]
+
+    r = cli("trainings", "cancel", tid, env=env)
+    assert r.returncode == 0 and "cancelled" in r.stdout
+    r = cli("trainings", "watch", tid, env=env)  # a training that ended cancelled: non-zero for scripts
+    assert r.returncode == 1 and "cancelled" in r.stdout
+
+    r = cli("trainings", "submit", "--dataset", ds_id, "--iterations", "3", "--config", "huge.yaml", env=env)
+    lines = error_lines(r)
+    assert r.returncode == 1 and len(lines) == 2
+    assert "config" in lines[0] and "huge.yaml" in lines[0] and "dreammask_convnext_large.yaml" in lines[0]
+
+    r = cli("trainings", "submit", "--dataset", "ds-nope", "--iterations", "3", "--tiny", env=env)
+    assert r.returncode == 1 and "datasets.0" in r.stderr and ds_id in r.stderr  # names what exists
+
+    r = cli("trainings", "submit", "--dataset", ds_id, env=env)
+    assert r.returncode == 1 and "--iterations" in r.stderr
