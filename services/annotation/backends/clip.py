@@ -401,6 +401,17 @@ class ClipScores(ScoreBackend):
             self.mask_weight * emb_mask + (1.0 - self.mask_weight) * emb_box, dim=-1
         )
         cos = combined @ text.T  # (N, V)
+        # Each image's softmax runs over the vocabulary plus its own targets (as scored alone): names
+        # appended for another image's targets are masked out of its rows.
+        base = len(self._vocabulary(vocabulary, [])[0])
+        allowed = np.zeros((n, len(names)), dtype=bool)
+        allowed[:, :base] = True
+        row = 0
+        for _, _, _, targets in checked:
+            own = [index[t] for t in targets]
+            allowed[row : row + len(targets), own] = True
+            row += len(targets)
+        cos = cos.masked_fill(~torch.from_numpy(allowed).to(cos.device), float("-inf"))
         scale = self.model.logit_scale.detach().float().exp().clamp(max=100.0)
         probs = torch.softmax(scale * cos, dim=-1)
         cols = torch.as_tensor([index[t] for t in all_targets], device=cos.device)
