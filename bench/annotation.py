@@ -50,7 +50,7 @@ def build_sam_backend(kind: str, device: str):
 
     arch = TINY_ARCHITECTURE if kind == "tiny" else STANDARD_ARCHITECTURES[kind]
     torch.manual_seed(0)
-    return SamMasks(build_sam(arch), arch=arch, device=device, fp16=True, decoder_batch_size=64,
+    return SamMasks(build_sam(arch), arch=arch, device=device, fp16=True, decoder_batch_size=0,
                     min_region_area=100, min_hole_area=100, info={"model_type": kind})
 
 
