@@ -271,7 +271,7 @@ def part_annotation(args, clock: Clock, work: Path, out: dict) -> dict:
     res = {"sam": args.sam, "clip": args.clip, "images": len(images), "boxes_per_image": 8, "image_size": side,
            "encoder_images_per_s_by_batch": enc_by_batch, "encoder_s": round(enc, 4), "whole_s": round(tot, 4),
            "whole_to_encoder_ratio": round(tot / enc, 4), "goal_ratio": GOAL_ANNOTATION_RATIO,
-           "decoder_batch_size": sam.decoder_batch_size}
+           "decoder_boxes_per_call": sam.decoder_chunk()}
     free(device)
     return res
 

@@ -43,9 +43,9 @@ class AnnotationSettings(BaseSettings):
     # unset, a file named like the checkpoint with `.json` beside it is used if present, else the
     # standard hyper-parameters of `sam_model_type`.
     sam_architecture: Path | None = None
-    # Boxes per mask-decoder call. 0 (auto): all boxes of an image in one call on a GPU, one box per call
-    # on the CPU (segment-anything's decoder copies the image embedding once per box, which on a CPU
-    # costs more than the per-call overhead it saves).
+    # Boxes per mask-decoder call. 0 (auto): all boxes of an image in one call on a GPU; on the CPU as
+    # many as keep the decoder's per-box copies of the image embedding about cache-sized (one box per
+    # call for the standard SAM models: there the copies cost more than the per-call overhead saved).
     sam_decoder_batch_size: int = Field(0, ge=0, le=4096)
     # Images of a task per image-encoder call (the encoder dominates the cost; a batch fills a GPU).
     sam_encoder_batch_size: int = Field(4, ge=1, le=64)

@@ -32,10 +32,15 @@ def clip(annotation_env):
 
 
 def test_decoder_chunk_is_chosen_by_device(sam, monkeypatch):
-    assert sam.device.type == "cpu" and sam.decoder_batch_size == 1  # per box on the CPU
+    assert sam.device.type == "cpu" and sam.decoder_batch_size == 0  # automatic
+    assert sam.decoder_chunk(256 * 64 * 64) == 1  # a standard SAM's embedding: one box per call on the CPU
+    assert sam.decoder_chunk() >= 64  # the tiny model's embedding is small: all boxes at once
+    sam.device = torch.device("cuda")  # (only the rule is asked; nothing runs)
+    assert sam.decoder_chunk(256 * 64 * 64) >= 64
+    sam.device = torch.device("cpu")
     monkeypatch.setenv("DREAMMASK_SAM_DECODER_BATCH_SIZE", "16")
     explicit = SamMasks.from_settings(Settings())
-    assert explicit.decoder_batch_size == 16
+    assert explicit.decoder_chunk(256 * 64 * 64) == 16
     explicit.close()
 
 

@@ -269,8 +269,8 @@ class SamMasks(MaskBackend):
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.predictor = SamPredictor(self.model)
         self.arch = arch
-        # 0: all boxes at once on a GPU, one per call on the CPU (see the setting's comment).
-        self.decoder_batch_size = int(decoder_batch_size) or (4096 if self.device.type == "cuda" else 1)
+        # 0: automatic (`decoder_chunk`); any other value is the number of boxes per decoder call.
+        self.decoder_batch_size = int(decoder_batch_size)
         self.encoder_batch_size = max(1, int(encoder_batch_size))
         self.stability_offset = float(stability_offset)
         self.min_region_area = int(min_region_area)
@@ -397,6 +397,23 @@ class SamMasks(MaskBackend):
         self.last_timings = timings
         return out
 
+    # On the CPU, the batched decoder's copies of the image embedding (one per box) should stay about
+    # cache-sized: beyond that the copies cost more than the per-call overhead batching saves.
+    CPU_DECODER_ELEMENTS = 1 << 20
+
+    def decoder_chunk(self, embedding_numel: int | None = None) -> int:
+        """Boxes per decoder call: the setting when given; else all boxes at once on a GPU (kernel-launch
+        overhead dominates there), and on the CPU as many as keep the embedding copies within
+        `CPU_DECODER_ELEMENTS` (a standard SAM's 256x64x64 embedding: one box per call)."""
+        if self.decoder_batch_size:
+            return self.decoder_batch_size
+        if self.device.type != "cpu":
+            return 4096
+        if embedding_numel is None:
+            side = self.arch.image_size // self.arch.patch_size
+            embedding_numel = self.arch.prompt_embed_dim * side * side
+        return max(1, self.CPU_DECODER_ELEMENTS // max(1, embedding_numel))
+
     def _encode(self, images: list[np.ndarray]):
         """Image embeddings of several images in one encoder call, as `SamPredictor.set_image` makes them
         one at a time (longest side resized to the model's size, normalised, padded); with each image's
@@ -430,9 +447,10 @@ class SamMasks(MaskBackend):
             torch.as_tensor(boxes, dtype=torch.float32, device=self.device), size
         ).to(self.dtype)
         dense_pe = model.prompt_encoder.get_dense_pe()
+        step = self.decoder_chunk(features[0].numel())
         out_masks, out_iou, out_stab = [], [], []
-        for start in range(0, len(transformed), self.decoder_batch_size):
-            chunk = transformed[start : start + self.decoder_batch_size]
+        for start in range(0, len(transformed), step):
+            chunk = transformed[start : start + step]
             sparse, dense = model.prompt_encoder(points=None, boxes=chunk, masks=None)
             low_res, iou = model.mask_decoder(
                 image_embeddings=features,
