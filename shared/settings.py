@@ -86,8 +86,10 @@ class Settings(BaseSettings):
 
     # Batch sizes: scenes per task message for each stage.
     layout_batch_size: int = Field(16, ge=1, le=1024)
-    synthesis_batch_size: int = Field(4, ge=1, le=256)
-    annotation_batch_size: int = Field(4, ge=1, le=256)
+    # Two GPU batches of DREAMMASK_GLIGEN_BATCH_SIZE per task, so writes overlap the next batch.
+    synthesis_batch_size: int = Field(16, ge=1, le=256)
+    # SAM encodes a task's images in batches of DREAMMASK_SAM_ENCODER_BATCH_SIZE.
+    annotation_batch_size: int = Field(8, ge=1, le=256)
     curation_batch_size: int = Field(16, ge=1, le=1024)
     # Per-job Redis counters live at most this long without a write (a job abandoned mid-way leaves
     # nothing behind); a job's counters are dropped at once when it turns terminal.

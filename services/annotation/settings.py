@@ -43,8 +43,12 @@ class AnnotationSettings(BaseSettings):
     # unset, a file named like the checkpoint with `.json` beside it is used if present, else the
     # standard hyper-parameters of `sam_model_type`.
     sam_architecture: Path | None = None
-    # Boxes per mask-decoder call; all boxes of an image go in one call up to this many.
-    sam_decoder_batch_size: int = Field(64, ge=1, le=4096)
+    # Boxes per mask-decoder call. 0 (auto): all boxes of an image in one call on a GPU; on the CPU as
+    # many as keep the decoder's per-box copies of the image embedding about cache-sized (one box per
+    # call for the standard SAM models: there the copies cost more than the per-call overhead saved).
+    sam_decoder_batch_size: int = Field(0, ge=0, le=4096)
+    # Images of a task per image-encoder call (the encoder dominates the cost; a batch fills a GPU).
+    sam_encoder_batch_size: int = Field(4, ge=1, le=64)
     # Offset of the logit threshold used for SAM's stability score (SAM's automatic generator uses 1.0).
     sam_stability_offset: float = Field(1.0, gt=0.0)
     # Clean-up, in pixels of the original image: islands smaller than this are removed, holes smaller

@@ -16,6 +16,7 @@ starting noise from its own generator. A sample therefore comes out the same alo
 from __future__ import annotations
 
 import inspect
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,9 @@ import torch
 
 # The grounding-token count GLIGEN was trained with; the diffusers pipeline pads to it.
 MAX_GROUNDING_TOKENS = 30
+# Category names repeat across every scene of a job: their phrase features are kept (a few MB at most).
+PHRASE_CACHE_SIZE = 4096
+NEGATIVE_CACHE_SIZE = 8
 
 SCHEDULER_CLASSES = {
     "ddim": "DDIMScheduler",
@@ -88,6 +92,13 @@ class GligenBatchPipeline:
         self._fusers = [m for m in unet.modules() if type(m) is GatedSelfAttentionDense]
         if not self._fusers:
             raise ValueError("the UNet has no gated self-attention layers: it is not a GLIGEN UNet")
+        # Constant per deployment: the negative prompt's embedding and each phrase's pooled feature are
+        # computed once, not per batch.
+        self._negative_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._phrase_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        # "auto": whole-batch VAE decode until it runs out of memory once, then one image at a time.
+        self.vae_slicing = "auto"
+        self.text_encoder_calls = 0  # how often the text encoder ran (the caches' test reads it)
 
     @classmethod
     def from_pipe(cls, pipe) -> GligenBatchPipeline:
@@ -121,20 +132,42 @@ class GligenBatchPipeline:
         attention_mask = None
         if getattr(self.text_encoder.config, "use_attention_mask", False):
             attention_mask = inputs.attention_mask.to(self.device)
+        self.text_encoder_calls += 1
         embeds = self.text_encoder(inputs.input_ids.to(self.device), attention_mask=attention_mask)[0]
         return embeds.to(dtype=self.text_encoder.dtype), truncated
+
+    def negative_embedding(self, negative_prompt: str) -> torch.Tensor:
+        """(1, L, D) embedding of the negative prompt, cached: it is the same for every batch of a job."""
+        cached = self._negative_cache.get(negative_prompt)
+        if cached is None:
+            cached, _ = self.encode_prompts([negative_prompt])
+            self._negative_cache[negative_prompt] = cached
+            while len(self._negative_cache) > NEGATIVE_CACHE_SIZE:
+                self._negative_cache.popitem(last=False)
+        else:
+            self._negative_cache.move_to_end(negative_prompt)
+        return cached
 
     def encode_phrases(self, phrases: list[str]) -> dict[str, torch.Tensor]:
         """Phrase features as the GLIGEN pipeline makes them: the text encoder's pooled (EOS) output.
         Each distinct phrase is encoded once per call; CLIP's causal mask makes the pooled feature
         independent of how far the batch is padded."""
         unique = list(dict.fromkeys(phrases))
-        if not unique:
-            return {}
-        inputs = self.tokenizer(unique, padding=True, truncation=True, max_length=self.tokenizer.model_max_length,
-                                return_tensors="pt").to(self.device)
-        pooled = self.text_encoder(**inputs).pooler_output
-        return dict(zip(unique, pooled, strict=True))
+        missing = [p for p in unique if p not in self._phrase_cache]
+        if missing:
+            inputs = self.tokenizer(missing, padding=True, truncation=True,
+                                    max_length=self.tokenizer.model_max_length, return_tensors="pt").to(self.device)
+            self.text_encoder_calls += 1
+            pooled = self.text_encoder(**inputs).pooler_output
+            for p, f in zip(missing, pooled, strict=True):
+                self._phrase_cache[p] = f
+        out = {}
+        for p in unique:
+            self._phrase_cache.move_to_end(p)
+            out[p] = self._phrase_cache[p]
+        while len(self._phrase_cache) > PHRASE_CACHE_SIZE:
+            self._phrase_cache.popitem(last=False)
+        return out
 
     def grounding_inputs(self, samples: list[GroundedPrompt]) -> dict[str, torch.Tensor]:
         """Per-sample boxes, phrase embeddings and masks, each padded to 30 tokens."""
@@ -180,7 +213,7 @@ class GligenBatchPipeline:
         prompt_embeds, truncated = self.encode_prompts([s.prompt for s in samples])
         grounding = self.grounding_inputs(samples)
         if do_cfg:
-            negative, _ = self.encode_prompts([negative_prompt or ""])
+            negative = self.negative_embedding(negative_prompt or "")
             prompt_embeds = torch.cat([negative.expand(batch, -1, -1), prompt_embeds])
             # The unconditional half sees the same boxes with every mask off: only null grounding tokens.
             grounding = {k: torch.cat([v, v]) for k, v in grounding.items()}
@@ -242,9 +275,32 @@ class GligenBatchPipeline:
         latents = latents / cfg.scaling_factor
         if getattr(cfg, "shift_factor", None):
             latents = latents + cfg.shift_factor
-        image = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
+        latents = latents.to(self.vae.dtype)
+        image = None
+        if self.vae_slicing == "auto" and len(latents) > 1:
+            try:
+                image = self.vae.decode(latents, return_dict=False)[0]
+            except torch.cuda.OutOfMemoryError:
+                pass  # leave the except block first, so the failed attempt's tensors can be freed
+            if image is None:
+                self.vae_slicing = "on"
+                free_cuda_memory(self.device)
+        if image is None:
+            if self.vae_slicing == "off" or len(latents) == 1:
+                image = self.vae.decode(latents, return_dict=False)[0]
+            else:
+                image = torch.cat([self.vae.decode(x, return_dict=False)[0] for x in latents.split(1)])
         image = (image / 2 + 0.5).clamp(0, 1)
         return image.cpu().permute(0, 2, 3, 1).float().numpy()
+
+
+def free_cuda_memory(device) -> None:
+    """Give the memory of dead tensors back (cycles first), so a retry starts from a clean allocator."""
+    import gc
+
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

@@ -169,18 +169,51 @@ def apply_memory_options(pipe, settings: SynthesisSettings) -> dict[str, Any]:
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
     pipe.unet.set_attn_processor(AttnProcessor2_0() if settings.gligen_attention == "sdpa" else AttnProcessor())
-    # Slicing decodes one latent at a time: peak VAE memory stops growing with the batch.
-    if settings.gligen_enable_vae_slicing:
+    # "on" slices always (peak VAE memory stops growing with the batch); "auto" is handled by the loop,
+    # which slices only after a whole-batch decode ran out of memory.
+    if settings.gligen_vae_slicing == "on":
         pipe.vae.enable_slicing()
+    else:
+        pipe.vae.disable_slicing()
     if settings.gligen_enable_vae_tiling:
         pipe.vae.enable_tiling()
     compiled = False
     if settings.gligen_torch_compile:
-        pipe.unet = torch.compile(pipe.unet, mode=settings.gligen_compile_mode, fullgraph=False)
+        # Static shapes: the warm-up compiles every batch size the renderer will cut (see
+        # GligenRenderer.batch_sizes), each with the fusers on and off, so the limit must hold them all.
+        limit = 2 * (len(batch_size_set(settings.gligen_batch_size)) + 1) + 2
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+        pipe.unet = torch.compile(pipe.unet, mode=settings.gligen_compile_mode,
+                                  backend=settings.gligen_compile_backend, dynamic=False, fullgraph=False)
         compiled = True
     return {
         "attention": settings.gligen_attention,
-        "vae_slicing": settings.gligen_enable_vae_slicing,
+        "vae_slicing": settings.gligen_vae_slicing,
         "vae_tiling": settings.gligen_enable_vae_tiling,
         "torch_compile": compiled,
+        **({"compile_backend": settings.gligen_compile_backend} if compiled else {}),
     }
+
+
+def batch_size_set(batch_size: int) -> list[int]:
+    """Every GPU batch size the renderer cuts work into: the full batch and the powers of two below it
+    (a tail of n scenes is rendered as its binary decomposition, 13 = 8 + 4 + 1)."""
+    sizes = {batch_size}
+    k = 1
+    while k < batch_size:
+        sizes.add(k)
+        k *= 2
+    return sorted(sizes)
+
+
+def split_batches(n: int, batch_size: int) -> list[int]:
+    """Batch sizes for n scenes: full batches, then the tail as descending powers of two."""
+    sizes = [batch_size] * (n // batch_size)
+    tail = n % batch_size
+    bit = 1 << max(tail.bit_length() - 1, 0)
+    while tail:
+        if tail >= bit:
+            sizes.append(bit)
+            tail -= bit
+        bit >>= 1
+    return sizes

@@ -34,17 +34,29 @@ class SynthesisSettings(BaseSettings):
     gligen_device: str = "auto"
 
     # Images per UNet forward (each counts twice with classifier-free guidance). The platform hands a
-    # task DREAMMASK_SYNTHESIS_BATCH_SIZE scenes; the backend cuts them into batches of this size.
-    gligen_batch_size: int = Field(4, ge=1, le=64)
-    # On CUDA out-of-memory, halve the batch and go on (results do not depend on the batch size).
+    # task DREAMMASK_SYNTHESIS_BATCH_SIZE scenes; the backend cuts them into batches of this size (tail
+    # batches into powers of two, so a compiled UNet sees a fixed set of shapes). SD-1.4 GLIGEN at 512 px
+    # in fp16 needs about 1 GiB per image of the batch on top of 3 GiB of weights: 4 on a 16 GiB card, 8 on
+    # 24 GiB, 16 on 40-80 GiB, 32 on 141 GiB (docs/synthesis.md).
+    gligen_batch_size: int = Field(8, ge=1, le=64)
+    # On CUDA out-of-memory, free the failed attempt, halve the batch and go on (results do not depend
+    # on the batch size).
     gligen_split_on_oom: bool = True
 
     # Memory and speed.
     gligen_attention: Literal["sdpa", "default"] = "sdpa"
-    gligen_enable_vae_slicing: bool = True
+    # "auto": decode the whole batch at once and fall back to one image at a time only after the VAE
+    # ran out of memory (slicing costs throughput and buys nothing on a large card).
+    gligen_vae_slicing: Literal["auto", "on", "off"] = "auto"
     gligen_enable_vae_tiling: bool = False
     gligen_torch_compile: bool = False
     gligen_compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    # The torch.compile backend; "eager" traces with dynamo only (tests count recompiles with it).
+    gligen_compile_backend: str = "inductor"
+    # Encoding PNGs and writing them to storage overlap the next GPU batch in this many threads; at most
+    # this many scenes per thread wait for a writer before the renderer pauses.
+    synthesis_writer_threads: int = Field(2, ge=1, le=32)
+    synthesis_writer_queue_per_thread: int = Field(8, ge=1, le=256)
     # 0: the model's native size (unet.sample_size x VAE scale factor).
     gligen_warmup_image_size: int = Field(0, ge=0, le=4096)
 

@@ -3,11 +3,12 @@ the skeleton (`shared/skeleton.py`) skips, records and forwards along the chain.
 
 from __future__ import annotations
 
+import logging
 import time
+from functools import lru_cache
 
 from dreammask.shared import keys
 from dreammask.shared.backends import Failure
-from dreammask.shared.masks import png_bytes
 from dreammask.shared.registry import get_backend
 from dreammask.shared.runtime import Runtime
 from dreammask.shared.schemas import RenderRecord, SceneLayout
@@ -15,6 +16,15 @@ from dreammask.shared.seeding import scene_seed
 from dreammask.shared.skeleton import SceneResult, run_scene_stage
 
 from .pipeline import SynthesisPipeline
+from .settings import SynthesisSettings
+from .writer import SceneWriter
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1)
+def writer_settings() -> SynthesisSettings:
+    return SynthesisSettings()
 
 
 def render_scenes(rt: Runtime, job_id: str, scene_ids: list[str]) -> dict:
@@ -33,24 +43,39 @@ def render_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:
         except (KeyError, ValueError) as e:
             result.fail(sid, f"layout unreadable: {e}")
     seeds = [scene_seed(spec.seed, keys.scene_index(s), "synthesis") for s in sids]
-    t0 = time.perf_counter()
-    results = SynthesisPipeline(renderer)(layouts, seeds, spec.synthesis, spec.image_size) if sids else []
-    per_image = (time.perf_counter() - t0) / max(1, len(sids))
     model_info = renderer.describe()
-    for sid, seed, res in zip(sids, seeds, results):
-        if isinstance(res, Failure):
-            result.fail(sid, res.reason)
-            continue
-        image_key = keys.image(job_id, sid)
-        record = RenderRecord(
-            job_id=job_id, scene_id=sid, image_key=image_key, width=res.image.size[0],
-            height=res.image.size[1], backend=renderer.name, seed=seed, model=model_info,
-            params={**spec.synthesis.model_dump(), **res.info}, dropped_objects=res.dropped,
-            seconds=round(per_image, 4),
-        )
-        # Record first, image last: the image is the idempotency marker, so a crash between the two
-        # re-renders the scene rather than leaving an image without provenance.
-        rt.store.put_json(keys.render_record(job_id, sid), record)
-        rt.store.put_bytes(image_key, png_bytes(res.image), "image/png")
-        result.done.append(sid)
+    ws = writer_settings()
+    writer = SceneWriter(rt.store, ws.synthesis_writer_threads,
+                         ws.synthesis_writer_threads * ws.synthesis_writer_queue_per_thread)
+    try:
+        batches = SynthesisPipeline(renderer).batches(layouts, seeds, spec.synthesis, spec.image_size) \
+            if sids else iter(())
+        t_batch = time.perf_counter()
+        for batch in batches:
+            per_image = (time.perf_counter() - t_batch) / max(1, len(batch))
+            for i, res in batch:
+                sid, seed = sids[i], seeds[i]
+                if isinstance(res, Failure):
+                    result.fail(sid, res.reason)
+                    continue
+                image_key = keys.image(job_id, sid)
+                record = RenderRecord(
+                    job_id=job_id, scene_id=sid, image_key=image_key, width=res.image.size[0],
+                    height=res.image.size[1], backend=renderer.name, seed=seed, model=model_info,
+                    params={**spec.synthesis.model_dump(), **res.info}, dropped_objects=res.dropped,
+                    seconds=round(per_image, 4),
+                )
+                # Encoded and stored while the renderer goes on with the next batch.
+                writer.submit(sid, keys.render_record(job_id, sid), record, image_key, res.image)
+            t_batch = time.perf_counter()
+    finally:
+        # Whether the renderer finished or raised: wait for what was queued before returning or raising
+        # (either acks the task). Scenes that landed are found done on a redelivery.
+        landed, write_errors = writer.finish()
+    if write_errors:
+        sid, err = write_errors[0]
+        log.warning("synthesis: %d scene write(s) of job %s failed, first %s: %s", len(write_errors), job_id,
+                    sid, err)
+        raise err  # the task retries; scenes that landed are skipped then
+    result.done.extend(landed)
     return result

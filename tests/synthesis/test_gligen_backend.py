@@ -45,7 +45,7 @@ def test_loaded_from_the_models_dir_and_ready(gligen_renderer, gligen_models_dir
     assert d["model_path"].startswith(str(gligen_models_dir.resolve()))
     assert d["revision"].startswith("sha256:")
     assert d["dtype"] == "float32" and d["device"] == "cpu"
-    assert d["attention"] == "sdpa" and d["vae_slicing"] is True and d["torch_compile"] is False
+    assert d["attention"] == "sdpa" and d["vae_slicing"] == "auto" and d["torch_compile"] is False
 
 
 def test_images_and_provenance(gligen_renderer, gligen_models_dir):

@@ -9,7 +9,7 @@ plus a margin), resized to CLIP's input size:
   * the *box crop*: the image as is (the object with its context);
   * the *masked crop*: pixels outside the mask replaced by CLIP's mean colour, which normalises to zero,
     so only the mask's content speaks.
-All crops of an image go through the image encoder in one batch. The instance embedding is the
+The crops of all the images of a task go through the image encoder together (`score_many`). The instance embedding is the
 re-normalised weighted mean ``w * masked + (1 - w) * box`` (``w = clip_mask_weight``, 0.5 by default):
 the masked crop checks that the mask holds the object; the box crop steadies the score on thin or
 small masks where the masked crop alone is mostly grey.
@@ -353,56 +353,85 @@ class ClipScores(ScoreBackend):
         targets: list[str],
         vocabulary: list[str],
     ) -> list[dict[str, float]]:
+        return self.score_many([(image, masks, boxes, targets)], vocabulary)[0]
+
+    def score_many(self, items: list[tuple], vocabulary: list[str]) -> list[list[dict[str, float]]]:
+        """Scores for the instances of several images (a task's scenes): `items` holds one
+        (image, masks, boxes, targets) per image. The crops of all images go through the image encoder
+        together, `batch_size` per call, and every score is computed on the device and copied to the
+        host in one transfer."""
         import torch
 
         if self.model is None:
             raise RuntimeError("the CLIP backend was closed")
-        image = np.asarray(image)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"the image must be uint8 RGB (H, W, 3); got {image.dtype} {image.shape}")
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        if not (len(masks) == len(boxes) == len(targets)):
-            raise ValueError(
-                f"give one mask, box and target per instance; got {len(masks)} masks, {len(boxes)} boxes, "
-                f"{len(targets)} targets"
-            )
-        if not masks:
-            return []
-        for m in masks:
-            if np.shape(m) != image.shape[:2]:
-                raise ValueError(f"mask shape {np.shape(m)} differs from the image's {image.shape[:2]}")
+        checked = []
+        for image, masks, boxes, targets in items:
+            image = np.asarray(image)
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"the image must be uint8 RGB (H, W, 3); got {image.dtype} {image.shape}")
+            boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+            if not (len(masks) == len(boxes) == len(targets)):
+                raise ValueError(
+                    f"give one mask, box and target per instance; got {len(masks)} masks, {len(boxes)} boxes, "
+                    f"{len(targets)} targets"
+                )
+            for m in masks:
+                if np.shape(m) != image.shape[:2]:
+                    raise ValueError(f"mask shape {np.shape(m)} differs from the image's {image.shape[:2]}")
+            checked.append((image, [np.asarray(m, dtype=bool) for m in masks], boxes, list(targets)))
+        all_targets = [t for _, _, _, ts in checked for t in ts]
+        if not all_targets:
+            return [[] for _ in checked]
 
-        names, index = self._vocabulary(vocabulary, targets)
+        names, index = self._vocabulary(vocabulary, all_targets)
         t0 = time.perf_counter()
         text = self.text_embeddings(names)
         t1 = time.perf_counter()
         mean_rgb = np.clip(np.round(self.mean * 255.0), 0, 255)
-        box_crops, masked_crops = instance_crops(
-            image, [np.asarray(m, dtype=bool) for m in masks], boxes, self.image_size, self.crop_margin, mean_rgb
-        )
-        n = len(masks)
-        emb = self.image_embeddings(np.concatenate([masked_crops, box_crops]))
+        box_parts, masked_parts = [], []
+        for image, masks, boxes, _ in checked:
+            if masks:
+                b, m = instance_crops(image, masks, boxes, self.image_size, self.crop_margin, mean_rgb)
+                box_parts.append(b)
+                masked_parts.append(m)
+        n = len(all_targets)
+        emb = self.image_embeddings(np.concatenate(masked_parts + box_parts))
         emb_mask, emb_box = emb[:n], emb[n:]
         combined = torch.nn.functional.normalize(
             self.mask_weight * emb_mask + (1.0 - self.mask_weight) * emb_box, dim=-1
         )
         cos = combined @ text.T  # (N, V)
-        scale = float(self.model.logit_scale.detach().float().exp().clamp(max=100.0))
+        # Each image's softmax runs over the vocabulary plus its own targets (as scored alone): names
+        # appended for another image's targets are masked out of its rows.
+        base = len(self._vocabulary(vocabulary, [])[0])
+        allowed = np.zeros((n, len(names)), dtype=bool)
+        allowed[:, :base] = True
+        row = 0
+        for _, _, _, targets in checked:
+            own = [index[t] for t in targets]
+            allowed[row : row + len(targets), own] = True
+            row += len(targets)
+        cos = cos.masked_fill(~torch.from_numpy(allowed).to(cos.device), float("-inf"))
+        scale = self.model.logit_scale.detach().float().exp().clamp(max=100.0)
         probs = torch.softmax(scale * cos, dim=-1)
+        cols = torch.as_tensor([index[t] for t in all_targets], device=cos.device)
+        rows = torch.arange(n, device=cos.device)
+        at = cos[rows, cols]
+        table = torch.stack([
+            at,
+            probs[rows, cols],
+            1.0 + (cos > at[:, None]).sum(dim=1).float(),
+            (emb_mask * text[cols]).sum(dim=1),
+            (emb_box * text[cols]).sum(dim=1),
+        ], dim=1).cpu().tolist()  # the one host transfer
         t2 = time.perf_counter()
         self.last_timings = {"text_s": t1 - t0, "image_s": t2 - t1}
 
-        out = []
-        for i, target in enumerate(targets):
-            j = index[target]
-            row = cos[i]
-            out.append({
-                "clip_cosine": float(row[j]),
-                "clip_prob": float(probs[i, j]),
-                "clip_rank": float(1 + int((row > row[j]).sum())),
-                "clip_cosine_mask": float(emb_mask[i] @ text[j]),
-                "clip_cosine_box": float(emb_box[i] @ text[j]),
-            })
+        out, k = [], 0
+        keys = ("clip_cosine", "clip_prob", "clip_rank", "clip_cosine_mask", "clip_cosine_box")
+        for _, _, _, targets in checked:
+            out.append([dict(zip(keys, table[k + i], strict=True)) for i in range(len(targets))])
+            k += len(targets)
         return out
 
     @staticmethod

@@ -249,7 +249,8 @@ class SamMasks(MaskBackend):
         arch: SamArchitecture,
         device: str = "cpu",
         fp16: bool = True,
-        decoder_batch_size: int = 64,
+        decoder_batch_size: int = 0,
+        encoder_batch_size: int = 4,
         stability_offset: float = 1.0,
         min_region_area: int = 0,
         min_hole_area: int = 0,
@@ -268,7 +269,9 @@ class SamMasks(MaskBackend):
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.predictor = SamPredictor(self.model)
         self.arch = arch
+        # 0: automatic (`decoder_chunk`); any other value is the number of boxes per decoder call.
         self.decoder_batch_size = int(decoder_batch_size)
+        self.encoder_batch_size = max(1, int(encoder_batch_size))
         self.stability_offset = float(stability_offset)
         self.min_region_area = int(min_region_area)
         self.min_hole_area = int(min_hole_area)
@@ -310,6 +313,7 @@ class SamMasks(MaskBackend):
             device=resolve_device(ann.annotation_device, getattr(core, "device", "auto")),
             fp16=ann.annotation_fp16,
             decoder_batch_size=ann.sam_decoder_batch_size,
+            encoder_batch_size=ann.sam_encoder_batch_size,
             stability_offset=ann.sam_stability_offset,
             min_region_area=ann.mask_min_region_area,
             min_hole_area=ann.mask_min_hole_area,
@@ -347,54 +351,109 @@ class SamMasks(MaskBackend):
         return nullcontext()
 
     def segment(self, image: np.ndarray, boxes: np.ndarray) -> list[MaskResult]:
+        return self.segment_many([image], [boxes])[0]
+
+    def segment_many(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[list[MaskResult]]:
+        """Masks for the boxes of several images (a task's scenes): the image encoder runs on
+        `encoder_batch_size` images per call, then each image's boxes are decoded on its embedding."""
         import torch
 
         if self.model is None:
             raise RuntimeError("the SAM backend was closed")
-        image = _as_rgb_uint8(image)
-        h, w = image.shape[:2]
-        boxes = as_pixel_boxes(boxes, h, w)
-        if len(boxes) == 0:
-            return []
+        if len(images) != len(boxes):
+            raise ValueError(f"{len(images)} images but {len(boxes)} box arrays; give one (N, 4) array per image")
+        prepared = []
+        for image, b in zip(images, boxes, strict=True):
+            image = _as_rgb_uint8(image)
+            h, w = image.shape[:2]
+            prepared.append((image, as_pixel_boxes(b, h, w)))
+        todo = [k for k, (_, b) in enumerate(prepared) if len(b)]
+        decoded: dict[int, tuple] = {}
+        timings = {"encoder_s": 0.0, "decoder_s": 0.0, "cleanup_s": 0.0}
         with self._lock, torch.inference_mode(), self._autocast():
-            t0 = time.perf_counter()
-            self.predictor.set_image(image)
-            self._sync()
-            t1 = time.perf_counter()
-            try:
-                masks, pred_iou, stability = self._decode(boxes, (h, w))
-            finally:
-                self.predictor.reset_image()
-            t2 = time.perf_counter()
-        results = []
-        for mask, iou, stab in zip(masks, pred_iou, stability, strict=True):
-            mask = clean_mask(mask, self.min_region_area, self.min_hole_area)
-            results.append(MaskResult(mask=mask, scores={"pred_iou": float(iou), "stability": float(stab)}))
-        t3 = time.perf_counter()
-        self.last_timings = {"encoder_s": t1 - t0, "decoder_s": t2 - t1, "cleanup_s": t3 - t2}
-        return results
+            for start in range(0, len(todo), self.encoder_batch_size):
+                chunk = todo[start : start + self.encoder_batch_size]
+                t0 = time.perf_counter()
+                features, sizes = self._encode([prepared[k][0] for k in chunk])
+                self._sync()
+                t1 = time.perf_counter()
+                for j, k in enumerate(chunk):
+                    image, b = prepared[k]
+                    decoded[k] = self._decode(b, image.shape[:2], features[j : j + 1], sizes[j])
+                t2 = time.perf_counter()
+                timings["encoder_s"] += t1 - t0
+                timings["decoder_s"] += t2 - t1
+                del features
+        t2 = time.perf_counter()
+        out: list[list[MaskResult]] = []
+        for k in range(len(prepared)):
+            results = []
+            if k in decoded:
+                for mask, iou, stab in zip(*decoded[k], strict=True):
+                    mask = clean_mask(mask, self.min_region_area, self.min_hole_area)
+                    results.append(MaskResult(mask=mask, scores={"pred_iou": float(iou), "stability": float(stab)}))
+            out.append(results)
+        timings["cleanup_s"] = time.perf_counter() - t2
+        self.last_timings = timings
+        return out
 
-    def _decode(self, boxes: np.ndarray, size: tuple[int, int]):
+    # On the CPU, the batched decoder's copies of the image embedding (one per box) should stay about
+    # cache-sized: beyond that the copies cost more than the per-call overhead batching saves.
+    CPU_DECODER_ELEMENTS = 1 << 20
+
+    def decoder_chunk(self, embedding_numel: int | None = None) -> int:
+        """Boxes per decoder call: the setting when given; else all boxes at once on a GPU (kernel-launch
+        overhead dominates there), and on the CPU as many as keep the embedding copies within
+        `CPU_DECODER_ELEMENTS` (a standard SAM's 256x64x64 embedding: one box per call)."""
+        if self.decoder_batch_size:
+            return self.decoder_batch_size
+        if self.device.type != "cpu":
+            return 4096
+        if embedding_numel is None:
+            side = self.arch.image_size // self.arch.patch_size
+            embedding_numel = self.arch.prompt_embed_dim * side * side
+        return max(1, self.CPU_DECODER_ELEMENTS // max(1, embedding_numel))
+
+    def _encode(self, images: list[np.ndarray]):
+        """Image embeddings of several images in one encoder call, as `SamPredictor.set_image` makes them
+        one at a time (longest side resized to the model's size, normalised, padded); with each image's
+        resized (input) size."""
+        import torch
+
+        model, transform = self.model, self.predictor.transform
+        batch, sizes = [], []
+        for image in images:
+            x = torch.as_tensor(transform.apply_image(image), device=self.device).permute(2, 0, 1).contiguous()[None]
+            sizes.append(tuple(x.shape[-2:]))
+            batch.append(model.preprocess(x))
+        return model.image_encoder(torch.cat(batch)), sizes
+
+    def _decode(self, boxes: np.ndarray, size: tuple[int, int], features=None, input_size=None):
         """Best candidate mask, its predicted IoU and stability for each box, in `decoder_batch_size` chunks.
 
         The computation of `SamPredictor.predict_torch(boxes=..., multimask_output=True)`, except that only
         the kept candidate of each box is upscaled to full resolution (a third of the interpolation work,
         which at 1024 px costs more than the decoder itself); the tests check the masks are the same.
+        `features`/`input_size` default to the predictor's current image. Device results are copied to
+        the host once, after the last chunk.
         """
         import torch
         from segment_anything.utils.amg import calculate_stability_score
 
         model, predictor = self.model, self.predictor
+        if features is None:
+            features, input_size = predictor.features, predictor.input_size
         transformed = predictor.transform.apply_boxes_torch(
             torch.as_tensor(boxes, dtype=torch.float32, device=self.device), size
         ).to(self.dtype)
         dense_pe = model.prompt_encoder.get_dense_pe()
+        step = self.decoder_chunk(features[0].numel())
         out_masks, out_iou, out_stab = [], [], []
-        for start in range(0, len(transformed), self.decoder_batch_size):
-            chunk = transformed[start : start + self.decoder_batch_size]
+        for start in range(0, len(transformed), step):
+            chunk = transformed[start : start + step]
             sparse, dense = model.prompt_encoder(points=None, boxes=chunk, masks=None)
             low_res, iou = model.mask_decoder(
-                image_embeddings=predictor.features,
+                image_embeddings=features,
                 image_pe=dense_pe,
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
@@ -404,12 +463,13 @@ class SamMasks(MaskBackend):
             rows = torch.arange(len(chunk), device=best.device)
             chosen = low_res[rows, best]  # (n, 256, 256) logits
             stab = calculate_stability_score(chosen.float(), model.mask_threshold, self.stability_offset)
-            masks = self._upscale(chosen[:, None], predictor.input_size, predictor.original_size)[:, 0]
-            out_masks.append((masks > model.mask_threshold).cpu().numpy())
-            out_iou.append(iou[rows, best].float().cpu().numpy())
+            masks = self._upscale(chosen[:, None], input_size, size)[:, 0]
+            out_masks.append(masks > model.mask_threshold)
+            out_iou.append(iou[rows, best].float())
             # 0/0 (no pixel above the lower threshold) is an empty, hence unstable, mask.
-            out_stab.append(torch.nan_to_num(stab, nan=0.0).cpu().numpy())
-        return np.concatenate(out_masks), np.concatenate(out_iou), np.concatenate(out_stab)
+            out_stab.append(torch.nan_to_num(stab, nan=0.0))
+        return (torch.cat(out_masks).cpu().numpy(), torch.cat(out_iou).cpu().numpy(),
+                torch.cat(out_stab).cpu().numpy())
 
     def _upscale(self, logits, input_size, original_size):
         """`Sam.postprocess_masks`, skipping its second resize when it would not change the size (a

@@ -85,6 +85,8 @@ class GligenRenderer(RenderBackend):
         self._options = options or {}
         self._lock = threading.Lock()  # the fusers' on/off switch is module state: one render at a time
         self._warm = False
+        self._loop.vae_slicing = settings.gligen_vae_slicing
+        self.oom_splits = 0  # batches halved after running out of memory (the OOM test reads it)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -107,19 +109,28 @@ class GligenRenderer(RenderBackend):
         return cls(pipe, synthesis, plan=plan, revision=revision, options=options)
 
     def warmup(self) -> None:
-        """One one-step render with the fusers on: allocates the kernels' workspaces (and compiles the
-        UNet where torch.compile is on) before the first task is taken."""
+        """Render once before the first task is taken: allocates the kernels' workspaces and, where
+        torch.compile is on, compiles the UNet for every batch size the renderer will cut work into
+        (`batch_size_set`), with guidance, each with the fusers on and off (two steps, beta 0.5), so no
+        task pays a compilation."""
         from ..gligen_loop import GroundedPrompt
+        from ..model_loading import batch_size_set
 
         size = self.settings.gligen_warmup_image_size or self._loop.native_image_size
-        # A compiled UNet is specialised to its batch shape: warm it at the batch the tasks will use.
-        batch = self.settings.gligen_batch_size if self.settings.gligen_torch_compile else 1
-        chunk = [(k, GroundedPrompt("a photo", ["object"], [[0.25, 0.25, 0.75, 0.75]], seed=k), [])
-                 for k in range(batch)]
-        # Straight to the loop: the deployment's step/guidance bounds are for jobs, not for the warm-up.
-        params = SynthesisParams(steps=1, gligen_scheduled_sampling_beta=1.0)
-        with self._lock:
-            self._render_chunk(chunk, params, size)
+        if self.settings.gligen_torch_compile:
+            sizes = batch_size_set(self.settings.gligen_batch_size)
+            # Guidance off runs the UNet at the sample count itself: a power of two n > 1 is the guided
+            # UNet batch of n / 2 samples, already warm; the size 1 is warmed here.
+            plans = [(b, 2, 7.5) for b in sizes] + [(1, 2, 1.0)]
+        else:
+            plans = [(1, 1, 7.5)]
+        for batch, steps, guidance in plans:
+            chunk = [(k, GroundedPrompt("a photo", ["object"], [[0.25, 0.25, 0.75, 0.75]], seed=k), [])
+                     for k in range(batch)]
+            # Straight to the loop: the deployment's step/guidance bounds are for jobs, not for the warm-up.
+            params = SynthesisParams(steps=steps, guidance_scale=guidance, gligen_scheduled_sampling_beta=0.5)
+            with self._lock:
+                self._render_chunk(chunk, params, size)
         self._warm = True
 
     @property
@@ -169,7 +180,18 @@ class GligenRenderer(RenderBackend):
 
     def render(self, layouts: list[SceneLayout], seeds: list[int], params: SynthesisParams,
                image_size: int) -> list[RenderOutput | Failure]:
+        results: list[RenderOutput | Failure | None] = [None] * len(layouts)
+        for batch in self.render_batches(layouts, seeds, params, image_size):
+            for i, out in batch:
+                results[i] = out
+        return results  # type: ignore[return-value]
+
+    def render_batches(self, layouts: list[SceneLayout], seeds: list[int], params: SynthesisParams,
+                       image_size: int):
+        """Yield [(index into layouts, output or Failure), ...] per GPU batch as soon as it is rendered,
+        so the caller can encode and store one batch while the next one runs (failures come first)."""
         from ..gligen_loop import GroundedPrompt
+        from ..model_loading import split_batches
 
         if len(layouts) != len(seeds):
             raise ValueError(f"{len(layouts)} layouts but {len(seeds)} seeds; give one seed per layout")
@@ -180,14 +202,15 @@ class GligenRenderer(RenderBackend):
         if problem is None and (image_size <= 0 or image_size % factor):
             problem = f"image_size={image_size} must be a positive multiple of {factor} for this VAE"
         if problem:
-            return [Failure(problem) for _ in layouts]
+            yield [(i, Failure(problem)) for i in range(len(layouts))]
+            return
 
-        results: list[RenderOutput | Failure | None] = [None] * len(layouts)
+        failed: list[tuple[int, Failure]] = []
         work: list[tuple[int, GroundedPrompt, list[LayoutObject]]] = []
         for i, (layout, seed) in enumerate(zip(layouts, seeds, strict=True)):
             reason = check_layout(layout)
             if reason:
-                results[i] = Failure(reason)
+                failed.append((i, Failure(reason)))
                 continue
             kept, dropped = trim_objects(layout, self.settings.gligen_max_objects)
             sample = GroundedPrompt(
@@ -197,22 +220,25 @@ class GligenRenderer(RenderBackend):
                 seed=int(seed),
             )
             work.append((i, sample, dropped))
+        if failed:
+            yield failed
 
-        size = self.settings.gligen_batch_size
-        with self._lock:
-            for start in range(0, len(work), size):
-                chunk = work[start : start + size]
-                for (i, _, _), out in zip(chunk, self._render_chunk(chunk, params, image_size), strict=True):
-                    results[i] = out
-        return results  # type: ignore[return-value]
+        start = 0
+        for size in split_batches(len(work), self.settings.gligen_batch_size):
+            chunk = work[start : start + size]
+            start += size
+            with self._lock:
+                outputs = self._render_chunk(chunk, params, image_size)
+            yield [(i, out) for (i, _, _), out in zip(chunk, outputs, strict=True)]
 
     def _render_chunk(self, chunk, params: SynthesisParams, image_size: int) -> list[RenderOutput]:
         import torch
         from PIL import Image
 
-        from ..gligen_loop import to_uint8
+        from ..gligen_loop import free_cuda_memory, to_uint8
 
         t0 = time.perf_counter()
+        out = None
         try:
             out = self._loop(
                 [sample for _, sample, _ in chunk],
@@ -227,8 +253,13 @@ class GligenRenderer(RenderBackend):
         except torch.cuda.OutOfMemoryError:
             if not self.settings.gligen_split_on_oom or len(chunk) == 1:
                 raise
-            # Halving is safe: each scene's noise comes from its own generator, not from its batch slot.
-            torch.cuda.empty_cache()
+        if out is None:
+            # Out of memory. Retrying inside the `except` block would keep the traceback, hence the failed
+            # attempt's frames and their latents and activations, alive during the retry; here they are
+            # gone, and the allocator gets their memory back before the halves run. Halving is safe:
+            # each scene's noise comes from its own generator, not from its batch slot.
+            free_cuda_memory(self._loop.device)
+            self.oom_splits += 1
             half = len(chunk) // 2
             log.warning("CUDA out of memory at batch %d; retrying as %d + %d", len(chunk), half, len(chunk) - half)
             return (self._render_chunk(chunk[:half], params, image_size)
