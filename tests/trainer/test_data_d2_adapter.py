@@ -21,6 +21,8 @@ def _d2_like_cfg():
     cfg.DATALOADER = CfgNode({"NUM_WORKERS": 4})
     cfg.SOLVER = CfgNode({"BASE_LR": 0.001, "WEIGHT_DECAY": 0.0001, "MAX_ITER": 40000, "IMS_PER_BATCH": 16,
                           "WARMUP_ITERS": 1000, "CHECKPOINT_PERIOD": 5000,
+                          "LR_SCHEDULER_NAME": "WarmupMultiStepLR", "STEPS": (30000,), "GAMMA": 0.1,
+                          "WARMUP_FACTOR": 0.001, "WARMUP_METHOD": "linear",
                           "CLIP_GRADIENTS": CfgNode({"ENABLED": False, "CLIP_TYPE": "value", "CLIP_VALUE": 1.0,
                                                     "NORM_TYPE": 2.0}),
                           "AMP": CfgNode({"ENABLED": False})})
@@ -42,6 +44,18 @@ def test_config_node_adds_model_iat_and_engine_keys_and_keeps_d2_values():
 
     cfg.merge_from_file(resolve_config_file("fcclip_convnext_large"))
     assert cfg.MODEL.DREAMMASK.ENABLED is False
+
+
+@pytest.mark.parametrize("preset", ["fcclip_convnext_large", "dreammask_convnext_large", "tiny_test"])
+def test_meta_architecture_is_ours_after_every_preset_merge(preset):
+    """The presets name META_ARCHITECTURE "FCCLIP" (the platform loop's registry); detectron2 must build
+    DreamMaskFCCLIP, the name its registry knows, whatever the YAML or the command line says."""
+    from dreammask.trainer.d2.config import merge_d2_config
+
+    cfg = add_dreammask_config(_d2_like_cfg())
+    merge_d2_config(cfg, preset, ["MODEL.META_ARCHITECTURE", "FCCLIP", "SOLVER.MAX_ITER", "7"])
+    assert cfg.MODEL.META_ARCHITECTURE == "DreamMaskFCCLIP"
+    assert cfg.SOLVER.MAX_ITER == 7
 
 
 def test_dataset_dicts_and_metadata_in_detectron2_format(tmp_path):
