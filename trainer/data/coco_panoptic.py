@@ -53,11 +53,18 @@ class DatasetMetadata:
     # Novel: categories the platform synthesised (or unseen in training, for an evaluation dataset).
     is_novel: list[bool] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Per class, its names for the text classifier and the seen rule: the class name first, then FC-CLIP's
+    # synonyms (data/vocabulary.py); just the class name where no vocabulary file covers the dataset.
+    synonyms: list[list[str]] = field(default_factory=list)
 
     def __post_init__(self):
         n = len(self.classes)
         if not self.is_novel:
             self.is_novel = [False] * n
+        if not self.synonyms:
+            self.synonyms = [[c] for c in self.classes]
+        if len(self.synonyms) != n:
+            raise ValueError(f"dataset {self.name}: {len(self.synonyms)} synonym lists for {n} classes")
         if not (len(self.dataset_ids) == len(self.isthing) == len(self.is_novel) == n):
             raise ValueError(f"dataset {self.name}: category lists of different lengths")
         if len(set(self.dataset_ids)) != n:
@@ -83,10 +90,22 @@ class DatasetMetadata:
             is_novel=[bool(c.get("is_novel", False)) or int(c["id"]) in novel_ids for c in cats],
         )
 
+    def with_vocabulary_file(self, vocabulary: str) -> DatasetMetadata:
+        """Take each class's synonyms from a shipped vocabulary file, matched by dataset id."""
+        from .vocabulary import load_vocabulary_file
+
+        by_id = load_vocabulary_file(vocabulary).by_dataset_id()
+        missing = [d for d in self.dataset_ids if d not in by_id]
+        if missing:
+            raise ValueError(f"dataset {self.name}: category ids {missing[:5]} are not in vocabulary {vocabulary!r}")
+        # The dataset's own name stays first (it names the class in results); FC-CLIP's names follow.
+        self.synonyms = [[c] + [s for s in by_id[d] if s != c] for c, d in zip(self.classes, self.dataset_ids)]
+        return self
+
     def to_json(self) -> dict:
         return {
             "name": self.name, "classes": self.classes, "dataset_ids": self.dataset_ids,
-            "isthing": self.isthing, "is_novel": self.is_novel,
+            "isthing": self.isthing, "is_novel": self.is_novel, "synonyms": self.synonyms,
         }
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .catalog import DatasetCatalog
 from .coco_panoptic import load_coco_panoptic_json
+from .vocabulary import DATASET_VOCABULARIES
 
 COCO_SPLITS = {
     "coco_2017_train_panoptic": ("coco/train2017", "coco/panoptic_train2017", "coco/annotations/panoptic_train2017.json"),
@@ -28,13 +29,21 @@ def datasets_root(root: str | None = None) -> Path:
     return Path(root or os.environ.get("DREAMMASK_DATASETS") or os.environ.get("DETECTRON2_DATASETS") or "datasets")
 
 
-def register_coco_panoptic_dataset(name: str, json_file, image_root, panoptic_root, *, replace: bool = False) -> None:
-    """Register a COCO-panoptic-format dataset under `name` (loaded lazily, on first `get`)."""
+def register_coco_panoptic_dataset(name: str, json_file, image_root, panoptic_root, *, replace: bool = False,
+                                   vocabulary: str | None = None) -> None:
+    """Register a COCO-panoptic-format dataset under `name` (loaded lazily, on first `get`). Its classes take
+    FC-CLIP's synonyms from `vocabulary` (a file of data/vocabularies/; default: by the dataset's name)."""
     if replace:
         DatasetCatalog.remove(name)
-    DatasetCatalog.register(
-        name, lambda: load_coco_panoptic_json(json_file, image_root, panoptic_root, name=name)
-    )
+    vocabulary = vocabulary or DATASET_VOCABULARIES.get(name)
+
+    def load():
+        dicts, meta = load_coco_panoptic_json(json_file, image_root, panoptic_root, name=name)
+        if vocabulary:
+            meta.with_vocabulary_file(vocabulary)
+        return dicts, meta
+
+    DatasetCatalog.register(name, load)
 
 
 def register_all_coco_panoptic(root: str | None = None) -> None:

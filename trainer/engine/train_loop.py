@@ -20,6 +20,7 @@ from dreammask.shared.schemas import normalise_name
 from dreammask.shared.storage import ObjectStore
 
 from ..data.build import Vocabulary, build_test_loader, build_train_data, load_training_dicts
+from ..data.vocabulary import seen_by_synonyms, synonyms_dict
 from ..evaluation.evaluator import build_evaluators, inference_on_dataset
 from . import distributed as dist
 from .checkpoint import Checkpointer, set_rng_state, unwrap
@@ -64,9 +65,11 @@ def seed_everything(seed: int, rank: int = 0) -> int:
     return seed
 
 
-def set_vocabulary(model: nn.Module, names: list[str], seen: list[bool], thing_flags: list[bool]) -> None:
+def set_vocabulary(model: nn.Module, names: list[str], seen: list[bool], thing_flags: list[bool],
+                   synonyms: list[list[str]] | None = None) -> None:
     model = unwrap(model)
-    model.set_vocabulary(list(names), list(seen), thing_flags=list(thing_flags))
+    syn = synonyms_dict(list(names), synonyms) if synonyms else None
+    model.set_vocabulary(list(names), list(seen), synonyms=syn, thing_flags=list(thing_flags))
     # The SRA bank of a vocabulary is created on first use; create it now, so a checkpoint's bank has a
     # buffer to load into and an exact resume starts with the bank it saved.
     iat = getattr(model, "iat", None)
@@ -91,7 +94,7 @@ class Trainer:
 
             model = build_model(cfg)
         model.to(self.device)
-        set_vocabulary(model, vocab.names, [True] * len(vocab.names), vocab.isthing)
+        set_vocabulary(model, vocab.names, [True] * len(vocab.names), vocab.isthing, vocab.synonyms)
         model.train()
         self.model = model
         self.optimizer = build_optimizer(cfg, model)
@@ -277,14 +280,16 @@ class Trainer:
                 loader, meta = build_test_loader(cfg, name, self.rank, self.world_size,
                                                  0 if final else int(cfg.TEST.EVAL_MAX_IMAGES))
                 keys = [normalise_name(c) for c in meta.classes]
-                seen = [k in trained for k in keys]
+                # FC-CLIP's rule: seen when any synonym is also a synonym of a training class.
+                seen = seen_by_synonyms(meta.synonyms, self.vocabulary.synonyms)
                 meta.is_novel = [bool(n) or trained.get(k, False) for n, k in zip(meta.is_novel, keys)]
-                set_vocabulary(model, meta.classes, seen, meta.isthing)
+                set_vocabulary(model, meta.classes, seen, meta.isthing, meta.synonyms)
                 with self.autocast():
                     results[name] = inference_on_dataset(model, loader, build_evaluators(meta),
                                                          distributed=self.world_size > 1)
         finally:
-            set_vocabulary(model, self.vocabulary.names, [True] * len(self.vocabulary.names), self.vocabulary.isthing)
+            set_vocabulary(model, self.vocabulary.names, [True] * len(self.vocabulary.names), self.vocabulary.isthing,
+                           self.vocabulary.synonyms)
             with torch.no_grad():
                 for n, b in model.named_buffers():
                     if n in saved and saved[n].shape == b.shape:
