@@ -54,8 +54,11 @@ def test_metadata_takes_synonyms_by_dataset_id_and_vocabulary_merges_them():
     vocab.add(DatasetMetadata("syn", ["couch", "awning"], [1, 2], [True, True], is_novel=[False, True]))
     assert vocab.synonyms == [["couch", "sofa", "sofas"], ["door-stuff", "door", "doors"], ["awning"]]
     assert synonyms_dict(vocab.names, vocab.synonyms) == {"couch": ["sofa", "sofas"], "door-stuff": ["door", "doors"]}
-    with pytest.raises(ValueError, match="not in vocabulary"):
+    with pytest.raises(ValueError, match="neither by id nor by name"):
         DatasetMetadata("x", ["a"], [9999], [True]).with_vocabulary_file("coco_panoptic")
+    # ids numbered differently (ADE20K exports 1..150): matched by the class's first name
+    ade = DatasetMetadata("ade", ["wall", "road, route"], [150, 151], [False, False]).with_vocabulary_file("ade20k_150")
+    assert ade.synonyms == [["wall"], ["road, route", "road", "route"]]
 
 
 def test_model_classifier_uses_synonyms(tiny_model_cfg):

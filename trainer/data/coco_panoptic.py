@@ -91,15 +91,25 @@ class DatasetMetadata:
         )
 
     def with_vocabulary_file(self, vocabulary: str) -> DatasetMetadata:
-        """Take each class's synonyms from a shipped vocabulary file, matched by dataset id."""
-        from .vocabulary import load_vocabulary_file
+        """Take each class's synonyms from a shipped vocabulary file, matched by dataset id, or, where the
+        ids differ (exports number ADE20K's classes 0..149 or 1..150), by the class's first name."""
+        from .vocabulary import load_vocabulary_file, split_synonyms
 
-        by_id = load_vocabulary_file(vocabulary).by_dataset_id()
-        missing = [d for d in self.dataset_ids if d not in by_id]
-        if missing:
-            raise ValueError(f"dataset {self.name}: category ids {missing[:5]} are not in vocabulary {vocabulary!r}")
+        vf = load_vocabulary_file(vocabulary)
+        by_id = vf.by_dataset_id()
+        if any(d not in by_id for d in self.dataset_ids):
+            by_name = {syns[0].lower(): syns for syns in vf.synonyms}
+            firsts = [split_synonyms(c)[0].lower() if split_synonyms(c) else c for c in self.classes]
+            missing = [c for c in firsts if c not in by_name]
+            if missing:
+                raise ValueError(
+                    f"dataset {self.name}: classes {missing[:5]} match vocabulary {vocabulary!r} neither by id nor by name"
+                )
+            found = [by_name[f] for f in firsts]
+        else:
+            found = [by_id[d] for d in self.dataset_ids]
         # The dataset's own name stays first (it names the class in results); FC-CLIP's names follow.
-        self.synonyms = [[c] + [s for s in by_id[d] if s != c] for c, d in zip(self.classes, self.dataset_ids)]
+        self.synonyms = [[c] + [s for s in syns if s != c] for c, syns in zip(self.classes, found)]
         return self
 
     def to_json(self) -> dict:
@@ -193,6 +203,13 @@ def read_panoptic(path: str) -> np.ndarray:
     """Segment ids (H, W) int64 from an id-encoded PNG."""
     with Image.open(path) as im:
         return rgb2id(np.asarray(im.convert("RGB")))
+
+
+def read_semantic(path: str) -> np.ndarray:
+    """Class labels (H, W) int64 from a detectron2-format semantic PNG (contiguous ids, 255 = ignore), e.g.
+    ADE20K's `annotations_detectron2` written by FC-CLIP's/Mask2Former's prepare_ade20k_sem_seg.py."""
+    with Image.open(path) as im:
+        return np.asarray(im).astype(np.int64)
 
 
 def semantic_from_panoptic(pan_ids: np.ndarray, segments_info: list[dict]) -> np.ndarray:
