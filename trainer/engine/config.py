@@ -82,9 +82,10 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "STATUS_PERIOD": 10,
         # "" = infer (nccl on GPU, gloo on CPU).
         "DIST_BACKEND": "",
-        # DDP: parameters that may get no gradient in a step (the SRA path on batches without synthetic
-        # objects) need this on.
-        "FIND_UNUSED_PARAMETERS": True,
+        # DDP: off, since every trainable parameter gets a gradient in every step (the SRA loss reads the
+        # class embeddings the classification loss already uses; tests/trainer/test_modeling_forward.py
+        # checks it). Turn on only for a model variant with parameters some steps leave unused.
+        "FIND_UNUSED_PARAMETERS": False,
         # Write frozen weights (the CLIP backbone) into checkpoints too; off saves ~800 MB per checkpoint
         # for ConvNeXt-L, the backbone then comes from MODEL.FC_CLIP.CLIP_PRETRAINED_WEIGHTS on resume.
         "CHECKPOINT_FROZEN": True,

@@ -77,6 +77,24 @@ def set_vocabulary(model: nn.Module, names: list[str], seen: list[bool], thing_f
         _ = iat.bank
 
 
+class PendingMetrics:
+    """A step's logged values still on the device (names, one stacked tensor) plus host-side numbers."""
+
+    def __init__(self, names: list[str], values: torch.Tensor, iteration: int):
+        self.names, self.values, self.iteration = names, values, iteration
+        self.host: dict[str, float] = {}
+
+    def to_host(self) -> dict[str, float]:
+        metrics = dict(zip(self.names, self.values.cpu().tolist()))
+        if not math.isfinite(metrics["total_loss"]):
+            raise FloatingPointError(
+                f"loss became {metrics['total_loss']} at iteration {self.iteration}: {metrics}; "
+                "lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS"
+            )
+        metrics.update(self.host)
+        return metrics
+
+
 class Trainer:
     def __init__(self, cfg, store: ObjectStore | None, prefix: str, model: nn.Module | None = None,
                  progress_callback=None, resume: bool = True):
@@ -124,14 +142,24 @@ class Trainer:
             # SRA memory bank itself, and broadcasting the bank each step would only cost bandwidth.
             self.model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False, find_unused_parameters=bool(cfg.ENGINE.get("FIND_UNUSED_PARAMETERS", True)),
+                broadcast_buffers=False, find_unused_parameters=bool(cfg.ENGINE.get("FIND_UNUSED_PARAMETERS", False)),
             )
-        self.step_metrics: dict[str, float] = {}
+        self._step_metrics: dict[str, float] = {}
+        self._pending_metrics: PendingMetrics | None = None
         self.latest_losses: dict[str, float] = {}
         self.latest_eval: dict[str, dict] = {}
         self.new_eval: dict | None = None
         self.last_checkpoint: str | None = None
         self.hooks: list[HookBase] = self._default_hooks(progress_callback)
+
+    @property
+    def step_metrics(self) -> dict[str, float]:
+        """The last step's losses and timings as floats: the one device-to-host copy happens here, when a
+        hook asks (logging, status), not in every step. A non-finite loss is reported at that point."""
+        if self._pending_metrics is not None:
+            pending, self._pending_metrics = self._pending_metrics, None
+            self._step_metrics = pending.to_host()
+        return self._step_metrics
 
     # ---------------------------------------------------------------- set-up
     def _resume_or_load(self) -> int:
@@ -186,18 +214,13 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        # One device-to-host copy per step for every logged value (each float() would be a GPU sync).
+        # No host sync here: the values stay on the device, stacked, and are copied to the host in one go
+        # only when a hook reads `step_metrics` (every ENGINE.LOG_PERIOD / STATUS_PERIOD steps).
         names = list(losses) + ["total_loss"] + (["grad_norm"] if grad_norm is not None else [])
         values = [v.detach().float().reshape(()) for v in losses.values()] + [total.detach().float().reshape(())]
         if grad_norm is not None:
             values.append(grad_norm.detach().float().reshape(()))
-        metrics = dict(zip(names, torch.stack(values).cpu().tolist()))
-        if not math.isfinite(metrics["total_loss"]):
-            raise FloatingPointError(
-                f"loss became {metrics['total_loss']} at iteration {self.iter}: "
-                f"{ {k: v for k, v in metrics.items()} }; lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS"
-            )
-        return metrics
+        return PendingMetrics(names, torch.stack(values), self.iter)
 
     def train(self) -> dict:
         start = time.perf_counter()
@@ -215,11 +238,10 @@ class Trainer:
                 batch = next(data_iter)
                 t1 = time.perf_counter()
                 metrics = self.run_step(batch)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
                 t2 = time.perf_counter()
-                metrics.update(data_time=t1 - t0, step_time=t2 - t1, lr=self.optimizer.param_groups[0]["lr"])
-                self.step_metrics = metrics
+                # step_time is host time: kernels still in flight run into the next step's (no sync here).
+                metrics.host.update(data_time=t1 - t0, step_time=t2 - t1, lr=self.optimizer.param_groups[0]["lr"])
+                self._pending_metrics = metrics
                 for h in self.hooks:
                     h.after_step(self)
         except TrainingCancelled:

@@ -81,13 +81,15 @@ class SetCriterion(nn.Module):
         src_idx = torch.cat([src for src, _ in indices])
         return batch_idx, src_idx
 
-    def _num_masks(self, targets, device) -> float:
+    def _num_masks(self, targets, device) -> torch.Tensor:
+        """Mean number of target masks per process, as a device scalar: the losses divide by it without a
+        host sync (Mask2Former calls .item() here)."""
         num = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
         world = 1
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(num)
             world = dist.get_world_size()
-        return torch.clamp(num / world, min=1).item()
+        return torch.clamp(num / world, min=1)[0]
 
     def _layer_losses(self, outputs, targets, indices, num_masks, suffix="") -> dict[str, torch.Tensor]:
         loss_mask, loss_dice = self.loss_masks(outputs, targets, indices, num_masks)

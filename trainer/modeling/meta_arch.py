@@ -165,17 +165,22 @@ class FCCLIP(nn.Module):
             inst = x.get("instances")
             if inst is None:
                 raise ValueError(f"input {i}: training needs 'instances' with 'gt_classes' and 'gt_masks'")
-            classes = torch.as_tensor(inst["gt_classes"], dtype=torch.long, device=self.device)
-            masks = torch.as_tensor(inst["gt_masks"], device=self.device).bool()
+            classes = torch.as_tensor(inst["gt_classes"], dtype=torch.long)
+            masks = torch.as_tensor(inst["gt_masks"])
             h, w = x["image"].shape[-2:]
             if masks.dim() != 3 or masks.shape[0] != classes.shape[0] or tuple(masks.shape[-2:]) != (h, w):
                 raise ValueError(
                     f"input {i}: gt_masks {tuple(masks.shape)} must be (N,{h},{w}) with N = len(gt_classes) = {classes.shape[0]}"
                 )
-            if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= self.num_classes):
+            # Checked where the loader left them (the CPU), before the copy: no device-to-host sync.
+            if classes.numel() and classes.device.type == "cpu" and (
+                int(classes.min()) < 0 or int(classes.max()) >= self.num_classes
+            ):
                 raise ValueError(
                     f"input {i}: gt_classes must index the vocabulary (0..{self.num_classes - 1})"
                 )
+            classes = classes.to(self.device, non_blocking=True)
+            masks = masks.to(self.device, non_blocking=True).bool()
             padded = masks.new_zeros((masks.shape[0], *padded_hw))
             padded[:, :h, :w] = masks
             targets.append({"labels": classes, "masks": padded})
