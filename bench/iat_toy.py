@@ -124,6 +124,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--synthetic-images", type=int, default=24)
     ap.add_argument("--test-images", type=int, default=16)
     ap.add_argument("--figure", default="iat_toy_per_class.png")
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     if args.seeds < 1:
         ap.error("--seeds must be at least 1")
@@ -132,7 +133,8 @@ def main(argv=None) -> dict:
 
     from dreammask.trainer.data.toy import IAT_TOY_CATEGORIES
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    # One thread: on a shared machine OpenMP workers spin-wait on each other (10x slower steps at load 10).
+    torch.set_num_threads(args.threads)
     novel = [c[1] for c in IAT_TOY_CATEGORIES if c[3]]
     start = time.perf_counter()
     runs = []

@@ -53,12 +53,12 @@ def main(argv=None) -> int:
 
     if args.training_id:
         from dreammask.shared import keys
+        from dreammask.trainer.service.record import read_spec
         from dreammask.trainer.service.runner import StatusReporter, build_training_cfg
-        from dreammask.trainer.service.schemas import StoredTrainingSpec, spec_key
         from dreammask.trainer.service.settings import TrainerSettings
 
         store = _store(args.output_dir)
-        stored = store.get_model(spec_key(args.training_id), StoredTrainingSpec)
+        stored = read_spec(store, args.training_id)
         cfg = build_training_cfg(stored.spec, TrainerSettings())
         prefix = keys.training_prefix(args.training_id)
         dist.init_from_env(str(cfg.ENGINE.DIST_BACKEND), str(cfg.MODEL.DEVICE))
