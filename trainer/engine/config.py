@@ -122,7 +122,7 @@ def clip_gradients_settings(cfg) -> tuple[bool, float, float]:
         enabled = bool(cg.get("ENABLED", True))
         value = float(cg.get("CLIP_VALUE", 0.01))
         norm = float(cg.get("NORM_TYPE", 2.0))
-        if cg.get("CLIP_TYPE", "full_model") not in ("full_model", "norm"):
+        if enabled and cg.get("CLIP_TYPE", "full_model") not in ("full_model", "norm"):
             raise ValueError(
                 f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE {cg.CLIP_TYPE!r} is not supported; use 'full_model' or 'norm'"
             )

@@ -110,3 +110,23 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda it: warmup_poly_factor(it, max_iter, warmup, wf, power, method)
     )
+
+
+def add_full_model_gradient_clipping(optimizer: torch.optim.Optimizer, max_norm: float,
+                                     norm_type: float = 2.0) -> torch.optim.Optimizer:
+    """Clip the gradient norm of all the optimizer's parameters together before every step (Mask2Former's
+    and FC-CLIP's CLIP_TYPE "full_model"); for loops that only call optimizer.step(), e.g. detectron2's
+    SimpleTrainer / AMPTrainer. Returns the same optimizer object, its class swapped for a clipping one."""
+    if max_norm <= 0:
+        return optimizer
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    base = type(optimizer)
+
+    class FullModelGradientClipping(base):  # type: ignore[misc, valid-type]
+        def step(self, closure=None):
+            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
+            return super().step(closure)
+
+    FullModelGradientClipping.__name__ = f"{base.__name__}WithFullModelClipping"
+    optimizer.__class__ = FullModelGradientClipping
+    return optimizer
