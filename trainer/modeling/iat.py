@@ -25,8 +25,9 @@ from torch import nn
 
 
 class MemoryBank(nn.Module):
-    """`size` slots per class, overwritten oldest first. Not saved in checkpoints (persistent=False): it
-    depends on the vocabulary and refills within a few iterations of real data."""
+    """`size` slots per class, overwritten oldest first. Registered non-persistent (not in state_dict(), so
+    exported weights carry no bank); the trainer's checkpoints save it with the other non-persistent
+    buffers, so a resumed run keeps its bank."""
 
     def __init__(self, num_classes: int, size: int, dim: int) -> None:
         super().__init__()
