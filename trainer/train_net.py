@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=os.environ.get("DREAMMASK_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    from dreammask.trainer.engine import distributed as dist
+    from dreammask.trainer import distributed as dist
     from dreammask.trainer.engine.launch import train, train_local_processes
 
     if args.training_id:

@@ -205,7 +205,7 @@ def _coerce(key, value, old):
 def get_training_cfg(config_file: str | None = None, overrides=None, tiny: bool = False):
     """The full config: model defaults (or the tiny test model), engine keys, a YAML file, then overrides."""
     if tiny:
-        from dreammask.trainer.testing import tiny_cfg
+        from dreammask.trainer.tiny import tiny_cfg
 
         cfg = tiny_cfg()
     else:

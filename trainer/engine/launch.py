@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dreammask.shared.storage import ObjectStore
 
-from . import distributed as dist
+from .. import distributed as dist
 from .config import get_training_cfg
 
 log = logging.getLogger("dreammask.trainer")

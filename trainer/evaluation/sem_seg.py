@@ -63,7 +63,7 @@ class SemSegEvaluator:
 
     def reduce(self) -> None:
         """Sum the confusion matrix over processes (each evaluated its own shard)."""
-        from ..engine import distributed as dist
+        from .. import distributed as dist
 
         self.conf = dist.all_reduce_sum(self.conf)
 
