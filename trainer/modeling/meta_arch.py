@@ -59,6 +59,11 @@ class FCCLIP(nn.Module):
             base = dict(weight_dict)
             for i in range(mf.DEC_LAYERS - 1):
                 weight_dict.update({f"{k}_{i}": v for k, v in base.items()})
+        self.iat = (
+            ImaginationAidedTraining(1, embed_dim, dm.MEMORY_BANK_SIZE, dm.LAMBDA_SRA) if dm.ENABLED else None
+        )
+        if self.iat is not None:
+            weight_dict["loss_sra"] = 1.0  # LAMBDA_SRA is applied inside the SRA loss
         self.criterion = SetCriterion(
             matcher,
             weight_dict,
@@ -66,9 +71,8 @@ class FCCLIP(nn.Module):
             mf.TRAIN_NUM_POINTS,
             mf.OVERSAMPLE_RATIO,
             mf.IMPORTANCE_SAMPLE_RATIO,
-        )
-        self.iat = (
-            ImaginationAidedTraining(1, embed_dim, dm.MEMORY_BANK_SIZE, dm.LAMBDA_SRA) if dm.ENABLED else None
+            losses=("labels", "masks", "sra") if self.iat is not None else ("labels", "masks"),
+            iat=self.iat,
         )
 
         self.size_divisibility = mf.SIZE_DIVISIBILITY
@@ -199,18 +203,10 @@ class FCCLIP(nn.Module):
         targets = self._targets(batched_inputs, padded_hw)
         if not self.deep_supervision:
             outputs = {k: v for k, v in outputs.items() if k != "aux_outputs"}
-        raw, indices = self.criterion(outputs, targets)
-        losses = {
-            k: v * self.criterion.weight_dict[k] for k, v in raw.items() if k in self.criterion.weight_dict
-        }
-        if self.iat is not None:
-            losses["loss_sra"] = self.iat(
-                outputs["pred_embeds"],
-                indices,
-                [t["labels"] for t in targets],
-                [bool(x.get("is_synthetic", False)) for x in batched_inputs],
-            )
-        return losses
+        for t, x in zip(targets, batched_inputs, strict=True):
+            t["is_synthetic"] = bool(x.get("is_synthetic", False))
+        raw, _indices = self.criterion(outputs, targets)
+        return {k: v * self.criterion.weight_dict[k] for k, v in raw.items() if k in self.criterion.weight_dict}
 
     @torch.no_grad()
     def _inference(self, outputs, features, batched_inputs, padded_hw, sizes) -> list[dict]:
