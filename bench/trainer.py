@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def _cfg(args, weights_dir: Path):
     from dreammask.trainer.engine.config import get_training_cfg
-    from dreammask.trainer.testing import tiny_cfg
+    from dreammask.trainer.tiny import tiny_cfg
 
     if args.size == "tiny":
         cfg = tiny_cfg(weights_dir)

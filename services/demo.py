@@ -80,17 +80,18 @@ def run_demo(out: Path, *, num_novel: int = 5, images_per_category: int = 4, ima
         training = None
         if train_iterations > 0:
             console.print(f"training the (tiny, randomly initialised) FC-CLIP model for {train_iterations} "
-                          "iterations on the curated dataset...")
+                          "iterations on the curated dataset beside a small real-domain toy set...")
             from dreammask.trainer.engine.launch import train_on_dataset
 
             # The job's seed seeds the trainer too: two demo runs print the same losses (CPU is deterministic).
             training = train_on_dataset(p.store, view["dataset_id"], train_iterations, "trainings/demo/",
-                                        cfg_overrides={"SEED": spec["seed"]})
+                                        cfg_overrides={"SEED": spec["seed"]}, real_toy=True)
             (out / "training.json").write_text(json.dumps(_finite(training), indent=2, default=str))
             losses = training.get("losses", {})
             console.print(f"trained {training.get('iteration')} iterations: total loss "
-                          f"{losses.get('total_loss', float('nan')):.2f} (random weights: a smoke test of the "
-                          "trainer, not a model; the SRA loss needs real data in the mix, see docs/training.md)")
+                          f"{losses.get('total_loss', float('nan')):.2f}, SRA loss "
+                          f"{training.get('sra_loss_mean', 0.0):.3f} (random weights: a smoke test of the "
+                          "trainer, not a model; see docs/training.md)")
         if keep_up:
             _stay_up(p, console)
     console.rule("where everything is")

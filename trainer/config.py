@@ -60,8 +60,10 @@ def _base_config() -> CfgNode:
     cfg.INPUT.IMAGE_SIZE = 1024
     cfg.INPUT.MIN_SCALE = 0.1
     cfg.INPUT.MAX_SCALE = 2.0
-    cfg.INPUT.MIN_SIZE_TEST = 1024
-    cfg.INPUT.MAX_SIZE_TEST = 2560
+    # FC-CLIP's evaluation resizes the short side to 800 (max 1333): detectron2's defaults, kept by its
+    # eval configs and shown in its test logs ("ResizeShortestEdge(short_edge_length=(800, 800), max_size=1333").
+    cfg.INPUT.MIN_SIZE_TEST = 800
+    cfg.INPUT.MAX_SIZE_TEST = 1333
     cfg.INPUT.RANDOM_FLIP = "horizontal"
     cfg.INPUT.DATASET_MAPPER_NAME = "coco_panoptic_lsj"
 
@@ -80,9 +82,14 @@ def _base_config() -> CfgNode:
     cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
     cfg.SOLVER.MAX_ITER = 368750
     cfg.SOLVER.IMS_PER_BATCH = 16
-    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"
+    # Mask2Former's COCO panoptic recipe that FC-CLIP trains with: detectron2's multi-step schedule,
+    # x0.1 at 327778 and 355092, 10 warmup iterations at factor 1.0. "WarmupPolyLR" is the alternative.
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
+    cfg.SOLVER.STEPS = (327778, 355092)
+    cfg.SOLVER.GAMMA = 0.1
     cfg.SOLVER.POLY_LR_POWER = 0.9
-    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.SOLVER.WARMUP_ITERS = 10
+    cfg.SOLVER.WARMUP_FACTOR = 1.0
     cfg.SOLVER.CHECKPOINT_PERIOD = 5000
     cfg.SOLVER.CLIP_GRADIENTS = CfgNode()
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
@@ -151,7 +158,8 @@ def add_fcclip_config(cfg: CfgNode) -> None:
     cfg.MODEL.MASK_FORMER.TEST = CfgNode()
     cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = True
     cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = True
-    cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.8
+    # 0.0 as FC-CLIP's eval configs (fcclip_convnext_large_eval_*.yaml); 0.8 is its training-time value.
+    cfg.MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD = 0.0
     cfg.MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD = 0.8
 
 

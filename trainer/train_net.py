@@ -48,17 +48,17 @@ def main(argv=None) -> int:
     logging.basicConfig(level=os.environ.get("DREAMMASK_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    from dreammask.trainer.engine import distributed as dist
+    from dreammask.trainer import distributed as dist
     from dreammask.trainer.engine.launch import train, train_local_processes
 
     if args.training_id:
         from dreammask.shared import keys
+        from dreammask.trainer.service.record import read_spec
         from dreammask.trainer.service.runner import StatusReporter, build_training_cfg
-        from dreammask.trainer.service.schemas import StoredTrainingSpec, spec_key
         from dreammask.trainer.service.settings import TrainerSettings
 
         store = _store(args.output_dir)
-        stored = store.get_model(spec_key(args.training_id), StoredTrainingSpec)
+        stored = read_spec(store, args.training_id)
         cfg = build_training_cfg(stored.spec, TrainerSettings())
         prefix = keys.training_prefix(args.training_id)
         dist.init_from_env(str(cfg.ENGINE.DIST_BACKEND), str(cfg.MODEL.DEVICE))

@@ -37,14 +37,15 @@ def test_fcclip_checkpoint_loads_and_reports(tmp_path, tiny_model_cfg):
     assert any(k.startswith("sem_seg_head.pixel_decoder.adapter_1") for k in src)
     dropped = "sem_seg_head.predictor.query_embed.weight"
     del src[dropped]
-    src["sem_seg_head.predictor._mask_pooling_proj.1.weight"] = torch.zeros(4, 4)  # not in this model
+    assert "sem_seg_head.predictor._mask_pooling_proj.1.weight" in src  # FC-CLIP's class-head projection
+    src["sem_seg_head.predictor.extra_head.weight"] = torch.zeros(4, 4)  # not in this model
     src["void_embedding.weight"] = torch.zeros(1, 7)  # wrong shape
     path = tmp_path / "fcclip_cocopan.pth"
     torch.save({"model": src, "iteration": 368750}, path)
 
     report = load_fcclip_weights(target, path)
     assert report["missing"] == ["predictor.query_embed.weight", "void_embedding.weight"]
-    assert report["unused"] == ["sem_seg_head.predictor._mask_pooling_proj.1.weight"]
+    assert report["unused"] == ["sem_seg_head.predictor.extra_head.weight"]
     assert report["shape_mismatch"][0]["target"] == "void_embedding.weight"
     assert report["loaded"] == report["target_tensors"] - 2
     got, want = target.state_dict(), source_model.state_dict()

@@ -85,3 +85,18 @@ def test_train_net_command_line(tmp_path, capsys):
         del os.environ["DREAMMASK_STORAGE_ROOT"]
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["iteration"] == 2
     assert (out / "last_checkpoint").read_text() == "model_0000002.pth"
+
+
+def test_train_on_dataset_with_a_real_toy_set_fills_the_bank(tmp_path):
+    """The demo's call with real_toy: a real-domain set over the curated dataset's non-novel classes trains
+    beside it, so the memory bank fills and the SRA loss is non-zero."""
+    from dreammask.trainer.engine.launch import train_on_dataset
+
+    store = LocalObjectStore(tmp_path / "objects")
+    write_toy_dataset(store, "ds-demo-real", num_images=4, size=64, seed=2)
+    result = train_on_dataset(store, "ds-demo-real", 6, "demo/training-real", real_toy=True)
+    assert result["sra_active"] is True
+    assert result["real_images"] > 0 and result["synthetic_images"] == 4
+    lines = [json.loads(x) for x in store.get_bytes(result["metrics_key"]).decode().splitlines()]
+    assert any(x.get("loss_sra", 0) > 0 for x in lines)
+    assert result["sra_loss_mean"] > 0 and result["sra_nonzero_steps"] > 0

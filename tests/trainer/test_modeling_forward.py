@@ -135,3 +135,14 @@ def test_panoptic_inference_merges_stuff_and_drops_hidden_segments(tiny_model):
     assert (pan[4:, 4:] == person_id).all()
     # Query 3 keeps 4/20 of its mask (< OVERLAP_THRESHOLD 0.8): dropped, its pixels stay unlabelled.
     assert (pan[4:, 3] == 0).all() and math.isclose(segments[1]["score"], 1.0, abs_tol=1e-3)
+
+
+@pytest.mark.parametrize("synthetic", [(False, False), (False, True), (True, True)])
+def test_every_trainable_parameter_gets_a_gradient_in_every_step(tiny_model, synthetic):
+    """What lets DDP run with find_unused_parameters off (ENGINE.FIND_UNUSED_PARAMETERS False): no
+    parameter waits for a gradient that a batch without synthetic (or without real) images never sends."""
+    tiny_model.train()
+    tiny_model.zero_grad(set_to_none=True)
+    sum(tiny_model(tiny_batch(synthetic=synthetic)).values()).backward()
+    names = [n for n, p in tiny_model.trainable_named_parameters() if p.grad is None]
+    assert names == []

@@ -205,3 +205,16 @@ def test_data_parallel_ranks_share_one_bank(tmp_path):
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["count"].tolist() == r1["count"].tolist() == [1, 0, 2]
     assert torch.equal(r0["bank"], r1["bank"])
+
+
+def test_memory_bank_overflow_scatter_is_deterministic_and_keeps_the_last_items():
+    """The sync-free push (no boolean indexing) writes, for each slot, the last object that lands on it."""
+    bank = MemoryBank(num_classes=3, size=2, dim=2)
+    feats = torch.tensor([[1.0, 0], [0, 1.0], [1.0, 1.0], [1.0, -1.0], [-1.0, 0], [0, -1.0]])
+    classes = torch.tensor([1, 1, 1, 1, 2, 1])  # five objects of class 1 into two slots
+    bank.push(feats, classes)
+    norm = torch.nn.functional.normalize
+    # class 1 ranks 0..4 -> slots 0,1,0,1,0: slot 0 keeps rank 4 (row 5), slot 1 keeps rank 3 (row 3)
+    assert torch.allclose(bank.bank[1, 0], norm(feats[5], dim=0))
+    assert torch.allclose(bank.bank[1, 1], norm(feats[3], dim=0))
+    assert bank.count.tolist() == [0, 2, 1] and bank.ptr.tolist() == [0, 1, 1]

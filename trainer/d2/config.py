@@ -26,9 +26,28 @@ def add_dreammask_config(cfg):
     # detectron2 has these for its own mappers; FC-CLIP's LSJ mapper reads them.
     for key in ("IMAGE_SIZE", "MIN_SCALE", "MAX_SCALE", "DATASET_MAPPER_NAME"):
         _ensure(cfg.INPUT, key, ours.INPUT[key])
-    _ensure(cfg.SOLVER, "POLY_LR_POWER", ours.SOLVER.POLY_LR_POWER)
-    cfg.MODEL.META_ARCHITECTURE = "DreamMaskFCCLIP"
+    for key in ("POLY_LR_POWER", "LR_SCHEDULER_NAME", "STEPS", "GAMMA", "WARMUP_FACTOR"):
+        _ensure(cfg.SOLVER, key, ours.SOLVER[key])
+    cfg.MODEL.META_ARCHITECTURE = D2_META_ARCHITECTURE
     add_engine_config(cfg)
+    return cfg
+
+
+D2_META_ARCHITECTURE = "DreamMaskFCCLIP"
+
+
+def merge_d2_config(cfg, config_file: str | None = None, opts: list[str] | None = None):
+    """Merge a preset (path or shipped name) and `KEY VALUE` overrides into a detectron2 config, then pin
+    MODEL.META_ARCHITECTURE to the wrapper detectron2's registry knows: the shared presets say "FCCLIP",
+    which names this platform's own model class, not a detectron2 meta architecture."""
+    from dreammask.trainer.engine.config import resolve_config_file
+
+    cfg.defrost()
+    if config_file:
+        cfg.merge_from_file(resolve_config_file(config_file))
+    if opts:
+        cfg.merge_from_list(list(opts))
+    cfg.MODEL.META_ARCHITECTURE = D2_META_ARCHITECTURE
     return cfg
 
 

@@ -4,55 +4,55 @@
         --num-gpus 8 DATASETS.SYNTHETIC.IDS "['ds-abc']"
 
 The platform's own loop (dreammask.trainer.train_net) needs no detectron2 and is what the service runs;
-this one is for teams whose tooling is built on detectron2's DefaultTrainer.
+this one is for teams whose tooling is built on detectron2's DefaultTrainer. Everything here that needs
+no detectron2 lives in parts.py and config.py and is tested without it.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from detectron2.data import MetadataCatalog, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
-from detectron2.structures import Instances
+import logging
 
-from dreammask.shared.storage import store_from_settings
-from dreammask.trainer.data.mapper import PanopticDatasetMapper
-from dreammask.trainer.engine.optim import build_lr_scheduler as build_poly
-from dreammask.trainer.engine.optim import build_optimizer as build_adamw
+import torch
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+
+from dreammask.trainer.engine.optim import build_lr_scheduler as build_schedule
 
 from . import meta_arch  # noqa: F401  (registers DreamMaskFCCLIP)
-from .config import add_dreammask_config
-from .register import register_synthetic_dataset
+from .config import add_dreammask_config, merge_d2_config
+from .parts import d2_optimizer, d2_train_data, load_fcclip_weights_into, vocabulary_kwargs
 
-
-class D2Mapper:
-    """The platform's mapper (LSJ on the id map), its instances as a detectron2 `Instances`."""
-
-    def __init__(self, cfg):
-        self.inner = PanopticDatasetMapper.from_config(cfg, is_train=True)
-
-    def __call__(self, d):
-        out = self.inner(d, seed=int(np.random.randint(2**31)))
-        h, w = out["image"].shape[-2:]
-        inst = Instances((h, w))
-        inst.gt_classes = out["instances"]["gt_classes"]
-        inst.gt_masks = out["instances"]["gt_masks"]
-        out["instances"] = inst
-        return out
+log = logging.getLogger("dreammask.trainer.d2")
 
 
 class Trainer(DefaultTrainer):
+    """detectron2's DefaultTrainer with the platform's data (remapped ids, real/synthetic mixing), AdamW
+    with full-model clipping, the FC-CLIP schedule, and FC-CLIP weights mapped by name."""
+
+    train_data = None  # the TrainData of the last loader built (its vocabulary sets the model's)
+
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=D2Mapper(cfg))
+        cls.train_data = d2_train_data(cfg, comm.get_rank(), comm.get_world_size())
+        return cls.train_data.loader
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        return build_adamw(cfg, model)
+        return d2_optimizer(cfg, model)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
-        return build_poly(cfg, optimizer)
+        return build_schedule(cfg, optimizer)
+
+    def resume_or_load(self, resume=True):
+        if resume and self.checkpointer.has_checkpoint():
+            return super().resume_or_load(resume=True)
+        if self.cfg.MODEL.WEIGHTS:  # a released FC-CLIP checkpoint: its names mapped onto this model
+            report = load_fcclip_weights_into(self.model, self.cfg.MODEL.WEIGHTS)
+            log.info("FC-CLIP weights: %s", report["summary"])
+            self.start_iter = 0
+            return None
+        return super().resume_or_load(resume=False)
 
 
 def setup(args):
@@ -60,12 +60,12 @@ def setup(args):
 
     cfg = get_cfg()
     add_dreammask_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    store = store_from_settings()
-    names = [register_synthetic_dataset(store, i, cfg.DATASETS.SYNTHETIC.CACHE_DIR or "./data/cache/datasets")
-             for i in cfg.DATASETS.SYNTHETIC.IDS]
-    cfg.DATASETS.TRAIN = tuple(cfg.DATASETS.TRAIN) + tuple(names)
+    merge_d2_config(cfg, args.config_file, args.opts)  # pins META_ARCHITECTURE after every merge
+    if cfg.DATASETS.SYNTHETIC.IDS:
+        from dreammask.shared.storage import store_from_settings
+        from dreammask.trainer.data import register_synthetic
+
+        register_synthetic.use_store(store_from_settings(), cfg.DATASETS.SYNTHETIC.CACHE_DIR or None)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -74,15 +74,8 @@ def setup(args):
 def main(args):
     cfg = setup(args)
     trainer = Trainer(cfg)
-    # The vocabulary: every class of the training datasets, in their contiguous order.
-    classes = []
-    for name in cfg.DATASETS.TRAIN:
-        for c in MetadataCatalog.get(name).stuff_classes:
-            if c not in classes:
-                classes.append(c)
-    thing = {c for n in cfg.DATASETS.TRAIN for c in MetadataCatalog.get(n).thing_classes}
     model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
-    model.set_vocabulary(classes, [True] * len(classes), thing_flags=[c in thing for c in classes])
+    model.set_vocabulary(**vocabulary_kwargs(Trainer.train_data.vocabulary))
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

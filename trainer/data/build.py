@@ -24,6 +24,8 @@ class Vocabulary:
     names: list[str] = field(default_factory=list)
     isthing: list[bool] = field(default_factory=list)
     is_novel: list[bool] = field(default_factory=list)
+    # Per class: its name, then the synonyms its datasets give it (FC-CLIP's lists; data/vocabulary.py).
+    synonyms: list[list[str]] = field(default_factory=list)
 
     def index(self) -> dict[str, int]:
         return {normalise_name(n): i for i, n in enumerate(self.names)}
@@ -32,21 +34,23 @@ class Vocabulary:
         """Merge a dataset's classes in; returns its contiguous id -> vocabulary id."""
         idx = self.index()
         mapping = {}
-        for i, (name, thing, novel) in enumerate(zip(meta.classes, meta.isthing, meta.is_novel)):
+        for i, (name, thing, novel, syns) in enumerate(zip(meta.classes, meta.isthing, meta.is_novel, meta.synonyms)):
             key = normalise_name(name)
             if key not in idx:
                 idx[key] = len(self.names)
                 self.names.append(name)
                 self.isthing.append(bool(thing))
                 self.is_novel.append(bool(novel))
-            else:
-                # A class seen in real data is not novel, whatever a synthetic export says.
-                self.is_novel[idx[key]] = self.is_novel[idx[key]] and bool(novel)
+                self.synonyms.append([name])
+            known = self.synonyms[idx[key]]
+            known += [s for s in syns if s not in known]
+            # A class seen in real data is not novel, whatever a synthetic export says.
+            self.is_novel[idx[key]] = self.is_novel[idx[key]] and bool(novel)
             mapping[i] = idx[key]
         return mapping
 
     def to_json(self) -> dict:
-        return {"names": self.names, "isthing": self.isthing, "is_novel": self.is_novel}
+        return {"names": self.names, "isthing": self.isthing, "is_novel": self.is_novel, "synonyms": self.synonyms}
 
 
 def remap_categories(dicts: list[dict], mapping: dict[int, int]) -> list[dict]:

@@ -36,11 +36,18 @@ class DatasetMetadata:
     # Novel: categories the platform synthesised (or unseen in training, for an evaluation dataset).
     is_novel: list[bool] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Per class, its names for the text classifier and the seen rule: the class name first, then FC-CLIP's
+    # synonyms (data/vocabulary.py); just the class name where no vocabulary file covers the dataset.
+    synonyms: list[list[str]] = field(default_factory=list)
 
     def __post_init__(self):
         n = len(self.classes)
         if not self.is_novel:
             self.is_novel = [False] * n
+        if not self.synonyms:
+            self.synonyms = [[c] for c in self.classes]
+        if len(self.synonyms) != n:
+            raise ValueError(f"dataset {self.name}: {len(self.synonyms)} synonym lists for {n} classes")
         if not (len(self.dataset_ids) == len(self.isthing) == len(self.is_novel) == n):
             raise ValueError(f"dataset {self.name}: category lists of different lengths")
         if len(set(self.dataset_ids)) != n:
@@ -66,10 +73,32 @@ class DatasetMetadata:
             is_novel=[bool(c.get("is_novel", False)) or int(c["id"]) in novel_ids for c in cats],
         )
 
+    def with_vocabulary_file(self, vocabulary: str) -> DatasetMetadata:
+        """Take each class's synonyms from a shipped vocabulary file, matched by dataset id, or, where the
+        ids differ (exports number ADE20K's classes 0..149 or 1..150), by the class's first name."""
+        from .vocabulary import load_vocabulary_file, split_synonyms
+
+        vf = load_vocabulary_file(vocabulary)
+        by_id = vf.by_dataset_id()
+        if any(d not in by_id for d in self.dataset_ids):
+            by_name = {syns[0].lower(): syns for syns in vf.synonyms}
+            firsts = [split_synonyms(c)[0].lower() if split_synonyms(c) else c for c in self.classes]
+            missing = [c for c in firsts if c not in by_name]
+            if missing:
+                raise ValueError(
+                    f"dataset {self.name}: classes {missing[:5]} match vocabulary {vocabulary!r} neither by id nor by name"
+                )
+            found = [by_name[f] for f in firsts]
+        else:
+            found = [by_id[d] for d in self.dataset_ids]
+        # The dataset's own name stays first (it names the class in results); FC-CLIP's names follow.
+        self.synonyms = [[c] + [s for s in syns if s != c] for c, syns in zip(self.classes, found)]
+        return self
+
     def to_json(self) -> dict:
         return {
             "name": self.name, "classes": self.classes, "dataset_ids": self.dataset_ids,
-            "isthing": self.isthing, "is_novel": self.is_novel,
+            "isthing": self.isthing, "is_novel": self.is_novel, "synonyms": self.synonyms,
         }
 
 
@@ -157,6 +186,13 @@ def read_panoptic(path: str) -> np.ndarray:
     """Segment ids (H, W) int64 from an id-encoded PNG."""
     with Image.open(path) as im:
         return rgb2id(np.asarray(im.convert("RGB")))
+
+
+def read_semantic(path: str) -> np.ndarray:
+    """Class labels (H, W) int64 from a detectron2-format semantic PNG (contiguous ids, 255 = ignore), e.g.
+    ADE20K's `annotations_detectron2` written by FC-CLIP's/Mask2Former's prepare_ade20k_sem_seg.py."""
+    with Image.open(path) as im:
+        return np.asarray(im).astype(np.int64)
 
 
 def semantic_from_panoptic(pan_ids: np.ndarray, segments_info: list[dict]) -> np.ndarray:

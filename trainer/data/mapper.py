@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .coco_panoptic import read_image, read_panoptic, semantic_from_panoptic
+from .coco_panoptic import read_image, read_panoptic, read_semantic, semantic_from_panoptic
 from .transforms import LargeScaleJitter, ResizeShortestEdge
 
 
@@ -66,7 +66,13 @@ class PanopticDatasetMapper:
                 "gt_masks": torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h, w), dtype=torch.bool),
             }
         else:
-            out["sem_seg"] = torch.from_numpy(semantic_from_panoptic(ids, d["segments_info"]))
+            # A dataset's own semantic annotation when it has one (ADE20K: ADEChallenge's, which FC-CLIP
+            # scores on); otherwise the panoptic segments' classes.
+            sem_file = d.get("sem_seg_file_name")
+            sem = read_semantic(sem_file) if sem_file else semantic_from_panoptic(ids, d["segments_info"])
+            if sem.shape != ids.shape:
+                raise ValueError(f"{sem_file}: semantic annotation is {sem.shape}, the panoptic PNG {ids.shape}")
+            out["sem_seg"] = torch.from_numpy(sem)
             out["pan_seg"] = (torch.from_numpy(ids), [dict(s) for s in d["segments_info"]])
             image, _ = self.test_resize(image, ids)
         out["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))

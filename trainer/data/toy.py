@@ -28,22 +28,58 @@ TOY_CATEGORIES = [
 ]
 
 
-def draw_scene(size: int, rng: np.random.Generator, categories=TOY_CATEGORIES, max_things: int = 2):
-    """(image HxWx3 uint8, ids HxW int64, segments [{id, category_id, isthing}]) with dataset category ids."""
+# A toy world with base classes (in real and synthetic data) and novel classes (synthetic only), for the
+# IAT benchmark: (dataset id, name, isthing, is_novel, colour). Odd ids are discs, even ids boxes.
+IAT_TOY_CATEGORIES = [
+    (1, "sky", False, False, (90, 150, 230)),
+    (2, "grass", False, False, (60, 170, 60)),
+    (3, "cat", True, False, (220, 120, 40)),
+    (4, "table", True, False, (140, 90, 60)),
+    (5, "kite", True, True, (230, 220, 60)),
+    (6, "awning", True, True, (200, 40, 160)),
+]
+
+DOMAINS = ("real", "synthetic")
+
+
+def _domain_colours(image: np.ndarray, rng: np.random.Generator, domain: str) -> np.ndarray:
+    """The "synthetic" domain looks rendered, not photographed: shifted, more saturated colours, a stripe
+    texture and little sensor noise; the "real" domain keeps the palette with camera-like noise."""
+    if domain == "real":
+        return image + rng.normal(0, 8, image.shape)
+    if domain != "synthetic":
+        raise ValueError(f"domain {domain!r} is not one of {DOMAINS}")
+    mean = image.mean(-1, keepdims=True)
+    out = mean + 1.6 * (image - mean) + np.array([25.0, -15.0, 30.0])
+    yy = np.arange(image.shape[0])[:, None, None]
+    out = out + 18.0 * np.sin(yy * 1.3)
+    return out + rng.normal(0, 2, image.shape)
+
+
+def draw_scene(size: int, rng: np.random.Generator, categories=TOY_CATEGORIES, max_things: int = 2,
+               domain: str = "real"):
+    """(image HxWx3 uint8, ids HxW int64, segments [{id, category_id, isthing}]) with dataset category ids.
+
+    Up to two stuff classes split the picture at a horizon; 1..max_things things are drawn over them."""
     ids = np.zeros((size, size), dtype=np.int64)
     image = np.zeros((size, size, 3), dtype=np.float64)
     segments = []
     stuff = [c for c in categories if not c[2]]
     things = [c for c in categories if c[2]]
+    if not stuff and not things:
+        raise ValueError("draw_scene needs at least one category")
     horizon = int(rng.integers(size // 3, 2 * size // 3))
     next_id = 1
-    for (cid, _name, _thing, _novel, colour), rows in zip(stuff, (slice(0, horizon), slice(horizon, size))):
+    rows_of = (slice(0, horizon), slice(horizon, size)) if len(stuff) > 1 else (slice(0, size),)
+    if len(stuff) > 2:  # more stuff classes than bands: two of them, chosen per scene
+        stuff = [stuff[i] for i in rng.choice(len(stuff), size=2, replace=False)]
+    for (cid, _name, _thing, _novel, colour), rows in zip(stuff, rows_of):
         ids[rows] = next_id
         image[rows] = colour
         segments.append({"id": next_id, "category_id": cid, "isthing": 0})
         next_id += 1
     yy, xx = np.mgrid[0:size, 0:size]
-    for _ in range(int(rng.integers(1, max_things + 1))):
+    for _ in range(int(rng.integers(1, max_things + 1)) if things else 0):
         cid, _name, _thing, _novel, colour = things[int(rng.integers(len(things)))]
         r = int(rng.integers(size // 8, size // 4))
         cy, cx = (int(v) for v in rng.integers(r, size - r, size=2))
@@ -55,7 +91,7 @@ def draw_scene(size: int, rng: np.random.Generator, categories=TOY_CATEGORIES, m
         image[m] = colour
         segments.append({"id": next_id, "category_id": cid, "isthing": 1})
         next_id += 1
-    image += rng.normal(0, 8, image.shape)
+    image = _domain_colours(image, rng, domain)
     present = set(np.unique(ids).tolist())
     segments = [s for s in segments if s["id"] in present]
     return np.clip(image, 0, 255).astype(np.uint8), ids, segments
@@ -68,15 +104,19 @@ def _png(arr: np.ndarray) -> bytes:
 
 
 def write_toy_dataset(store: ObjectStore, dataset_id: str, num_images: int = 4, size: int = 48, seed: int = 0,
-                      is_synthetic: bool = True, categories=TOY_CATEGORIES, job_id: str = "toy-job") -> DatasetManifest:
+                      is_synthetic: bool = True, categories=TOY_CATEGORIES, job_id: str = "toy-job",
+                      domain: str | None = None, max_things: int = 2) -> DatasetManifest:
+    """domain: how the images look, "real" (the default, whatever is_synthetic says) or "synthetic"."""
     from pycocotools import mask as mask_utils
+
+    domain = domain or "real"
 
     rng = np.random.default_rng(seed)
     images, annotations, instances = [], [], []
     ann_id = 1
     for i in range(num_images):
         scene = keys.scene_id(i)
-        image, ids, segments = draw_scene(size, rng, categories)
+        image, ids, segments = draw_scene(size, rng, categories, max_things=max_things, domain=domain)
         store.put_bytes(keys.dataset_file(dataset_id, f"{keys.IMAGES_DIR}/{scene}.png"), _png(image), "image/png")
         store.put_bytes(keys.dataset_file(dataset_id, f"{keys.PANOPTIC_DIR}/{scene}.png"), _png(id2rgb(ids)), "image/png")
         images.append({"id": i + 1, "file_name": f"{scene}.png", "width": size, "height": size,
@@ -113,17 +153,40 @@ def write_toy_dataset(store: ObjectStore, dataset_id: str, num_images: int = 4, 
     return manifest
 
 
-def register_toy_real_dataset(root, name: str, num_images: int = 4, size: int = 48, seed: int = 100) -> str:
-    """Write a toy dataset as plain COCO panoptic files under `root` (is_synthetic False) and register it
-    in the catalog under `name`, like a real dataset on disk (replaces an earlier registration)."""
+def register_toy_real_dataset(root, name: str, num_images: int = 4, size: int = 48, seed: int = 100,
+                              categories=TOY_CATEGORIES, max_things: int = 2) -> str:
+    """Write a toy dataset as plain COCO panoptic files under `root` (is_synthetic False, real domain) and
+    register it in the catalog under `name`, like a real dataset on disk (replaces an earlier registration)."""
     from pathlib import Path
 
     from dreammask.shared.storage import LocalObjectStore
 
     from .register_coco_panoptic import register_coco_panoptic_dataset
 
-    write_toy_dataset(LocalObjectStore(root), name, num_images, size, seed, is_synthetic=False)
+    write_toy_dataset(LocalObjectStore(root), name, num_images, size, seed, is_synthetic=False,
+                      categories=categories, max_things=max_things)
     base = Path(root) / keys.dataset_prefix(name)
     register_coco_panoptic_dataset(name, base / keys.COCO_PANOPTIC, base / keys.IMAGES_DIR,
                                    base / keys.PANOPTIC_DIR, replace=True)
     return name
+
+
+def toy_categories_like(manifest: DatasetManifest, palette_seed: int = 0) -> list[tuple]:
+    """Toy categories with the ids, names and thing flags of a curated dataset's classes that are not
+    novel (the training classes real data has), each with its own colour, for a real-domain set beside it."""
+    rng = np.random.default_rng(palette_seed)
+    base = [c for c in manifest.categories if not c.is_novel] or list(manifest.categories)
+    return [(int(c.id), c.name, bool(c.isthing), False, tuple(int(v) for v in rng.integers(30, 226, size=3)))
+            for c in base]
+
+
+def register_real_toy_beside(store: ObjectStore, dataset_id: str, root, num_images: int = 6, size: int = 64,
+                             seed: int = 7) -> str:
+    """A small real-domain toy dataset over the non-novel classes of curated dataset `dataset_id`, written
+    under `root` and registered in the catalog; returns its catalog name. Trained beside the curated
+    (synthetic) dataset it fills the IAT memory bank with real features, so the SRA loss has prototypes."""
+    from .synthetic import load_manifest
+
+    manifest = load_manifest(store, dataset_id)
+    return register_toy_real_dataset(root, f"toy_real_for_{dataset_id}", num_images, size, seed,
+                                     categories=toy_categories_like(manifest))

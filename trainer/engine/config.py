@@ -82,9 +82,10 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "STATUS_PERIOD": 10,
         # "" = infer (nccl on GPU, gloo on CPU).
         "DIST_BACKEND": "",
-        # DDP: parameters that may get no gradient in a step (the SRA path on batches without synthetic
-        # objects) need this on.
-        "FIND_UNUSED_PARAMETERS": True,
+        # DDP: off, since every trainable parameter gets a gradient in every step (the SRA loss reads the
+        # class embeddings the classification loss already uses; tests/trainer/test_modeling_forward.py
+        # checks it). Turn on only for a model variant with parameters some steps leave unused.
+        "FIND_UNUSED_PARAMETERS": False,
         # Write frozen weights (the CLIP backbone) into checkpoints too; off saves ~800 MB per checkpoint
         # for ConvNeXt-L, the backbone then comes from MODEL.FC_CLIP.CLIP_PRETRAINED_WEIGHTS on resume.
         "CHECKPOINT_FROZEN": True,
@@ -121,7 +122,7 @@ def clip_gradients_settings(cfg) -> tuple[bool, float, float]:
         enabled = bool(cg.get("ENABLED", True))
         value = float(cg.get("CLIP_VALUE", 0.01))
         norm = float(cg.get("NORM_TYPE", 2.0))
-        if cg.get("CLIP_TYPE", "full_model") not in ("full_model", "norm"):
+        if enabled and cg.get("CLIP_TYPE", "full_model") not in ("full_model", "norm"):
             raise ValueError(
                 f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE {cg.CLIP_TYPE!r} is not supported; use 'full_model' or 'norm'"
             )
@@ -204,7 +205,7 @@ def _coerce(key, value, old):
 def get_training_cfg(config_file: str | None = None, overrides=None, tiny: bool = False):
     """The full config: model defaults (or the tiny test model), engine keys, a YAML file, then overrides."""
     if tiny:
-        from dreammask.trainer.testing import tiny_cfg
+        from dreammask.trainer.tiny import tiny_cfg
 
         cfg = tiny_cfg()
     else:

@@ -36,6 +36,12 @@ RENAME_RULES: list[tuple[str, str]] = [
 ]
 
 
+# Buffers FC-CLIP saves that this model recomputes instead of loading: Mask2Former's SetCriterion keeps the
+# class weights of its cross-entropy (1 per class, NO_OBJECT_WEIGHT for void) as a persistent buffer; this
+# model builds them from the config and the vocabulary it is given, so a checkpoint's copy is not loaded.
+DERIVED_BUFFERS = ("criterion.empty_weight",)
+
+
 def map_name(name: str) -> str:
     for pattern, repl in RENAME_RULES:
         m = re.match(pattern, name)
@@ -88,8 +94,11 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def map_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     """(tensors to load under this model's names, report)."""
-    mapped, unused, mismatched = {}, [], []
+    mapped, unused, mismatched, derived = {}, [], [], []
     for name, tensor in source.items():
+        if name in DERIVED_BUFFERS or name.removeprefix("module.") in DERIVED_BUFFERS:
+            derived.append(name)
+            continue
         new = map_name(name)
         if new not in target:
             unused.append(name)
@@ -105,6 +114,7 @@ def map_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tens
         "missing": missing,
         "unused": sorted(unused),
         "shape_mismatch": mismatched,
+        "derived_buffers": sorted(derived),
     }
     report["summary"] = (
         f"loaded {len(mapped)} of {len(target)} tensors; {len(missing)} missing, {len(unused)} unused, "

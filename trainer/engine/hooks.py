@@ -9,7 +9,7 @@ import time
 
 from dreammask.shared.storage import ObjectNotFound, ObjectStore
 
-from . import distributed as dist
+from .. import distributed as dist
 
 
 class TrainingCancelled(Exception):

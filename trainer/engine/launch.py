@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dreammask.shared.storage import ObjectStore
 
-from . import distributed as dist
+from .. import distributed as dist
 from .config import get_training_cfg
 
 log = logging.getLogger("dreammask.trainer")
@@ -37,11 +37,13 @@ def train(cfg, store: ObjectStore, prefix: str, *, progress_callback=None, resum
 
 
 def train_on_dataset(store: ObjectStore, dataset_id: str, iterations: int, output_prefix: str,
-                     cfg_overrides=None, tiny: bool = True) -> dict:
+                     cfg_overrides=None, tiny: bool = True, real_toy: bool = False) -> dict:
     """A few iterations on one curated dataset (the demo), then its training-set metrics.
 
-    The curated dataset is all synthetic, so there is no real data to fill the SRA memory bank: the run
-    trains the segmentation losses only (DATALOADER.MIN_REAL_PER_BATCH 0) and says so in its result.
+    The curated dataset is all synthetic. Without real data nothing fills the SRA memory bank, so the run
+    trains the segmentation losses only (DATALOADER.MIN_REAL_PER_BATCH 0) and says so in its result. With
+    `real_toy`, a small real-domain toy set over the dataset's non-novel classes trains beside it (half of
+    each batch): the bank fills with real features and the SRA loss aligns the synthetic objects to them.
     """
     from ..data import register_synthetic
 
@@ -51,6 +53,15 @@ def train_on_dataset(store: ObjectStore, dataset_id: str, iterations: int, outpu
     cfg.DATASETS.SYNTHETIC.IDS = [dataset_id]
     cfg.DATASETS.SYNTHETIC.RATIO = 1.0
     cfg.DATALOADER.MIN_REAL_PER_BATCH = 0
+    if real_toy:
+        import tempfile
+
+        from ..data.toy import register_real_toy_beside
+
+        real_root = tempfile.mkdtemp(prefix="dreammask-real-toy-")
+        cfg.DATASETS.TRAIN = [register_real_toy_beside(store, dataset_id, real_root)]
+        cfg.DATASETS.SYNTHETIC.RATIO = 0.5
+        cfg.DATALOADER.MIN_REAL_PER_BATCH = 1
     cfg.DATASETS.TEST = [register_synthetic.synthetic_name(dataset_id)]
     cfg.SOLVER.MAX_ITER = int(iterations)
     cfg.TEST.EVAL_PERIOD = int(iterations)
@@ -65,9 +76,16 @@ def train_on_dataset(store: ObjectStore, dataset_id: str, iterations: int, outpu
     prefix = output_prefix if output_prefix.endswith("/") else output_prefix + "/"
     store.put_bytes(prefix + "config.yaml", cfg.dump().encode(), "text/yaml")
     result = train(cfg, store, prefix)
+    import json
+
+    logged = [json.loads(x) for x in store.get_bytes(prefix + "metrics.jsonl").decode().splitlines() if x.strip()]
+    sra = [float(x["loss_sra"]) for x in logged if "loss_sra" in x]
     result.update(
         dataset_id=dataset_id,
         sra_active=result["real_images"] > 0 and result["synthetic_images"] > 0,
+        # over the logged steps: the memory bank fills from real objects, then synthetic ones are aligned
+        sra_loss_mean=sum(sra) / len(sra) if sra else 0.0,
+        sra_nonzero_steps=sum(1 for v in sra if v > 0),
         metrics_key=prefix + "metrics.jsonl",
         config_key=prefix + "config.yaml",
     )

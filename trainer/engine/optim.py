@@ -1,4 +1,5 @@
-"""AdamW over the trainable parameters, and the warmup + poly learning-rate schedule (FC-CLIP's recipe).
+"""AdamW over the trainable parameters, and the learning-rate schedule: detectron2's WarmupMultiStepLR
+(FC-CLIP's recipe: x0.1 at SOLVER.STEPS = 327778 and 355092 of 368750) or warmup + poly (WarmupPolyLR).
 
 Norm layers and embeddings (query embeddings, positional embeddings) take their own weight decay
 (SOLVER.WEIGHT_DECAY_NORM / _EMBED, 0 by default as in Mask2Former); parameters under a "backbone" module
@@ -7,10 +8,13 @@ that are trainable get SOLVER.BACKBONE_MULTIPLIER times the learning rate.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 from torch import nn
+
+log = logging.getLogger("dreammask.trainer")
 
 _NORM_TYPES = (
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.InstanceNorm1d,
@@ -80,12 +84,49 @@ def warmup_poly_factor(it: int, max_iter: int, warmup_iters: int, warmup_factor:
     return warm * math.pow(max(0.0, 1.0 - it / max(1, max_iter)), power)
 
 
+def warmup_multistep_factor(it: int, steps: list[int], gamma: float, warmup_iters: int, warmup_factor: float,
+                            method: str = "linear") -> float:
+    """LR multiplier at iteration `it`: warmup, then gamma ** (number of steps <= it) (detectron2)."""
+    warm = warmup_poly_factor(it, 1 << 62, warmup_iters, warmup_factor, 0.0, method)
+    return warm * gamma ** sum(1 for s in steps if s <= it)
+
+
 def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
     s = cfg.SOLVER
     max_iter, warmup, wf, power, method = (
         int(s.MAX_ITER), int(s.WARMUP_ITERS), float(s.WARMUP_FACTOR), float(s.POLY_LR_POWER), str(s.WARMUP_METHOD)
     )
+    name = str(s.get("LR_SCHEDULER_NAME", "WarmupPolyLR"))
     warmup_poly_factor(0, max_iter, warmup, wf, power, method)  # validate now, not on the first step
+    if name == "WarmupMultiStepLR":
+        steps, gamma = sorted(int(x) for x in s.get("STEPS", ())), float(s.get("GAMMA", 0.1))
+        if any(x > max_iter for x in steps):  # detectron2 warns and ignores them too (short runs)
+            log.warning("SOLVER.STEPS %s beyond SOLVER.MAX_ITER %d are never reached", steps, max_iter)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda it: warmup_multistep_factor(it, steps, gamma, warmup, wf, method)
+        )
+    if name != "WarmupPolyLR":
+        raise ValueError(f"SOLVER.LR_SCHEDULER_NAME {name!r} is not one of 'WarmupMultiStepLR', 'WarmupPolyLR'")
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda it: warmup_poly_factor(it, max_iter, warmup, wf, power, method)
     )
+
+
+def add_full_model_gradient_clipping(optimizer: torch.optim.Optimizer, max_norm: float,
+                                     norm_type: float = 2.0) -> torch.optim.Optimizer:
+    """Clip the gradient norm of all the optimizer's parameters together before every step (Mask2Former's
+    and FC-CLIP's CLIP_TYPE "full_model"); for loops that only call optimizer.step(), e.g. detectron2's
+    SimpleTrainer / AMPTrainer. Returns the same optimizer object, its class swapped for a clipping one."""
+    if max_norm <= 0:
+        return optimizer
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    base = type(optimizer)
+
+    class FullModelGradientClipping(base):  # type: ignore[misc, valid-type]
+        def step(self, closure=None):
+            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
+            return super().step(closure)
+
+    FullModelGradientClipping.__name__ = f"{base.__name__}WithFullModelClipping"
+    optimizer.__class__ = FullModelGradientClipping
+    return optimizer

@@ -19,9 +19,10 @@ from torch import nn
 from dreammask.shared.schemas import normalise_name
 from dreammask.shared.storage import ObjectStore
 
+from .. import distributed as dist
 from ..data.build import Vocabulary, build_test_loader, build_train_data, load_training_dicts
+from ..data.vocabulary import seen_by_synonyms, synonyms_dict
 from ..evaluation.evaluator import build_evaluators, inference_on_dataset
-from . import distributed as dist
 from .checkpoint import Checkpointer, set_rng_state, unwrap
 from .config import amp_enabled, clip_gradients_settings
 from .hooks import (
@@ -64,14 +65,34 @@ def seed_everything(seed: int, rank: int = 0) -> int:
     return seed
 
 
-def set_vocabulary(model: nn.Module, names: list[str], seen: list[bool], thing_flags: list[bool]) -> None:
+def set_vocabulary(model: nn.Module, names: list[str], seen: list[bool], thing_flags: list[bool],
+                   synonyms: list[list[str]] | None = None) -> None:
     model = unwrap(model)
-    model.set_vocabulary(list(names), list(seen), thing_flags=list(thing_flags))
+    syn = synonyms_dict(list(names), synonyms) if synonyms else None
+    model.set_vocabulary(list(names), list(seen), synonyms=syn, thing_flags=list(thing_flags))
     # The SRA bank of a vocabulary is created on first use; create it now, so a checkpoint's bank has a
     # buffer to load into and an exact resume starts with the bank it saved.
     iat = getattr(model, "iat", None)
     if iat is not None and hasattr(iat, "bank"):
         _ = iat.bank
+
+
+class PendingMetrics:
+    """A step's logged values still on the device (names, one stacked tensor) plus host-side numbers."""
+
+    def __init__(self, names: list[str], values: torch.Tensor, iteration: int):
+        self.names, self.values, self.iteration = names, values, iteration
+        self.host: dict[str, float] = {}
+
+    def to_host(self) -> dict[str, float]:
+        metrics = dict(zip(self.names, self.values.cpu().tolist()))
+        if not math.isfinite(metrics["total_loss"]):
+            raise FloatingPointError(
+                f"loss became {metrics['total_loss']} at iteration {self.iteration}: {metrics}; "
+                "lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS"
+            )
+        metrics.update(self.host)
+        return metrics
 
 
 class Trainer:
@@ -91,7 +112,7 @@ class Trainer:
 
             model = build_model(cfg)
         model.to(self.device)
-        set_vocabulary(model, vocab.names, [True] * len(vocab.names), vocab.isthing)
+        set_vocabulary(model, vocab.names, [True] * len(vocab.names), vocab.isthing, vocab.synonyms)
         model.train()
         self.model = model
         self.optimizer = build_optimizer(cfg, model)
@@ -121,14 +142,24 @@ class Trainer:
             # SRA memory bank itself, and broadcasting the bank each step would only cost bandwidth.
             self.model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False, find_unused_parameters=bool(cfg.ENGINE.get("FIND_UNUSED_PARAMETERS", True)),
+                broadcast_buffers=False, find_unused_parameters=bool(cfg.ENGINE.get("FIND_UNUSED_PARAMETERS", False)),
             )
-        self.step_metrics: dict[str, float] = {}
+        self._step_metrics: dict[str, float] = {}
+        self._pending_metrics: PendingMetrics | None = None
         self.latest_losses: dict[str, float] = {}
         self.latest_eval: dict[str, dict] = {}
         self.new_eval: dict | None = None
         self.last_checkpoint: str | None = None
         self.hooks: list[HookBase] = self._default_hooks(progress_callback)
+
+    @property
+    def step_metrics(self) -> dict[str, float]:
+        """The last step's losses and timings as floats: the one device-to-host copy happens here, when a
+        hook asks (logging, status), not in every step. A non-finite loss is reported at that point."""
+        if self._pending_metrics is not None:
+            pending, self._pending_metrics = self._pending_metrics, None
+            self._step_metrics = pending.to_host()
+        return self._step_metrics
 
     # ---------------------------------------------------------------- set-up
     def _resume_or_load(self) -> int:
@@ -183,18 +214,13 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        # One device-to-host copy per step for every logged value (each float() would be a GPU sync).
+        # No host sync here: the values stay on the device, stacked, and are copied to the host in one go
+        # only when a hook reads `step_metrics` (every ENGINE.LOG_PERIOD / STATUS_PERIOD steps).
         names = list(losses) + ["total_loss"] + (["grad_norm"] if grad_norm is not None else [])
         values = [v.detach().float().reshape(()) for v in losses.values()] + [total.detach().float().reshape(())]
         if grad_norm is not None:
             values.append(grad_norm.detach().float().reshape(()))
-        metrics = dict(zip(names, torch.stack(values).cpu().tolist()))
-        if not math.isfinite(metrics["total_loss"]):
-            raise FloatingPointError(
-                f"loss became {metrics['total_loss']} at iteration {self.iter}: "
-                f"{ {k: v for k, v in metrics.items()} }; lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS"
-            )
-        return metrics
+        return PendingMetrics(names, torch.stack(values), self.iter)
 
     def train(self) -> dict:
         start = time.perf_counter()
@@ -212,11 +238,10 @@ class Trainer:
                 batch = next(data_iter)
                 t1 = time.perf_counter()
                 metrics = self.run_step(batch)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
                 t2 = time.perf_counter()
-                metrics.update(data_time=t1 - t0, step_time=t2 - t1, lr=self.optimizer.param_groups[0]["lr"])
-                self.step_metrics = metrics
+                # step_time is host time: kernels still in flight run into the next step's (no sync here).
+                metrics.host.update(data_time=t1 - t0, step_time=t2 - t1, lr=self.optimizer.param_groups[0]["lr"])
+                self._pending_metrics = metrics
                 for h in self.hooks:
                     h.after_step(self)
         except TrainingCancelled:
@@ -277,14 +302,16 @@ class Trainer:
                 loader, meta = build_test_loader(cfg, name, self.rank, self.world_size,
                                                  0 if final else int(cfg.TEST.EVAL_MAX_IMAGES))
                 keys = [normalise_name(c) for c in meta.classes]
-                seen = [k in trained for k in keys]
+                # FC-CLIP's rule: seen when any synonym is also a synonym of a training class.
+                seen = seen_by_synonyms(meta.synonyms, self.vocabulary.synonyms)
                 meta.is_novel = [bool(n) or trained.get(k, False) for n, k in zip(meta.is_novel, keys)]
-                set_vocabulary(model, meta.classes, seen, meta.isthing)
+                set_vocabulary(model, meta.classes, seen, meta.isthing, meta.synonyms)
                 with self.autocast():
                     results[name] = inference_on_dataset(model, loader, build_evaluators(meta),
                                                          distributed=self.world_size > 1)
         finally:
-            set_vocabulary(model, self.vocabulary.names, [True] * len(self.vocabulary.names), self.vocabulary.isthing)
+            set_vocabulary(model, self.vocabulary.names, [True] * len(self.vocabulary.names), self.vocabulary.isthing,
+                           self.vocabulary.synonyms)
             with torch.no_grad():
                 for n, b in model.named_buffers():
                     if n in saved and saved[n].shape == b.shape:

@@ -139,7 +139,7 @@ class PanopticEvaluator:
             )
 
     def reduce(self) -> None:
-        from ..engine import distributed as dist
+        from .. import distributed as dist
 
         self.stats = dist.all_reduce_sum(torch.from_numpy(self.stats)).numpy()
 

@@ -1,8 +1,8 @@
 """Semantic segmentation metrics from a confusion matrix: mIoU, fwIoU, pixel accuracy, per-class IoU.
 
-A class counts in the means when it occurs in the ground truth or in the prediction of the evaluated images
-(union > 0); a class predicted where it is absent scores IoU 0, one absent from both is left out (NaN).
-Ignored pixels (label 255) count nowhere. Seen/unseen (novel) means and their harmonic mean give the
+detectron2's SemSegEvaluator rule: a class counts in mIoU, mACC and fwIoU only when it occurs in the
+ground truth of the evaluated images (pos_gt > 0); a class predicted but absent from the ground truth is
+left out (NaN), not scored 0. Ignored pixels (label 255) count nowhere, predictions on them included. Seen/unseen (novel) means and their harmonic mean give the
 per-class comparison of novel categories the DreamMask paper reports.
 """
 
@@ -63,7 +63,7 @@ class SemSegEvaluator:
 
     def reduce(self) -> None:
         """Sum the confusion matrix over processes (each evaluated its own shard)."""
-        from ..engine import distributed as dist
+        from .. import distributed as dist
 
         self.conf = dist.all_reduce_sum(self.conf)
 
@@ -73,9 +73,10 @@ class SemSegEvaluator:
         pos_gt = conf.sum(1)
         pos_pred = conf.sum(0)
         union = pos_gt + pos_pred - tp
+        valid = pos_gt > 0  # detectron2: acc_valid, and iou_valid = acc_valid & (union > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            iou = np.where(union > 0, tp / union, np.nan)
-            acc = np.where(pos_gt > 0, tp / pos_gt, np.nan)
+            iou = np.where(valid & (union > 0), tp / union, np.nan)
+            acc = np.where(valid, tp / pos_gt, np.nan)
         total = pos_gt.sum()
         res: dict[str, float] = {
             "mIoU": _pct(_nanmean(iou)),
@@ -102,3 +103,14 @@ def _nanmean(x: np.ndarray) -> float:
 def _pct(x) -> float:
     with np.errstate(invalid="ignore"):
         return float(100.0 * x) if x == x else float("nan")
+
+
+def novel_class_table(results: dict[str, float], class_names: list[str], is_novel: list[bool]) -> str:
+    """Markdown table of the per-class IoU of the novel classes (the DreamMask paper's per-class figure),
+    from SemSegEvaluator.evaluate() results; "n/a" where a class is absent from the ground truth."""
+    rows = ["| novel class | IoU |", "| --- | ---: |"]
+    for name, novel in zip(class_names, is_novel):
+        if novel:
+            v = results.get(f"IoU-{name}", float("nan"))
+            rows.append(f"| {name} | {'n/a' if v != v else f'{v:.1f}'} |")
+    return "\n".join(rows)

@@ -27,6 +27,13 @@ def build_model(cfg) -> nn.Module:
     return model.to(device)
 
 
+def build_model_on_meta(cfg) -> nn.Module:
+    """The model of `cfg` with every tensor on the meta device: names and shapes only, no memory, no
+    weights read (seconds even for ConvNeXt-L). For checking checkpoints against the architecture."""
+    with torch.device("meta"):
+        return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+
+
 __all__ = [
     "BACKBONE_REGISTRY",
     "FCCLIP",
@@ -38,5 +45,6 @@ __all__ = [
     "SRALoss",
     "TRANSFORMER_DECODER_REGISTRY",
     "build_model",
+    "build_model_on_meta",
     "load_clip_backbone",
 ]

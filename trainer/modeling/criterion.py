@@ -33,8 +33,17 @@ class SetCriterion(nn.Module):
         num_points: int,
         oversample_ratio: float,
         importance_sample_ratio: float,
+        losses: tuple[str, ...] = ("labels", "masks"),
+        iat: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        unknown = [n for n in losses if n not in self.LOSSES]
+        if unknown:
+            raise ValueError(f"unknown losses {unknown}; known: {sorted(self.LOSSES)}")
+        if "sra" in losses and iat is None:
+            raise ValueError("the 'sra' loss needs the IAT module (iat=...)")
+        self.losses = list(losses)
+        self.iat = iat
         self.matcher = matcher
         self.weight_dict = weight_dict
         self.eos_coef = eos_coef
@@ -81,21 +90,44 @@ class SetCriterion(nn.Module):
         src_idx = torch.cat([src for src, _ in indices])
         return batch_idx, src_idx
 
-    def _num_masks(self, targets, device) -> float:
+    def _num_masks(self, targets, device) -> torch.Tensor:
+        """Mean number of target masks per process, as a device scalar: the losses divide by it without a
+        host sync (Mask2Former calls .item() here)."""
         num = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
         world = 1
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(num)
             world = dist.get_world_size()
-        return torch.clamp(num / world, min=1).item()
+        return torch.clamp(num / world, min=1)[0]
+
+    def loss_sra(self, outputs, targets, indices, num_masks) -> torch.Tensor:
+        """DreamMask's IAT: real objects' matched class embeddings feed the memory bank, synthetic ones are
+        pulled to their class prototype (weighted by LAMBDA_SRA inside). Last layer only."""
+        return self.iat(
+            outputs["pred_embeds"], indices, [t["labels"] for t in targets],
+            [bool(t.get("is_synthetic", False)) for t in targets],
+        )
+
+    # name in `losses` -> (method, the keys it returns, computed on the auxiliary layers too)
+    LOSSES = {
+        "labels": ("loss_labels", ("loss_ce",), True),
+        "masks": ("loss_masks", ("loss_mask", "loss_dice"), True),
+        "sra": ("loss_sra", ("loss_sra",), False),
+    }
+
+    def get_loss(self, name, outputs, targets, indices, num_masks, suffix="") -> dict[str, torch.Tensor]:
+        method, keys, _ = self.LOSSES[name]
+        value = getattr(self, method)(outputs, targets, indices, num_masks)
+        values = value if isinstance(value, tuple) else (value,)
+        return {f"{k}{suffix}": v for k, v in zip(keys, values, strict=True)}
 
     def _layer_losses(self, outputs, targets, indices, num_masks, suffix="") -> dict[str, torch.Tensor]:
-        loss_mask, loss_dice = self.loss_masks(outputs, targets, indices, num_masks)
-        return {
-            f"loss_ce{suffix}": self.loss_labels(outputs, targets, indices, num_masks),
-            f"loss_mask{suffix}": loss_mask,
-            f"loss_dice{suffix}": loss_dice,
-        }
+        out: dict[str, torch.Tensor] = {}
+        for name in self.losses:
+            if suffix and not self.LOSSES[name][2]:
+                continue  # last-layer-only losses (SRA) skip the auxiliary predictions
+            out.update(self.get_loss(name, outputs, targets, indices, num_masks, suffix))
+        return out
 
     def forward(self, outputs: dict, targets: list[dict]):
         """targets: per image {"labels": (M,), "masks": (M,H,W)} at the padded image size.

@@ -25,8 +25,9 @@ from torch import nn
 
 
 class MemoryBank(nn.Module):
-    """`size` slots per class, overwritten oldest first. Not saved in checkpoints (persistent=False): it
-    depends on the vocabulary and refills within a few iterations of real data."""
+    """`size` slots per class, overwritten oldest first. Registered non-persistent (not in state_dict(), so
+    exported weights carry no bank); the trainer's checkpoints save it with the other non-persistent
+    buffers, so a resumed run keeps its bank."""
 
     def __init__(self, num_classes: int, size: int, dim: int) -> None:
         super().__init__()
@@ -52,14 +53,21 @@ class MemoryBank(nn.Module):
             )
         classes = classes.to(self.ptr.device, torch.long)
         feats = F.normalize(features.detach().to(self.bank), dim=-1)
+        n = classes.shape[0]
         onehot = F.one_hot(classes, self.num_classes)
         rank = (onehot.cumsum(0) - 1).gather(1, classes[:, None]).squeeze(1)  # order within its class
         n_per_class = onehot.sum(0)
-        # If one batch brings more than `size` objects of a class only its last `size` survive a ring
-        # buffer anyway; dropping the others keeps every slot written once (deterministic scatter).
-        keep = rank >= (n_per_class[classes] - self.size)
+        # If a batch brings more than `size` objects of a class, several land on one slot and only the last
+        # of them may survive. Boolean-mask indexing would drop the others but syncs with the host (its
+        # result size is data-dependent); instead every row writes the feature of the last row that lands
+        # on its slot, so duplicate indices carry identical values and the scatter is deterministic.
+        n_c = n_per_class[classes]
+        last_rank = rank + self.size * torch.div(n_c - 1 - rank, self.size, rounding_mode="floor")
+        row_of = torch.empty(self.num_classes * n, dtype=torch.long, device=classes.device)
+        row_of.scatter_(0, classes * n + rank, torch.arange(n, device=classes.device))  # unique keys
+        winner = row_of[classes * n + last_rank]
         slots = (self.ptr[classes] + rank) % self.size
-        self.bank[classes[keep], slots[keep]] = feats[keep]
+        self.bank.view(-1, self.dim).index_put_((classes * self.size + slots,), feats[winner])
         self.ptr.copy_((self.ptr + n_per_class) % self.size)
         self.count.copy_(torch.clamp(self.count + n_per_class, max=self.size))
 

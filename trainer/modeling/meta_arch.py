@@ -59,6 +59,11 @@ class FCCLIP(nn.Module):
             base = dict(weight_dict)
             for i in range(mf.DEC_LAYERS - 1):
                 weight_dict.update({f"{k}_{i}": v for k, v in base.items()})
+        self.iat = (
+            ImaginationAidedTraining(1, embed_dim, dm.MEMORY_BANK_SIZE, dm.LAMBDA_SRA) if dm.ENABLED else None
+        )
+        if self.iat is not None:
+            weight_dict["loss_sra"] = 1.0  # LAMBDA_SRA is applied inside the SRA loss
         self.criterion = SetCriterion(
             matcher,
             weight_dict,
@@ -66,9 +71,8 @@ class FCCLIP(nn.Module):
             mf.TRAIN_NUM_POINTS,
             mf.OVERSAMPLE_RATIO,
             mf.IMPORTANCE_SAMPLE_RATIO,
-        )
-        self.iat = (
-            ImaginationAidedTraining(1, embed_dim, dm.MEMORY_BANK_SIZE, dm.LAMBDA_SRA) if dm.ENABLED else None
+            losses=("labels", "masks", "sra") if self.iat is not None else ("labels", "masks"),
+            iat=self.iat,
         )
 
         self.size_divisibility = mf.SIZE_DIVISIBILITY
@@ -165,17 +169,22 @@ class FCCLIP(nn.Module):
             inst = x.get("instances")
             if inst is None:
                 raise ValueError(f"input {i}: training needs 'instances' with 'gt_classes' and 'gt_masks'")
-            classes = torch.as_tensor(inst["gt_classes"], dtype=torch.long, device=self.device)
-            masks = torch.as_tensor(inst["gt_masks"], device=self.device).bool()
+            classes = torch.as_tensor(inst["gt_classes"], dtype=torch.long)
+            masks = torch.as_tensor(inst["gt_masks"])
             h, w = x["image"].shape[-2:]
             if masks.dim() != 3 or masks.shape[0] != classes.shape[0] or tuple(masks.shape[-2:]) != (h, w):
                 raise ValueError(
                     f"input {i}: gt_masks {tuple(masks.shape)} must be (N,{h},{w}) with N = len(gt_classes) = {classes.shape[0]}"
                 )
-            if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= self.num_classes):
+            # Checked where the loader left them (the CPU), before the copy: no device-to-host sync.
+            if classes.numel() and classes.device.type == "cpu" and (
+                int(classes.min()) < 0 or int(classes.max()) >= self.num_classes
+            ):
                 raise ValueError(
                     f"input {i}: gt_classes must index the vocabulary (0..{self.num_classes - 1})"
                 )
+            classes = classes.to(self.device, non_blocking=True)
+            masks = masks.to(self.device, non_blocking=True).bool()
             padded = masks.new_zeros((masks.shape[0], *padded_hw))
             padded[:, :h, :w] = masks
             targets.append({"labels": classes, "masks": padded})
@@ -194,18 +203,10 @@ class FCCLIP(nn.Module):
         targets = self._targets(batched_inputs, padded_hw)
         if not self.deep_supervision:
             outputs = {k: v for k, v in outputs.items() if k != "aux_outputs"}
-        raw, indices = self.criterion(outputs, targets)
-        losses = {
-            k: v * self.criterion.weight_dict[k] for k, v in raw.items() if k in self.criterion.weight_dict
-        }
-        if self.iat is not None:
-            losses["loss_sra"] = self.iat(
-                outputs["pred_embeds"],
-                indices,
-                [t["labels"] for t in targets],
-                [bool(x.get("is_synthetic", False)) for x in batched_inputs],
-            )
-        return losses
+        for t, x in zip(targets, batched_inputs, strict=True):
+            t["is_synthetic"] = bool(x.get("is_synthetic", False))
+        raw, _indices = self.criterion(outputs, targets)
+        return {k: v * self.criterion.weight_dict[k] for k, v in raw.items() if k in self.criterion.weight_dict}
 
     @torch.no_grad()
     def _inference(self, outputs, features, batched_inputs, padded_hw, sizes) -> list[dict]:

@@ -13,12 +13,11 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import timedelta
 
 from dreammask.shared import keys
-from dreammask.shared.schemas import Transition, utcnow
 from dreammask.shared.storage import ObjectNotFound, ObjectStore
 
+from .record import create_training, is_stale, read_status, transition, write_status  # noqa: F401  (re-exported)
 from .schemas import (
     StoredTrainingSpec,
     TrainingSpec,
@@ -26,7 +25,6 @@ from .schemas import (
     TrainingStatus,
     cancel_key,
     spec_key,
-    status_key,
 )
 from .settings import TrainerSettings
 
@@ -35,26 +33,6 @@ log = logging.getLogger("dreammask.trainer.service")
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def read_status(store: ObjectStore, training_id: str) -> TrainingStatus:
-    return store.get_model(status_key(training_id), TrainingStatus)
-
-
-def write_status(store: ObjectStore, status: TrainingStatus) -> None:
-    status.updated_at = utcnow()
-    store.put_json(status_key(status.training_id), status)
-
-
-def transition(store: ObjectStore, status: TrainingStatus, state: TrainingState, reason: str | None = None) -> None:
-    if status.state != state:
-        status.transitions.append(Transition(state=state, at=utcnow(), reason=reason))
-    status.state = state
-    write_status(store, status)
-
-
-def is_stale(status: TrainingStatus, settings: TrainerSettings) -> bool:
-    return utcnow() - status.updated_at > timedelta(seconds=settings.trainer_stale_after_s)
 
 
 def build_training_cfg(spec: TrainingSpec, settings: TrainerSettings):
@@ -175,24 +153,6 @@ def _run_torchrun(training_id: str, gpus: int, settings: TrainerSettings) -> dic
             raise RuntimeError(f"torchrun exited with {proc.returncode}; see the worker's log")
         path = os.path.join(tmp, "rank0.json")
         return json.loads(open(path).read()) if os.path.exists(path) else {}
-
-
-def create_training(store: ObjectStore, tenant: str, spec: TrainingSpec, training_id: str | None = None) -> TrainingStatus:
-    """Write a new training's spec and queued status (the API calls this, then enqueues the task)."""
-    import uuid
-
-    from .schemas import tenant_marker
-
-    training_id = training_id or f"tr-{uuid.uuid4().hex[:12]}"
-    now = utcnow()
-    store.put_json(spec_key(training_id), StoredTrainingSpec(training_id=training_id, tenant=tenant,
-                                                             created_at=now, spec=spec))
-    status = TrainingStatus(training_id=training_id, tenant=tenant, state=TrainingState.queued, created_at=now,
-                            updated_at=now, max_iter=spec.iterations,
-                            transitions=[Transition(state=TrainingState.queued, at=now)])
-    store.put_json(status_key(training_id), status)
-    store.put_bytes(tenant_marker(tenant, training_id), b"")
-    return status
 
 
 def wait_for(store: ObjectStore, training_id: str, timeout_s: float = 600, poll_s: float = 0.5) -> TrainingStatus:

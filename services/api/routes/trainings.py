@@ -14,7 +14,7 @@ from dreammask.shared import keys
 from dreammask.shared.celery_app import TASK_TRAIN
 from dreammask.shared.schemas import DatasetManifest, Transition, utcnow
 from dreammask.shared.storage import ObjectNotFound
-from dreammask.trainer.service.runner import create_training, is_stale, read_status, transition, write_status
+from dreammask.trainer.service.record import create_training, is_stale, read_status, transition, write_status
 from dreammask.trainer.service.schemas import (
     StoredTrainingSpec,
     TrainingSpec,

@@ -152,10 +152,12 @@ def build_clip_model(model_name: str, weights_path: str | os.PathLike | None, co
             f"unknown open_clip model config {model_name!r}; add its json to "
             "MODEL.FC_CLIP.CLIP_MODEL_CONFIG_PATHS or use e.g. 'convnext_large_d_320'"
         )
+    # Under `with torch.device("meta")` (shape-only models, e.g. the weight-parity check) build there.
+    device = "meta" if torch.get_default_device().type == "meta" else "cpu"
     return open_clip.create_model(
         model_name,
         pretrained=str(weights_path) if weights_path is not None else None,
-        device="cpu",
+        device=device,
         pretrained_image=False,
         pretrained_text=False,
         require_pretrained=weights_path is not None,
@@ -165,6 +167,9 @@ def build_clip_model(model_name: str, weights_path: str | os.PathLike | None, co
 def load_clip_backbone(cfg, models_dir: str | os.PathLike | None = None) -> CLIPConvNeXt:
     """The frozen FC-CLIP backbone named by cfg.MODEL.FC_CLIP (weights from a local file only)."""
     fc = cfg.MODEL.FC_CLIP
-    weights = resolve_weights_path(fc.CLIP_PRETRAINED_WEIGHTS, models_dir)
+    if torch.get_default_device().type == "meta":  # shapes only: there is nothing to load weights into
+        weights = None
+    else:
+        weights = resolve_weights_path(fc.CLIP_PRETRAINED_WEIGHTS, models_dir)
     clip_model = build_clip_model(fc.CLIP_MODEL_NAME, weights, fc.CLIP_MODEL_CONFIG_PATHS)
     return CLIPConvNeXt(clip_model, fc.CLIP_MODEL_NAME)

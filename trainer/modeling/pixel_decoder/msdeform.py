@@ -254,6 +254,13 @@ class MSDeformAttnPixelDecoder(nn.Module):
         )
 
     def forward(self, features: dict[str, torch.Tensor]):
+        # FC-CLIP runs the pixel decoder in float32 even under AMP (deformable attention is unstable in
+        # half precision); the decoder after it runs under the caller's autocast.
+        device_type = next(iter(features.values())).device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            return self._forward_fp32(features)
+
+    def _forward_fp32(self, features: dict[str, torch.Tensor]):
         srcs, pos = [], []
         for idx, f in enumerate(reversed(self.transformer_in_features)):
             x = features[f].float()

@@ -1,6 +1,8 @@
 """Mask2Former's multi-scale transformer decoder with masked attention, with FC-CLIP's open-vocabulary
-class head: each query's class embedding is projected into CLIP's joint space and scored by cosine against
-the vocabulary's text embeddings (plus a learned void embedding) instead of a fixed linear classifier.
+class head: the pixel decoder's mask features, pooled under each query's predicted mask and projected
+(`_mask_pooling_proj`: LayerNorm + Linear), are added to the query's decoder output; `class_embed` maps that
+sum into CLIP's joint space, scored by cosine against the vocabulary's text embeddings (plus a learned void
+embedding) instead of a fixed linear classifier.
 """
 
 from __future__ import annotations
@@ -38,6 +40,19 @@ def get_classification_logits(
             f"text classifier has {text_classifier.shape[0]} rows, expected {start} (+1 void) from num_templates"
         )
     return torch.stack(per_class, dim=-1)
+
+
+def mask_pool(features: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+    """Average of features (B,C,H,W) over each query's foreground (mask logit > 0) -> (B,Q,C).
+
+    The mask is binarised and detached, as in FC-CLIP (after ODISE): gradients reach the features, not
+    the mask that selects them. An empty mask pools to zeros instead of dividing by zero."""
+    if features.shape[-2:] != mask_logits.shape[-2:]:
+        mask_logits = F.interpolate(mask_logits, size=features.shape[-2:], mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        mask = (mask_logits.detach() > 0).to(features.dtype)
+        mask = mask / (mask.sum(dim=(-1, -2), keepdim=True) + 1e-8)
+    return torch.einsum("bchw,bqhw->bqc", features, mask)
 
 
 class SelfAttentionLayer(nn.Module):
@@ -162,7 +177,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 self.input_proj.append(conv)
             else:
                 self.input_proj.append(nn.Sequential())
-        # FC-CLIP: the class head projects into CLIP's embedding space; the scale is learned (CLIP init).
+        # FC-CLIP: mask-pooled pixel features join the query before the class head, which projects into
+        # CLIP's embedding space; the scale is learned (CLIP init).
+        self._mask_pooling_proj = nn.Sequential(nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, hidden_dim))
         self.class_embed = MLP(hidden_dim, hidden_dim, embed_dim, 3)
         self.logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
@@ -228,10 +245,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
     def _prediction_heads(self, output, mask_features, attn_mask_target_size, text_classifier, num_templates):
         decoder_output = self.decoder_norm(output).transpose(0, 1)  # (B, Q, C)
-        class_embed = self.class_embed(decoder_output)
-        logits = get_classification_logits(class_embed, text_classifier, self.logit_scale, num_templates)
         mask_embed = self.mask_embed(decoder_output)
         masks = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        pooled = self._mask_pooling_proj(mask_pool(mask_features, masks))
+        class_embed = self.class_embed(decoder_output + pooled)
+        logits = get_classification_logits(class_embed, text_classifier, self.logit_scale, num_templates)
         attn_mask = F.interpolate(masks, size=attn_mask_target_size, mode="bilinear", align_corners=False)
         # True = not allowed: attend only where the current mask prediction is foreground.
         attn_mask = (
