@@ -5,7 +5,6 @@ lines and exit non-zero; `--debug` shows the traceback."""
 from __future__ import annotations
 
 import sys
-import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional

@@ -28,8 +28,8 @@ from functools import lru_cache
 from importlib import resources
 
 from dreammask.shared.schemas import normalise_name
-
 from dreammask.shared.vocabulary import coco_panoptic
+
 from .wordnet import PHYSICAL, Synset, WordNet, get_wordnet
 
 # Senses considered: a name's first few (rare senses would drop good names: "crane" the machine is not

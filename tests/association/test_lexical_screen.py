@@ -7,8 +7,8 @@ import pytest
 from llm_testdata import TRAIN
 
 from dreammask.services.association.lexical import LexicalScreen, sense_overrides
-from dreammask.shared.vocabulary import coco_panoptic
 from dreammask.services.association.wordnet import WordNet, get_wordnet
+from dreammask.shared.vocabulary import coco_panoptic
 
 
 @pytest.fixture(scope="module")

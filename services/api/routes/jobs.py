@@ -12,7 +12,6 @@ from dreammask.shared import keys
 from dreammask.shared import orchestration as orch
 from dreammask.shared.jobs import JobNotFound
 from dreammask.shared.schemas import (
-    CategorySet,
     JobSpec,
     JobState,
     JobView,
