@@ -24,7 +24,9 @@ def test_building_the_package_prints_no_warnings_and_ships_its_data(tmp_path):
     for needed in ("dreammask/services/api/static/docs/swagger-ui-bundle.js",
                    "dreammask/services/api/static/docs/redoc.standalone.js",
                    "dreammask/services/api/static/docs/SHA256SUMS",
-                   "dreammask/services/association/data/vocab/coco_panoptic.txt",
+                   "dreammask/shared/data/vocab/coco_panoptic.txt",
+                   "dreammask/services/association/data/lexical/senses.tsv",
+                   "dreammask/services/api/ui/templates/base.html",
                    "dreammask/trainer/configs/dreammask_convnext_large.yaml"):
         assert needed in names, needed
     assert not any("__pycache__" in n for n in names)
