@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +52,14 @@ def vm_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
+def wait_terminal(rt, job: str):
+    while True:
+        st = rt.tracker.status(job)
+        if st.state.terminal:
+            return st
+        time.sleep(0.5)
+
+
 def run_size(n: int, root: Path, batch: int) -> dict:
     env = {"DREAMMASK_CURATION_BATCH_SIZE": str(batch), "DREAMMASK_LOG_LEVEL": "WARNING"}
     with LocalPlatform(root, services=("curation",), env=env) as p:
@@ -56,25 +67,30 @@ def run_size(n: int, root: Path, batch: int) -> dict:
         r = redis.Redis.from_url(p.redis_url)
         s = Settings(redis_url=p.redis_url, storage_root=root / "objects", curation_batch_size=batch)
         rt = build_runtime(s)
+        # A small job first, so connections, Celery's bindings and the lock script exist before the
+        # measured "before": what remains is what the measured job itself leaves behind.
+        warm = make_job(rt, 8, image_size=64)
+        curation_messages(rt, warm, 8)
+        wait_terminal(rt, warm)
         t_make = time.perf_counter()
         job = make_job(rt, n, image_size=64)
         t_make = time.perf_counter() - t_make
         time.sleep(1.0)
-        redis_before = int(r.info("memory")["used_memory"])
+        mem = r.info("memory")
+        redis_before, dataset_before = int(mem["used_memory"]), int(mem["used_memory_dataset"])
+        keys_before = int(r.dbsize())
         kids = children(worker.pid)
         idle_rss = max(vm_kib(k, "VmRSS") for k in kids)
         t0 = time.time()
         curation_messages(rt, job, n)
-        while True:
-            st = rt.tracker.status(job)
-            if st.state.terminal:
-                break
-            time.sleep(0.5)
+        st = wait_terminal(rt, job)
         if st.state != JobState.succeeded:
             raise RuntimeError(f"job {job} ended {st.state.value}: {st.error}")
         end = next(t.at for t in reversed(st.transitions) if t.state == JobState.succeeded).timestamp()
         time.sleep(1.0)
-        redis_after = int(r.info("memory")["used_memory"])
+        mem = r.info("memory")
+        redis_after, dataset_after = int(mem["used_memory"]), int(mem["used_memory_dataset"])
+        keys_after = int(r.dbsize())
         job_keys = len(list(r.scan_iter(match=f"*{job}*", count=1000)))
         kids = children(worker.pid)
         peak_rss = max(vm_kib(k, "VmHWM") for k in kids)
@@ -85,10 +101,14 @@ def run_size(n: int, root: Path, batch: int) -> dict:
             "worker_idle_rss_mib": round(idle_rss / 1024, 1), "worker_peak_rss_mib": round(peak_rss / 1024, 1),
             "redis_before_bytes": redis_before, "redis_after_bytes": redis_after,
             "redis_after_over_before": round(redis_after / redis_before, 3), "job_keys_left_in_redis": job_keys,
+            "redis_dataset_bytes_before_after": [dataset_before, dataset_after],
+            "redis_keys_before_after": [keys_before, keys_after],
         }
 
 
 def main() -> None:
+    # A terminated benchmark still stops the platform it started (the context managers run).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs=2, default=[1000, 10000], metavar=("SMALL", "LARGE"))
     ap.add_argument("--batch", type=int, default=16, help="scenes per curation message")
@@ -99,7 +119,8 @@ def main() -> None:
         for n in (small, large):
             res = run_size(n, Path(tmp) / f"n{n}", args.batch)
             results[n] = res
-            print(json.dumps(res))
+            print(json.dumps(res), flush=True)
+            shutil.rmtree(Path(tmp) / f"n{n}", ignore_errors=True)
     a, b = results[small], results[large]
     rss_ratio = b["worker_peak_rss_mib"] / a["worker_peak_rss_mib"]
     time_ratio = b["s_per_scene"] / a["s_per_scene"]

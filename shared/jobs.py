@@ -99,7 +99,8 @@ class JobTracker:
         # One writer at a time per job: a Redis lock, since several worker processes may finish together.
         with self.r.lock(self._k(job_id, "status-lock"), timeout=30, blocking_timeout=30):
             st = self.status(job_id)
-            if st.state.terminal and not force:
+            was_terminal = st.state.terminal
+            if was_terminal and not force:
                 return st
             if st.state == state and not fields and reason is None:
                 return st
@@ -117,6 +118,9 @@ class JobTracker:
             self.store.put_json(keys.status(job_id), st)
             if state.terminal:
                 self.retire(job_id, st)
+            elif was_terminal:
+                # Reopened (resume): the job takes messages again; its counters come back from storage.
+                self.store.delete(keys.progress(job_id))
             return st
 
     def retire(self, job_id: str, st: JobStatus) -> None:
@@ -182,11 +186,14 @@ class JobTracker:
     def counts(self, job_id: str, planned: int) -> dict[str, StageCounts]:
         """Progress of every stage of the chain: per-scene stages from the Redis sets, per-job stages from
         whether their output exists; for a terminal job whose counters left Redis, its final counts."""
-        if not self.r.exists(*self._counter_keys(job_id)):
-            final = self.store.try_get_model(keys.progress(job_id), JobProgress)
-            if final is not None:
-                return final.stages
+        final = self.store.try_get_model(keys.progress(job_id), JobProgress)
+        if final is not None:
+            return final.stages
         return self._live_counts(job_id, planned)
+
+    def is_finished(self, job_id: str) -> bool:
+        """The job turned terminal and was not resumed since: its counters were retired to storage."""
+        return self.store.exists(keys.progress(job_id))
 
     def _live_counts(self, job_id: str, planned: int) -> dict[str, StageCounts]:
         scene_stages = self.chain.scene_stages

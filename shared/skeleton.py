@@ -1,7 +1,7 @@
 """The one skeleton every stage runs in. A stage module supplies only its work; the skeleton does the rest
 from the chain declaration (`shared/chain.py`):
 
-per-scene stage: claim the batch (skip a cancelled job), drop scenes whose output exists, call the work,
+per-scene stage: claim the batch (skip a cancelled or finished job), drop scenes whose output exists, call the work,
 record done and failed scenes, send the next stage's batches, and — after the last per-scene stage — count
 the scenes finished and trigger the per-job finisher when the job's last scene finished.
 
@@ -52,8 +52,9 @@ JobWork = Callable[[Any, str], JobResult]
 
 def run_scene_stage(rt, stage: str, job_id: str, scene_ids: list[str], work: SceneWork) -> dict:
     chain, tr = rt.chain, rt.tracker
-    if tr.is_cancelled(job_id):
-        return {"skipped": "cancelled"}
+    skip = _claim(tr, job_id)
+    if skip:
+        return {"skipped": skip}
     todo, ready = tr.split_done(job_id, stage, scene_ids)
     result = SceneResult()
     last = False
@@ -81,6 +82,16 @@ def run_scene_stage(rt, stage: str, job_id: str, scene_ids: list[str], work: Sce
     return {**result.info, "done": len(result.done), "failed": len(result.failed), "forwarded": len(ready)}
 
 
+def _claim(tr, job_id: str) -> str | None:
+    """Why this message's work must not run (None: run it). A cancelled job does nothing more; a finished
+    one neither: a message redelivered after the end recreates no counters (`resume` reopens a job)."""
+    if tr.is_cancelled(job_id):
+        return "cancelled"
+    if tr.is_finished(job_id):
+        return "finished"
+    return None
+
+
 def trigger_finisher(rt, job_id: str) -> None:
     """Every scene is finished: send the per-job stage that follows the scenes (idempotent downstream)."""
     rt.dispatcher.send(rt.chain.finisher.task, job_id)
@@ -88,8 +99,9 @@ def trigger_finisher(rt, job_id: str) -> None:
 
 def run_job_stage(rt, stage: str, job_id: str, work: JobWork) -> dict:
     chain, tr = rt.chain, rt.tracker
-    if tr.is_cancelled(job_id):
-        return {"skipped": "cancelled"}
+    skip = _claim(tr, job_id)
+    if skip:
+        return {"skipped": skip}
     # The work counts its own seconds: a redelivered per-job message that only re-sends must not add any.
     result = work(rt, job_id)
     nxt = chain.next_of(stage)

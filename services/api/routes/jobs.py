@@ -168,6 +168,6 @@ def list_scenes(job_id: str, request: Request, rt: RuntimeDep, settings: Setting
 @router.get("/{job_id}/files/{path:path}")
 def get_job_file(job_id: str, path: str, rt: RuntimeDep, tenant: TenantDep):
     _owned_spec(rt, job_id, tenant)
-    if path.split("/")[0] not in ("layouts", "images", "renders", "annotations", "failures") or ".." in path:
+    if path.split("/")[0] not in ("layouts", "images", "renders", "annotations", "curated", "failures") or ".." in path:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no file {path!r} in job {job_id}")
     return object_response(rt.store, keys.job_prefix(job_id) + path)
