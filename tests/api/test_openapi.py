@@ -75,7 +75,7 @@ def test_browse_routes_are_typed(doc):
 
     assert ref("/v1/jobs").endswith("/JobList")
     assert ref("/v1/jobs/{job_id}/scenes").endswith("/SceneList")
-    assert ref("/v1/jobs/{job_id}/categories").endswith("/CategorySet")
+    assert ref("/v1/jobs/{job_id}/categories").endswith("/CategoriesView")
     assert ref("/v1/jobs/{job_id}/resume", "post", "202").endswith("/ResumeResult")
     assert ref("/v1/datasets/{dataset_id}").endswith("/DatasetView")
     assert ref("/v1/trainings").endswith("/TrainingList")

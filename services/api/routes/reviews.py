@@ -14,10 +14,13 @@ from dreammask.shared.schemas import DatasetManifest
 from dreammask.shared.storage import ObjectNotFound
 
 from .. import reviewing
+from ..errors import V1_ERRORS, responses
 from ..deps import RuntimeDep, TenantDep
 from .jobs import _owned_spec
 
-router = APIRouter(tags=["reviews"])
+router = APIRouter(tags=["reviews"], responses=responses(*V1_ERRORS))
+_NO_JOB = {"e404": {"detail": "no job 'job-20260101-000000-abcdef'"}}
+_NO_DATASET = {"e404": {"detail": "no dataset 'ds-job-20260101-000000-abcdef'"}}
 
 
 class ReviewIn(BaseModel):
@@ -34,7 +37,7 @@ def _reviewer(request: Request, tenant: str) -> str:
     return reviewing.who(tenant, request.headers.get("authorization", "").partition(" ")[2])
 
 
-@router.get("/v1/jobs/{job_id}/reviews")
+@router.get("/v1/jobs/{job_id}/reviews", responses=responses(404, 422, **_NO_JOB))
 def list_reviews(job_id: str, rt: RuntimeDep, tenant: TenantDep,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 200,
                  offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
@@ -45,7 +48,8 @@ def list_reviews(job_id: str, rt: RuntimeDep, tenant: TenantDep,
             "offset": offset}
 
 
-@router.post("/v1/jobs/{job_id}/reviews", status_code=status.HTTP_201_CREATED)
+@router.post("/v1/jobs/{job_id}/reviews", status_code=status.HTTP_201_CREATED,
+             responses=responses(404, 413, 422, **_NO_JOB))
 def post_review(job_id: str, body: ReviewIn, request: Request, rt: RuntimeDep, tenant: TenantDep) -> dict:
     _owned_spec(rt, job_id, tenant)
     rec = reviewing.record_decision(rt, job_id, body.scene_id, body.instance_id, body.decision,
@@ -63,13 +67,14 @@ def _job_of_dataset(rt, dataset_id: str, tenant: str) -> str:
     return m.job_id
 
 
-@router.get("/v1/datasets/{dataset_id}/versions")
+@router.get("/v1/datasets/{dataset_id}/versions", responses=responses(404, 422, **_NO_DATASET))
 def list_versions(dataset_id: str, rt: RuntimeDep, tenant: TenantDep) -> dict[str, Any]:
     job_id = _job_of_dataset(rt, dataset_id, tenant)
     return {"job_id": job_id, "items": reviewing.versions(rt, job_id)}
 
 
-@router.post("/v1/datasets/{dataset_id}/versions", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/v1/datasets/{dataset_id}/versions", status_code=status.HTTP_202_ACCEPTED,
+             responses=responses(404, 413, 422, **_NO_DATASET))
 def publish(dataset_id: str, body: VersionIn, request: Request, rt: RuntimeDep, tenant: TenantDep) -> dict:
     job_id = _job_of_dataset(rt, dataset_id, tenant)
     rec = reviewing.request_version(rt, job_id, _reviewer(request, tenant), body.note)
