@@ -418,7 +418,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--tiny", action="store_true", help="test-sized models on the CPU (the make-test check)")
     ap.add_argument("--budget-s", type=float, default=None, help="time for the whole run (default 450, tiny 240)")
     ap.add_argument("--out", default=None, help="JSON file (default $OUT/gpu.json or a temporary file)")
-    ap.add_argument("--parts", default=None, help="comma-separated (default: all; --tiny: all but compile)")
+    ap.add_argument("--parts", default=None, help="comma-separated (default: all)")
     args = ap.parse_args(argv)
 
     import torch
@@ -453,10 +453,7 @@ def main(argv=None) -> dict:
                     "device_name": torch.cuda.get_device_name() if not tiny else "cpu",
                     "torch": torch.__version__, "budget_s": args.budget_s, "errors": {}}
     scratch: dict = {}
-    # The tiny compile check is the synthesis test that counts recompiles (minutes of dynamo tracing on a
-    # CPU); here it would only repeat it.
-    wanted = set((args.parts or ("gligen,annotation,trainer,oom" if tiny else
-                                 "gligen,annotation,trainer,oom,compile")).split(","))
+    wanted = set((args.parts or "gligen,annotation,trainer,oom,compile").split(","))
     out = Path(args.out) if args.out else Path(os.environ.get("OUT") or work) / "gpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     for name, fn, est_key in PARTS:

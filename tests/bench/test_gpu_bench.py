@@ -35,5 +35,8 @@ def test_gpu_bench_tiny_runs_every_part(tmp_path):
     assert t["step_ms_iat_on"] > 0 and t["step_ms_iat_off"] > 0
     assert "loss_sra" in t["losses_iat_on"] and "loss_sra" not in t["losses_iat_off"]
 
+    c = last["compile"]  # dynamo only on the CPU ("eager"): warmed for batch 1, guided and not, fusers on/off
+    assert c["backend"] == "eager" and c["graphs_after_warmup"] == 4 and c["recompiles_after_warmup"] == 0
+
     o = last["oom"]
     assert o["injected"] and o["rendered"] == o["scenes"] == 4 and o["oom_splits"] == 1 and o["batch_sizes"] == [2]
