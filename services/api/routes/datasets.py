@@ -20,7 +20,8 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=responses
 _NO_DATASET = {"e404": {"detail": "no dataset 'ds-job-20260101-000000-abcdef'"}}
 
 
-def _manifest(rt, dataset_id: str, tenant: str) -> DatasetManifest:
+def owned_manifest(rt, dataset_id: str, tenant: str) -> DatasetManifest:
+    """The dataset's manifest if it exists and belongs to the tenant, else 404 (never another's)."""
     try:
         m = rt.store.get_model(keys.dataset_manifest(keys.check_id(dataset_id, "dataset id")), DatasetManifest)
     except (ObjectNotFound, ValueError):
@@ -35,7 +36,7 @@ def get_dataset(dataset_id: str, request: Request, rt: RuntimeDep, settings: Set
                 presign: Annotated[bool, Query(description="presigned storage URLs where the store can sign")] = True
                 ) -> DatasetView:
     """The manifest (its `checksums` hold a SHA-256 per file path) and every file with a download URL."""
-    m = _manifest(rt, dataset_id, tenant)
+    m = owned_manifest(rt, dataset_id, tenant)
     prefix = keys.dataset_prefix(dataset_id)
     api_root = f"{base_url(request, settings)}/v1/datasets/{dataset_id}/files"
     # Sizes where they cost nothing (a local store); S3 clients read them from HEAD or the response.
@@ -61,7 +62,7 @@ _FILE_RESPONSES = {
 @router.head("/{dataset_id}/files/{path:path}", responses=_FILE_RESPONSES, response_class=Response)
 def get_dataset_file(dataset_id: str, path: str, request: Request, rt: RuntimeDep, tenant: TenantDep):
     """One file, streamed; ETag, Range and If-Range as for a static file."""
-    _manifest(rt, dataset_id, tenant)
+    owned_manifest(rt, dataset_id, tenant)
     try:
         key = keys.dataset_file(dataset_id, path)
     except ValueError as e:

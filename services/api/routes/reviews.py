@@ -5,17 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel, Field
 
-from dreammask.shared import keys
 from dreammask.shared import review as rv
-from dreammask.shared.schemas import DatasetManifest
-from dreammask.shared.storage import ObjectNotFound
 
 from .. import reviewing
-from ..errors import V1_ERRORS, responses
 from ..deps import RuntimeDep, TenantDep
+from ..errors import V1_ERRORS, responses
+from .datasets import owned_manifest
 from .jobs import _owned_spec
 
 router = APIRouter(tags=["reviews"], responses=responses(*V1_ERRORS))
@@ -58,13 +56,7 @@ def post_review(job_id: str, body: ReviewIn, request: Request, rt: RuntimeDep, t
 
 
 def _job_of_dataset(rt, dataset_id: str, tenant: str) -> str:
-    try:
-        m = rt.store.get_model(keys.dataset_manifest(keys.check_id(dataset_id, "dataset id")), DatasetManifest)
-    except (ObjectNotFound, ValueError):
-        m = None
-    if m is None or m.tenant != tenant:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset {dataset_id!r}")
-    return m.job_id
+    return owned_manifest(rt, dataset_id, tenant).job_id
 
 
 @router.get("/v1/datasets/{dataset_id}/versions", responses=responses(404, 422, **_NO_DATASET))
