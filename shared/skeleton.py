@@ -46,6 +46,16 @@ class JobResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+class PartialWork(Exception):
+    """Raised by a per-scene stage's work that stopped part-way: the scenes in `result.done` landed and are
+    counted now (the counters stay exact while the task waits for its retry); `cause` is raised on, so the
+    task retries and finds those scenes done."""
+
+    def __init__(self, result: SceneResult, cause: BaseException):
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.result, self.cause = result, cause
+
+
 SceneWork = Callable[[Any, str, list[str]], SceneResult]
 JobWork = Callable[[Any, str], JobResult]
 
@@ -60,7 +70,11 @@ def run_scene_stage(rt, stage: str, job_id: str, scene_ids: list[str], work: Sce
     last = False
     if todo:
         t0 = time.perf_counter()
-        result = work(rt, job_id, todo)
+        try:
+            result = work(rt, job_id, todo)
+        except PartialWork as e:
+            tr.mark_done(job_id, stage, e.result.done, time.perf_counter() - t0)
+            raise e.cause from None
         seconds = time.perf_counter() - t0
         answered = set(result.done) | set(result.failed)
         for sid in todo:

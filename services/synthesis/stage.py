@@ -13,7 +13,7 @@ from dreammask.shared.registry import get_backend
 from dreammask.shared.runtime import Runtime
 from dreammask.shared.schemas import RenderRecord, SceneLayout
 from dreammask.shared.seeding import scene_seed
-from dreammask.shared.skeleton import SceneResult, run_scene_stage
+from dreammask.shared.skeleton import PartialWork, SceneResult, run_scene_stage
 
 from .pipeline import SynthesisPipeline
 from .settings import SynthesisSettings
@@ -68,14 +68,16 @@ def render_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:
                 # Encoded and stored while the renderer goes on with the next batch.
                 writer.submit(sid, keys.render_record(job_id, sid), record, image_key, res.image)
             t_batch = time.perf_counter()
-    finally:
-        # Whether the renderer finished or raised: wait for what was queued before returning or raising
-        # (either acks the task). Scenes that landed are found done on a redelivery.
-        landed, write_errors = writer.finish()
+    except BaseException as e:
+        # The renderer raised: wait for what was queued (the task is not acked before its writes land),
+        # count what landed, and let the task retry; it skips those scenes then.
+        landed, _ = writer.finish()
+        raise PartialWork(SceneResult(done=landed), e) from e
+    landed, write_errors = writer.finish()
     if write_errors:
         sid, err = write_errors[0]
         log.warning("synthesis: %d scene write(s) of job %s failed, first %s: %s", len(write_errors), job_id,
                     sid, err)
-        raise err  # the task retries; scenes that landed are skipped then
+        raise PartialWork(SceneResult(done=landed), err)  # the task retries; what landed is skipped then
     result.done.extend(landed)
     return result

@@ -62,7 +62,7 @@ def test_up_env_and_ctrl_c(tmp_path, shared_cache_dir):
     r = cli("env", "--root", str(root))
     assert r.returncode == 1 and "no platform is running" in r.stderr
     # Every process `up` started has ended: the API's port is free again.
-    assert {p.stem for p in (root / "logs").glob("*.log")} == {"redis", "api", "curation"}
+    assert {p.stem for p in (root / "logs").glob("*.log")} == {"redis", "api", "curation", "supervisor"}
     import socket
 
     with socket.socket() as s:

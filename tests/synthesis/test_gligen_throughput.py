@@ -201,7 +201,7 @@ def test_writes_overlap_the_next_batch_and_land_before_the_task_returns(stage_en
     gated = GatedStore(rt.store, set(sids[:2]), started)
     monkeypatch.setattr(rt, "store", gated)
     out = render_scenes(rt, job_id, sids)
-    assert out == {"rendered": 4} and calls == [2, 2]
+    assert (out["done"], out["forwarded"]) == (4, 4) and calls == [2, 2]
     assert gated.overlapped == [True, True]
     # Returned (the task would be acked now): every image and record is there, every scene counted.
     for sid in sids:
@@ -235,7 +235,8 @@ def test_a_renderer_dying_mid_task_loses_nothing_and_counts_only_what_landed(sta
 
     # Redelivery renders only what is missing, and forwards all four.
     monkeypatch.setattr(renderer, "_render_chunk", chunk)
-    assert render_scenes(rt, job_id, sids) == {"rendered": 4}
+    out = render_scenes(rt, job_id, sids)
+    assert (out["done"], out["forwarded"]) == (2, 4)
     assert all(rt.store.exists(keys.image(job_id, s)) for s in sids)
 
 
