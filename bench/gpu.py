@@ -295,12 +295,12 @@ def part_trainer(args, clock: Clock, work: Path, out: dict) -> dict:
 
     device = args.device
     if args.tiny:
-        from dreammask.trainer.engine.config import add_engine_config
+        from dreammask.trainer.config.engine import add_engine_config
 
         cfg, side = tiny_cfg(work / "fcclip"), 64
         add_engine_config(cfg)
     else:
-        from dreammask.trainer.engine.config import get_training_cfg
+        from dreammask.trainer.config.engine import get_training_cfg
         from dreammask.trainer.modeling.backbone.clip_convnext import build_clip_model
 
         cfg, side = get_training_cfg("dreammask_convnext_large"), 1024

@@ -47,7 +47,7 @@ def _prepare(root: Path, args):
 
 
 def _run(store, args, seed: int, iat: bool, prefix: str) -> dict:
-    from dreammask.trainer.engine.config import get_training_cfg
+    from dreammask.trainer.config.engine import get_training_cfg
     from dreammask.trainer.engine.train_loop import Trainer
 
     cfg = get_training_cfg(tiny=True, overrides={

@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _cfg(args, weights_dir: Path):
-    from dreammask.trainer.engine.config import get_training_cfg
+    from dreammask.trainer.config.engine import get_training_cfg
     from dreammask.trainer.tiny import tiny_cfg
 
     if args.size == "tiny":
         cfg = tiny_cfg(weights_dir)
-        from dreammask.trainer.engine.config import add_engine_config
+        from dreammask.trainer.config.engine import add_engine_config
 
         add_engine_config(cfg)
     else:

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         result = train(cfg, store, prefix, progress_callback=reporter, resume=not args.no_resume,
                        data_store=_object_store() if args.output_dir else None)
     else:
-        from dreammask.trainer.engine.config import get_training_cfg
+        from dreammask.trainer.config.engine import get_training_cfg
 
         cfg = get_training_cfg(args.config_file, overrides=list(args.opts), tiny=args.tiny)
         store = _store(args.output_dir)

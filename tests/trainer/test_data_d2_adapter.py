@@ -7,7 +7,7 @@ import pytest
 from fvcore.common.config import CfgNode
 
 from dreammask.shared.storage import LocalObjectStore
-from dreammask.trainer.d2.config import add_dreammask_config
+from dreammask.trainer.config.d2 import add_dreammask_config
 from dreammask.trainer.d2.datasets import d2_dataset_name, synthetic_dataset_for_d2
 from dreammask.trainer.data.toy import write_toy_dataset
 
@@ -40,7 +40,7 @@ def test_config_node_adds_model_iat_and_engine_keys_and_keeps_d2_values():
     assert cfg.SOLVER.WARMUP_ITERS == 1000 and cfg.INPUT.MIN_SIZE_TEST == 800  # detectron2's values stay
     assert cfg.INPUT.IMAGE_SIZE == 1024
     # the preset YAML files merge into it
-    from dreammask.trainer.engine.config import resolve_config_file
+    from dreammask.trainer.config.engine import resolve_config_file
 
     cfg.merge_from_file(resolve_config_file("fcclip_convnext_large"))
     assert cfg.MODEL.DREAMMASK.ENABLED is False
@@ -50,7 +50,7 @@ def test_config_node_adds_model_iat_and_engine_keys_and_keeps_d2_values():
 def test_meta_architecture_is_ours_after_every_preset_merge(preset):
     """The presets name META_ARCHITECTURE "FCCLIP" (the platform loop's registry); detectron2 must build
     DreamMaskFCCLIP, the name its registry knows, whatever the YAML or the command line says."""
-    from dreammask.trainer.d2.config import merge_d2_config
+    from dreammask.trainer.config.d2 import merge_d2_config
 
     cfg = add_dreammask_config(_d2_like_cfg())
     merge_d2_config(cfg, preset, ["MODEL.META_ARCHITECTURE", "FCCLIP", "SOLVER.MAX_ITER", "7"])

@@ -5,9 +5,9 @@ import json
 import torch
 
 from dreammask.shared.storage import LocalObjectStore
+from dreammask.trainer.config.engine import get_training_cfg
 from dreammask.trainer.data import register_synthetic
 from dreammask.trainer.data.toy import register_toy_real_dataset, write_toy_dataset
-from dreammask.trainer.engine.config import get_training_cfg
 from dreammask.trainer.engine.train_loop import Trainer
 
 

@@ -29,3 +29,19 @@ def test_no_production_module_imports_the_test_helpers():
         if re.search(r"(trainer\.testing|from \.+testing) import", path.read_text()):
             offenders.append(str(path.relative_to(TRAINER)))
     assert offenders == []
+
+
+def test_configuration_lives_in_one_package():
+    # The model's, the engine's and detectron2's keys: one package, no config module elsewhere.
+    stray = [str(p.relative_to(TRAINER)) for p in TRAINER.rglob("config.py")]
+    assert stray == []
+    code = (
+        "from dreammask.trainer.config import get_cfg\n"
+        "from dreammask.trainer.config.engine import add_engine_config, get_training_cfg\n"
+        "from dreammask.trainer.config.d2 import D2_META_ARCHITECTURE, merge_d2_config\n"
+        "cfg = get_training_cfg('dreammask_convnext_large')\n"
+        "assert cfg.MODEL.DREAMMASK.LAMBDA_SRA > 0 and cfg.SOLVER.STEPS == (327778, 355092), cfg.SOLVER.STEPS\n"
+        "assert 'DATALOADER' in add_engine_config(get_cfg())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

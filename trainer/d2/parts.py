@@ -4,9 +4,9 @@ gradient clipping, the vocabulary the model is given, and FC-CLIP weights mapped
 
 from __future__ import annotations
 
+from ..config.engine import clip_gradients_settings
 from ..data.build import TrainData, Vocabulary, build_train_data
 from ..data.vocabulary import synonyms_dict
-from ..engine.config import clip_gradients_settings
 from ..engine.optim import add_full_model_gradient_clipping, build_optimizer
 
 

@@ -18,8 +18,8 @@ from detectron2.utils import comm
 
 from dreammask.trainer.engine.optim import build_lr_scheduler as build_schedule
 
+from ..config.d2 import add_dreammask_config, merge_d2_config
 from . import meta_arch  # noqa: F401  (registers DreamMaskFCCLIP)
-from .config import add_dreammask_config, merge_d2_config
 from .parts import d2_optimizer, d2_train_data, load_fcclip_weights_into, vocabulary_kwargs
 
 log = logging.getLogger("dreammask.trainer.d2")

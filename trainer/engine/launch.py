@@ -13,7 +13,7 @@ from pathlib import Path
 from dreammask.shared.storage import ObjectStore
 
 from .. import distributed as dist
-from .config import get_training_cfg
+from ..config.engine import get_training_cfg
 
 log = logging.getLogger("dreammask.trainer")
 
@@ -70,7 +70,7 @@ def train_on_dataset(store: ObjectStore, dataset_id: str, iterations: int, outpu
     if tiny:
         cfg.MODEL.DEVICE = "cpu"
         cfg.DATALOADER.NUM_WORKERS = 0
-    from .config import merge_overrides
+    from ..config.engine import merge_overrides
 
     merge_overrides(cfg, cfg_overrides)
     prefix = output_prefix if output_prefix.endswith("/") else output_prefix + "/"

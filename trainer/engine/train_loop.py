@@ -20,11 +20,11 @@ from dreammask.shared.schemas import normalise_name
 from dreammask.shared.storage import ObjectStore
 
 from .. import distributed as dist
+from ..config.engine import amp_enabled, clip_gradients_settings
 from ..data.build import Vocabulary, build_test_loader, build_train_data, load_training_dicts
 from ..data.vocabulary import seen_by_synonyms, synonyms_dict
 from ..evaluation.evaluator import build_evaluators, inference_on_dataset
 from .checkpoint import Checkpointer, set_rng_state, unwrap
-from .config import amp_enabled, clip_gradients_settings
 from .hooks import (
     EvalHook,
     HookBase,

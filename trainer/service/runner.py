@@ -37,7 +37,7 @@ def worker_name() -> str:
 
 def build_training_cfg(spec: TrainingSpec, settings: TrainerSettings):
     """The trainer config of a spec (raises ValueError naming what to change)."""
-    from dreammask.trainer.engine.config import get_training_cfg
+    from dreammask.trainer.config.engine import get_training_cfg
 
     if spec.tiny and not settings.trainer_allow_tiny:
         raise ValueError("this deployment does not run the tiny model (DREAMMASK_TRAINER_ALLOW_TINY)")
@@ -56,7 +56,7 @@ def build_training_cfg(spec: TrainingSpec, settings: TrainerSettings):
         cfg.DATALOADER.MIN_REAL_PER_BATCH = 0
     if spec.eval_datasets and int(cfg.TEST.EVAL_PERIOD) <= 0:
         cfg.TEST.EVAL_PERIOD = int(spec.iterations)
-    from dreammask.trainer.engine.config import merge_overrides
+    from dreammask.trainer.config.engine import merge_overrides
 
     merge_overrides(cfg, spec.overrides)
     return cfg

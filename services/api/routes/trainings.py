@@ -115,7 +115,7 @@ def _check_config(spec: TrainingSpec, ts: TrainerSettings | None = None, setting
     """Preset, weights and override keys, where the config code is installed (the API image may lack it)."""
     try:
         from dreammask.trainer.config import get_cfg
-        from dreammask.trainer.engine.config import add_engine_config, merge_overrides, resolve_config_file
+        from dreammask.trainer.config.engine import add_engine_config, merge_overrides, resolve_config_file
     except ImportError:
         return []
     errors = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fvcore.common.config import CfgNode as _FvcoreCfgNode
 
-CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 # CLIP's own normalisation (open_clip OPENAI_DATASET_MEAN/STD) on a 0..255 scale, as FC-CLIP uses it:
 # the frozen backbone must see inputs normalised the way it was trained.

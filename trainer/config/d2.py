@@ -9,7 +9,7 @@ def add_dreammask_config(cfg):
     keys (DATASETS.SYNTHETIC.*, DATALOADER.MIN_REAL_PER_BATCH, ...) where missing; returns cfg."""
     from dreammask.trainer.config import add_dreammask_config as add_iat
     from dreammask.trainer.config import add_fcclip_config, get_cfg
-    from dreammask.trainer.engine.config import _ensure, add_engine_config
+    from dreammask.trainer.config.engine import _ensure, add_engine_config
 
     cfg.defrost()
     ours = get_cfg()
@@ -40,7 +40,7 @@ def merge_d2_config(cfg, config_file: str | None = None, opts: list[str] | None 
     """Merge a preset (path or shipped name) and `KEY VALUE` overrides into a detectron2 config, then pin
     MODEL.META_ARCHITECTURE to the wrapper detectron2's registry knows: the shared presets say "FCCLIP",
     which names this platform's own model class, not a detectron2 meta architecture."""
-    from dreammask.trainer.engine.config import resolve_config_file
+    from dreammask.trainer.config.engine import resolve_config_file
 
     cfg.defrost()
     if config_file:

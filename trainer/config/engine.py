@@ -1,6 +1,6 @@
 """Config keys of the data, engine, evaluation and service half of the trainer (detectron2 style).
 
-`get_cfg()` (dreammask.trainer.config) gives the model's keys; `add_engine_config(cfg)` adds these.
+`get_cfg()` (dreammask.trainer.config.model) gives the model's keys; `add_engine_config(cfg)` adds these.
 Every key is only added where it is missing, so the model's own defaults (SOLVER.BASE_LR, ...) win and
 calling it twice is harmless. docs/training.md lists every key with its meaning.
 """
@@ -55,7 +55,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "MIN_REAL_PER_BATCH": 1,
         "SEED": 0,
     },
-    # INPUT keys are the model's (trainer/config.py): IMAGE_SIZE, MIN_SCALE, MAX_SCALE, RANDOM_FLIP,
+    # INPUT keys are the model's (trainer/config/model.py): IMAGE_SIZE, MIN_SCALE, MAX_SCALE, RANDOM_FLIP,
     # MIN_SIZE_TEST, MAX_SIZE_TEST and DATASET_MAPPER_NAME ("coco_panoptic_lsj" = large-scale jitter,
     # "fixed" = the image as it is, for overfitting checks).
     "SOLVER": {
