@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # torch and torchvision are installed together with exact pins, because a torchvision that does not match
 # torch fails to import. The pin does NOT avoid CUDA: PyPI's only Linux x86_64 wheel of torch 2.14.1 is the
-# CUDA 13 build, and it depends on the nvidia-* CUDA libraries and triton (about 4 GB of the venv's 6.6 GB).
+# CUDA 13 build, and it depends on the nvidia-* CUDA libraries and triton (about 4 GB of the venv's 7.5 GB).
 # PyPI has no CPU-only wheel of torch 2.14.1 (those live on PyTorch's own index, which this project does not
 # use). The same wheel runs on CPU when no GPU is present, but it cannot even be imported without the CUDA
-# libraries (libtorch links cuDNN), so they stay: 6.6 GB is as small as this pin allows from PyPI.
+# libraries (libtorch links cuDNN), so they stay: the venv (7.5 GB) is as small as this pin allows from PyPI.
 TORCH := torch==2.14.1 torchvision==0.29.1
 # Set-up output (pip's and the build backend's) goes to this log; it is shown only when a step fails.
 SETUP_LOG := $(VENV)/setup.log
