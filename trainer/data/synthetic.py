@@ -76,7 +76,10 @@ def load_synthetic_dataset(
         ) from None
     json_path = cache / keys.COCO_PANOPTIC
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(pan))
+    # Atomic like `_fetch`: another process of this machine may be reading the same file right now.
+    tmp = json_path.with_name(f"{json_path.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(pan))
+    tmp.replace(json_path)
 
     # Categories: the manifest says which are novel; the JSON may carry the same list without the flag.
     novel = {c.id for c in manifest.categories if c.is_novel}
