@@ -1,5 +1,5 @@
 """Leases on the message a worker is running: while a task runs, a thread in its process keeps the
-message's entry in the broker's unacked index fresh. The visibility timeout can then be short (120 s by
+message's entry in the broker's unacked index fresh. The visibility timeout can then be short (60 s by
 default) without Redis redelivering long tasks that are alive, and a message whose worker died (no more
 renewals) goes back to its queue one visibility timeout after the last renewal, not after hours."""
 

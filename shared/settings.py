@@ -100,17 +100,17 @@ class Settings(BaseSettings):
     # must hold a few renewals. Time limits cap a task per queue (`queue_time_limits_s` overrides
     # `task_time_limit_s` for the queues it names); docs/operations.md sizes them per stage and GPU.
     task_time_limit_s: int = Field(3600, ge=10)
-    visibility_timeout_s: int = Field(120, ge=20)
-    lease_renew_s: float = Field(30.0, gt=0)
+    visibility_timeout_s: int = Field(60, ge=20)
+    lease_renew_s: float = Field(15.0, gt=0)
     queue_time_limits_s: dict[str, int] = Field(
         default_factory=lambda: {"association": 900, "synthesis": 1800, "annotation": 1200, "curation": 1800}
     )
     # Transient faults (storage, broker, model server unreachable) are retried with exponential backoff
     # (2 s doubling, capped at `retry_backoff_max_s`, plus up to 25 % jitter): 10 retries ride out at
-    # least 6 minutes of outage. A retry waits in the worker unacknowledged, so the cap stays well under
+    # least 4 minutes of outage (2+4+8+16+32+5x40 s). A retry waits in the worker unacknowledged, so the cap stays well under
     # the visibility timeout.
     task_max_retries: int = Field(10, ge=0, le=30)
-    retry_backoff_max_s: int = Field(60, ge=1)
+    retry_backoff_max_s: int = Field(40, ge=1)
 
     # Supervisor (`dreammask supervisor`): a job with work outstanding and no progress for
     # `stall_after_s` is healed from storage (counters rebuilt, missing work re-enqueued).

@@ -28,6 +28,11 @@ def retry_delay(retries: int, base_s: float, max_s: float) -> float:
     return min(max_s, base_s * 2 ** retries) * (1 + 0.25 * random.random())
 
 
+def retry_budget_s(max_retries: int, base_s: float, max_s: float) -> float:
+    """The least outage a task rides out on its retries: the sum of its un-jittered delays."""
+    return sum(min(max_s, base_s * 2**n) for n in range(max_retries))
+
+
 class StageTask(celery.Task):
     abstract = True
     stage: str = ""

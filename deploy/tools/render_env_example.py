@@ -72,7 +72,7 @@ DREAMMASK_S3_PUBLIC_SECURE=false
 DREAMMASK_PRESIGN_EXPIRY_S=3600
 # Running tasks renew their lease; a message whose worker died is redelivered after the visibility timeout.
 DREAMMASK_TASK_TIME_LIMIT_S=3600
-DREAMMASK_VISIBILITY_TIMEOUT_S=120
+DREAMMASK_VISIBILITY_TIMEOUT_S=60
 DREAMMASK_ALLOW_HUB_DOWNLOADS=false
 # The name vLLM serves the model under (--served-model-name) and the association workers ask for.
 DREAMMASK_LLM_MODEL=Qwen/Qwen2.5-7B-Instruct

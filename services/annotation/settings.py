@@ -49,6 +49,9 @@ class AnnotationSettings(BaseSettings):
     sam_decoder_batch_size: int = Field(0, ge=0, le=4096)
     # Images of a task per image-encoder call (the encoder dominates the cost; a batch fills a GPU).
     sam_encoder_batch_size: int = Field(4, ge=1, le=64)
+    # The image encoder's attention: "sdpa" (one fused kernel per block, the relative-position terms as
+    # its additive mask; same function, less memory traffic) or "stock" (segment-anything's own).
+    sam_attention: Literal["sdpa", "stock"] = "sdpa"
     # Offset of the logit threshold used for SAM's stability score (SAM's automatic generator uses 1.0).
     sam_stability_offset: float = Field(1.0, gt=0.0)
     # Clean-up, in pixels of the original image: islands smaller than this are removed, holes smaller

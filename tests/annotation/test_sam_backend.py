@@ -213,3 +213,54 @@ def test_half_precision_path_agrees_with_fp32(tiny_models_dir):
     for a, b in zip(fp32.segment(img, BOXES), fp16.segment(img, BOXES), strict=True):
         assert (a.mask == b.mask).mean() > 0.98
         assert a.scores["pred_iou"] == pytest.approx(b.scores["pred_iou"], abs=0.01)
+
+
+def _encoder_with_relative_positions(seed=0):
+    torch.manual_seed(seed)
+    model = build_sam(TINY_ARCHITECTURE).eval()
+    with torch.no_grad():  # zero-initialised in a fresh model; trained ones are not
+        for name, p in model.image_encoder.named_parameters():
+            if "rel_pos" in name:
+                p.normal_(0, 0.5)
+    return model
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 0.1)])
+def test_sdpa_attention_computes_the_stock_encoder(dtype, tol):
+    from segment_anything.modeling.image_encoder import Attention
+
+    from dreammask.services.annotation.backends.sam_attention import SdpaAttention, use_sdpa, use_stock
+
+    model = _encoder_with_relative_positions().to(dtype)
+    keys = model.state_dict().keys()
+    x = torch.randn(3, 3, TINY_ARCHITECTURE.image_size, TINY_ARCHITECTURE.image_size, dtype=dtype)
+    with torch.inference_mode():
+        stock = model.image_encoder(x).float()
+        assert use_sdpa(model.image_encoder) == TINY_ARCHITECTURE.encoder_depth
+        assert all(type(m) is SdpaAttention for m in model.image_encoder.modules() if isinstance(m, Attention))
+        fused = model.image_encoder(x).float()
+        # images of a batch do not mix: the second image alone gives its row of the batch
+        alone = model.image_encoder(x[1:2]).float()
+    assert model.state_dict().keys() == keys  # checkpoints load unchanged
+    assert (stock - fused).abs().max().item() <= tol * stock.abs().max().item()
+    assert (fused[1:2] - alone).abs().max().item() <= tol * stock.abs().max().item()
+    assert use_stock(model.image_encoder) == TINY_ARCHITECTURE.encoder_depth
+
+
+def test_attention_is_a_setting(annotation_env, monkeypatch):
+    from dreammask.services.annotation.backends.sam_attention import SdpaAttention
+
+    default = SamMasks.from_settings(Settings())
+    assert default.describe()["attention"] == "sdpa"
+    assert any(type(m) is SdpaAttention for m in default.model.modules())
+    monkeypatch.setenv("DREAMMASK_SAM_ATTENTION", "stock")
+    stock = SamMasks.from_settings(Settings())
+    assert stock.describe()["attention"] == "stock"
+    assert not any(type(m) is SdpaAttention for m in stock.model.modules())
+    img = _image(seed=17)
+    for a, b in zip(default.segment(img, BOXES), stock.segment(img, BOXES), strict=True):
+        assert (a.mask == b.mask).mean() > 0.999
+        assert a.scores["pred_iou"] == pytest.approx(b.scores["pred_iou"], abs=1e-4)
+    monkeypatch.setenv("DREAMMASK_SAM_ATTENTION", "flash")
+    with pytest.raises(ValueError, match="sam_attention"):
+        AnnotationSettings()

@@ -27,8 +27,20 @@ def test_app_configuration():
 def test_visibility_timeout_must_hold_several_lease_renewals():
     with pytest.raises(ValueError, match="VISIBILITY_TIMEOUT"):
         Settings(visibility_timeout_s=60, lease_renew_s=30)
-    # By default a lost worker's message is back in its queue within 2 minutes.
-    assert Settings().visibility_timeout_s <= 120
+    # By default a lost worker's message is back in its queue within 2 minutes (the timeout, kombu's
+    # 10 s restore cycle and at most one lease interval since the last renewal).
+    s = Settings()
+    assert s.visibility_timeout_s + 10 + s.lease_renew_s <= 120
+
+
+def test_default_retries_ride_out_minutes_of_outage_without_a_second_delivery():
+    from dreammask.shared.tasks import StageTask, retry_budget_s, retry_delay
+
+    s = Settings()
+    assert retry_budget_s(s.task_max_retries, StageTask.retry_backoff, s.retry_backoff_max_s) >= 4 * 60
+    # every delay, jitter included, ends before the waiting message's lease would lapse
+    longest = max(retry_delay(n, StageTask.retry_backoff, s.retry_backoff_max_s) for n in range(30) for _ in range(50))
+    assert s.retry_backoff_max_s <= longest <= 1.25 * s.retry_backoff_max_s < s.visibility_timeout_s
 
 
 def test_each_worker_app_takes_its_queue_time_limit():

@@ -256,6 +256,7 @@ class SamMasks(MaskBackend):
         min_hole_area: int = 0,
         info: dict[str, Any] | None = None,
         dtype=None,
+        attention: str = "sdpa",
     ):
         import torch
         from segment_anything import SamPredictor
@@ -269,6 +270,13 @@ class SamMasks(MaskBackend):
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.predictor = SamPredictor(self.model)
         self.arch = arch
+        if attention not in ("sdpa", "stock"):
+            raise ValueError(f"attention must be 'sdpa' or 'stock', got {attention!r}")
+        self.attention = attention
+        if attention == "sdpa":
+            from .sam_attention import use_sdpa
+
+            use_sdpa(self.model.image_encoder)
         # 0: automatic (`decoder_chunk`); any other value is the number of boxes per decoder call.
         self.decoder_batch_size = int(decoder_batch_size)
         self.encoder_batch_size = max(1, int(encoder_batch_size))
@@ -317,6 +325,7 @@ class SamMasks(MaskBackend):
             stability_offset=ann.sam_stability_offset,
             min_region_area=ann.mask_min_region_area,
             min_hole_area=ann.mask_min_hole_area,
+            attention=ann.sam_attention,
         )
 
     def warmup(self) -> None:
@@ -337,7 +346,8 @@ class SamMasks(MaskBackend):
             torch.cuda.empty_cache()
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, **self.info, "device": str(self.device), "dtype": str(self.dtype).split(".")[-1]}
+        return {"backend": self.name, **self.info, "device": str(self.device), "dtype": str(self.dtype).split(".")[-1],
+                "attention": self.attention}
 
     # ------------------------------------------------------------------ work
 
