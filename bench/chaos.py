@@ -306,17 +306,32 @@ class Chaos:
         except Exception:  # noqa: BLE001
             pass
         duplicated, dataset_images = self.duplicates(job_id)
+        selection = self.selection(job_id)
         interventions = [t["reason"] for t in (st or {}).get("transitions", [])
                          if (t.get("reason") or "").startswith("supervisor")]
         return {
             "fault": fault, "job_id": job_id, "scenes": planned, "state": (st or {}).get("state"),
             "lost": planned - len(annotated | failed_ids), "duplicated": duplicated, "dataset_images": dataset_images,
+            # Scenes the quality selection left out of the dataset (by design, with a reason in the card):
+            # dataset images + these = the annotated scenes when curation lost nothing.
+            "dropped_by_selection": selection.get("dropped_scenes"),
+            "dropped_reasons": selection.get("dropped_scenes_by_reason"),
+            "curation_complete": selection.get("scenes") == len(annotated)
+            and dataset_images + selection.get("dropped_scenes", -1) == len(annotated),
             "failed": failures,
             "time_to_finish_s": round(finished - t_end, 1) if finished else None,
             "job_seconds": round(finished - t_start, 1) if finished else None,
             "person_needed": finished is None, "counters_exact": exact,
             "supervisor_interventions": len(interventions),
         }
+
+    def selection(self, job_id: str) -> dict:
+        """The dataset card's selection counts (empty when the job made no dataset)."""
+        key = keys.dataset_file(keys.dataset_id_for_job(job_id), keys.CARD_JSON)
+        try:
+            return self.store.get_json(key).get("selection", {})
+        except Exception:  # noqa: BLE001 - no dataset (the job did not succeed)
+            return {}
 
     def duplicates(self, job_id: str) -> tuple[int, int]:
         """(scenes present more than once in the curated dataset, images in it)."""
@@ -375,11 +390,12 @@ def main(argv=None) -> dict:
                                     if baseline is not None and r["job_seconds"] is not None else None)
     print()
     print(f"{'fault':<16} {'lost':>5} {'dup':>4} {'failed':>6} {'finish_s':>9} {'job_s':>7} {'extra_s':>8} "
-          f"{'person':>7} {'exact':>6}")
+          f"{'person':>7} {'exact':>6} {'images':>7} {'dropped':>8}")
     for r in rows:
         print(f"{r['fault']:<16} {r['lost']:>5} {r['duplicated']:>4} {r['failed']:>6} "
               f"{str(r['time_to_finish_s']):>9} {str(r['job_seconds']):>7} {str(r['extra_s_vs_baseline']):>8} "
-              f"{str(r['person_needed']):>7} {str(r['counters_exact']):>6}")
+              f"{str(r['person_needed']):>7} {str(r['counters_exact']):>6} {r['dataset_images']:>7} "
+              f"{str(r['dropped_by_selection']):>8}")
     rows_f = [r for r in rows if r["fault"] != "none"] or rows
     worst = max((r["time_to_finish_s"] or float("inf")) for r in rows_f)
     summary = {
@@ -391,6 +407,7 @@ def main(argv=None) -> dict:
         "max_time_to_finish_s": None if worst == float("inf") else worst,
         "person_needed": any(r["person_needed"] for r in rows),
         "counters_exact": all(r["counters_exact"] for r in rows),
+        "curation_complete": all(r["curation_complete"] for r in rows),
         "goal_max_time_to_finish_s": 120,
         "rows": rows,
     }

@@ -5,7 +5,8 @@ With randomly initialised full-size models (no weights can be downloaded), in on
      (`StableDiffusionGLIGENPipeline.__call__`, batch 1) against our renderer at batch 1/4/8/16 on the same
      weights and quality settings (images/s, peak memory);
   2. ``annotation``: SAM vit_h + CLIP ViT-L-14: whole annotation of a task against SAM's encoder alone
-     (ratio) and encoder images/s at batch 1/4/8;
+     (ratio) and encoder images/s at batch 1/4/8; the encoder with segment-anything's own attention
+     against the fused (SDPA) default at the task's batch (time, peak memory);
   3. ``trainer``: one FC-CLIP ConvNeXt-L training step (forward, backward, optimizer) with IAT on and off,
      built with the trainer's own config and model builders;
   4. ``oom``: out-of-memory recovery on the real allocator: the process is capped below what a batch of 16
@@ -275,10 +276,24 @@ def part_annotation(args, clock: Clock, work: Path, out: dict) -> dict:
         enc_by_batch[str(b)] = round(len(images) / min(encoder_only(b) for _ in range(2)), 3)
     enc = min(encoder_only(args.annotation_images) for _ in range(2))
     tot = min(whole() for _ in range(2))
+    # segment-anything's own attention at the same batch, against the fused (SDPA) default
+    from dreammask.services.annotation.backends.sam_attention import use_sdpa, use_stock
+
+    use_stock(sam.model.image_encoder)
+    reset_peak(device)
+    encoder_only(args.annotation_images)
+    enc_stock = min(encoder_only(args.annotation_images) for _ in range(2))
+    stock_peak = peak_gib(device)
+    use_sdpa(sam.model.image_encoder)
+    reset_peak(device)
+    encoder_only(args.annotation_images)
+    sdpa_peak = peak_gib(device)
     res = {"sam": args.sam, "clip": args.clip, "images": len(images), "boxes_per_image": 8, "image_size": side,
            "encoder_images_per_s_by_batch": enc_by_batch, "encoder_s": round(enc, 4), "whole_s": round(tot, 4),
            "whole_to_encoder_ratio": round(tot / enc, 4), "goal_ratio": GOAL_ANNOTATION_RATIO,
-           "decoder_boxes_per_call": sam.decoder_chunk()}
+           "decoder_boxes_per_call": sam.decoder_chunk(),
+           "encoder_stock_attention_s": round(enc_stock, 4), "encoder_sdpa_speedup": round(enc_stock / enc, 3),
+           "encoder_peak_gib_stock": stock_peak, "encoder_peak_gib_sdpa": sdpa_peak}
     free(device)
     return res
 

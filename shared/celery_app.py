@@ -41,7 +41,10 @@ def create_celery_app(settings=None, name: str = "dreammask") -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": s.visibility_timeout_s},
+        # Every worker looks for messages whose lease lapsed every 10 s (kombu's default scans only on every
+        # 10th sweep, about every 100 s, which would add up to 100 s to a lost worker's redelivery).
+        broker_transport_options={"visibility_timeout": s.visibility_timeout_s,
+                                  "unacked_restore_interval": 10, "unacked_restore_throttle": 1},
         task_time_limit=s.task_time_limit_s,
         task_soft_time_limit=max(1, s.task_time_limit_s - 30),
         task_queues=[Queue(q, routing_key=q) for q in QUEUES],

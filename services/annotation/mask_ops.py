@@ -23,11 +23,12 @@ def mask_bbox(mask: np.ndarray) -> list[float]:
 
 # ---------------------------------------------------------------------------- clean-up
 
-def _regions(mask: np.ndarray, max_area: int, mode: str) -> tuple[np.ndarray, bool]:
+def _regions(mask: np.ndarray, max_area: int, mode: str, outside: int = 0) -> tuple[np.ndarray, bool]:
     """Remove islands ("islands") or fill holes ("holes") smaller than ``max_area`` pixels.
 
     The same rule as SAM's automatic mask generator (segment_anything.utils.amg.remove_small_regions),
-    written here on OpenCV so it does not need segment-anything; returns (mask, changed).
+    written here on OpenCV so it does not need segment-anything; returns (mask, changed). ``outside``:
+    background pixels beyond this window that belong to the component of its corner (see `clean_mask`).
     """
     import cv2
 
@@ -35,7 +36,9 @@ def _regions(mask: np.ndarray, max_area: int, mode: str) -> tuple[np.ndarray, bo
     correct_holes = mode == "holes"
     working = (correct_holes ^ mask).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(working, connectivity=8)
-    sizes = stats[:, cv2.CC_STAT_AREA][1:]
+    sizes = stats[:, cv2.CC_STAT_AREA][1:].copy()
+    if outside and correct_holes and labels[0, 0]:
+        sizes[labels[0, 0] - 1] += outside
     small = [i + 1 for i, s in enumerate(sizes) if s < max_area]
     if not small:
         return mask, False
@@ -51,11 +54,32 @@ def _regions(mask: np.ndarray, max_area: int, mode: str) -> tuple[np.ndarray, bo
 def clean_mask(mask: np.ndarray, min_region_area: int = 0, min_hole_area: int = 0) -> np.ndarray:
     """Fill holes smaller than ``min_hole_area`` and drop islands smaller than ``min_region_area``.
 
-    Holes first: filling a hole can merge what would have been separate small islands.
+    Holes first: filling a hole can merge what would have been separate small islands. The work runs on
+    the mask's box plus a one-pixel background ring when that ring lies inside the image (most masks
+    cover a small part of it): the ring joins everything outside the box into one component, whose
+    pixels beyond the window are added to its size, so the result equals the whole-image rule.
     """
     mask = np.asarray(mask, dtype=bool)
+    if min_hole_area <= 0 and min_region_area <= 0:
+        return mask
+    if not mask.any():
+        return _clean_window(mask, min_region_area, min_hole_area, 0)
+    h, w = mask.shape
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    y0, y1, x0, x1 = rows[0] - 1, rows[-1] + 2, cols[0] - 1, cols[-1] + 2
+    outside = h * w - (y1 - y0) * (x1 - x0)
+    if y0 < 0 or x0 < 0 or y1 > h or x1 > w or outside < max(min_hole_area, 1):
+        # The box touches the border (the outside may fall apart), or the outside alone is a small
+        # "hole": the whole image, as the rule states it.
+        return _clean_window(mask, min_region_area, min_hole_area, 0)
+    out = np.zeros_like(mask)
+    out[y0:y1, x0:x1] = _clean_window(mask[y0:y1, x0:x1], min_region_area, min_hole_area, outside)
+    return out
+
+
+def _clean_window(mask: np.ndarray, min_region_area: int, min_hole_area: int, outside: int) -> np.ndarray:
     if min_hole_area > 0:
-        mask, _ = _regions(mask, min_hole_area, "holes")
+        mask, _ = _regions(mask, min_hole_area, "holes", outside)
     if min_region_area > 0 and mask.any():
         mask, _ = _regions(mask, min_region_area, "islands")
     return mask

@@ -71,6 +71,36 @@ def test_clean_mask_matches_segment_anything_rule():
     assert ours.sum() != mask.sum()
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_clean_mask_on_the_mask_box_equals_the_whole_image_rule(seed):
+    """clean_mask works on the mask's box when it can; random masks (small and large, inside the image or
+    touching its border, with holes open to the outside or closed) give what the rule gives on the whole
+    image."""
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(12, 90, 2)
+    mask = np.zeros((h, w), bool)
+    for _ in range(rng.integers(1, 5)):
+        bh, bw = rng.integers(1, h // 2 + 2), rng.integers(1, w // 2 + 2)
+        y, x = rng.integers(-2, h - 1), rng.integers(-2, w - 1)
+        mask[max(y, 0) : y + bh, max(x, 0) : x + bw] = True
+    mask ^= rng.random((h, w)) > 0.9  # speckle: small holes and islands
+    if seed % 10 == 0:
+        mask[:] = False
+    for hole, island in [(30, 30), (0, 25), (25, 0), (5, 200), (200, 0), (h * w, 3)]:
+        ref = mask
+        if hole:
+            ref, _ = remove_small_regions(ref, hole, "holes")
+        if island and ref.any():
+            ref, _ = remove_small_regions(ref, island, "islands")
+        assert np.array_equal(clean_mask(mask, island, hole), ref), (hole, island)
+
+
+def test_clean_mask_counts_the_background_beyond_the_mask_box():
+    mask = np.zeros((60, 60), bool)
+    mask[20:26, 30:36] = True  # its box and ring hold 40 background pixels; the image holds 3 564
+    assert np.array_equal(clean_mask(mask, 0, 200), mask)
+
+
 def test_clean_mask_keeps_largest_when_all_small_and_noop_when_off():
     mask = np.zeros((30, 30), bool)
     mask[2:4, 2:4] = True

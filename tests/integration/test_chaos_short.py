@@ -1,6 +1,7 @@
 """The short chaos run (bench/chaos.py --short): real Redis, S3 on loopback behind a fault proxy, real worker
 processes and the supervisor; kill -9 of workers and a Redis FLUSHDB mid-job. Every job ends by itself
-with nothing lost, nothing duplicated, nothing failed, and counters equal to the outputs."""
+with nothing lost, nothing duplicated, nothing failed, counters equal to the outputs, and every
+annotated scene in the dataset or dropped by the selection."""
 
 from __future__ import annotations
 
@@ -31,5 +32,7 @@ def test_jobs_heal_themselves_after_worker_kills_and_a_redis_flush(shared_cache_
         assert (r["lost"], r["duplicated"], r["failed"]) == (0, 0, 0), (fault, r)
         assert not r["person_needed"] and r["counters_exact"], (fault, r)
         assert r["dataset_images"] > 0, (fault, r)
+        # every annotated scene is in the dataset or was dropped by the selection, with its reason
+        assert r["curation_complete"], (fault, r)
     # The Redis flush left the job with no queued work: only the supervisor could finish it.
     assert rows["flushdb"]["supervisor_interventions"] >= 1

@@ -19,6 +19,9 @@ def test_app_configuration():
     assert c.task_acks_late and c.task_reject_on_worker_lost
     assert c.worker_prefetch_multiplier == 1
     assert c.broker_transport_options["visibility_timeout"] == 120
+    # lapsed leases are looked for every 10 s by every worker, not on every 10th sweep
+    assert c.broker_transport_options["unacked_restore_interval"] == 10
+    assert c.broker_transport_options["unacked_restore_throttle"] == 1
     assert {q.name for q in c.task_queues} == set(QUEUES)
     for q in QUEUES:
         assert c.task_routes[f"dreammask.{q}.*"]["queue"] == q
