@@ -46,21 +46,20 @@ def relative_position_bias(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: 
     return bias.reshape(b, heads, n, h * w)
 
 
-def use_sdpa(image_encoder: torch.nn.Module) -> int:
-    """Switch every attention module of a SAM image encoder to `SdpaAttention`; returns how many."""
+def _swap(image_encoder: torch.nn.Module, old: type, new: type) -> int:
     n = 0
     for module in image_encoder.modules():
-        if type(module) is Attention:
-            module.__class__ = SdpaAttention
+        if type(module) is old:
+            module.__class__ = new
             n += 1
     return n
+
+
+def use_sdpa(image_encoder: torch.nn.Module) -> int:
+    """Switch every attention module of a SAM image encoder to `SdpaAttention`; returns how many."""
+    return _swap(image_encoder, Attention, SdpaAttention)
 
 
 def use_stock(image_encoder: torch.nn.Module) -> int:
     """Undo `use_sdpa` (segment-anything's own attention), e.g. to compare the two."""
-    n = 0
-    for module in image_encoder.modules():
-        if type(module) is SdpaAttention:
-            module.__class__ = Attention
-            n += 1
-    return n
+    return _swap(image_encoder, SdpaAttention, Attention)
