@@ -48,7 +48,9 @@ def _regions(mask: np.ndarray, max_area: int, mode: str, outside: int = 0) -> tu
         fill = [i for i in range(n) if i not in fill]
         if not fill:
             fill = [int(np.argmax(sizes)) + 1]
-    return np.isin(labels, fill), True
+    keep = np.zeros(n, dtype=bool)
+    keep[fill] = True
+    return keep[labels], True  # a lookup per pixel (np.isin sorts the labels)
 
 
 def clean_mask(mask: np.ndarray, min_region_area: int = 0, min_hole_area: int = 0) -> np.ndarray:

@@ -119,6 +119,59 @@ def test_masked_crop_neutralises_the_background():
     assert (off[0, :, 0] == mean).all()
 
 
+def _reference_crops(image, masks, boxes, size, margin, mean_rgb):
+    """The crops as the module docstring defines them, written plainly (padded copies, np.where)."""
+    import cv2
+
+    from dreammask.services.annotation.backends.clip import _square_region
+
+    fill = np.asarray(mean_rgb, dtype=np.uint8)
+    h, w = image.shape[:2]
+    out_box, out_masked = [], []
+    for mask, box in zip(masks, boxes, strict=True):
+        ys, xs = np.nonzero(mask)
+        mask_box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if xs.size else None
+        x0, y0, side = _square_region(box, mask_box, margin)
+        crop = np.empty((side, side, 3), np.uint8)
+        crop[...] = fill
+        keep = np.zeros((side, side), bool)
+        sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+        if sx1 > sx0 and sy1 > sy0:
+            crop[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
+            keep[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = mask[sy0:sy1, sx0:sx1]
+        masked = np.where(keep[:, :, None], crop, fill)
+        interp = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+        out_box.append(cv2.resize(crop, (size, size), interpolation=interp))
+        out_masked.append(cv2.resize(masked, (size, size), interpolation=interp))
+    return np.stack(out_box), np.stack(out_masked)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_crops_match_their_definition(seed):
+    """Windows inside the image (read in place), running off it (padded), empty and image-sized masks,
+    regions larger and smaller than the crop size."""
+    rng = np.random.default_rng(seed)
+    h, w = 300, 360
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    masks, boxes = [], []
+    for _ in range(10):
+        x0, y0 = rng.uniform(-20, w - 10), rng.uniform(-20, h - 10)
+        bw, bh = rng.uniform(3, 200, 2)
+        box = [x0, y0, x0 + bw, y0 + bh]
+        m = np.zeros((h, w), bool)
+        ys, xs = slice(max(int(y0), 0), int(y0 + bh)), slice(max(int(x0), 0), int(x0 + bw))
+        m[ys, xs] = rng.random(m[ys, xs].shape) > 0.4
+        masks.append(m)
+        boxes.append(box)
+    masks += [np.zeros((h, w), bool), np.ones((h, w), bool)]
+    boxes += [[10.0, 10.0, 40.0, 90.0], [0.0, 0.0, float(w), float(h)]]
+    mean = np.array([123, 117, 104])
+    for size in (32, 224):
+        got = instance_crops(img, masks, np.array(boxes), size, 0.1, mean)
+        want = _reference_crops(img, masks, np.array(boxes), size, 0.1, mean)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
 def test_targets_outside_the_vocabulary_and_duplicates(clip):
     img, masks, boxes = _scene(seed=3)
     out = clip.score(img, masks[:2], boxes[:2], ["gazebo", "wall"], ["wall-other-merged", "wall", "road"])

@@ -151,6 +151,27 @@ def _paste(src: np.ndarray, x0: int, y0: int, side: int, fill: np.ndarray) -> np
     return out
 
 
+def _window(src: np.ndarray, x0: int, y0: int, side: int, fill) -> np.ndarray:
+    """`_paste`, without a copy when the window lies inside the image (a view OpenCV reads in place)."""
+    h, w = src.shape[:2]
+    if x0 >= 0 and y0 >= 0 and x0 + side <= w and y0 + side <= h:
+        return src[y0 : y0 + side, x0 : x0 + side]
+    return _paste(src, x0, y0, side, fill)
+
+
+def _masked(crop: np.ndarray, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """The crop where `keep` (uint8, non-zero inside) is set and `fill` elsewhere. OpenCV's masked copy
+    runs per plane: on interleaved RGB it is several times slower than on the three planes."""
+    import cv2
+
+    planes = []
+    for plane, value in zip(cv2.split(crop), fill, strict=True):
+        out = np.full(keep.shape, value, dtype=np.uint8)
+        cv2.copyTo(plane, keep, out)
+        planes.append(out)
+    return cv2.merge(planes)
+
+
 def instance_crops(
     image: np.ndarray, masks: list[np.ndarray], boxes: np.ndarray, size: int, margin: float, mean_rgb: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -158,18 +179,19 @@ def instance_crops(
     import cv2
 
     fill = np.asarray(mean_rgb, dtype=np.uint8)
-    box_crops, masked_crops = [], []
-    for mask, box in zip(masks, boxes, strict=True):
-        ys, xs = np.nonzero(mask)
-        mask_box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if xs.size else None
+    box_crops = np.empty((len(masks), size, size, 3), dtype=np.uint8)
+    masked_crops = np.empty_like(box_crops)
+    for i, (mask, box) in enumerate(zip(masks, boxes, strict=True)):
+        mask = np.asarray(mask, dtype=bool)
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        mask_box = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1) if rows.size else None
         x0, y0, side = _square_region(box, mask_box, margin)
-        crop = _paste(image, x0, y0, side, fill)
-        keep = _paste(mask.astype(np.uint8), x0, y0, side, np.uint8(0)).astype(bool)
-        masked = np.where(keep[:, :, None], crop, fill)
+        crop = _window(image, x0, y0, side, fill)
+        keep = _window(mask.view(np.uint8), x0, y0, side, np.uint8(0))
         interp = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
-        box_crops.append(cv2.resize(crop, (size, size), interpolation=interp))
-        masked_crops.append(cv2.resize(masked, (size, size), interpolation=interp))
-    return np.stack(box_crops), np.stack(masked_crops)
+        cv2.resize(crop, (size, size), dst=box_crops[i], interpolation=interp)
+        cv2.resize(_masked(crop, keep, fill), (size, size), dst=masked_crops[i], interpolation=interp)
+    return box_crops, masked_crops
 
 
 def _input_dtype(visual):

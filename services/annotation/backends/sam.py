@@ -1,10 +1,10 @@
 """Box-prompted masks with Segment Anything (`segment-anything`'s `Sam` and `SamPredictor`).
 
-Per image: one image embedding (`SamPredictor.set_image`), then every box of the image through the
-prompt encoder and mask decoder in one batched call (what `predict_torch` does with a box batch), three
-candidate masks per box (`multimask_output=True`) of which the one with the highest predicted IoU is kept
-and upscaled to the image size. The
-encoder dominates the cost; decoding N boxes in one call costs about as much as one box.
+Per image: one image embedding (`SamPredictor.set_image`, or several images in one encoder call), then the
+boxes of the image through the prompt encoder and mask decoder (all at once on a GPU, one per call on the
+CPU), three candidate masks per box (`multimask_output=True`) of which the one with the highest predicted
+IoU is kept and upscaled to the image size. The decoder's image-only work runs once per image
+(`sam_decoder`). The encoder dominates the cost.
 
 Scores per mask: ``pred_iou`` (SAM's own IoU prediction for the kept candidate) and ``stability`` (IoU of
 the low-resolution logits thresholded at ±offset, `calculate_stability_score`). Masks are then cleaned:
@@ -441,14 +441,18 @@ class SamMasks(MaskBackend):
     def _decode(self, boxes: np.ndarray, size: tuple[int, int], features=None, input_size=None):
         """Best candidate mask, its predicted IoU and stability for each box, in `decoder_batch_size` chunks.
 
-        The computation of `SamPredictor.predict_torch(boxes=..., multimask_output=True)`, except that only
-        the kept candidate of each box is upscaled to full resolution (a third of the interpolation work,
-        which at 1024 px costs more than the decoder itself); the tests check the masks are the same.
+        The computation of `SamPredictor.predict_torch(boxes=..., multimask_output=True)` keeping the
+        candidate with the highest predicted IoU, except that the image-only part of the decoder runs once
+        per image (`sam_decoder`) and only the kept candidate is formed and upscaled to full resolution
+        (a third of the interpolation work, which at 1024 px costs more than the decoder itself); the
+        tests check the masks are the same.
         `features`/`input_size` default to the predictor's current image. Device results are copied to
         the host once, after the last chunk.
         """
         import torch
         from segment_anything.utils.amg import calculate_stability_score
+
+        from .sam_decoder import decode_boxes, prepare_image
 
         model, predictor = self.model, self.predictor
         if features is None:
@@ -456,26 +460,16 @@ class SamMasks(MaskBackend):
         transformed = predictor.transform.apply_boxes_torch(
             torch.as_tensor(boxes, dtype=torch.float32, device=self.device), size
         ).to(self.dtype)
-        dense_pe = model.prompt_encoder.get_dense_pe()
+        prepared = prepare_image(model, features)
         step = self.decoder_chunk(features[0].numel())
         out_masks, out_iou, out_stab = [], [], []
         for start in range(0, len(transformed), step):
-            chunk = transformed[start : start + step]
-            sparse, dense = model.prompt_encoder(points=None, boxes=chunk, masks=None)
-            low_res, iou = model.mask_decoder(
-                image_embeddings=features,
-                image_pe=dense_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=True,
-            )
-            best = iou.argmax(dim=1)
-            rows = torch.arange(len(chunk), device=best.device)
-            chosen = low_res[rows, best]  # (n, 256, 256) logits
+            sparse, _ = model.prompt_encoder(points=None, boxes=transformed[start : start + step], masks=None)
+            chosen, iou = decode_boxes(model, prepared, sparse)  # (n, 256, 256) logits of the kept candidate
             stab = calculate_stability_score(chosen.float(), model.mask_threshold, self.stability_offset)
             masks = self._upscale(chosen[:, None], input_size, size)[:, 0]
             out_masks.append(masks > model.mask_threshold)
-            out_iou.append(iou[rows, best].float())
+            out_iou.append(iou.float())
             # 0/0 (no pixel above the lower threshold) is an empty, hence unstable, mask.
             out_stab.append(torch.nan_to_num(stab, nan=0.0))
         return (torch.cat(out_masks).cpu().numpy(), torch.cat(out_iou).cpu().numpy(),
