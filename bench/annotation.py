@@ -96,7 +96,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--boxes", type=int, default=8)
     ap.add_argument("--size", type=int, default=1024, help="image side in pixels")
-    ap.add_argument("--repeats", type=int, default=2, help="alternating encoder/annotation runs per image")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating encoder/annotation runs per image")
     ap.add_argument("--decoder-repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--encoder-batch", type=int, default=0, help="images per encoder call (0: the whole task)")

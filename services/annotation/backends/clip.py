@@ -140,23 +140,22 @@ def _square_region(box, mask_box, margin: float) -> tuple[int, int, int]:
     return int(round(cx - side_i / 2.0)), int(round(cy - side_i / 2.0)), side_i
 
 
-def _paste(src: np.ndarray, x0: int, y0: int, side: int, fill: np.ndarray) -> np.ndarray:
-    """The (side, side) window of `src` at (x0, y0); parts outside the image take `fill`."""
-    h, w = src.shape[:2]
-    out = np.empty((side, side) + src.shape[2:], dtype=src.dtype)
-    out[...] = fill
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
-    if sx1 > sx0 and sy1 > sy0:
-        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = src[sy0:sy1, sx0:sx1]
-    return out
-
-
 def _window(src: np.ndarray, x0: int, y0: int, side: int, fill) -> np.ndarray:
-    """`_paste`, without a copy when the window lies inside the image (a view OpenCV reads in place)."""
+    """The (side, side) window of `src` at (x0, y0), parts outside the image taking `fill`: a view when the
+    window lies inside the image (OpenCV reads it in place), else one padded copy."""
+    import cv2
+
     h, w = src.shape[:2]
-    if x0 >= 0 and y0 >= 0 and x0 + side <= w and y0 + side <= h:
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+    if (sx0, sy0, sx1, sy1) == (x0, y0, x0 + side, y0 + side):
         return src[y0 : y0 + side, x0 : x0 + side]
-    return _paste(src, x0, y0, side, fill)
+    if sx1 <= sx0 or sy1 <= sy0:
+        out = np.empty((side, side) + src.shape[2:], dtype=src.dtype)
+        out[...] = fill
+        return out
+    value = [int(v) for v in np.atleast_1d(fill)]
+    return cv2.copyMakeBorder(src[sy0:sy1, sx0:sx1], sy0 - y0, y0 + side - sy1, sx0 - x0, x0 + side - sx1,
+                              cv2.BORDER_CONSTANT, value=value + [0] * (4 - len(value)))
 
 
 def _masked(crop: np.ndarray, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:

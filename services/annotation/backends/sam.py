@@ -410,6 +410,9 @@ class SamMasks(MaskBackend):
     # On the CPU, the batched decoder's copies of the image embedding (one per box) should stay about
     # cache-sized: beyond that the copies cost more than the per-call overhead batching saves.
     CPU_DECODER_ELEMENTS = 1 << 20
+    # On the CPU the decoder's upscaling runs this many image tokens at a time (its intermediates, 16
+    # output pixels per token, then stay in cache); a GPU takes them all at once.
+    CPU_UPSCALE_ROWS = 512
 
     def decoder_chunk(self, embedding_numel: int | None = None) -> int:
         """Boxes per decoder call: the setting when given; else all boxes at once on a GPU (kernel-launch
@@ -465,7 +468,8 @@ class SamMasks(MaskBackend):
         out_masks, out_iou, out_stab = [], [], []
         for start in range(0, len(transformed), step):
             sparse, _ = model.prompt_encoder(points=None, boxes=transformed[start : start + step], masks=None)
-            chosen, iou = decode_boxes(model, prepared, sparse)  # (n, 256, 256) logits of the kept candidate
+            # (n, 256, 256) logits of the kept candidate
+            chosen, iou = decode_boxes(model, prepared, sparse, self.CPU_UPSCALE_ROWS if self.device.type == "cpu" else None)
             stab = calculate_stability_score(chosen.float(), model.mask_threshold, self.stability_offset)
             masks = self._upscale(chosen[:, None], input_size, size)[:, 0]
             out_masks.append(masks > model.mask_threshold)

@@ -14,7 +14,6 @@ multimask outputs (`multimask_output=True`), its low-resolution logits and its p
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -44,10 +43,10 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention on split heads, in segment-anything's `Attention` order of operations."""
-    attn = q @ k.permute(0, 1, 3, 2)
-    attn = torch.softmax(attn / math.sqrt(q.shape[-1]), dim=-1)
-    return attn @ v
+    """Softmax attention on split heads, scaled by 1/sqrt(head dim) as segment-anything's `Attention`,
+    in one fused kernel (the image-to-token attention's 4096 x 7 scores are mostly softmax overhead
+    otherwise)."""
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v)
 
 
 def _attention(module, q, k, v, *, q_heads=None, k_heads=None, v_heads=None) -> torch.Tensor:
@@ -121,12 +120,13 @@ def _block(layer, queries, keys, query_pe, key_pe, prepared: PreparedImage | Non
     return queries, keys
 
 
-def decode_boxes(model, prepared: PreparedImage, sparse: torch.Tensor):
+def decode_boxes(model, prepared: PreparedImage, sparse: torch.Tensor, rows_per_chunk: int | None = None):
     """Best-of-three masks for a chunk of boxes on one prepared image.
 
     `sparse`: (B, P, C) sparse prompt embeddings of the boxes (`model.prompt_encoder(points=None,
     boxes=..., masks=None)[0]`). Returns (low-resolution logits of the kept candidate (B, 4h, 4w), its
     predicted IoU (B,)), the kept candidate being the multimask output with the highest predicted IoU.
+    `rows_per_chunk`: image tokens per step of the upscaling (a CPU keeps them in cache; None: all).
     """
     decoder = model.mask_decoder
     transformer = decoder.transformer
@@ -154,7 +154,7 @@ def decode_boxes(model, prepared: PreparedImage, sparse: torch.Tensor):
     )[rows, best]  # (B, C/8)
     h, w = prepared.size
     if _is_stock_upscaling(decoder.output_upscaling):
-        logits = _upscaled_logits(decoder.output_upscaling, keys, hyper, (h, w))
+        logits = _upscaled_logits(decoder.output_upscaling, keys, hyper, (h, w), rows_per_chunk)
     else:
         upscaled = decoder.output_upscaling(keys.transpose(1, 2).reshape(n, -1, h, w))
         b, c, uh, uw = upscaled.shape
@@ -183,23 +183,37 @@ def _upsample_weight(conv: torch.nn.ConvTranspose2d) -> torch.Tensor:
     return conv.weight.permute(0, 2, 3, 1).reshape(conv.in_channels, -1)
 
 
-def _upscaled_logits(seq, keys: torch.Tensor, hyper: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _upscaled_logits(seq, keys: torch.Tensor, hyper: torch.Tensor, size: tuple[int, int],
+                     rows_per_chunk: int | None = None) -> torch.Tensor:
     """`(hyper @ output_upscaling(image tokens))` as (B, 4h, 4w), computed on the tokens' own layout.
 
     A 2x2 stride-2 transposed convolution maps each input pixel to its own 2x2 block of output pixels:
     it is one matrix product per pixel (in channels -> 2*2*out channels), with no overlap between
     pixels. So both upsamplings run as matrix products on channels-last tokens (no NCHW conversion,
     no convolution kernel), the LayerNorm2d is a layer norm over the last dimension, and the output
-    pixels are put in image order only once, for the single logit map of the kept candidate.
+    pixels are put in image order only once, for the single logit map of the kept candidate. Every
+    token is independent here, so `rows_per_chunk` tokens at a time keep the intermediates (16 output
+    pixels per token) in cache on a CPU; None: all at once.
     """
     deconv1, norm, act1, deconv2, act2 = seq
-    b = keys.shape[0]
+    b, n, c = keys.shape
     h, w = size
     c1, c2 = deconv1.out_channels, deconv2.out_channels
-    x = torch.addmm(deconv1.bias.repeat(4), keys.reshape(-1, keys.shape[-1]), _upsample_weight(deconv1))
-    x = torch.nn.functional.layer_norm(x.view(-1, c1), (c1,), norm.weight, norm.bias, norm.eps)
-    x = torch.addmm(deconv2.bias.repeat(4), act1(x), _upsample_weight(deconv2))
-    x = act2(x).view(b, -1, c2)  # (B, h*w*2*2*2*2, c2) in (i, j, a, b, a', b') order
-    logits = (x @ hyper[:, :, None]).view(b, h, w, 2, 2, 2, 2)
-    # output row 4i + 2a + a', column 4j + 2b + b'
-    return logits.permute(0, 1, 3, 5, 2, 4, 6).reshape(b, 4 * h, 4 * w)
+    w1, b1 = _upsample_weight(deconv1), deconv1.bias.repeat(4)
+    w2, b2 = _upsample_weight(deconv2), deconv2.bias.repeat(4)
+
+    def pixels(tokens):  # (T, C) -> (T * 16, c2): both upsamplings of T tokens
+        x = torch.addmm(b1, tokens, w1)
+        x = torch.nn.functional.layer_norm(x.view(-1, c1), (c1,), norm.weight, norm.bias, norm.eps)
+        return act2(torch.addmm(b2, act1(x), w2)).view(-1, c2)
+
+    if not rows_per_chunk:
+        logits = (pixels(keys.reshape(b * n, c)).view(b, n * 16, c2) @ hyper[:, :, None]).view(b, n, 16)
+    else:
+        logits = torch.empty(b, n, 16, dtype=torch.result_type(keys, hyper), device=keys.device)
+        for k in range(b):
+            for start in range(0, n, rows_per_chunk):
+                logits[k, start : start + rows_per_chunk] = (pixels(keys[k, start : start + rows_per_chunk])
+                                                             @ hyper[k]).view(-1, 16)
+    # token (i, j), offsets (a, b) then (a', b'): output row 4i + 2a + a', column 4j + 2b + b'
+    return logits.view(b, h, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6).reshape(b, 4 * h, 4 * w)
