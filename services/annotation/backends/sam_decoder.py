@@ -7,8 +7,8 @@ tokens first attend to the prompt tokens (the end of the first transformer block
 every box. Three of the ten projections of the 64x64 image tokens fall in that stretch: the first
 block's key and value projections of token-to-image attention and its query projection of
 image-to-token attention. `prepare_image` computes them once per image; `decode_boxes` runs the rest
-per box (or per chunk of boxes), with the stock modules' weights and the stock operation order, and
-returns only what the annotation keeps: the candidate with the highest predicted IoU among the three
+per box (or per chunk of boxes), with the stock modules and weights (attention through one fused
+kernel, the same function), and returns only what the annotation keeps: the candidate with the highest predicted IoU among the three
 multimask outputs (`multimask_output=True`), its low-resolution logits and its predicted IoU.
 """
 
