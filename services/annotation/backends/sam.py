@@ -465,11 +465,11 @@ class SamMasks(MaskBackend):
         ).to(self.dtype)
         prepared = prepare_image(model, features)
         step = self.decoder_chunk(features[0].numel())
+        upscale_rows = self.CPU_UPSCALE_ROWS if self.device.type == "cpu" else None
         out_masks, out_iou, out_stab = [], [], []
         for start in range(0, len(transformed), step):
             sparse, _ = model.prompt_encoder(points=None, boxes=transformed[start : start + step], masks=None)
-            # (n, 256, 256) logits of the kept candidate
-            chosen, iou = decode_boxes(model, prepared, sparse, self.CPU_UPSCALE_ROWS if self.device.type == "cpu" else None)
+            chosen, iou = decode_boxes(model, prepared, sparse, upscale_rows)  # (n, 256, 256) kept logits
             stab = calculate_stability_score(chosen.float(), model.mask_threshold, self.stability_offset)
             masks = self._upscale(chosen[:, None], input_size, size)[:, 0]
             out_masks.append(masks > model.mask_threshold)

@@ -8,8 +8,9 @@ every box. Three of the ten projections of the 64x64 image tokens fall in that s
 block's key and value projections of token-to-image attention and its query projection of
 image-to-token attention. `prepare_image` computes them once per image; `decode_boxes` runs the rest
 per box (or per chunk of boxes), with the stock modules and weights (attention through one fused
-kernel, the same function), and returns only what the annotation keeps: the candidate with the highest predicted IoU among the three
-multimask outputs (`multimask_output=True`), its low-resolution logits and its predicted IoU.
+kernel, the same function), and returns only what the annotation keeps: the candidate with the highest
+predicted IoU among the three multimask outputs (`multimask_output=True`), its low-resolution logits and
+its predicted IoU.
 """
 
 from __future__ import annotations
