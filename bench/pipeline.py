@@ -6,7 +6,8 @@
     (`bench/serial_worker.py`), serial as the in-process run is, so the difference is what the hops cost
     (serialisation, Redis round trips, task bookkeeping) and parallel workers cannot hide it.
     Overhead per hop = (platform time − in-process time) / messages delivered, from the best of 3
-    alternating rounds of each. Batch size 1, so every scene makes its own hops. The deployed shape (one worker per service, in parallel) is reported beside it.
+    alternating rounds of each. Batch size 1, so every scene makes its own hops. The deployed shape (one
+    worker per service, in parallel) is reported beside it.
 (b) Backends that sleep a fixed time per scene (synthesis 200 ms, annotation 100 ms, layout 20 ms): the
     throughput of scenes (submission -> last scene annotated) against the capacity of the bottleneck
     (one synthesis worker: 5 scenes/s). The one-off dataset export after the last scene is reported beside
