@@ -42,7 +42,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from dreammask.services.harness import LocalPlatform, free_port, redis_server_binary
+from dreammask.services.cli.harness import LocalPlatform, free_port, redis_server_binary
 from dreammask.shared import keys
 from dreammask.shared.storage.s3 import S3ObjectStore
 

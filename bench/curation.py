@@ -29,8 +29,8 @@ from pathlib import Path
 
 import redis
 
+from dreammask.services.cli.harness import LocalPlatform
 from dreammask.services.curation.synthetic_job import curation_messages, make_job
-from dreammask.services.harness import LocalPlatform
 from dreammask.shared import keys
 from dreammask.shared.runtime import build_runtime
 from dreammask.shared.schemas import JobState

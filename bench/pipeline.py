@@ -29,8 +29,8 @@ import redis
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from dreammask.services.harness import LocalPlatform  # noqa: E402
-from dreammask.services.inprocess import in_process_dispatcher, run_pending  # noqa: E402
+from dreammask.services.cli.harness import LocalPlatform  # noqa: E402
+from dreammask.services.cli.inprocess import in_process_dispatcher, run_pending  # noqa: E402
 from dreammask.shared import orchestration  # noqa: E402
 from dreammask.shared.registry import load_backend_plugins  # noqa: E402
 from dreammask.shared.runtime import build_runtime, set_runtime  # noqa: E402

@@ -175,7 +175,7 @@ def diffusers_loop(pipe, layouts, seeds, params, size: int, batch: int = 1) -> t
 def start_redis(workdir: Path) -> tuple[str, subprocess.Popen]:
     import redis
 
-    from dreammask.services.harness import free_port, redis_server_binary
+    from dreammask.services.cli.harness import free_port, redis_server_binary
 
     port = free_port()
     proc = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",

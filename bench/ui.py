@@ -38,9 +38,9 @@ CATEGORIES = ["person", "dog", "car", "building", "awning", "stairway"]
 def make_job(rt, n: int, size: int = 64, seed: int = 0) -> str:
     """A job of `n` annotated scenes written straight to storage (no GPU stage), then curated by the real
     curation steps (per scene: selection, export pieces, thumbnails; per job: assemble, review index)."""
+    from dreammask.services.cli.inprocess import run_pending
     from dreammask.services.curation.synthetic_job import curation_messages
     from dreammask.services.curation.synthetic_job import make_job as synthetic_job
-    from dreammask.services.inprocess import run_pending
 
     # One light export format: the grid does not depend on which formats the dataset has.
     job_id = synthetic_job(rt, n, image_size=size, seed=seed, exports=["coco_instances"])
@@ -82,8 +82,8 @@ def main() -> None:
     from browser import MISSING, find_browser, start_chromium
     from selenium.webdriver.common.by import By
 
-    from dreammask.services.harness import LocalPlatform
-    from dreammask.services.inprocess import in_process_dispatcher
+    from dreammask.services.cli.harness import LocalPlatform
+    from dreammask.services.cli.inprocess import in_process_dispatcher
     from dreammask.shared.review import PAGE_SIZE
     from dreammask.shared.runtime import build_runtime, set_runtime
     from dreammask.shared.settings import Settings

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from dreammask.services.harness import LocalPlatform, free_port, redis_server_binary
+from dreammask.services.cli.harness import LocalPlatform, free_port, redis_server_binary
 
 # Model downloads are never allowed in tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -49,5 +49,5 @@ USER 10001:10001
 VOLUME ["/models"]
 # Loading GLIGEN or SAM ViT-H takes a while: the start period covers it.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=300s --retries=3 \
-  CMD ["python", "-m", "dreammask.services.healthcheck", "--max-age", "120"]
+  CMD ["python", "-m", "dreammask.services.cli.healthcheck", "--max-age", "120"]
 CMD ["celery", "-A", "dreammask.services.synthesis.worker", "worker", "-Q", "synthesis", "--concurrency=1", "--prefetch-multiplier=1", "-n", "synthesis@%h"]

@@ -60,5 +60,5 @@ WORKDIR /home/dreammask
 USER 10001:10001
 VOLUME ["/models", "/outputs"]
 HEALTHCHECK --interval=30s --timeout=10s --start-period=300s --retries=3 \
-  CMD ["python", "-m", "dreammask.services.healthcheck", "--max-age", "120"]
+  CMD ["python", "-m", "dreammask.services.cli.healthcheck", "--max-age", "120"]
 CMD ["celery", "-A", "dreammask.trainer.service.worker", "worker", "-Q", "training", "--concurrency=1", "--prefetch-multiplier=1", "-n", "trainer@%h"]

@@ -47,5 +47,5 @@ USER 10001:10001
 # Weights are mounted here read-only (compose volume / Kubernetes PVC); nothing is baked in.
 VOLUME ["/models"]
 HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
-  CMD ["python", "-m", "dreammask.services.healthcheck", "--max-age", "120"]
+  CMD ["python", "-m", "dreammask.services.cli.healthcheck", "--max-age", "120"]
 CMD ["celery", "-A", "dreammask.services.curation.worker", "worker", "-Q", "curation", "--concurrency=1", "--prefetch-multiplier=1", "-n", "curation@%h"]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from dreammask.services.harness import LocalPlatform
+from dreammask.services.cli.harness import LocalPlatform
 from dreammask.shared import keys
 from dreammask.shared.schemas import SceneAnnotation
 

@@ -4,7 +4,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from dreammask.services.api.main import create_app
-from dreammask.services.harness import free_port
+from dreammask.services.cli.harness import free_port
 from dreammask.shared.runtime import build_runtime
 from dreammask.shared.settings import Settings
 from dreammask.shared.storage.s3 import S3ObjectStore

@@ -13,8 +13,8 @@ import redis
 import uvicorn
 
 from dreammask.services.api.main import create_app
-from dreammask.services.harness import free_port
-from dreammask.services.inprocess import in_process_dispatcher, run_pending
+from dreammask.services.cli.harness import free_port
+from dreammask.services.cli.inprocess import in_process_dispatcher, run_pending
 from dreammask.shared.runtime import build_runtime, set_runtime
 from dreammask.shared.settings import Settings
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from cli_helpers import cli, error_lines
 
-from dreammask.services.harness import free_port
+from dreammask.services.cli.harness import free_port
 
 
 def _short(r, *needles: str, code: int = 1) -> None:

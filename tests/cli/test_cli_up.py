@@ -11,8 +11,8 @@ import time
 import pytest
 from cli_helpers import cli
 
-from dreammask.services.cli_platform import WORKER_MODULES
-from dreammask.services.harness import free_port
+from dreammask.services.cli.harness import free_port
+from dreammask.services.cli.platform import WORKER_MODULES
 
 
 def _env_from(text: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ def referenced_modules() -> dict[str, set[str]]:
 
 def test_the_scan_finds_every_kind_of_entry_point():
     mods = referenced_modules()
-    assert "dreammask.services.healthcheck" in mods
+    assert "dreammask.services.cli.healthcheck" in mods
     assert "dreammask.services.synthesis.worker" in mods
     assert "dreammask.trainer.service.worker" in mods
     assert "dreammask.trainer.train_net" in mods  # the Job template (torchrun --module)

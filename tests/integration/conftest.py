@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from dreammask.services.inprocess import in_process_dispatcher, run_pending
+from dreammask.services.cli.inprocess import in_process_dispatcher, run_pending
 from dreammask.shared.runtime import build_runtime, set_runtime
 from dreammask.shared.schemas import JobSpec
 from dreammask.shared.settings import Settings

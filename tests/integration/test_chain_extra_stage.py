@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from dreammask.services.inprocess import in_process_dispatcher, run_pending
+from dreammask.services.cli.inprocess import in_process_dispatcher, run_pending
 from dreammask.shared import keys
 from dreammask.shared import orchestration as orch
 from dreammask.shared.chain import DEFAULT_CHAIN, StageDef

@@ -66,7 +66,7 @@ def test_a_corrupt_image_fails_its_scene_with_a_reason_and_the_job_goes_on(inpro
     while rt.dispatcher.pending and any(n == names.TASK_RENDER for n, _ in rt.dispatcher.pending):
         name, args = rt.dispatcher.pending.popleft()
         if name == names.TASK_RENDER:
-            from dreammask.services.inprocess import STAGE_FUNCTIONS as HANDLERS
+            from dreammask.services.cli.inprocess import STAGE_FUNCTIONS as HANDLERS
 
             HANDLERS[name](rt, *args)
         else:
@@ -88,7 +88,7 @@ def test_a_job_whose_scenes_all_fail_fails_with_the_reason(inproc):
     while rt.dispatcher.pending:
         name, args = rt.dispatcher.pending.popleft()
         if name == names.TASK_RENDER:
-            from dreammask.services.inprocess import STAGE_FUNCTIONS as HANDLERS
+            from dreammask.services.cli.inprocess import STAGE_FUNCTIONS as HANDLERS
 
             HANDLERS[name](rt, *args)
         elif name == names.TASK_ANNOTATE:

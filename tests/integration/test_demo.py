@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from dreammask.services.demo import run_demo
+from dreammask.services.cli.demo import run_demo
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,7 @@ def test_a_lease_refreshes_only_an_unacked_entry(redis_client):
 def test_a_lease_survives_a_broker_outage(redis_url):
     import redis
 
-    from dreammask.services.harness import free_port
+    from dreammask.services.cli.harness import free_port
 
     dead = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
     assert Lease(dead, "t", every_s=1).renew() is False

@@ -102,7 +102,7 @@ def test_local_store_rejects_escaping_keys(tmp_path):
 
 
 def test_s3_unreachable_is_a_storage_error():
-    from dreammask.services.harness import free_port
+    from dreammask.services.cli.harness import free_port
 
     with pytest.raises(StorageError):
         S3ObjectStore(f"127.0.0.1:{free_port()}", "k", "s", "bucket", timeout_s=0.5, retries=0)

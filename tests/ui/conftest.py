@@ -4,7 +4,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dreammask.services.api.main import create_app
-from dreammask.services.inprocess import in_process_dispatcher, run_pending
+from dreammask.services.cli.inprocess import in_process_dispatcher, run_pending
 from dreammask.shared.runtime import build_runtime, set_runtime
 from dreammask.shared.settings import Settings
 

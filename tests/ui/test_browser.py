@@ -11,7 +11,7 @@ import pytest
 import redis
 from browser import MISSING, artifacts_dir, find_browser, start_chromium
 
-from dreammask.services.harness import LocalPlatform
+from dreammask.services.cli.harness import LocalPlatform
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser,
               pytest.mark.skipif(find_browser() is None, reason=MISSING)]

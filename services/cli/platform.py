@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli_support import CliError, console
+from .support import CliError, console
 
 DEFAULT_ROOT = Path("dreammask-local")
 ENV_FILE = "env.sh"

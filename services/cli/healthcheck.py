@@ -1,6 +1,6 @@
 """Container health check for workers: exit 0 when the worker's heartbeat file is fresh.
 
-    python -m dreammask.services.healthcheck --max-age 120
+    python -m dreammask.services.cli.healthcheck --max-age 120
 """
 
 from __future__ import annotations

@@ -11,10 +11,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli_download import download_dataset, download_dataset_command
-from .cli_platform import env_command, up_command, worker_command
-from .cli_resources import categories_command, scenes_command, trainings_app
-from .cli_support import (
+from .client import TERMINAL, follow
+from .download import download_dataset, download_dataset_command
+from .platform import env_command, up_command, worker_command
+from .resources import categories_command, scenes_command, trainings_app
+from .support import (
     DEFAULT_API_URL,
     CliError,
     GuardedTyper,
@@ -27,9 +28,8 @@ from .cli_support import (
     load_spec_file,
     print_json,
 )
-from .cli_support import ApiKey as ApiKey
-from .cli_support import ApiUrl as ApiUrl
-from .client import TERMINAL, follow
+from .support import ApiKey as ApiKey
+from .support import ApiUrl as ApiUrl
 
 __all__ = ["app", "download_dataset", "follow"]
 
@@ -197,6 +197,3 @@ def supervisor():
 
     main()
 
-
-if __name__ == "__main__":
-    app()

@@ -7,8 +7,8 @@ import time
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .cli_download import download_dataset
-from .cli_support import console
+from .download import download_dataset
+from .support import console
 
 __all__ = ["TERMINAL", "download_dataset", "follow"]
 

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .cli_support import (
+from .support import (
     DEFAULT_API_URL,
     ApiKey,
     ApiUrl,

@@ -21,7 +21,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from .cli_support import DEFAULT_API_URL, ApiKey, ApiUrl, CliError, api_client, check, console
+from .support import DEFAULT_API_URL, ApiKey, ApiUrl, CliError, api_client, check, console
 
 STATE_FILE = ".dreammask-download.json"  # path -> {"etag", "size"} of files fetched complete
 CHUNK = 1 << 20

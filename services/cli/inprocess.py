@@ -7,11 +7,11 @@ from dreammask.shared.celery_app import TASK_PUBLISH
 from dreammask.shared.chain import DEFAULT_CHAIN, Chain
 from dreammask.shared.runtime import InProcessDispatcher, Runtime
 
-from .annotation import stage as annotation
-from .association import stage as association
-from .curation import publish
-from .curation import stage as curation
-from .synthesis import stage as synthesis
+from ..annotation import stage as annotation
+from ..association import stage as association
+from ..curation import publish
+from ..curation import stage as curation
+from ..synthesis import stage as synthesis
 
 # Stage name -> the function its task calls (the same one the Celery task calls).
 STAGE_HANDLERS = {
