@@ -10,7 +10,7 @@ shipped in shared/data/vocab/ (see SOURCES.md there):
 - COCO-Stuff's 91 stuff classes (89 names): the walls, floors, roads, skies and vegetation of scenes.
 
 A name matches a source's name by its spelling (plural, "/" alternatives as in "cabinet/shelf") or, with
-WordNet loaded, when its first visible sense is that name's first visible sense ("sneaker" and "gym shoe").
+WordNet loaded, when its first visible sense is that name's first visible sense ("couch" and LVIS's "sofa").
 The prior (0..1) is log(1 + images) / log(1 + LVIS_FULL) for an LVIS category, STUFF_PRIOR for a stuff
 class, the larger of both when a name is in both, and UNKNOWN_PRIOR for a name in neither (an Objects365 or
 Open Images class LVIS lacks: it ranks like an LVIS category at the rare/common border). No evaluation
