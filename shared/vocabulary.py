@@ -1,7 +1,12 @@
 """The shipped category lists (data/vocab/, see SOURCES.md there): the candidate vocabulary the embedded
-association backend draws novel names from (LVIS, ADE20K-847, Objects365, Open Images), and the COCO panoptic
-preset with its official category ids and thing/stuff flags. In `shared/` because the API (presets),
-association (candidates) and curation (official ids, isthing) all read them."""
+association backend draws novel names from (LVIS, COCO-Stuff's stuff classes, Objects365, Open Images), the
+scene-frequency metadata it ranks them by (LVIS v1 image counts, COCO-Stuff's stuff classes), and the COCO
+panoptic preset with its official category ids and thing/stuff flags. In `shared/` because the API (presets),
+association (candidates) and curation (official ids, isthing) all read them.
+
+No evaluation benchmark's label list (ADE20K, Pascal Context, Cityscapes: the trainer's evaluation
+vocabularies) is a source here: proposing exactly the classes a model is scored on would leak the test.
+tests/association/test_candidate_sources.py holds every file below to that."""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ from importlib import resources
 
 from .schemas import normalise_name
 
-VOCAB_FILES = ("lvis.txt", "ade20k_847.txt", "objects365.txt", "openimages.txt")
+VOCAB_FILES = ("lvis.txt", "coco_stuff.txt", "objects365.txt", "openimages.txt")
+LVIS_IMAGE_COUNTS = "lvis_v1_image_count.tsv"
+STUFF_FILE = "coco_stuff.txt"
 
 
 def _read(name: str) -> list[str]:
@@ -30,6 +37,25 @@ def candidate_vocabulary() -> tuple[str, ...]:
                 seen.add(key)
                 out.append(name)
     return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def lvis_image_counts() -> dict[str, int]:
+    """LVIS v1 category name (as in lvis.txt) -> the number of LVIS v1 training images it is annotated in."""
+    rows = [line for line in _read(LVIS_IMAGE_COUNTS) if not line.startswith("#")]
+    if rows[:1] != ["name\timage_count\tfrequency"]:
+        raise RuntimeError(f"{LVIS_IMAGE_COUNTS}: the header row 'name, image_count, frequency' is missing")
+    out = {}
+    for row in rows[1:]:
+        name, count, _ = row.split("\t")
+        out[name] = int(count)
+    return out
+
+
+@lru_cache(maxsize=1)
+def stuff_classes() -> tuple[str, ...]:
+    """COCO-Stuff's stuff classes, as names (coco_stuff.txt)."""
+    return tuple(_read(STUFF_FILE))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ VOCAB_DIR = Path(shared.__file__).parent / "data" / "vocab"
 EXPECTED_COUNTS = {
     "coco_panoptic.txt": 133,
     "lvis.txt": 1203,
-    "ade20k_847.txt": 837,  # 847 classes; 10 repeat an earlier class's first synonym
+    "coco_stuff.txt": 89,  # COCO-Stuff's 91 stuff classes less solid-other and structural-other
     "objects365.txt": 365,
     "openimages.txt": 601,  # the V6/V7 boxable class list has 601 rows
 }
@@ -74,3 +74,21 @@ def test_coco_panoptic_official_ids() -> None:
     assert (cats["person"].id, cats["stop sign"].id, cats["toothbrush"].id) == (1, 13, 90)
     assert (cats["banner"].id, cats["bridge"].id, cats["rug-merged"].id) == (92, 95, 200)
     assert cats["wall-other-merged"].id == 199 and not cats["wall-other-merged"].isthing
+
+
+def test_lvis_image_counts_match_lvis_and_its_published_bins() -> None:
+    """One row per LVIS v1 category in lvis.txt's order; the bins follow LVIS's rule (r: 1-10 training
+    images, c: 11-100, f: more) and give LVIS v1's published split of 337 rare, 461 common, 405 frequent."""
+    lines = read_lines("lvis_v1_image_count.tsv")
+    rows = [line.split("\t") for line in lines if not line.startswith("#")]
+    assert rows[0] == ["name", "image_count", "frequency"]
+    rows = rows[1:]
+    assert [r[0] for r in rows] == read_lines("lvis.txt")
+    counts = [int(r[1]) for r in rows]
+    assert min(counts) >= 1 and max(counts) < 2000  # federated annotation: no category reaches 2 000
+    bins = [r[2] for r in rows]
+    assert bins == ["r" if c <= 10 else "c" if c <= 100 else "f" for c in counts]
+    assert (bins.count("r"), bins.count("c"), bins.count("f")) == (337, 461, 405)
+    # spot checks against the LVIS v1 train counts (air conditioner id 2, awning id 29, baboon id 31)
+    by_name = dict(zip([r[0] for r in rows], counts))
+    assert (by_name["air conditioner"], by_name["awning"], by_name["baboon"]) == (364, 1395, 1)
