@@ -13,7 +13,7 @@ import typer
 
 from .client import TERMINAL, follow
 from .download import download_dataset, download_dataset_command
-from .platform import env_command, up_command, worker_command
+from .platform import down_command, env_command, up_command, worker_command
 from .resources import categories_command, scenes_command, trainings_app
 from .support import (
     DEFAULT_API_URL,
@@ -187,6 +187,7 @@ def api(host: Annotated[str, typer.Option(help="interface to listen on")] = "127
 
 app.command("worker")(worker_command)
 app.command("up")(up_command)
+app.command("down")(down_command)
 app.command("env")(env_command)
 
 

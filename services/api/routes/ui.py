@@ -85,6 +85,13 @@ async def require_csrf(request: Request, sess: SessionDep) -> ses.Session:
 CsrfSessionDep = Annotated[ses.Session, Depends(require_csrf)]
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
+# `/` of the API: people who open the bare address in a browser land on the review UI.
+root_router = APIRouter(include_in_schema=False)
+
+
+@root_router.get("/")
+def site_root():
+    return RedirectResponse("/ui", status.HTTP_303_SEE_OTHER)
 
 
 def page(request: Request, name: str, sess: ses.Session | None, status_code: int = 200, **ctx) -> Response:
