@@ -20,6 +20,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from dreammask.shared.timefmt import timestamp as timestamp  # re-exported for the commands
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -218,25 +220,6 @@ def load_spec_file(path: Path) -> dict:
 
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
-
-
-TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S UTC"  # the one format of the CLI and the review UI
-
-
-def timestamp(value) -> str:
-    """A datetime or an ISO 8601 string from the API, in UTC, as TIMESTAMP_FORMAT ('' for None)."""
-    from datetime import datetime, timezone
-
-    if value is None or value == "":
-        return ""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return value
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime(TIMESTAMP_FORMAT)
 
 
 def id_table(id_header: str, ids: list[str], *headers: str) -> Table:
