@@ -56,6 +56,10 @@ class LiveUI:
     def run(self) -> None:
         run_pending(self.rt)
 
+    def run_until(self, task: str) -> None:
+        """Deliver queued messages up to (not including) the first one for `task`."""
+        run_pending(self.rt, until=task)
+
 
 # Strict enough that the rules reject some instances and some whole samples (min_kept_fraction), so the grid
 # shows reasons and the filters have work to do.
