@@ -398,3 +398,29 @@ def test_the_job_page_fills_in_the_categories_after_association(logged_in, live_
         assert not d.find_elements(By.ID, "not-associated")
     finally:
         live_ui.run()
+
+
+def test_make_screenshots_photographs_every_main_page(live_ui, tmp_path):
+    """The capture step of `make screenshots` (deploy/tools/ui_screenshots.py), on this module's job."""
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
+    tool = Path(__file__).resolve().parents[2] / "deploy" / "tools" / "ui_screenshots.py"
+    spec = importlib.util.spec_from_file_location("ui_screenshots", tool)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with live_ui.api() as c:
+        sid = mod.pick_sample(c, live_ui.job_id)
+    d = start_chromium(mod.WIDTH, mod.HEIGHT)
+    try:
+        files = mod.capture(d, live_ui.url, KEY, live_ui.job_id, live_ui.dataset_id, sid, tmp_path)
+    finally:
+        d.quit()
+    assert [f.name for f in files] == [f"{n}.png" for n in mod.PAGES]
+    for f in files:
+        with Image.open(f) as im:
+            assert im.width == mod.WIDTH and im.height > 500, f
+            px = np.asarray(im.convert("RGB"), dtype=np.float32)
+        assert px.std() > 10, f"{f.name} looks blank"  # a page, not an empty or error screen

@@ -421,7 +421,12 @@ def plots_page(job_id: str, request: Request, rt: RuntimeDep, sess: SessionDep):
         metric = next((i.metric for s in first for i in s.instances if i.metric), None)
     if stats:
         grid = f"/ui/jobs/{job_id}/samples"
-        for name, c in stats["categories"].items():
+        cats = rt.store.try_get_model(keys.categories(job_id), CategorySet)
+        novel = {n.name for n in cats.novel} if cats else set()
+        # The novel categories first (what the job is for), then by how many instances each has.
+        order = sorted(stats["categories"].items(),
+                       key=lambda kv: (kv[0] not in novel, -(kv[1]["kept"] + kv[1]["rejected"]), kv[0]))
+        for name, c in order:
             bars = plots.bars_from_stats(c, grid, name, thresholds.min_score)
             charts.append(plots.histogram_svg(name, bars, thresholds.min_score, metric))
             total = c["kept"] + c["rejected"]
