@@ -92,7 +92,7 @@ def _alpha(d, point) -> int:
 def _press(d, *keys_: str) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 
-    chain = ActionChains(d)  # to whatever has the focus, as a person's keys go
+    chain = ActionChains(d)  # keys go to whatever has the focus, as a person's do
     for k in keys_:
         chain.send_keys(k)
     chain.perform()
@@ -181,10 +181,10 @@ def test_masks_are_readable_and_the_table_sits_beside_the_image(logged_in, live_
     ActionChains(d).move_to_element(d.find_element(By.TAG_NAME, "h1")).perform()  # nothing hovered
     for _ in range(5):
         _press(d, "[")
-    any_px, opaque = d.execute_script(COVERAGE)
+    _, opaque = d.execute_script(COVERAGE)
     assert opaque > 0 and _alpha(d, p1) == 0
     _press(d, "o")
-    sel_any, sel_opaque = d.execute_script(COVERAGE)
+    _, sel_opaque = d.execute_script(COVERAGE)
     assert sel_opaque < opaque  # only the selected instance keeps its (white) outline
     _press(d, "o", "]", "]", "]", "]", "]", "m")
     assert d.execute_script(COVERAGE) == [0, 0] and "hide-masks" in d.find_element(By.TAG_NAME, "body").get_attribute("class")

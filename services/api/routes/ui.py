@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
@@ -477,8 +478,6 @@ def dataset_page(dataset_id: str, request: Request, rt: RuntimeDep, sess: Sessio
 def _reviews_since(rt, job_id: str, since) -> int:
     """Reviewed samples with a decision after `since` (the newest published version's request; None: all):
     what a new version would add. Reviews are people's work, so they stay few enough to read."""
-    from datetime import datetime
-
     if isinstance(since, str):
         since = datetime.fromisoformat(since.replace("Z", "+00:00"))
     n = 0
