@@ -15,7 +15,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 SETUP_LOG := $(VENV)/setup.log
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo lint bench clean
+.PHONY: setup test demo screenshots lint bench clean
 
 $(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || { echo "setup: creating the virtual environment $(VENV)"; $(PY) -m venv $(VENV); }
@@ -43,6 +43,13 @@ test: setup
 
 demo: setup
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/dreammask demo --out demo-output $(DEMO_ARGS)
+
+# The review UI's main pages as PNGs in docs/img/ (the README shows them): a demo-sized job on the embedded
+# backends, photographed by headless Chromium (needs `apt-get install -y chromium chromium-driver`).
+screenshots: setup
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  { echo "screenshots: Chromium NOT FOUND (apt-get install -y chromium chromium-driver)"; exit 1; }
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python deploy/tools/ui_screenshots.py --out docs/img $(SCREENSHOT_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -7,7 +7,8 @@ Object keys (all under the job, beside the samples they describe):
     jobs/{job}/samples/pages/{n:05d}.json    one page of SampleSummary (page n, 0-based)
     jobs/{job}/samples/entries/{scene}.json  SampleEntry: one sample's summary and the page that holds it
     jobs/{job}/samples/facets/{id}/{n:05d}.json  page n of the samples in one facet (status=kept,
-                                             category=dog, rule=score<0.30): what a filter reads
+                                             category=dog, rule=score<0.30, or a sample-level rule such as
+                                             rule=too few instances kept): what a filter reads
     jobs/{job}/samples/stats.json            per-category score histograms and kept/rejected counts
     jobs/{job}/samples/thumbs/{scene}.jpg    thumbnail, made once when the sample is curated
     jobs/{job}/samples/thumbs/{scene}.png    its mask overlay (transparent PNG, same size)
@@ -125,6 +126,17 @@ class SampleSummary(Model):
     def categories(self) -> set[str]:
         return {i.category for i in self.instances}
 
+    @property
+    def sample_rule(self) -> str | None:
+        """The sample-level rule that dropped it (the code of its reason, e.g. "too few instances kept" for
+        min_kept_fraction); None when kept."""
+        return sample_rule(self.reason) if not self.kept else None
+
+
+def sample_rule(reason: str | None) -> str | None:
+    """``"too few instances kept: 1/3 instances pass (...)"`` -> ``"too few instances kept"``."""
+    return reason.split(": ", 1)[0] if reason else None
+
 
 class FacetInfo(Model):
     total: int
@@ -139,7 +151,8 @@ class SampleIndex(Versioned):
     kept: int
     rejected: int
     categories: list[str]
-    rules: list[str]
+    rules: list[str]  # rules that rejected an instance
+    sample_rules: list[str] = Field(default_factory=list)  # rules that dropped a whole sample (same facets)
     facets: dict[str, FacetInfo] = Field(default_factory=dict)  # "status=kept", "category=dog", "rule=..."
     built_at: datetime = Field(default_factory=utcnow)
 
@@ -174,7 +187,7 @@ class SampleFilter(Model):
         insts = [i for i in s.instances if not self.category or i.category == self.category]
         if self.category and not insts:
             return False
-        if self.rule and not any(self.rule in i.rules for i in insts):
+        if self.rule and not (any(self.rule in i.rules for i in insts) or s.sample_rule == self.rule):
             return False
         if self.min_score is not None or self.max_score is not None:
             lo = self.min_score if self.min_score is not None else float("-inf")

@@ -18,6 +18,7 @@ from dreammask.shared.settings import Settings
 from dreammask.shared.storage import StorageError
 
 from .deps import tenant_for_authorization
+from .suggest import suggest
 
 log = logging.getLogger("dreammask.api")
 
@@ -124,7 +125,7 @@ class GateMiddleware:
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     detail = []
     for e in exc.errors():
-        item = {"loc": _safe_loc(e.get("loc", ())), "msg": excerpt(str(e.get("msg", "")), 300),
+        item = {"loc": _safe_loc(e.get("loc", ())), "msg": excerpt(suggest(request, e), 300),
                 "type": e.get("type", "value_error")}
         if "input" in e:
             item["input"] = excerpt(e["input"])

@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(datasets.router)
     app.include_router(reviews.router)
     app.include_router(ui.router)
+    app.include_router(ui.root_router)
     for module in OPTIONAL_ROUTERS:
         try:
             app.include_router(importlib.import_module(module).router)

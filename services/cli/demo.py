@@ -11,6 +11,7 @@ from rich.console import Console
 
 from .client import download_dataset, follow
 from .harness import LocalPlatform
+from .support import activation_hint, dreammask_command
 
 DEMO_KEY = "demo-key"
 
@@ -107,4 +108,12 @@ def run_demo(out: Path, *, num_novel: int = 5, images_per_category: int = 4, ima
         console.print(f"  checkpoints and metrics:     {out / 'platform' / 'objects' / 'trainings' / 'demo'}")
     console.print(f"service logs:                  {out / 'platform' / 'logs'}")
     console.print(f"done in {time.time() - t0:.0f}s; every process the demo started has stopped.")
+    dm, activate = dreammask_command(), activation_hint()
+    console.rule("next")
+    if activate:
+        console.print(f"the `dreammask` command lives in the virtual environment: run `{activate}` in your shell "
+                      f"to type `dreammask ...`, or call it by its path: {dm} --help", soft_wrap=True)
+        dm = "dreammask"
+    console.print(f"keep the platform up and review in the browser:  {dm} up", soft_wrap=True)
+    console.print(f"the whole command list:                          {dm} --help", soft_wrap=True)
     return 0

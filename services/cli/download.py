@@ -46,6 +46,7 @@ class _Fetcher:
             self.state = {}
         self.task = progress.add_task("download", total=None) if progress else None
         self.skipped = self.fetched = self.resumed = 0
+        self.failed: list[str] = []
 
     def _client(self, f: dict) -> httpx.Client:
         return self.plain if f.get("presigned") else self.api
@@ -106,11 +107,12 @@ class _Fetcher:
             etag = r.headers.get("etag")
         want = self.checksums.get(f["path"])
         if want and sha256_file(part) != want:
+            # Not kept, and the other files still come: the error at the end names every file that failed.
             part.unlink()
             self.state.pop(f["path"] + ".part", None)
             self._save_state()
-            raise CliError(f"{f['path']} does not match its checksum in the manifest (download corrupted); "
-                           "the partial file was removed", "run the same download again")
+            self.failed.append(f["path"])
+            return
         part.replace(target)
         self.state.pop(f["path"] + ".part", None)
         self.state[f["path"]] = {"etag": etag, "size": target.stat().st_size}
@@ -152,8 +154,15 @@ def download_dataset(c: httpx.Client, dataset_id: str, dest: Path, show_progress
         fetcher.close()
     if not any(f["path"] == "manifest.json" for f in files):  # an API that does not list it
         (dest / "manifest.json").write_text(json.dumps(info["manifest"], indent=2))
+    if fetcher.failed:
+        names = ", ".join(fetcher.failed[:10]) + (f" and {len(fetcher.failed) - 10} more" if len(fetcher.failed) > 10
+                                                 else "")
+        raise CliError(f"{len(fetcher.failed)} of {len(files)} files do not match their checksums in the manifest "
+                       f"(download corrupted; not kept): {names}",
+                       "run the same download again; if it fails again, the stored files changed since publishing")
     download_dataset.last = {"fetched": fetcher.fetched, "skipped": fetcher.skipped, "resumed": fetcher.resumed,
-                             "verified": sum(1 for f in files if f["path"] in checksums)}
+                             "verified": sum(1 for f in files if f["path"] in checksums),
+                             "unchecked": [f["path"] for f in files if f["path"] not in checksums]}
     return len(files)
 
 
@@ -170,6 +179,9 @@ def download_dataset_command(
     with api_client(api_url, api_key, timeout=120) as c:
         n = download_dataset(c, dataset_id, dest / dataset_id, show_progress=progress)
     s = download_dataset.last
+    unchecked = s["unchecked"]
+    # The manifest cannot hold its own checksum: say which files had none, so "53 verified" of 54 is explained.
     console.print(f"{n} files in {dest / dataset_id}: {s['fetched']} downloaded ({s['resumed']} resumed), "
-                  f"{s['skipped']} already there, {s['verified']} verified against the manifest's checksums",
-                  soft_wrap=True)
+                  f"{s['skipped']} already there, {s['verified']} verified against the manifest's checksums"
+                  + (f"; without a checksum: {', '.join(unchecked[:10])}" + (" ..." if len(unchecked) > 10 else "")
+                     if unchecked else ""), soft_wrap=True)

@@ -41,6 +41,14 @@ def redis_server_binary() -> str:
         return found
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to send SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
 def _wait_for(check: Callable[[], bool], timeout: float, what: str, procs: list | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -67,6 +75,8 @@ class LocalPlatform:
         supervisor: bool = True,
         api_port: int | None = None,
         api_host: str = "127.0.0.1",
+        redis_dir: str | os.PathLike | None = None,
+        die_with_parent: bool = False,
     ):
         self.root = Path(root).resolve()
         self.services = tuple(services)
@@ -79,6 +89,10 @@ class LocalPlatform:
         self.start_timeout = start_timeout
         self.supervisor = supervisor
         self.api_port, self.api_host = api_port, api_host
+        # The embedded Redis keeps its data (UI sessions, queues) in redis_dir across restarts; None: in memory.
+        self.redis_dir = Path(redis_dir).resolve() if redis_dir else None
+        # Each child gets SIGTERM if this process dies without stopping them (even by SIGKILL; Linux only).
+        self.die_with_parent = die_with_parent
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.logs = self.root / "logs"
         self.store = self._store()
@@ -117,8 +131,11 @@ class LocalPlatform:
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = open(self.logs / f"{name}.log", "ab")
+        # Each child leads its own process group (Celery's pool processes join it), so stop() can signal
+        # a whole service at once, and Ctrl-C in the terminal reaches only this process, which stops them
+        # in order.
         p = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
-                             start_new_session=True)
+                             start_new_session=True, preexec_fn=_die_with_parent if self.die_with_parent else None)
         self.procs.append((name, p))
         return p
 
@@ -126,8 +143,14 @@ class LocalPlatform:
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.redis_url:
             port = free_port()
+            if self.redis_dir is not None:
+                # Saved every minute after a change and when it stops: a restart finds the sessions again.
+                self.redis_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                keep = ["--save", "60", "1", "--dbfilename", "redis.rdb", "--dir", str(self.redis_dir)]
+            else:
+                keep = ["--save", "", "--dir", str(self.root)]
             self._spawn("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                                  "--save", "", "--appendonly", "no", "--dir", str(self.root)], os.environ.copy())
+                                  "--appendonly", "no", *keep], os.environ.copy())
             self.redis_url = f"redis://127.0.0.1:{port}/0"
             import redis
 

@@ -13,7 +13,7 @@ import typer
 
 from .client import TERMINAL, follow
 from .download import download_dataset, download_dataset_command
-from .platform import env_command, up_command, worker_command
+from .platform import down_command, env_command, up_command, worker_command
 from .resources import categories_command, scenes_command, trainings_app
 from .support import (
     DEFAULT_API_URL,
@@ -27,6 +27,7 @@ from .support import (
     id_table,
     load_spec_file,
     print_json,
+    timestamp,
 )
 from .support import ApiKey as ApiKey
 from .support import ApiUrl as ApiUrl
@@ -69,8 +70,8 @@ def submit(
 ):
     """Submit a synthesis job from a spec file and/or flags (flags override the file)."""
     spec: dict = load_spec_file(spec_file) if spec_file else {}
-    if categories:
-        spec["train_categories"] = [c.strip() for c in categories.split(",") if c.strip()]
+    if categories is not None:
+        spec["train_categories"] = _category_list(categories)
     for k, v in (("preset", preset), ("num_novel", num_novel), ("images_per_category", images_per_category),
                  ("image_size", image_size), ("seed", seed), ("name", name)):
         if v is not None:
@@ -86,6 +87,16 @@ def submit(
         if watch_job:
             final = follow(lambda: check(c.get(f"/v1/jobs/{view['job_id']}")))
             _print_outcome(final, json_out=json_out)
+
+
+def _category_list(text: str) -> list[str]:
+    """--categories as a list; an empty name is refused as the API refuses it (not silently dropped)."""
+    names = [c.strip() for c in text.split(",")]
+    empty = [i for i, c in enumerate(names) if not c]
+    if empty:
+        raise CliError(f"--categories: item {empty[0]}: category names must not be empty ({text!r})",
+                       "remove the doubled, leading or trailing comma", code=2)
+    return names
 
 
 def _print_outcome(view: dict, exit_on_failure: bool = True, json_out: bool = False) -> None:
@@ -126,7 +137,8 @@ def list_jobs(status: Annotated[Optional[JobStatus], typer.Option(help="only job
         return
     t = id_table("job", [j["job_id"] for j in page["items"]], "state", "scenes", "created", "name")
     for j in page["items"]:
-        t.add_row(j["job_id"], j["state"], str(j["planned_scenes"]), j["created_at"][:19], j.get("name") or "")
+        t.add_row(j["job_id"], j["state"], str(j["planned_scenes"]), timestamp(j["created_at"]),
+                  j.get("name") or "")
     console.print(t)
     console.print(f"{len(page['items'])} of {page['total']}")
 
@@ -187,6 +199,7 @@ def api(host: Annotated[str, typer.Option(help="interface to listen on")] = "127
 
 app.command("worker")(worker_command)
 app.command("up")(up_command)
+app.command("down")(down_command)
 app.command("env")(env_command)
 
 

@@ -22,9 +22,11 @@ from .support import (
     api_client,
     check,
     console,
+    err_console,
     id_table,
     load_spec_file,
     print_json,
+    timestamp,
 )
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -73,10 +75,23 @@ trainings_app = GuardedTyper(help="Trainer runs on curated datasets: submit, wat
                             no_args_is_help=True)
 
 
+def _sra_off(v: dict) -> bool:
+    return any(n.startswith("SRA is off") for n in v.get("notes") or [])
+
+
 def _training_line(v: dict) -> str:
-    losses = ", ".join(f"{k} {val:.3f}" for k, val in sorted(v.get("losses", {}).items()) if isinstance(val, float))
+    losses = ", ".join(f"{k} {val:.3f}" + (" (SRA off: no real data)" if k == "loss_sra" and _sra_off(v) else "")
+                       for k, val in sorted(v.get("losses", {}).items()) if isinstance(val, float))
     return f"training {v['training_id']}: {v['state']}, iteration {v['iteration']}/{v['max_iter']}" + (
         f"; {losses}" if losses else "")
+
+
+def _warn_notes(v: dict) -> None:
+    """The API's notes on a training (e.g. SRA off without real data), on stderr so --json stays clean."""
+    for n in v.get("notes") or []:
+        err_console.print(f"[yellow]warning[/yellow]: {n}", highlight=False, soft_wrap=True)
+        if n.startswith("SRA is off"):
+            err_console.print("  add real data with --real-dataset NAME (docs/training.md)", soft_wrap=True)
 
 
 def _end_training(v: dict, json_out: bool, exit_on_failure: bool = True) -> None:
@@ -84,6 +99,8 @@ def _end_training(v: dict, json_out: bool, exit_on_failure: bool = True) -> None
         print_json(v)
     else:
         console.print(_training_line(v), soft_wrap=True)
+        for n in v.get("notes") or []:
+            console.print(f"  note: {n}", soft_wrap=True)
         if v.get("error"):
             console.print(f"  error: {v['error']}", soft_wrap=True)
         if v.get("checkpoint"):
@@ -144,6 +161,7 @@ def trainings_submit(
         raise CliError("how many iterations?", "pass --iterations N (or `iterations:` in the spec file)")
     with api_client(api_url, api_key) as c:
         view = check(c.post("/v1/trainings", json=spec))
+        _warn_notes(view)
         if json_out and not watch_training:
             print_json(view)
             return
@@ -181,7 +199,7 @@ def trainings_list(limit: Annotated[int, typer.Option(help="at most this many (1
         return
     t = id_table("training", [v["training_id"] for v in page["items"]], "state", "iteration", "created", "name")
     for v in page["items"]:
-        t.add_row(v["training_id"], v["state"], f"{v['iteration']}/{v['max_iter']}", v["created_at"][:19],
+        t.add_row(v["training_id"], v["state"], f"{v['iteration']}/{v['max_iter']}", timestamp(v["created_at"]),
                   v.get("name") or "")
     console.print(t)
     console.print(f"{len(page['items'])} of {page['total']}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -17,6 +19,8 @@ import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+
+from dreammask.shared.timefmt import timestamp as timestamp  # re-exported for the commands
 
 console = Console()
 err_console = Console(stderr=True)
@@ -226,3 +230,37 @@ def id_table(id_header: str, ids: list[str], *headers: str) -> Table:
     t.columns[0].min_width = width
     t.columns[0].overflow = "ignore"
     return t
+
+
+# ------------------------------------------------------------------ telling people what to type
+
+def shell_path(path: Path) -> str:
+    """A path as a shell word: relative to the current folder when it lies below it, else absolute."""
+    path = Path(path).resolve()
+    try:
+        rel = path.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return shlex.quote(str(path))
+    return shlex.quote(str(rel) if str(rel) != "." else ".")
+
+
+def dreammask_command() -> str:
+    """What this shell should type to run this installation's `dreammask`: the bare name when PATH finds it
+    (an activated virtual environment), else its path (e.g. `.venv/bin/dreammask` after `make demo`)."""
+    exe = Path(sys.prefix) / "bin" / "dreammask"
+    if not exe.is_file():
+        return f"{shlex.quote(sys.executable)} -m dreammask.services.cli"
+    found = shutil.which("dreammask")
+    if found and Path(found).resolve() == exe.resolve():
+        return "dreammask"
+    return shell_path(exe)
+
+
+def activation_hint() -> str | None:
+    """The line that puts `dreammask` on PATH, when it is not there yet; None when it is."""
+    if dreammask_command() == "dreammask":
+        return None
+    activate = Path(sys.prefix) / "bin" / "activate"
+    if sys.prefix != sys.base_prefix and activate.is_file():
+        return f"source {shell_path(activate)}"
+    return None

@@ -7,6 +7,7 @@ The keys are in `dreammask.shared.review`; the API only reads what this module w
 from __future__ import annotations
 
 import io
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -71,25 +72,44 @@ def write_thumbnails(store: ObjectStore, job_id: str, ann: SceneAnnotation, imag
     store.put_bytes(okey, buf.getvalue(), "image/png")
 
 
+FINE_BINS = 100  # 0.01 wide: the plots page regroups them over the range the scores span
+
+
 def _hist(values: list[float]) -> list[int]:
     counts, _ = np.histogram(np.clip(values, 0, 1), bins=HIST_BINS, range=(0.0, 1.0))
     return [int(c) for c in counts]
+
+
+def fine_bin(score: float) -> int:
+    """The 0.01-wide bin of a score: [k/100, (k+1)/100), the last one closed. The review grid's score filter
+    selects exactly one bin's instances with min_score=k/100, max_score=(k+1)/100 - 0.00005 (scores are
+    rounded to 4 decimals in the summaries)."""
+    return min(FINE_BINS - 1, max(0, int(np.floor(score * FINE_BINS + 1e-9))))
+
+
+def _fine(values: list[float]) -> list[int]:
+    counts = [0] * FINE_BINS
+    for v in values:
+        counts[fine_bin(v)] += 1
+    return counts
 
 
 def write_index(store: ObjectStore, job_id: str, summaries: Iterable[rv.SampleSummary],
                 page_size: int = rv.PAGE_SIZE) -> rv.SampleIndex:
     """Index pages in scene order, the index object (written last: its presence means complete), stats."""
     items = sorted(summaries, key=lambda s: s.scene_id)
-    cats, rules = set(), set()
+    cats, rules, sample_rules = set(), set(), set()
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"kept": [], "rejected": []})
     counts: dict[str, dict[str, int]] = defaultdict(lambda: {"kept": 0, "rejected": 0})
     for s in items:
+        if s.sample_rule:
+            sample_rules.add(s.sample_rule)
         for i in s.instances:
             cats.add(i.category)
             rules.update(i.rules)
             kept = i.kept and s.kept
             counts[i.category]["kept" if kept else "rejected"] += 1
-            if i.score is not None:
+            if i.score is not None and math.isfinite(i.score):
                 scores[i.category]["kept" if kept else "rejected"].append(i.score)
     pages = max(1, -(-len(items) // page_size))
     facets: dict[str, list[rv.SampleSummary]] = defaultdict(list)
@@ -97,7 +117,7 @@ def write_index(store: ObjectStore, job_id: str, summaries: Iterable[rv.SampleSu
         facets[f"status={'kept' if s.kept else 'rejected'}"].append(s)
         for c in sorted(s.categories()):
             facets[f"category={c}"].append(s)
-        for r in sorted({r for i in s.instances for r in i.rules}):
+        for r in sorted({r for i in s.instances for r in i.rules} | ({s.sample_rule} if s.sample_rule else set())):
             facets[f"rule={r}"].append(s)
     facet_info = {}
     for facet, members in facets.items():
@@ -111,17 +131,25 @@ def write_index(store: ObjectStore, job_id: str, summaries: Iterable[rv.SampleSu
         store.put_json(rv.sample_page(job_id, p), [s.model_dump(mode="json") for s in chunk])
         for s in chunk:
             store.put_json(rv.sample_entry(job_id, s.scene_id), rv.SampleEntry(page=p, summary=s))
+
+    def _range(c: str) -> dict:
+        every = scores[c]["kept"] + scores[c]["rejected"]
+        return {"min": min(every), "max": max(every)} if every else {"min": None, "max": None}
+
     store.put_json(rv.sample_stats(job_id), {
         "bins": HIST_BINS,
+        "fine_bins": FINE_BINS,
         "categories": {c: {"kept": counts[c]["kept"], "rejected": counts[c]["rejected"],
-                           "hist_kept": _hist(scores[c]["kept"]), "hist_rejected": _hist(scores[c]["rejected"])}
+                           "hist_kept": _hist(scores[c]["kept"]), "hist_rejected": _hist(scores[c]["rejected"]),
+                           "fine_kept": _fine(scores[c]["kept"]), "fine_rejected": _fine(scores[c]["rejected"]),
+                           **_range(c)}
                        for c in sorted(cats)},
         "samples": {"kept": sum(s.kept for s in items), "rejected": sum(not s.kept for s in items)},
     })
     index = rv.SampleIndex(
         job_id=job_id, total=len(items), page_size=page_size, pages=pages,
         kept=sum(s.kept for s in items), rejected=sum(not s.kept for s in items),
-        categories=sorted(cats), rules=sorted(rules), facets=facet_info,
+        categories=sorted(cats), rules=sorted(rules), sample_rules=sorted(sample_rules), facets=facet_info,
     )
     store.put_json(rv.sample_index(job_id), index)
     return index

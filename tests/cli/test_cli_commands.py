@@ -39,6 +39,9 @@ def test_tables_show_whole_ids_and_json_matches_the_api(live_api, finished_job):
     r = cli("list", env=env)
     assert r.returncode == 0, r.stderr
     assert job_id in r.stdout and "1 of 1" in r.stdout
+    # Times in the one format of the CLI and the UI.
+    wide = cli("list", env={**env, "COLUMNS": "200"}).stdout
+    assert re.search(r"│ \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC │", wide), wide
     r = cli("list", "--json", "--status", "succeeded", env=env)
     page = json.loads(r.stdout)
     assert [j["job_id"] for j in page["items"]] == [job_id] and page["total"] == 1
@@ -83,6 +86,16 @@ def test_bad_spec_names_the_field_without_an_empty_location(live_api):
     assert "Value error" not in lines[0]
 
 
+def test_a_misspelt_field_gets_a_suggestion(live_api, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("train_categories: [person, dog]\nnum_novl: 2\nthresholds: {min_scor: 0.5}\n")
+    r = cli("submit", str(spec), env=_env(live_api))
+    lines = error_lines(r)
+    assert r.returncode == 1 and len(lines) == 2, r.stderr
+    assert "num_novl" in lines[0] and "did you mean 'num_novel'?" in lines[0]
+    assert "thresholds.min_scor" in lines[0] and "did you mean 'min_score'?" in lines[0]
+
+
 def _summary(stdout: str) -> dict:
     m = re.search(r"(\d+) files in .*: (\d+) downloaded \((\d+) resumed\), (\d+) already there, (\d+) verified",
                   " ".join(stdout.split()))
@@ -98,8 +111,13 @@ def test_download_streams_skips_resumes_and_verifies(live_api, finished_job, tmp
     assert checksums and all(v.startswith("sha256:") for v in checksums.values())
     dest = tmp_path / "dl"
 
-    s = _summary(cli("download", ds_id, "--to", str(dest), env=env).stdout)
+    r = cli("download", ds_id, "--to", str(dest), env={**env, "COLUMNS": "400"})
+    s = _summary(r.stdout)
     assert s["fetched"] == s["files"] and s["skipped"] == 0 and s["verified"] == len(checksums)
+    # The files without a checksum are named (the manifest cannot hold its own).
+    unchecked = sorted(set(f["path"] for f in live_api.client.get(f"/v1/datasets/{ds_id}").json()["files"])
+                       - set(checksums))
+    assert unchecked == ["manifest.json"] and "without a checksum: manifest.json" in " ".join(r.stdout.split())
     root = dest / ds_id
     store = live_api.rt.store
     for rel in checksums:
@@ -121,13 +139,19 @@ def test_download_streams_skips_resumes_and_verifies(live_api, finished_job, tmp
     assert sheet.read_bytes() == whole and json.loads(card.read_text())["dataset_id"] == ds_id
     assert not sheet.with_name(sheet.name + ".part").exists()
 
-    # A file whose bytes do not match the manifest is refused, in two lines, and not left in place.
+    # Files whose bytes do not match the manifest are refused, named in two lines, and not left in place;
+    # the other files still arrive.
     store.put_bytes(keys.dataset_file(ds_id, keys.CARD_JSON), b'{"tampered": true}')
+    store.put_bytes(keys.dataset_file(ds_id, keys.CARD_MD), b"# tampered")
     card.unlink()
-    r = cli("download", ds_id, "--to", str(dest), "--no-progress", env=env)
+    (root / keys.CARD_MD).unlink()
+    sheet.unlink()
+    r = cli("download", ds_id, "--to", str(dest), "--no-progress", env={**env, "COLUMNS": "400"})
     lines = error_lines(r)
-    assert r.returncode == 1 and len(lines) == 2 and "checksum" in lines[0], r.stderr
+    assert r.returncode == 1 and len(lines) == 2, r.stderr
+    assert "2 of" in lines[0] and "checksum" in lines[0] and keys.CARD_JSON in lines[0] and keys.CARD_MD in lines[0]
     assert not card.exists() and not card.with_name(card.name + ".part").exists()
+    assert not (root / keys.CARD_MD).exists() and sheet.read_bytes() == whole
 
 
 def test_trainings_submit_list_cancel_and_validation(live_api, finished_job, tmp_path):
@@ -139,6 +163,11 @@ def test_trainings_submit_list_cancel_and_validation(live_api, finished_job, tmp
     view = json.loads(r.stdout)
     tid = view["training_id"]
     assert view["state"] == "queued" and view["max_iter"] == 3
+    # No real data: SRA stays off, said at once on stderr (stdout stays the JSON) and in the status.
+    assert "warning: SRA is off" in " ".join(r.stderr.split()) and "--real-dataset" in r.stderr
+    assert any(n.startswith("SRA is off") for n in view["notes"])
+    r = cli("trainings", "show", tid, env={**env, "COLUMNS": "300"})
+    assert r.returncode == 0 and "note: SRA is off" in r.stdout
 
     r = cli("trainings", "list", env={**env, "COLUMNS": "50"})
     assert r.returncode == 0 and tid in r.stdout
@@ -153,6 +182,10 @@ def test_trainings_submit_list_cancel_and_validation(live_api, finished_job, tmp
     lines = error_lines(r)
     assert r.returncode == 1 and len(lines) == 2
     assert "config" in lines[0] and "huge.yaml" in lines[0] and "dreammask_convnext_large.yaml" in lines[0]
+
+    r = cli("trainings", "submit", "--dataset", ds_id, "--iterations", "3", "--set", "SOLVER.BASE_LRR=1e-4",
+            env={**env, "COLUMNS": "300"})
+    assert r.returncode == 1 and "did you mean 'SOLVER.BASE_LR'?" in r.stderr, r.stderr
 
     r = cli("trainings", "submit", "--dataset", "ds-nope", "--iterations", "3", "--tiny", env=env)
     assert r.returncode == 1 and "datasets.0" in r.stderr and ds_id in r.stderr  # names what exists

@@ -49,6 +49,17 @@ def test_spec_that_is_not_a_mapping(tmp_path):
     _short(cli("submit", str(bad), "--api-key", "k"), "not a mapping")
 
 
+@pytest.mark.parametrize("names", ["person,,dog", "person,dog,", " ,person", ""])
+def test_empty_category_names_are_refused_as_the_api_refuses_them(names):
+    _short(cli("submit", "--categories", names, "--api-key", "k"), "category names must not be empty",
+           "--categories: item", code=2)
+
+
+def test_misspelt_commands_and_options_get_a_suggestion():
+    _short(cli("sumbit"), "Did you mean 'submit'?", code=2)
+    _short(cli("submit", "--num-novl", "2"), "--num-novel", code=2)
+
+
 def test_unknown_worker_lists_the_choices():
     _short(cli("worker", "bogus"), "bogus", "association", "training", code=2)
 

@@ -1,23 +1,29 @@
-"""`dreammask up` runs the platform until Ctrl-C and tells a second shell how to reach it (`dreammask env`)."""
+"""`dreammask up` runs the platform like a service: one per state folder, a key kept across restarts, stopped
+by SIGTERM, SIGHUP, Ctrl-C or `dreammask down` with every process it started; `dreammask env` tells a second
+shell how to reach it."""
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import httpx
 import pytest
-from cli_helpers import cli
+from cli_helpers import cli, error_lines
 
 from dreammask.services.cli.harness import free_port
-from dreammask.services.cli.platform import WORKER_MODULES
+from dreammask.services.cli.platform import ENV_FILE, KEY_FILE, STATE_DIR, _Lock, stored_key
 
 
 def _env_from(text: str) -> dict[str, str]:
-    import shlex
-
     out = {}
     for line in text.splitlines():
         assert line.startswith("export "), line
@@ -26,52 +32,182 @@ def _env_from(text: str) -> dict[str, str]:
     return out
 
 
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _processes_in(root: Path) -> list[str]:
+    """Processes whose working folder is `root` (every process `up` starts runs there)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(d / "cwd")) == root:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{d.name}: {cmd[:120]}")
+        except OSError:
+            continue
+    return found
+
+
+def _start_up(root: Path, port: int, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dreammask.services.cli", "up", "--root", str(root),
+                             "--port", str(port), "--services", "curation"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=root.parent)
+
+
+def _wait_up(proc: subprocess.Popen, root: Path) -> None:
+    deadline = time.monotonic() + 240
+    while not (root / ENV_FILE).exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "dreammask up did not come up"
+        time.sleep(0.3)
+
+
+def _ui_login(base: str, key: str) -> httpx.Client:
+    c = httpx.Client(base_url=base, timeout=30)
+    form = c.get("/ui/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    r = c.post("/ui/login", data={"api_key": key, "csrf_token": token, "next": "/ui/jobs"})
+    assert r.status_code == 303 and "dm_session" in c.cookies, r.text
+    return c
+
+
 @pytest.mark.integration
-def test_up_env_and_ctrl_c(tmp_path, shared_cache_dir):
+def test_up_runs_like_a_service(tmp_path, shared_cache_dir):
     root = tmp_path / "platform"
     port = free_port()
+    # A shell where `dreammask` is not on PATH (the venv not activated), as after `make demo`.
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DREAMMASK_")}
-    env["DREAMMASK_CACHE_DIR"] = str(shared_cache_dir)  # passed through to every process
-    # One light worker keeps the test short; the default starts all five, training included.
-    proc = subprocess.Popen([sys.executable, "-m", "dreammask.services.cli", "up", "--root", str(root),
-                             "--port", str(port), "--services", "curation"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    env.update(PATH=path, COLUMNS="250", DREAMMASK_CACHE_DIR=str(shared_cache_dir))  # passed to every process
+    proc = _start_up(root, port, env)
+    ui = None
     try:
-        deadline = time.monotonic() + 180
-        while not (root / "env.sh").exists():
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "dreammask up did not come up"
-            time.sleep(0.3)
+        _wait_up(proc, root)
+        key_file = root / STATE_DIR / KEY_FILE
+        assert _mode(key_file) == 0o600 and _mode(root / ENV_FILE) == 0o600
+        key = key_file.read_text().strip()
         r = cli("env", "--root", str(root))
         assert r.returncode == 0, r.stderr
         exported = _env_from(r.stdout)
         assert exported["DREAMMASK_API_URL"] == f"http://127.0.0.1:{port}"
-        assert exported["DREAMMASK_API_KEY"] and exported["DREAMMASK_REDIS_URL"].startswith("redis://")
+        assert exported["DREAMMASK_API_KEY"] == key and exported["DREAMMASK_REDIS_URL"].startswith("redis://")
+        redis_port = int(exported["DREAMMASK_REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
         # The second shell, with only those variables, talks to the platform.
         r = cli("list", "--json", env=exported)
-        assert r.returncode == 0, r.stderr
-        assert r.stdout.strip().startswith("{") and '"total": 0' in r.stdout
+        assert r.returncode == 0 and '"total": 0' in r.stdout, r.stderr
         r = cli("list", env={**exported, "DREAMMASK_API_KEY": "wrong"})
         assert r.returncode == 1 and "401" in r.stderr
+
+        # `/` leads to the UI, and the UI takes the stored key.
+        r = httpx.get(f"http://127.0.0.1:{port}/", follow_redirects=False)
+        assert r.status_code in (302, 303, 307) and r.headers["location"] == "/ui"
+        ui = _ui_login(f"http://127.0.0.1:{port}", key)
+
+        # A second `up` on the same folder is refused at once, naming the running one and `down`.
+        r = cli("up", "--root", str(root), "--port", str(free_port()), "--services", "curation")
+        lines = error_lines(r)
+        assert r.returncode == 1 and "already running" in lines[0] and str(proc.pid) in lines[0], r.stderr
+        assert "dreammask down" in r.stderr
+
+        # `kill -HUP <pid>` of `up` alone (not its group) stops every process it started.
+        os.kill(proc.pid, signal.SIGHUP)
+        out, _ = proc.communicate(timeout=90)
+        assert proc.returncode == 0, out
+        assert "stopping (SIGHUP)" in out and "stopped." in out
+        deadline = time.monotonic() + 10
+        while _processes_in(root) and time.monotonic() < deadline:
+            time.sleep(0.2)  # children already reaped by `up`; /proc may lag a moment
+        assert not _processes_in(root), _processes_in(root)
+        assert not _port_open(port) and not _port_open(redis_port)
+        assert not (root / ENV_FILE).exists()
+        r = cli("env", "--root", str(root))
+        assert r.returncode == 1 and "no platform is running" in r.stderr
     finally:
-        os.killpg(proc.pid, signal.SIGINT) if proc.poll() is None else None
-        out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out
-    assert "stopped." in out and 'eval "$(dreammask env' in out
-    assert not (root / "env.sh").exists()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    # What `up` printed: the UI's address, how to log in, and a command this PATH can run.
+    assert f"review UI: http://127.0.0.1:{port}/ui" in out and str(key_file) in out and key not in out
+    m = re.search(r'eval "\$\((.+) env --root (\S+)\)"', out)
+    assert m and m.group(1) != "dreammask" and m.group(1).endswith("dreammask"), out
+    assert f"down --root {m.group(2)}" in out
+
+    # Started again: the same key, and the UI session made before the restart still works.
+    proc = _start_up(root, port, env)
+    try:
+        _wait_up(proc, root)
+        assert (root / STATE_DIR / KEY_FILE).read_text().strip() == key
+        # The printed line works in a shell without `dreammask` on PATH (run from where `up` was started).
+        shell = subprocess.run(["bash", "-c", f'eval "$({m.group(1)} env --root {m.group(2)})" && '
+                                f'{m.group(1)} list --json'], env=env, cwd=root.parent, capture_output=True,
+                               text=True, timeout=120)
+        assert shell.returncode == 0 and '"total": 0' in shell.stdout, shell.stderr
+        page = ui.get("/ui/jobs", follow_redirects=False)
+        assert page.status_code == 200 and 'id="logout"' in page.text
+        # `dreammask down` stops it as a signal would.
+        r = cli("down", "--root", str(root))
+        assert r.returncode == 0 and "stopped." in r.stdout, r.stderr
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "stopping (SIGTERM)" in out, out
+        assert not _port_open(port) and not _processes_in(root)
+        r = cli("down", "--root", str(root))
+        assert r.returncode == 1 and "no platform is running" in r.stderr
+    finally:
+        ui.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_a_second_up_is_refused_before_starting_anything(tmp_path):
+    root = tmp_path / "platform"
+    lock = _Lock(root)
+    lock.acquire()  # this test process plays the running `up`
+    try:
+        r = cli("up", "--root", str(root), "--services", "curation")
+        lines = error_lines(r)
+        assert r.returncode == 1 and len(lines) == 2, r.stderr
+        assert "already running" in lines[0] and str(os.getpid()) in lines[0] and "down" in lines[1]
+        assert not (root / "logs").exists()
+    finally:
+        lock.release()
+    assert _Lock(root).holder() is None
+
+
+def test_a_stale_env_file_is_removed_and_reported(tmp_path):
+    root = tmp_path / "platform"
+    root.mkdir()
+    # What an `up` killed with SIGKILL leaves behind: env.sh, and a lock file nobody holds.
+    (root / ENV_FILE).write_text("export DREAMMASK_API_URL=http://127.0.0.1:1\nexport DREAMMASK_UP_PID=999999\n")
+    (root / "up.lock").write_text("999999\n")
     r = cli("env", "--root", str(root))
+    lines = error_lines(r)
+    assert r.returncode == 1 and "no longer running" in lines[0] and "removed" in lines[0], r.stderr
+    assert not (root / ENV_FILE).exists()
+    r = cli("down", "--root", str(root))
     assert r.returncode == 1 and "no platform is running" in r.stderr
-    # Every process `up` started has ended: the API's port is free again.
-    assert {p.stem for p in (root / "logs").glob("*.log")} == {"redis", "api", "curation", "supervisor"}
-    import socket
-
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_every_queue_has_a_worker_command_including_training():
-    import importlib.util
-
-    assert set(WORKER_MODULES) == {"association", "synthesis", "annotation", "curation", "training"}
-    for module in WORKER_MODULES.values():
-        assert importlib.util.find_spec(module) is not None, module
+def test_the_key_is_kept_private_across_restarts(tmp_path):
+    root = tmp_path / "platform"
+    old = os.umask(0o022)
+    try:
+        key = stored_key(root)
+    finally:
+        os.umask(old)
+    path = root / STATE_DIR / KEY_FILE
+    assert len(key) >= 20 and path.read_text().strip() == key
+    assert _mode(path) == 0o600 and _mode(root / STATE_DIR) == 0o700
+    assert stored_key(root) == key
+    path.chmod(0o644)  # e.g. restored from a backup
+    assert stored_key(root) == key and _mode(path) == 0o600

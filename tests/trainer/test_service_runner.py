@@ -32,7 +32,7 @@ def test_run_to_the_end_records_status_metrics_and_checkpoint(tmp_path):
     assert 0 <= st.latest_eval["synthetic:ds-r"]["mIoU"] <= 100 and "PQ" in st.latest_eval["synthetic:ds-r"]
     assert st.checkpoint == f"trainings/{tid}/checkpoints/model_0000003.pth"
     assert [t.state.value for t in st.transitions] == ["queued", "running", "succeeded"]
-    assert any("SRA memory bank stays empty" in n for n in st.notes)
+    assert any("SRA is off" in n and "memory bank stays empty" in n for n in st.notes)
     lines = [json.loads(x) for x in store.get_bytes(f"trainings/{tid}/metrics.jsonl").decode().splitlines()]
     assert [x["iteration"] for x in lines if "total_loss" in x] == [0, 1, 2]
     # a redelivered message for a finished training does nothing

@@ -51,3 +51,44 @@ def artifacts_dir() -> Path:
     d = Path(os.environ.get("DREAMMASK_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")) / "ui"
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def shot(d, name: str) -> None:
+    d.save_screenshot(str(artifacts_dir() / f"{name}.png"))
+
+
+def wait_for(d, check, timeout: float = 60.0, what: str = "", poll: float = 0.2):
+    """check(d) until it returns something truthy (exceptions count as not yet); a screenshot on timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check(d)
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - the page may be between loads
+            last = e
+        time.sleep(poll)
+    shot(d, f"timeout-{what.replace(' ', '-')}")
+    raise TimeoutError(f"timed out waiting for {what} (last: {last!r}) on {d.current_url}")
+
+
+def log_in(d, base: str, key: str, then: str = "/ui/jobs") -> None:
+    from selenium.webdriver.common.by import By
+
+    d.get(base + then)
+    wait_for(d, lambda d: d.find_element(By.ID, "login-form"), what="login form")
+    d.find_element(By.ID, "api-key").send_keys(key)
+    d.find_element(By.ID, "login-submit").click()
+    wait_for(d, lambda d: d.find_elements(By.ID, "logout"), what="logged in")
+
+
+def csp_violations(d) -> list[str]:
+    """Console messages about the Content-Security-Policy (the pages must not need any exception to it)."""
+    try:
+        logs = d.get_log("browser")
+    except Exception:  # noqa: BLE001 - a driver without the log endpoint
+        return []
+    return [e["message"] for e in logs if "Content Security Policy" in e.get("message", "")]

@@ -131,8 +131,9 @@ def test_review_a_job_end_to_end_in_the_browser(plat, browser):
     kept_tiles[0].click()
     wait_for(d, lambda d: d.find_elements(By.ID, "instances"), what="sample page")
     wait_for(d, lambda d: d.execute_script(
-        "return Array.from(document.querySelectorAll('.big img')).every((im) => im.complete && im.naturalWidth > 0);"),
-        timeout=30, what="sample image and overlay")
+        "return Array.from(document.querySelectorAll('#stage img')).every((im) => im.complete && im.naturalWidth > 0)"
+        " && document.getElementById('sample').dataset.viewer === 'ready';"),
+        timeout=30, what="sample image and its masks")
     rows = d.find_elements(By.CSS_SELECTOR, "#instances tbody tr")
     pick = next(i for i, r in enumerate(rows) if "ok" in r.get_attribute("class").split())
     instance_id = int(rows[pick].get_attribute("data-instance"))

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import re
+
+import numpy as np
+from PIL import Image
 
 from dreammask.shared import keys
 from dreammask.shared import review as rv
+from dreammask.shared.masks import decode_rle
+from dreammask.shared.schemas import SceneAnnotation
+from dreammask.shared.storage import LocalObjectStore
 
 ALICE = {"Authorization": "Bearer key-alice"}
 BOB = {"Authorization": "Bearer key-bob"}
@@ -133,7 +140,7 @@ def test_filtered_pages_equal_a_scan_of_every_sample(ui, curated_job):
     filters = [rv.SampleFilter(status="kept"), rv.SampleFilter(status="rejected"), rv.SampleFilter(category=cat),
                rv.SampleFilter(category=cat, status="kept"), rv.SampleFilter(min_score=0.5, max_score=0.9),
                rv.SampleFilter(category=cat, min_score=0.9), rv.SampleFilter(category="no such category")]
-    filters += [rv.SampleFilter(rule=r) for r in small.rules]
+    filters += [rv.SampleFilter(rule=r) for r in small.rules + small.sample_rules]
     for flt in filters:
         want = [s.scene_id for s in summaries if flt.matches(s)]
         got, page = [], 0
@@ -205,3 +212,111 @@ def test_review_api_and_publish_honour_decisions(ui, curated_job):
     page = ui.get(f"/ui/datasets/{ds}")
     assert v2 in page.text and "published" in page.text
     assert ui.get(f"/v1/datasets/{ds}/versions", headers=BOB).status_code == 404
+
+
+def _summary(sid, kept, reason, *insts):
+    return rv.SampleSummary(scene_id=sid, kept=kept, reason=reason, instances=[
+        rv.InstanceSummary(id=i, category=c, score=sc, kept=k, rules=r) for i, (c, sc, k, r) in enumerate(insts)])
+
+
+def test_sample_level_rules_are_filters_like_instance_rules(tmp_path):
+    from dreammask.services.curation.sample_index import write_index
+
+    store = LocalObjectStore(tmp_path)
+    few = "too few instances kept: 1/3 instances pass (0.33 < min_kept_fraction 0.50)"
+    summaries = [
+        _summary("s00000", True, None, ("dog", 0.91, True, []), ("sky", 0.85, True, [])),
+        _summary("s00001", False, few, ("dog", 0.95, True, []), ("sky", 0.2, False, ["score<0.30"]),
+                 ("road", 0.1, False, ["score<0.30"])),
+        _summary("s00002", False, "novel instance rejected: dog #0 score<0.30 (quality=0.10)",
+                 ("dog", 0.1, False, ["score<0.30"])),
+        _summary("s00003", False, "no instances: the annotation holds no instance"),
+    ]
+    index = write_index(store, "j1", summaries, page_size=2)
+    assert index.rules == ["score<0.30"]
+    assert index.sample_rules == ["no instances", "novel instance rejected", "too few instances kept"]
+    assert summaries[1].sample_rule == "too few instances kept" and summaries[0].sample_rule is None
+    for rule, want in (("too few instances kept", ["s00001"]), ("no instances", ["s00003"]),
+                       ("novel instance rejected", ["s00002"]), ("score<0.30", ["s00001", "s00002"])):
+        flt = rv.SampleFilter(rule=rule)
+        assert [s.scene_id for s in summaries if flt.matches(s)] == want, rule
+        got, page = [], 0
+        while True:
+            items, more = rv.query(store, "j1", index, page, flt)
+            got += [s.scene_id for s in items]
+            page += 1
+            if not more:
+                break
+        assert got == want, rule
+    # The plots' fine bins: [k/100, (k+1)/100), and the score range of each category.
+    stats = store.get_json(rv.sample_stats("j1"))
+    dog = stats["categories"]["dog"]
+    # (an instance that passed in a dropped sample counts as rejected: it is not in the dataset)
+    assert dog["min"] == 0.1 and dog["max"] == 0.95 and sum(dog["fine_kept"]) + sum(dog["fine_rejected"]) == 3
+    assert dog["fine_kept"][91] == 1 and dog["fine_rejected"][95] == 1 and dog["fine_rejected"][10] == 1
+
+
+def test_refusals_are_pages_for_browsers_and_json_for_scripts(ui):
+    login(ui, "key-alice")
+    r = ui.get("/", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/ui"
+    html = {"Accept": "text/html,application/xhtml+xml"}
+    for path, needle in (("/ui/jobs/job-nope", "no job &#39;job-nope&#39;"), ("/ui/datasets/ds-nope", "no dataset"),
+                         ("/ui/no/such/page", "there is no page /ui/no/such/page")):
+        r = ui.get(path, headers=html)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html"), path
+        assert 'id="error-page"' in r.text and needle in r.text and 'id="logout"' in r.text, path
+        assert "default-src 'self'" in r.headers["content-security-policy"]
+    r = ui.get("/ui/jobs/x/samples?page=0", headers=html)
+    assert r.status_code == 404 or (r.status_code == 422 and 'id="error-page"' in r.text)
+    # The page's script asks for JSON and gets JSON.
+    token = page_csrf(ui.get("/ui/jobs").text)
+    r = ui.post("/ui/jobs/job-nope/reviews", json={"scene_id": "s00000", "decision": "reject"},
+                headers={"X-CSRF-Token": token, "Accept": "application/json"})
+    assert r.status_code == 404 and r.json()["detail"] == "no job 'job-nope'"
+    # Without a session, an unknown page still shows no data and offers the login.
+    ui.cookies.clear()
+    r = ui.get("/ui/no/such/page", headers=html)
+    assert r.status_code == 404 and 'id="to-login"' in r.text and 'id="logout"' not in r.text
+
+
+def test_masks_plots_card_and_times_on_the_pages(ui, curated_job):
+    job_id, ds = curated_job["job_id"], curated_job["dataset_id"]
+    store = ui.rt.store
+    login(ui, "key-alice")
+    sid = rv.read_page(store, job_id, 0)[0].scene_id
+    ann = store.get_model(keys.annotation(job_id, sid), SceneAnnotation)
+    # masks.png: instance k exactly, in channel k % 3 of tile k // 3.
+    r = ui.get(f"/ui/jobs/{job_id}/samples/{sid}/masks.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    px = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
+    h, w = ann.height, ann.width
+    assert px.shape == (h * -(-len(ann.instances) // 3), w, 3)
+    for k, inst in enumerate(ann.instances):
+        tile = px[(k // 3) * h:(k // 3 + 1) * h, :, k % 3] > 127
+        assert np.array_equal(tile, decode_rle(inst.mask.model_dump())), k
+    page = ui.get(f"/ui/jobs/{job_id}/samples/{sid}").text
+    for name in dict.fromkeys(k for i in ann.instances for k in i.scores):
+        assert re.search(rf'<th class="score[^"]*"[^>]*>{name}</th>', page), name
+    assert 'class="provenance"' in page and 'id="prov-annotation"' in page and '"mask_backend"' not in page
+
+    # Plots: bars are links to the grid filtered by category and score range; the threshold is named.
+    plots = ui.get(f"/ui/jobs/{job_id}/plots").text
+    links = re.findall(r'<a href="(/ui/jobs/[^"]+/samples\?[^"]+)" class="bar"', plots)
+    assert links and all("category=" in u for u in links)
+    assert "min_score 0.3" in plots and 'id="rates"' in plots
+    first = links[0].replace("&amp;", "&")
+    assert ui.get(first).status_code == 200
+
+    # The card: HTML from Markdown, and a card holding HTML shows it as text.
+    store.put_bytes(keys.dataset_file(ds, keys.CARD_MD),
+                    b"# Card\n\n- <script>alert(1)</script>\n- [x](javascript:alert(2))\n")
+    page = ui.get(f"/ui/datasets/{ds}").text
+    assert '<article class="card" id="card"><h1>Card</h1>' in page
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert 'href="javascript' not in page
+    # One timestamp format: no ISO 8601 'T' times on the pages that show times.
+    for path in (f"/ui/datasets/{ds}", f"/ui/jobs/{job_id}", "/ui/jobs"):
+        text = ui.get(path).text
+        assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", text), path
+        assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", text), path

@@ -138,6 +138,13 @@ def amp_enabled(cfg) -> bool:
     return bool(amp)
 
 
+def _did_you_mean(name: str, choices: list[str], section: str = "") -> str:
+    import difflib
+
+    found = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f"; did you mean {(section + '.' if section else '') + found[0]!r}?" if found else ""
+
+
 def merge_overrides(cfg, overrides) -> None:
     """Apply overrides given as a dict {"SOLVER.BASE_LR": 1e-4, ...} or a flat list [key, value, ...].
 
@@ -157,10 +164,12 @@ def merge_overrides(cfg, overrides) -> None:
         parts = str(key).split(".")
         for p in parts[:-1]:
             if p not in node or not isinstance(node[p], _YacsNode):
-                raise ValueError(f"unknown config key {key!r}: {p!r} is not a config section")
+                raise ValueError(f"unknown config key {key!r}: {p!r} is not a config section"
+                                 + _did_you_mean(p, [k for k, v in node.items() if isinstance(v, _YacsNode)]))
             node = node[p]
         if parts[-1] not in node:
-            raise ValueError(f"unknown config key {key!r}; see docs/training.md for the keys")
+            near = _did_you_mean(parts[-1], list(node.keys()), ".".join(parts[:-1]))
+            raise ValueError(f"unknown config key {key!r}" + (near or "; see docs/training.md for the keys"))
         old = node[parts[-1]]
         node[parts[-1]] = _coerce(key, value, old)
 

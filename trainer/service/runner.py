@@ -25,6 +25,7 @@ from .schemas import (
     TrainingStatus,
     cancel_key,
     spec_key,
+    spec_notes,
 )
 from .settings import TrainerSettings
 
@@ -101,11 +102,10 @@ def run_training_job(store: ObjectStore, training_id: str, settings: TrainerSett
     transition(store, status, TrainingState.running)
     try:
         cfg = build_training_cfg(stored.spec, settings)
-        if not stored.spec.real_datasets and stored.spec.datasets:
-            note = "no real dataset given: the SRA memory bank stays empty, only the segmentation losses train"
-            if note not in status.notes:
-                status.notes.append(note)
-                write_status(store, status)
+        new = [n for n in spec_notes(stored.spec) if n not in status.notes]
+        if new:
+            status.notes += new
+            write_status(store, status)
         gpus = stored.spec.gpus or settings.trainer_gpus
         if gpus > 1:
             result = _run_torchrun(training_id, gpus, settings)

@@ -81,6 +81,15 @@ class TrainingStatus(Versioned):
     result: dict[str, Any] | None = None
 
 
+NO_REAL_DATA_NOTE = ("SRA is off: no real dataset given (real_datasets), so the memory bank stays empty, "
+                     "loss_sra stays 0 and only the segmentation losses train")
+
+
+def spec_notes(spec: TrainingSpec) -> list[str]:
+    """What a person should know about a training before it runs (shown from the moment it is submitted)."""
+    return [NO_REAL_DATA_NOTE] if spec.datasets and not spec.real_datasets else []
+
+
 class TrainingView(Model):
     training_id: str
     url: str

@@ -23,6 +23,7 @@ from dreammask.trainer.service.schemas import (
     cancel_key,
     metrics_key,
     spec_key,
+    spec_notes,
     tenant_prefix,
 )
 from dreammask.trainer.service.settings import TrainerSettings
@@ -188,7 +189,8 @@ def _view(rt, request: Request, settings, stored: StoredTrainingSpec) -> Trainin
         training_id=stored.training_id, url=url, name=stored.spec.name, state=st.state,
         created_at=st.created_at, updated_at=st.updated_at, iteration=st.iteration, max_iter=st.max_iter,
         losses=st.losses, latest_eval=st.latest_eval, checkpoint=st.checkpoint, metrics_url=f"{url}/metrics",
-        transitions=st.transitions, error=st.error, notes=st.notes,
+        transitions=st.transitions, error=st.error,
+        notes=list(dict.fromkeys([*spec_notes(stored.spec), *st.notes])),
     )
 
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import math
 import secrets
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlencode
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
@@ -28,11 +31,12 @@ from dreammask.shared.schemas import (
     SceneLayout,
 )
 from dreammask.shared.storage import ObjectNotFound
+from dreammask.shared.timefmt import timestamp
 
 from .. import reviewing
 from ..deps import RuntimeDep, SettingsDep
 from ..streaming import object_response
-from ..ui import plots
+from ..ui import markdown, plots
 from ..ui import session as ses
 from .jobs import _owned_spec, _view
 
@@ -46,6 +50,9 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
 
 templates = Jinja2Templates(directory=str(UI_DIR / "templates"))
 templates.env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str)
+templates.env.filters["ts"] = timestamp  # one timestamp format on every page (and in the CLI)
+templates.env.filters["markdown"] = markdown.render  # escapes first: no HTML from the text passes
+templates.env.globals["palette"] = ["#{:02x}{:02x}{:02x}".format(*c) for c in PALETTE]
 
 
 def _secure(resp: Response) -> Response:
@@ -84,7 +91,52 @@ async def require_csrf(request: Request, sess: SessionDep) -> ses.Session:
 
 CsrfSessionDep = Annotated[ses.Session, Depends(require_csrf)]
 
-router = APIRouter(prefix="/ui", include_in_schema=False)
+class _HtmlErrors(APIRoute):
+    """A refusal (4xx, or 5xx) of a UI route is a page when a browser asked for one: the message, and the way
+    back, in the UI's frame. The script's JSON requests and redirects (303 to the login page) are unchanged."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HTTPException as e:
+                if e.status_code < 400 or not _wants_html(request):
+                    raise
+                return error_page(request, e.status_code, str(e.detail))
+            except RequestValidationError as e:
+                if not _wants_html(request):
+                    raise
+                msgs = ["{}: {}".format(".".join(str(x) for x in err.get("loc", ())[1:]), err.get("msg", ""))
+                        for err in e.errors()]
+                return error_page(request, 422, "; ".join(msgs))
+
+        return handle
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
+
+
+def error_page(request: Request, code: int, detail: str) -> Response:
+    try:
+        sess = ses.load(request.app.state.runtime, request.app.state.settings, request)
+    except Exception:  # noqa: BLE001 - the page must render even when Redis is the problem
+        sess = None
+    titles = {404: "Not found", 422: "Check the address", 403: "Not allowed", 409: "Not now"}
+    return page(request, "error.html", sess, status_code=code, code=code, title=titles.get(code, "Error"),
+                detail=detail)
+
+
+router = APIRouter(prefix="/ui", include_in_schema=False, route_class=_HtmlErrors)
+# `/` of the API: people who open the bare address in a browser land on the review UI.
+root_router = APIRouter(include_in_schema=False)
+
+
+@root_router.get("/")
+def site_root():
+    return RedirectResponse("/ui", status.HTTP_303_SEE_OTHER)
 
 
 def page(request: Request, name: str, sess: ses.Session | None, status_code: int = 200, **ctx) -> Response:
@@ -188,6 +240,15 @@ def job_page(job_id: str, request: Request, rt: RuntimeDep, settings: SettingsDe
                 index=rv.read_index(rt.store, job_id))
 
 
+@router.get("/jobs/{job_id}/categories", response_class=HTMLResponse)
+def job_categories(job_id: str, request: Request, rt: RuntimeDep, sess: SessionDep):
+    """The novel-category table alone: the job page polls it until association has written it."""
+    _owned(rt, job_id, sess)
+    cats = rt.store.try_get_model(keys.categories(job_id), CategorySet)
+    return page(request, "_job_categories.html", sess, cats=cats,
+                live=cats is None and not rt.tracker.status(job_id).state.terminal)
+
+
 @router.get("/jobs/{job_id}/stages", response_class=HTMLResponse)
 def job_stages(job_id: str, request: Request, rt: RuntimeDep, settings: SettingsDep, sess: SessionDep):
     view = _view(rt, request, settings, _owned(rt, job_id, sess))
@@ -223,11 +284,14 @@ def samples_page(job_id: str, request: Request, rt: RuntimeDep, sess: SessionDep
     items, more = ([], False) if index is None else rv.query(rt.store, job_id, index, page_no - 1, flt)
     reviewed = {}
     if items:
+        # One read per sample of this page that has a review (at most a page's worth).
         wanted = {s.scene_id for s in items}
         for k in rt.store.list(rv.reviews_prefix(job_id)):
             sid = k.rsplit("/", 1)[1][:-5]
             if sid in wanted:
-                reviewed[sid] = rt.store.try_get_model(k, rv.SampleReview)
+                rec = rt.store.try_get_model(k, rv.SampleReview)
+                if rec is not None:
+                    reviewed[sid] = rec
     params = {k: v for k, v in {"category": flt.category, "status": flt.status, "min_score": min_score,
                                 "max_score": max_score, "rule": flt.rule}.items() if v not in (None, "")}
     return page(request, "samples.html", sess, job_id=job_id, index=index, items=items, page_no=page_no,
@@ -276,13 +340,18 @@ def sample_page(job_id: str, sid: str, request: Request, rt: RuntimeDep, sess: S
         "seed": render.seed if render else (layout.seed if layout else None),
         "prompt": layout.caption if layout else None,
         "layout": layout.model_dump(mode="json") if layout else None,
-        "render": render.model_dump(mode="json") if render else None,
+        "render": render.model_dump(mode="json", exclude={"schema_version", "job_id", "scene_id"}) if render
+        else None,
         "annotation": {"mask_backend": ann.mask_backend, "score_backend": ann.score_backend,
                        "models": ann.provenance, "seconds": ann.seconds},
         "job_seed": stored.spec.seed,
     }
+    # Scores as columns: every score name any instance has, in the order they first appear.
+    score_names = list(dict.fromkeys(k for inst in ann.instances for k in inst.scores))
+    metric = next((i.metric for i in summary.instances if i.metric), None) if summary else None
     return page(request, "sample.html", sess, job_id=job_id, ann=ann, layout=layout, summary=summary,
-                verdicts=verdicts, review=review, provenance=provenance, prev_sid=prev_sid, next_sid=next_sid)
+                verdicts=verdicts, review=review, provenance=provenance, prev_sid=prev_sid, next_sid=next_sid,
+                score_names=score_names, metric=metric, thresholds=stored.spec.thresholds)
 
 
 @router.get("/jobs/{job_id}/samples/{sid}/image.png")
@@ -305,6 +374,23 @@ def sample_overlay(job_id: str, sid: str, rt: RuntimeDep, sess: SessionDep):
     return Response(png_bytes(rgba), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
+@router.get("/jobs/{job_id}/samples/{sid}/masks.png")
+def sample_masks(job_id: str, sid: str, rt: RuntimeDep, sess: SessionDep):
+    """Every instance's mask, exactly, for the sample page's viewer to draw (fills, outlines, labels,
+    highlight): instance k is channel k % 3 (R, G, B) of the tile k // 3; tiles are stacked vertically, each
+    the image's size. Opaque, so the browser hands the bytes back to the script unchanged."""
+    _owned(rt, job_id, sess)
+    ann = _scene(rt, job_id, sid)
+    h, w = ann.height, ann.width
+    tiles = max(1, -(-len(ann.instances) // 3))
+    rgb = np.zeros((tiles * h, w, 3), np.uint8)
+    for k, inst in enumerate(ann.instances):
+        m = decode_rle(inst.mask.model_dump())
+        if m.shape == (h, w):
+            rgb[(k // 3) * h:(k // 3 + 1) * h, :, k % 3][m] = 255
+    return Response(png_bytes(rgb), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
 class UIReview(BaseModel):
     scene_id: str
     instance_id: int | None = None
@@ -322,17 +408,35 @@ def ui_review(job_id: str, body: UIReview, rt: RuntimeDep, sess: CsrfSessionDep)
 
 @router.get("/jobs/{job_id}/plots", response_class=HTMLResponse)
 def plots_page(job_id: str, request: Request, rt: RuntimeDep, sess: SessionDep):
-    _owned(rt, job_id, sess)
+    stored = _owned(rt, job_id, sess)
     try:
         stats = rt.store.get_json(rv.sample_stats(job_id))
     except ObjectNotFound:
         stats = None
-    charts, counts = [], None
+    charts, counts, rates = [], None, []
+    thresholds = stored.spec.thresholds
+    index = rv.read_index(rt.store, job_id)
+    metric = None
+    if index is not None and index.pages:
+        first = rv.read_page(rt.store, job_id, 0)
+        metric = next((i.metric for s in first for i in s.instances if i.metric), None)
     if stats:
-        for name, c in stats["categories"].items():
-            charts.append(plots.histogram_svg(name, c["hist_kept"], c["hist_rejected"]))
+        grid = f"/ui/jobs/{job_id}/samples"
+        cats = rt.store.try_get_model(keys.categories(job_id), CategorySet)
+        novel = {n.name for n in cats.novel} if cats else set()
+        # The novel categories first (what the job is for), then by how many instances each has.
+        order = sorted(stats["categories"].items(),
+                       key=lambda kv: (kv[0] not in novel, -(kv[1]["kept"] + kv[1]["rejected"]), kv[0]))
+        for name, c in order:
+            bars = plots.bars_from_stats(c, grid, name, thresholds.min_score)
+            charts.append(plots.histogram_svg(name, bars, thresholds.min_score, metric))
+            total = c["kept"] + c["rejected"]
+            rates.append({"name": name, "kept": c["kept"], "rejected": c["rejected"], "total": total,
+                          "rate": c["kept"] / total if total else 0.0, "min": c.get("min"), "max": c.get("max"),
+                          "url": f"{grid}?{urlencode({'category': name})}"})
         counts = plots.counts_svg([(n, c["kept"], c["rejected"]) for n, c in stats["categories"].items()])
-    return page(request, "plots.html", sess, job_id=job_id, stats=stats, charts=charts, counts=counts)
+    return page(request, "plots.html", sess, job_id=job_id, stats=stats, charts=charts, counts=counts,
+                rates=rates, thresholds=thresholds, metric=metric)
 
 
 # ------------------------------------------------------------ datasets and versions
@@ -363,11 +467,25 @@ def dataset_page(dataset_id: str, request: Request, rt: RuntimeDep, sess: Sessio
     except ObjectNotFound:
         card_md = None
     versions = reviewing.versions(rt, m.job_id)
-    n_reviews = sum(1 for _ in rt.store.list(rv.reviews_prefix(m.job_id)))
+    latest = versions[-1] if versions else None
+    since = _reviews_since(rt, m.job_id, latest["created_at"] if latest and latest["version"] > 1 else None)
     job_state = rt.tracker.status(m.job_id).state
-    return page(request, "dataset.html", sess, m=m, files=files, more_files=more_files, card_md=card_md, versions=versions,
-                n_reviews=n_reviews, can_publish=job_state == JobState.succeeded,
-                live=any(v["state"] == "pending" for v in versions))
+    return page(request, "dataset.html", sess, m=m, files=files, more_files=more_files, card_md=card_md,
+                versions=versions, latest=latest, reviews_since=since,
+                can_publish=job_state == JobState.succeeded, live=any(v["state"] == "pending" for v in versions))
+
+
+def _reviews_since(rt, job_id: str, since) -> int:
+    """Reviewed samples with a decision after `since` (the newest published version's request; None: all):
+    what a new version would add. Reviews are people's work, so they stay few enough to read."""
+    if isinstance(since, str):
+        since = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    n = 0
+    for k in rt.store.list(rv.reviews_prefix(job_id)):
+        rec = rt.store.try_get_model(k, rv.SampleReview)
+        if rec is not None and rec.history and (since is None or rec.history[-1].at > since):
+            n += 1
+    return n
 
 
 @router.get("/datasets/{dataset_id}/files/{path:path}")
@@ -388,3 +506,9 @@ async def ui_publish(dataset_id: str, request: Request, rt: RuntimeDep, sess: Cs
         note = str((await request.form()).get("note") or "")[:500] or None
     reviewing.request_version(rt, m.job_id, sess.reviewer, note)
     return RedirectResponse(f"/ui/datasets/{dataset_id}", status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/{path:path}", response_class=HTMLResponse)
+def unknown_page(path: str, request: Request):
+    """Any other address under /ui: a 404 page (registered last, after every real page)."""
+    raise HTTPException(status.HTTP_404_NOT_FOUND, f"there is no page /ui/{path}")
