@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 
+# The bearer key of the API the CLI tests start (conftest.py), importable by test modules.
+KEY = "cli-key"
+
 
 def cli(*args: str, env: dict | None = None, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run `dreammask <args>` as a user would, in its own process; stdout and stderr apart."""

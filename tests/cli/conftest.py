@@ -11,14 +11,13 @@ import httpx
 import pytest
 import redis
 import uvicorn
+from cli_helpers import KEY
 
 from dreammask.services.api.main import create_app
 from dreammask.services.cli.harness import free_port
 from dreammask.services.cli.inprocess import in_process_dispatcher, run_pending
 from dreammask.shared.runtime import build_runtime, set_runtime
 from dreammask.shared.settings import Settings
-
-KEY = "cli-key"
 
 
 class LiveApi:

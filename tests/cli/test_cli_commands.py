@@ -7,8 +7,7 @@ import json
 import re
 
 import pytest
-from cli_helpers import cli, error_lines
-from conftest import KEY
+from cli_helpers import KEY, cli, error_lines
 
 from dreammask.shared import keys
 
