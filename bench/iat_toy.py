@@ -131,6 +131,7 @@ def _held_out_scenes(args):
 def _matched_embeddings(model, scenes, class_index, batch: int = 8):
     """(embeddings (N,D) normalised, class names, scene index) of every object of the scenes: the class
     embedding of the query the Hungarian matcher assigns to it (last decoder layer), as in training."""
+    import numpy as np
     import torch
     import torch.nn.functional as F
 
@@ -142,7 +143,7 @@ def _matched_embeddings(model, scenes, class_index, batch: int = 8):
             inputs = [{
                 "image": torch.from_numpy(img).permute(2, 0, 1).contiguous(),
                 "instances": {"gt_classes": torch.tensor([class_index[n] for _, n in objs]),
-                              "gt_masks": torch.from_numpy(__import__("numpy").stack([m for m, _ in objs]))},
+                              "gt_masks": torch.from_numpy(np.stack([m for m, _ in objs]))},
             } for img, objs in chunk]
             images, _ = model._images(inputs)
             features = model.backbone(images)
