@@ -169,6 +169,9 @@ def add_dreammask_config(cfg: CfgNode) -> None:
     cfg.MODEL.DREAMMASK.ENABLED = True
     cfg.MODEL.DREAMMASK.MEMORY_BANK_SIZE = 64  # slots per class (ring buffer)
     cfg.MODEL.DREAMMASK.LAMBDA_SRA = 1.0  # weight of L_sra in L = L_seg + lambda * L_sra
+    # What the bank holds: "query" (class embeddings of queries matched to real objects) or "clip" (frozen
+    # CLIP embeddings of real objects pooled under their ground-truth masks); docs/training_model.md.
+    cfg.MODEL.DREAMMASK.FEATURE_SOURCE = "query"
 
 
 def get_cfg() -> CfgNode:

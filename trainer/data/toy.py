@@ -42,22 +42,43 @@ IAT_TOY_CATEGORIES = [
 DOMAINS = ("real", "synthetic")
 
 
-def _domain_colours(image: np.ndarray, rng: np.random.Generator, domain: str) -> np.ndarray:
-    """The "synthetic" domain looks rendered, not photographed: shifted, more saturated colours, a stripe
-    texture and little sensor noise; the "real" domain keeps the palette with camera-like noise."""
-    if domain == "real":
-        return image + rng.normal(0, 8, image.shape)
-    if domain != "synthetic":
+def _hue_rotation(angle: float) -> np.ndarray:
+    """3x3 rotation of RGB about the grey axis (Rodrigues): a hue shift that keeps brightness."""
+    k = np.ones(3) / np.sqrt(3.0)
+    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + np.sin(angle) * cross + (1.0 - np.cos(angle)) * cross @ cross
+
+
+# Hue rotation of the "synthetic" look at style_gap 1 (it scales with the gap; the other traits saturate
+# at 1). A global, invertible colour change, like a renderer's palette: the classes keep their shapes and
+# their colour order, but a synthetic object's colour is not the colour of the same object photographed.
+SYNTHETIC_HUE_DEGREES = 60.0
+
+
+def _domain_colours(image: np.ndarray, rng: np.random.Generator, domain: str,
+                    style_gap: float = 1.0) -> np.ndarray:
+    """The "real" domain keeps the palette with camera-like noise. The "synthetic" domain looks rendered:
+    hues rotated by style_gap * SYNTHETIC_HUE_DEGREES, more saturated, a stripe texture and less noise;
+    style_gap 0 draws synthetic images exactly in the real style (the oracle of bench/iat_toy.py).
+    Both domains draw the same random numbers, so a dataset's layouts do not depend on its style."""
+    if domain not in DOMAINS:
         raise ValueError(f"domain {domain!r} is not one of {DOMAINS}")
-    mean = image.mean(-1, keepdims=True)
-    out = mean + 1.6 * (image - mean) + np.array([25.0, -15.0, 30.0])
+    if style_gap < 0:
+        raise ValueError(f"style_gap must be >= 0, got {style_gap}")
+    noise = rng.standard_normal(image.shape)
+    if domain == "real" or style_gap == 0:
+        return image + 8.0 * noise
+    g = min(float(style_gap), 1.0)
+    out = image @ _hue_rotation(np.deg2rad(SYNTHETIC_HUE_DEGREES * style_gap)).T
+    mean = out.mean(-1, keepdims=True)
+    out = mean + (1.0 + 0.6 * g) * (out - mean)
     yy = np.arange(image.shape[0])[:, None, None]
-    out = out + 18.0 * np.sin(yy * 1.3)
-    return out + rng.normal(0, 2, image.shape)
+    out = out + 18.0 * g * np.sin(yy * 1.3)
+    return out + (8.0 - 6.0 * g) * noise
 
 
 def draw_scene(size: int, rng: np.random.Generator, categories=TOY_CATEGORIES, max_things: int = 2,
-               domain: str = "real"):
+               domain: str = "real", style_gap: float = 1.0):
     """(image HxWx3 uint8, ids HxW int64, segments [{id, category_id, isthing}]) with dataset category ids.
 
     Up to two stuff classes split the picture at a horizon; 1..max_things things are drawn over them."""
@@ -91,7 +112,7 @@ def draw_scene(size: int, rng: np.random.Generator, categories=TOY_CATEGORIES, m
         image[m] = colour
         segments.append({"id": next_id, "category_id": cid, "isthing": 1})
         next_id += 1
-    image = _domain_colours(image, rng, domain)
+    image = _domain_colours(image, rng, domain, style_gap)
     present = set(np.unique(ids).tolist())
     segments = [s for s in segments if s["id"] in present]
     return np.clip(image, 0, 255).astype(np.uint8), ids, segments
@@ -105,8 +126,9 @@ def _png(arr: np.ndarray) -> bytes:
 
 def write_toy_dataset(store: ObjectStore, dataset_id: str, num_images: int = 4, size: int = 48, seed: int = 0,
                       is_synthetic: bool = True, categories=TOY_CATEGORIES, job_id: str = "toy-job",
-                      domain: str | None = None, max_things: int = 2) -> DatasetManifest:
-    """domain: how the images look, "real" (the default, whatever is_synthetic says) or "synthetic"."""
+                      domain: str | None = None, max_things: int = 2, style_gap: float = 1.0) -> DatasetManifest:
+    """domain: how the images look, "real" (the default, whatever is_synthetic says) or "synthetic";
+    style_gap: how far the synthetic look is from the real one (0 = the real style, 1 = the default)."""
     from pycocotools import mask as mask_utils
 
     domain = domain or "real"
@@ -116,7 +138,8 @@ def write_toy_dataset(store: ObjectStore, dataset_id: str, num_images: int = 4, 
     ann_id = 1
     for i in range(num_images):
         scene = keys.scene_id(i)
-        image, ids, segments = draw_scene(size, rng, categories, max_things=max_things, domain=domain)
+        image, ids, segments = draw_scene(size, rng, categories, max_things=max_things, domain=domain,
+                                          style_gap=style_gap)
         store.put_bytes(keys.dataset_file(dataset_id, f"{keys.IMAGES_DIR}/{scene}.png"), _png(image), "image/png")
         store.put_bytes(keys.dataset_file(dataset_id, f"{keys.PANOPTIC_DIR}/{scene}.png"), _png(id2rgb(ids)), "image/png")
         images.append({"id": i + 1, "file_name": f"{scene}.png", "width": size, "height": size,

@@ -101,11 +101,14 @@ class SetCriterion(nn.Module):
         return torch.clamp(num / world, min=1)[0]
 
     def loss_sra(self, outputs, targets, indices, num_masks) -> torch.Tensor:
-        """DreamMask's IAT: real objects' matched class embeddings feed the memory bank, synthetic ones are
-        pulled to their class prototype (weighted by LAMBDA_SRA inside). Last layer only."""
+        """DreamMask's IAT, last layer only: real objects feed the memory bank (their matched class
+        embeddings, or with the "clip" feature source the targets' `iat_features`), synthetic objects'
+        matched class embeddings are pulled to their class prototype. Unweighted like the other losses:
+        LAMBDA_SRA is weight_dict["loss_sra"]."""
         return self.iat(
             outputs["pred_embeds"], indices, [t["labels"] for t in targets],
             [bool(t.get("is_synthetic", False)) for t in targets],
+            real_features=[t.get("iat_features") for t in targets],
         )
 
     # name in `losses` -> (method, the keys it returns, computed on the auxiliary layers too)

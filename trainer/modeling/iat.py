@@ -7,13 +7,25 @@ object) can use them:
 - `MemoryBank`: per-class ring buffer of real-object features on the model's device;
   prototype of a class = normalised mean of its filled slots.
 - `SRALoss`: semantic-representation alignment, 1 - cos(feature, prototype), averaged over the synthetic
-  objects whose class has a non-empty bank; the prototype is detached, the feature is trainable.
+  objects whose class has a non-empty bank; the prototype is detached, the feature is trainable. It is
+  unweighted: λ (MODEL.DREAMMASK.LAMBDA_SRA) enters once, through the criterion's weight_dict.
 - `ImaginationAidedTraining`: wires both to a batch given the matcher's assignment: real objects feed the
   bank (detached), synthetic objects are aligned.
 
-Why query embeddings: FC-CLIP's CLIP backbone is frozen and runs without gradients, so aligning its
-pooled features would move nothing. The matched query's class embedding (the decoder's projection into
-CLIP space, the vector the classifier scores) is trainable and is what decides the class.
+What the bank holds (MODEL.DREAMMASK.FEATURE_SOURCE):
+- "query": the class embeddings of the queries matched to real objects. The aligned feature must be
+  trainable, and FC-CLIP's CLIP backbone is frozen and runs without gradients, so aligning its pooled
+  features would move nothing. The matched query's class embedding (the decoder's projection into CLIP
+  space, the vector the classifier scores) is trainable and is what decides the class; bank and aligned
+  feature are the same kind of vector, so the prototype is "how the model sees real objects of the class".
+- "clip": frozen CLIP features of real objects, mask-pooled under their ground-truth masks (what the seed
+  description calls real CLIP features of objects; the model computes them, see `pool_under_masks`). The
+  aligned feature is still the synthetic object's matched query embedding, the trainable side. In FC-CLIP
+  both live in CLIP's joint image-text space (the classifier scores query embeddings against CLIP's text
+  embeddings, as CLIP scores its own pooled features in the out-of-vocabulary branch) and have the same
+  size, so they are aligned directly. A trainable projection is made only when the sizes differ (another
+  model): trained by L_sra alone it could absorb the alignment (map the synthetic cluster of a class onto
+  its prototype) without moving the embeddings the classifier scores, so it is not used where not needed.
 """
 
 from __future__ import annotations
@@ -89,13 +101,26 @@ class MemoryBank(nn.Module):
         self.count.zero_()
 
 
-class SRALoss(nn.Module):
-    """lambda * mean over aligned objects of (1 - cos(feature, prototype.detach())). Objects whose class
-    bank is empty are skipped; with none left the loss is an exact 0 (never NaN)."""
+FEATURE_SOURCES = ("query", "clip")
 
-    def __init__(self, weight: float = 1.0) -> None:
-        super().__init__()
-        self.weight = float(weight)
+
+def pool_under_masks(dense: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Average of a dense map (C,h,w) under each mask (N,H,W) -> (N,C).
+
+    The masks (any resolution, e.g. the padded image) are area-resized to the map, so each cell weighs by
+    the share of it the object covers: a small object still pools the cells it touches (a thresholded
+    resize would leave it empty at stride 32). A mask with no pixels pools to a zero vector."""
+    if masks.shape[0] == 0:
+        return dense.new_zeros((0, dense.shape[0]))
+    weights = F.interpolate(masks[:, None].to(dense.dtype), size=dense.shape[-2:], mode="area")[:, 0]
+    weights = weights / weights.sum(dim=(-1, -2), keepdim=True).clamp(min=1e-8)
+    return torch.einsum("chw,nhw->nc", dense, weights)
+
+
+class SRALoss(nn.Module):
+    """Mean over aligned objects of (1 - cos(feature, prototype.detach())), unweighted (λ is the
+    criterion's weight_dict["loss_sra"]). Objects whose class bank is empty are skipped; with none left
+    the loss is an exact 0 (never NaN)."""
 
     def forward(self, features: torch.Tensor, classes: torch.Tensor, bank: MemoryBank) -> torch.Tensor:
         if features.shape[0] == 0:
@@ -104,28 +129,45 @@ class SRALoss(nn.Module):
         valid = bank.filled()[classes].to(features.dtype)
         protos = bank.prototypes()[classes].detach().to(features.dtype)
         distance = 1.0 - F.cosine_similarity(features, protos, dim=-1)
-        loss = (distance * valid).sum() / valid.sum().clamp(min=1.0)
-        return self.weight * loss
+        return (distance * valid).sum() / valid.sum().clamp(min=1.0)
 
 
 class ImaginationAidedTraining(nn.Module):
     """IAT for a batch of a mask-classification model.
 
     forward(embeds (B,Q,D), indices [(query idx, target idx)] per image, labels [(M_b,)] per image,
-    is_synthetic [bool] per image) -> weighted L_sra (scalar). Real images' matched embeddings enter the
-    bank first (detached), so a synthetic object can align to real objects of the same batch.
+    is_synthetic [bool] per image, real_features [(M_b,bank_dim) or None] per image) -> unweighted L_sra
+    (scalar). Real images' features enter the bank first (detached), so a synthetic object can align to
+    real objects of the same batch: with feature_source "query" the matched queries' embeddings, with
+    "clip" `real_features` (one row per target of a real image, e.g. frozen CLIP features pooled under
+    its ground-truth masks; synthetic images may pass None).
 
     One bank per vocabulary (class ids only mean something within their class list): switching to an
     evaluation vocabulary and back finds the training bank as it was. Banks are created on first use,
     so an evaluation vocabulary costs no memory."""
 
-    def __init__(self, num_classes: int, dim: int, bank_size: int, lambda_sra: float) -> None:
+    def __init__(self, num_classes: int, dim: int, bank_size: int, feature_source: str = "query",
+                 bank_dim: int | None = None) -> None:
         super().__init__()
-        self.dim, self.bank_size = dim, bank_size
-        self.sra = SRALoss(lambda_sra)
+        if feature_source not in FEATURE_SOURCES:
+            raise ValueError(
+                f"MODEL.DREAMMASK.FEATURE_SOURCE must be one of {FEATURE_SOURCES}, got {feature_source!r}"
+            )
+        bank_dim = dim if bank_dim is None else int(bank_dim)
+        if feature_source == "query" and bank_dim != dim:
+            raise ValueError(f"feature source 'query' banks the {dim}-d query embeddings; bank_dim {bank_dim}")
+        self.feature_source, self.dim, self.bank_dim, self.bank_size = feature_source, dim, bank_dim, bank_size
+        # Only where the spaces differ in size (see the module docstring for why not otherwise).
+        self.projection = nn.Linear(dim, bank_dim, bias=False) if bank_dim != dim else None
+        self.sra = SRALoss()
         self.banks = nn.ModuleDict()
         self.register_buffer("_device_anchor", torch.zeros(()), persistent=False)
         self._active: tuple[str, int] = ("default", num_classes)
+
+    @property
+    def needs_real_features(self) -> bool:
+        """Whether forward() needs `real_features` of the real images' targets (the "clip" source)."""
+        return self.feature_source == "clip"
 
     def use_vocabulary(self, key: str, num_classes: int) -> None:
         """Select the bank of a vocabulary (key: any string naming the class list, e.g. its hash)."""
@@ -139,7 +181,9 @@ class ImaginationAidedTraining(nn.Module):
     def bank(self) -> MemoryBank:
         key, num_classes = self._active
         if key not in self.banks:
-            self.banks[key] = MemoryBank(num_classes, self.bank_size, self.dim).to(self._device_anchor.device)
+            self.banks[key] = MemoryBank(num_classes, self.bank_size, self.bank_dim).to(
+                self._device_anchor.device
+            )
         return self.banks[key]
 
     @staticmethod
@@ -156,16 +200,42 @@ class ImaginationAidedTraining(nn.Module):
             )
         return torch.cat(feats), torch.cat(classes).to(embeds.device)
 
-    def forward(self, embeds, indices, labels, is_synthetic) -> torch.Tensor:
+    def _real_targets(self, real_features, labels, is_synthetic, device):
+        """Every target of every real image: (features (N,bank_dim), classes (N,))."""
+        if real_features is None or len(real_features) != len(labels):
+            raise ValueError("feature source 'clip' needs real_features: one (M_b, bank_dim) tensor per image")
+        feats, classes = [], []
+        for b, syn in enumerate(is_synthetic):
+            if syn:
+                continue
+            f = real_features[b]
+            if f is None or f.dim() != 2 or f.shape != (labels[b].shape[0], self.bank_dim):
+                raise ValueError(
+                    f"image {b}: real_features must be ({labels[b].shape[0]}, {self.bank_dim}), one row "
+                    f"per target, got {None if f is None else tuple(f.shape)}"
+                )
+            feats.append(f.to(device))
+            classes.append(labels[b].to(device))
+        if not feats:
+            return torch.zeros((0, self.bank_dim), device=device), torch.zeros(0, dtype=torch.long, device=device)
+        return torch.cat(feats), torch.cat(classes)
+
+    def forward(self, embeds, indices, labels, is_synthetic, real_features=None) -> torch.Tensor:
         if len(indices) != embeds.shape[0] or len(is_synthetic) != embeds.shape[0]:
             raise ValueError("IAT needs one matching and one is_synthetic flag per image")
-        real_feats, real_classes = self._gather(embeds, indices, labels, [not s for s in is_synthetic])
-        real_feats, real_classes = _all_gather_objects(real_feats.detach(), real_classes)
+        if self.feature_source == "clip":
+            real_feats, real_classes = self._real_targets(real_features, labels, is_synthetic, embeds.device)
+        else:
+            real_feats, real_classes = self._gather(embeds, indices, labels, [not s for s in is_synthetic])
+        real_feats, real_classes = _all_gather_objects(real_feats.detach().float(), real_classes)
         self.bank.push(real_feats, real_classes)
         syn_feats, syn_classes = self._gather(embeds, indices, labels, list(is_synthetic))
         if syn_feats.shape[0] == 0:
             return embeds.new_zeros(())
-        return self.sra(syn_feats.float(), syn_classes, self.bank)
+        syn_feats = syn_feats.float()
+        if self.projection is not None:
+            syn_feats = self.projection(syn_feats)
+        return self.sra(syn_feats, syn_classes, self.bank)
 
 
 def _all_gather_objects(feats: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

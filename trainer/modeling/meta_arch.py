@@ -15,7 +15,7 @@ from torch import nn
 from .backbone.clip_convnext import load_clip_backbone
 from .criterion import SetCriterion
 from .ensemble import geometric_ensemble, mask_pooling
-from .iat import ImaginationAidedTraining
+from .iat import ImaginationAidedTraining, pool_under_masks
 from .matcher import HungarianMatcher
 from .registry import META_ARCH_REGISTRY, PIXEL_DECODER_REGISTRY, TRANSFORMER_DECODER_REGISTRY
 from .text_classifier import TextClassifier, templates_by_name
@@ -60,10 +60,12 @@ class FCCLIP(nn.Module):
             for i in range(mf.DEC_LAYERS - 1):
                 weight_dict.update({f"{k}_{i}": v for k, v in base.items()})
         self.iat = (
-            ImaginationAidedTraining(1, embed_dim, dm.MEMORY_BANK_SIZE, dm.LAMBDA_SRA) if dm.ENABLED else None
+            # "clip" banks CLIP image embeddings, which have the size of the query embeddings (embed_dim).
+            ImaginationAidedTraining(1, embed_dim, dm.MEMORY_BANK_SIZE, str(dm.FEATURE_SOURCE))
+            if dm.ENABLED else None
         )
         if self.iat is not None:
-            weight_dict["loss_sra"] = 1.0  # LAMBDA_SRA is applied inside the SRA loss
+            weight_dict["loss_sra"] = float(dm.LAMBDA_SRA)  # λ enters here only: the criterion's L_sra is unweighted
         self.criterion = SetCriterion(
             matcher,
             weight_dict,
@@ -196,17 +198,38 @@ class FCCLIP(nn.Module):
         mask_features, _, multi_scale = self.pixel_decoder(features)
         outputs = self.predictor(multi_scale, mask_features, self._classifier_with_void(), self.num_templates)
         if self.training:
-            return self._losses(outputs, batched_inputs, images.shape[-2:])
+            return self._losses(outputs, batched_inputs, images.shape[-2:], features)
         return self._inference(outputs, features, batched_inputs, images.shape[-2:], sizes)
 
-    def _losses(self, outputs, batched_inputs, padded_hw) -> dict[str, torch.Tensor]:
+    def _losses(self, outputs, batched_inputs, padded_hw, features) -> dict[str, torch.Tensor]:
         targets = self._targets(batched_inputs, padded_hw)
         if not self.deep_supervision:
             outputs = {k: v for k, v in outputs.items() if k != "aux_outputs"}
         for t, x in zip(targets, batched_inputs, strict=True):
             t["is_synthetic"] = bool(x.get("is_synthetic", False))
+        if self.iat is not None and self.iat.needs_real_features:
+            self._clip_features_of_real_objects(features["clip_vis_dense"], targets)
         raw, _indices = self.criterion(outputs, targets)
         return {k: v * self.criterion.weight_dict[k] for k, v in raw.items() if k in self.criterion.weight_dict}
+
+    @torch.no_grad()
+    def _clip_features_of_real_objects(self, clip_dense: torch.Tensor, targets: list[dict]) -> None:
+        """IAT's "clip" feature source: each real object's frozen CLIP embedding, the dense CLIP features
+        pooled under its ground-truth mask and passed through CLIP's head (what the out-of-vocabulary branch
+        computes for a predicted mask), as targets' `iat_features`; one head call for the batch."""
+        pooled, owners = [], []
+        for b, t in enumerate(targets):
+            if not t["is_synthetic"]:
+                pooled.append(pool_under_masks(clip_dense[b], t["masks"]))
+                owners.append(b)
+        counts = [p.shape[0] for p in pooled]
+        if sum(counts) == 0:
+            for b in owners:
+                targets[b]["iat_features"] = clip_dense.new_zeros((0, self.iat.bank_dim))
+            return
+        embeds = self.backbone.visual_prediction_forward(torch.cat(pooled)[None])[0].float()
+        for b, part in zip(owners, embeds.split(counts), strict=True):
+            targets[b]["iat_features"] = part
 
     @torch.no_grad()
     def _inference(self, outputs, features, batched_inputs, padded_hw, sizes) -> list[dict]:
