@@ -1,7 +1,7 @@
 """Layout-to-image throughput: the platform's synthesis path against a bare diffusers call loop, side by side.
 
 On one GLIGEN checkpoint loaded once (through the production loader, from a temporary models dir), in one run:
-  * ``service``: the synthesis stage as a worker runs it, `render_scenes(rt, job_id, scene_ids)`: layouts
+  * ``service``: the synthesis stage as a worker runs it, `run_stage(rt, "synthesis", job_id, scene_ids)`: layouts
     read from object storage, the `gligen` backend (batched denoising loop, one generator per scene),
     PNG + provenance record written per scene by the writer pool, progress counted in Redis;
   * ``diffusers``: `StableDiffusionGLIGENPipeline.__call__` on the same weights and settings, images kept
@@ -137,12 +137,12 @@ class Service:
         return job_id, layouts, [sids[i : i + task_batch] for i in range(0, n, task_batch)]
 
     def run(self, n: int, task_batch: int) -> tuple[float, str, list]:
-        from dreammask.services.synthesis.stage import render_scenes
+        from dreammask.shared.skeleton import run_stage
 
         job_id, layouts, tasks = self.new_job(n, task_batch)
         t = time.perf_counter()
         for scene_ids in tasks:  # one call per task message, as the worker receives them
-            render_scenes(self.rt, job_id, scene_ids)
+            run_stage(self.rt, "synthesis", job_id, scene_ids)
         elapsed = time.perf_counter() - t
         self.dispatcher.pending.clear()  # annotation messages: not part of this benchmark
         return elapsed, job_id, layouts

@@ -6,8 +6,11 @@ import zlib
 
 import numpy as np
 
-# One salt per use, so the layout sampler and the renderer draw independent streams.
-SALTS = {"layout": 1, "synthesis": 2, "annotation": 3, "association": 4}
+from .chain import DEFAULT_CHAIN
+
+# One salt per stage that draws random numbers (`StageDef.seed_salt`), so the layout sampler and the
+# renderer draw independent streams; other uses salt with their name's CRC.
+SALTS = {st.name: st.seed_salt for st in DEFAULT_CHAIN if st.seed_salt is not None}
 
 
 def scene_seed(job_seed: int, scene_index: int, purpose: str = "synthesis") -> int:

@@ -10,13 +10,9 @@ from dreammask.shared.backends import Failure, LayoutRequest
 from dreammask.shared.registry import backend_class, get_backend
 from dreammask.shared.runtime import Runtime
 from dreammask.shared.schemas import CategorySet, JobState, SceneLayout
-from dreammask.shared.skeleton import JobResult, SceneResult, run_job_stage, run_scene_stage
+from dreammask.shared.skeleton import JobResult, SceneResult
 
 from .pipeline import CategoryAssociationPipeline, LayoutPipeline
-
-
-def associate(rt: Runtime, job_id: str) -> dict:
-    return run_job_stage(rt, "association", job_id, associate_work)
 
 
 def associate_work(rt: Runtime, job_id: str) -> JobResult:
@@ -47,10 +43,6 @@ def associate_work(rt: Runtime, job_id: str) -> JobResult:
     return JobResult(scenes=[keys.scene_id(i) for i in range(n_scenes)],
                      batch_size=backend_class("layout", spec.backends.layout).preferred_batch_size,
                      info={"novel": len(cats.novel), "scenes": n_scenes})
-
-
-def plan_layouts(rt: Runtime, job_id: str, scene_ids: list[str]) -> dict:
-    return run_scene_stage(rt, "layout", job_id, scene_ids, plan_layouts_work)
 
 
 def plan_layouts_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:

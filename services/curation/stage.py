@@ -25,7 +25,7 @@ from dreammask.shared.schemas import (
     SceneLayout,
     utcnow,
 )
-from dreammask.shared.skeleton import JobResult, SceneResult, run_job_stage, run_scene_stage
+from dreammask.shared.skeleton import JobResult, SceneResult
 from dreammask.shared.storage import ObjectNotFound
 
 from .categories import dataset_categories
@@ -53,10 +53,6 @@ def thumbnail_jpeg(image) -> bytes:
 
 
 # ------------------------------------------------------------------ per scene
-
-def curate_scenes(rt: Runtime, job_id: str, scene_ids: list[str]) -> dict:
-    return run_scene_stage(rt, "curation", job_id, scene_ids, curate_scenes_work)
-
 
 def curate_scenes_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:
     ctx = export_context(rt, job_id)
@@ -106,10 +102,6 @@ def curate_scenes_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult
 
 
 # ------------------------------------------------------------------ per job
-
-def assemble(rt: Runtime, job_id: str) -> dict:
-    return run_job_stage(rt, "assemble", job_id, assemble_work)
-
 
 def assemble_work(rt: Runtime, job_id: str) -> JobResult:
     tr = rt.tracker

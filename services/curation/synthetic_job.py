@@ -90,9 +90,9 @@ def curation_messages(rt: Runtime, job_id: str, n_scenes: int) -> None:
     chain = rt.chain
     st = chain["curation"]
     ids = [keys.scene_id(i) for i in range(n_scenes)]
-    # The earlier stages' counters, as their tasks would have left them.
-    for prev in ("layout", "synthesis", "annotation"):
-        rt.tracker.mark_done(job_id, prev, ids)
+    # The earlier per-scene stages' counters, as their tasks would have left them.
+    for prev in chain.scene_stages[: chain.scene_stages.index(st)]:
+        rt.tracker.mark_done(job_id, prev.name, ids)
     size = chain.batch_size("curation", rt.settings)
     for i in range(0, len(ids), size):
         rt.dispatcher.send(st.task, job_id, ids[i : i + size])

@@ -1,5 +1,5 @@
-"""Synthesis stage: render batches of layouts to PNGs with their provenance records. Only the work is here;
-the skeleton (`shared/skeleton.py`) skips, records and forwards along the chain."""
+"""Synthesis stage: render batches of layouts to PNGs with their provenance records. Only the work is here (the
+handlers of the chain's `StageDef`s); the skeleton (`shared/skeleton.py`) skips, records and forwards along the chain."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dreammask.shared.registry import get_backend
 from dreammask.shared.runtime import Runtime
 from dreammask.shared.schemas import RenderRecord, SceneLayout
 from dreammask.shared.seeding import scene_seed
-from dreammask.shared.skeleton import PartialWork, SceneResult, run_scene_stage
+from dreammask.shared.skeleton import PartialWork, SceneResult
 
 from .pipeline import SynthesisPipeline
 from .settings import SynthesisSettings
@@ -25,10 +25,6 @@ log = logging.getLogger(__name__)
 @lru_cache(maxsize=1)
 def writer_settings() -> SynthesisSettings:
     return SynthesisSettings()
-
-
-def render_scenes(rt: Runtime, job_id: str, scene_ids: list[str]) -> dict:
-    return run_scene_stage(rt, "synthesis", job_id, scene_ids, render_work)
 
 
 def render_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:

@@ -10,6 +10,7 @@ import pytest
 
 from dreammask.shared import keys
 from dreammask.shared.celery_app import QUEUES
+from dreammask.shared.chain import DEFAULT_CHAIN
 from dreammask.shared.runtime import build_runtime
 from dreammask.shared.schemas import CategorySet, JobSpec, JobState, NovelCategory
 from dreammask.shared.settings import Settings
@@ -92,9 +93,8 @@ def test_a_job_stalled_by_a_redis_loss_is_healed_from_storage(rt):
 
 def test_work_in_flight_is_not_a_stall(rt):
     job_id = _job(rt, {"layout": 8})
-    from dreammask.shared.celery_app import TASK_RENDER
 
-    rt.dispatcher.send(TASK_RENDER, job_id, [keys.scene_id(0)])
+    rt.dispatcher.send(DEFAULT_CHAIN["synthesis"].task, job_id, [keys.scene_id(0)])
     assert _job_of_message(rt.redis.lrange("synthesis", 0, 0)[0]) == job_id
     clock = Clock()
     sup = Supervisor(rt, stall_after_s=10, clock=clock)

@@ -182,9 +182,9 @@ class GatedStore:
 
 
 def test_writes_overlap_the_next_batch_and_land_before_the_task_returns(stage_env, monkeypatch):
-    from dreammask.services.synthesis.stage import render_scenes
     from dreammask.shared import keys
-    from dreammask.shared.celery_app import TASK_ANNOTATE
+    from dreammask.shared.chain import DEFAULT_CHAIN
+    from dreammask.shared.skeleton import run_stage
 
     rt, renderer, job_id, sids = stage_env
     started = threading.Event()
@@ -200,19 +200,19 @@ def test_writes_overlap_the_next_batch_and_land_before_the_task_returns(stage_en
     monkeypatch.setattr(renderer, "_render_chunk", render_chunk)
     gated = GatedStore(rt.store, set(sids[:2]), started)
     monkeypatch.setattr(rt, "store", gated)
-    out = render_scenes(rt, job_id, sids)
+    out = run_stage(rt, "synthesis", job_id, sids)
     assert (out["done"], out["forwarded"]) == (4, 4) and calls == [2, 2]
     assert gated.overlapped == [True, True]
     # Returned (the task would be acked now): every image and record is there, every scene counted.
     for sid in sids:
         assert rt.store.exists(keys.image(job_id, sid)) and rt.store.exists(keys.render_record(job_id, sid))
     assert sorted(x.decode() for x in rt.redis.smembers(rt.tracker._k(job_id, "done", "synthesis"))) == sids
-    assert [(t, a[1]) for t, a in rt.dispatcher.pending] == [(TASK_ANNOTATE, sids)]
+    assert [(t, a[1]) for t, a in rt.dispatcher.pending] == [(DEFAULT_CHAIN["annotation"].task, sids)]
 
 
 def test_a_renderer_dying_mid_task_loses_nothing_and_counts_only_what_landed(stage_env, monkeypatch):
-    from dreammask.services.synthesis.stage import render_scenes
     from dreammask.shared import keys
+    from dreammask.shared.skeleton import run_stage
 
     rt, renderer, job_id, sids = stage_env
     chunk = renderer._render_chunk
@@ -226,7 +226,7 @@ def test_a_renderer_dying_mid_task_loses_nothing_and_counts_only_what_landed(sta
 
     monkeypatch.setattr(renderer, "_render_chunk", render_chunk)
     with pytest.raises(RuntimeError, match="fell off the bus"):
-        render_scenes(rt, job_id, sids)  # raising: the message is not acked, it is redelivered
+        run_stage(rt, "synthesis", job_id, sids)  # raising: the message is not acked, it is redelivered
     done = sorted(x.decode() for x in rt.redis.smembers(rt.tracker._k(job_id, "done", "synthesis")))
     on_disk = [s for s in sids if rt.store.exists(keys.image(job_id, s))]
     # The first batch's writes finished before the error left the task; the second batch never rendered.
@@ -235,14 +235,14 @@ def test_a_renderer_dying_mid_task_loses_nothing_and_counts_only_what_landed(sta
 
     # Redelivery renders only what is missing, and forwards all four.
     monkeypatch.setattr(renderer, "_render_chunk", chunk)
-    out = render_scenes(rt, job_id, sids)
+    out = run_stage(rt, "synthesis", job_id, sids)
     assert (out["done"], out["forwarded"]) == (2, 4)
     assert all(rt.store.exists(keys.image(job_id, s)) for s in sids)
 
 
 def test_a_failed_write_fails_the_task_and_is_not_counted(stage_env, monkeypatch):
-    from dreammask.services.synthesis.stage import render_scenes
     from dreammask.shared import keys
+    from dreammask.shared.skeleton import run_stage
 
     rt, renderer, job_id, sids = stage_env
 
@@ -254,7 +254,7 @@ def test_a_failed_write_fails_the_task_and_is_not_counted(stage_env, monkeypatch
 
     monkeypatch.setattr(rt, "store", FailingStore(rt.store, set(), threading.Event()))
     with pytest.raises(OSError, match="disk full"):
-        render_scenes(rt, job_id, sids)
+        run_stage(rt, "synthesis", job_id, sids)
     done = sorted(x.decode() for x in rt.redis.smembers(rt.tracker._k(job_id, "done", "synthesis")))
     assert done == sids[:3] and not rt.store.exists(keys.image(job_id, sids[3]))
 
