@@ -125,11 +125,15 @@ class Service:
 
     def new_job(self, n: int, task_batch: int):
         from dreammask.shared import keys
-        from dreammask.shared.schemas import JobSpec
+        from dreammask.shared.plan import write_plan
+        from dreammask.shared.schemas import CategorySet, JobSpec, NovelCategory
 
         spec = JobSpec(train_categories=TRAIN, num_novel=len(NOVEL), images_per_category=-(-n // len(NOVEL)),
                        backends={"synthesis": "gligen"}, **self.spec_kwargs)
-        job_id = self.rt.tracker.create(spec, tenant="bench", train_categories=TRAIN).job_id
+        stored = self.rt.tracker.create(spec, tenant="bench", train_categories=TRAIN)
+        job_id = stored.job_id
+        write_plan(self.rt.store, stored, CategorySet(job_id=job_id, backend="bench", train=TRAIN, novel=[
+            NovelCategory(name=name, nearest_train=TRAIN[0], score=0.5) for name in NOVEL]))
         layouts = make_layouts(job_id, n, spec.seed)
         for layout in layouts:
             self.rt.store.put_json(keys.layout(job_id, layout.scene_id), layout)
@@ -225,7 +229,6 @@ def main(argv=None) -> dict:
     os.environ["DREAMMASK_GLIGEN_MODEL_PATH"] = str(folder)
     os.environ["DREAMMASK_GLIGEN_WARMUP_IMAGE_SIZE"] = str(args.size)
     os.environ["DREAMMASK_GLIGEN_BATCH_SIZE"] = str(args.batch)
-    os.environ["DREAMMASK_GLIGEN_MAX_STEPS"] = str(max(100, args.steps))
     build_s = time.perf_counter() - t
 
     redis_proc = None

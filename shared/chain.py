@@ -231,8 +231,8 @@ _S = "dreammask.services"
 
 DEFAULT_CHAIN = Chain([
     StageDef("association", "association", "associate", "job", f"{_S}.association.stage:associate_work",
-             keys.categories, next="layout", backends=("association",),
-             description="CNA: novel categories for the training categories; decides the job's scenes"),
+             keys.plan, next="layout", backends=("association",),
+             description="CNA: novel categories for the training categories; writes the job's plan (its scenes)"),
     StageDef("layout", "association", "plan_layouts", "scene", f"{_S}.association.stage:plan_layouts_work",
              keys.layout, next="synthesis", batch_size="layout_batch_size", seed_salt=1, backends=("layout",),
              description="a layout (boxes, caption) per scene"),

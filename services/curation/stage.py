@@ -14,7 +14,6 @@ import time
 
 from dreammask.shared import keys
 from dreammask.shared.masks import CorruptImage, load_rgb
-from dreammask.shared.orchestration import job_scene_ids
 from dreammask.shared.runtime import Runtime
 from dreammask.shared.schemas import (
     CategorySet,
@@ -43,7 +42,7 @@ def export_context(rt: Runtime, job_id: str) -> ExportContext:
     spec = rt.tracker.spec(job_id).spec
     cats = rt.store.get_model(keys.categories(job_id), CategorySet)
     return ExportContext(store=rt.store, job_id=job_id, dataset_id=keys.dataset_id_for_job(job_id),
-                         categories=dataset_categories(cats, spec.preset), spec=spec)
+                         categories=dataset_categories(cats, spec.preset), spec=spec, plan=rt.tracker.plan(job_id))
 
 
 def thumbnail_jpeg(image) -> bytes:
@@ -121,12 +120,16 @@ def assemble_work(rt: Runtime, job_id: str) -> JobResult:
         decisions = JsonStream(ctx, ["scenes"])
         review_index = SampleIndexWriter(rt.store, job_id, ctx.categories)
         curated = kept = instances = 0
-        for sid in job_scene_ids(rt, job_id) or []:
+        scene_seeds: dict[str, int] = {}
+        for planned in ctx.plan.scenes:
+            sid = planned.scene_id
             rec = rt.store.try_get_model(keys.curated(job_id, sid), CuratedScene)
             if rec is None:  # the scene failed at some stage (its failure record says why)
                 continue
             curated += 1
             kept += rec.kept
+            if rec.kept:
+                scene_seeds[sid] = planned.seed
             instances += len(rec.instances) if rec.kept else 0
             decisions.add("scenes", rec.decision.model_dump())
             review_index.add(rec)
@@ -148,6 +151,7 @@ def assemble_work(rt: Runtime, job_id: str) -> JobResult:
         categories=ctx.categories, images=kept, instances=instances, files=files,
         selection=card.get("selection", {}),
         checksums=dataset_checksums(rt.store, dataset_id),
+        job_seed=ctx.plan.job_seed, scene_seeds=scene_seeds,
     )
     # The manifest is written last: its presence marks a complete dataset (the idempotency check above).
     rt.store.put_json(keys.dataset_manifest(dataset_id), manifest)

@@ -11,6 +11,7 @@ import pytest
 from dreammask.shared import keys
 from dreammask.shared.celery_app import QUEUES
 from dreammask.shared.chain import DEFAULT_CHAIN
+from dreammask.shared.plan import write_plan
 from dreammask.shared.runtime import build_runtime
 from dreammask.shared.schemas import CategorySet, JobSpec, JobState, NovelCategory
 from dreammask.shared.settings import Settings
@@ -46,10 +47,12 @@ def rt(tmp_path, redis_url, redis_client):
 def _job(rt, scenes_done: dict[str, int], n_novel=2, per_category=4) -> str:
     """A job whose association ran and whose stages produced outputs for the first scenes of each stage."""
     spec = JobSpec(train_categories=["dog", "car"], num_novel=n_novel, images_per_category=per_category)
-    job_id = rt.tracker.create(spec, "t", ["dog", "car"]).job_id
+    stored = rt.tracker.create(spec, "t", ["dog", "car"])
+    job_id = stored.job_id
     cats = CategorySet(job_id=job_id, backend="embedding", train=["dog", "car"],
                        novel=[NovelCategory(name=f"novel{i}", nearest_train="dog", score=0.5) for i in range(n_novel)])
     rt.store.put_json(keys.categories(job_id), cats)
+    write_plan(rt.store, stored, cats)
     rt.tracker.transition(job_id, JobState.running, planned_scenes=n_novel * per_category)
     for stage, n in scenes_done.items():
         for i in range(n):

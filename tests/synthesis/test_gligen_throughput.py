@@ -17,7 +17,8 @@ from tiny_gligen import TINY_IMAGE_SIZE
 from dreammask.services.synthesis.backends.gligen import GligenRenderer
 from dreammask.services.synthesis.model_loading import batch_size_set, split_batches
 from dreammask.shared.backends import RenderOutput
-from dreammask.shared.schemas import LayoutObject, SceneLayout, SynthesisParams
+from dreammask.shared.plan import write_plan
+from dreammask.shared.schemas import CategorySet, LayoutObject, NovelCategory, SceneLayout, SynthesisParams
 
 PARAMS = SynthesisParams(steps=2, guidance_scale=7.5, gligen_scheduled_sampling_beta=0.5)
 NAMES = ["awning", "stairway", "teapot", "kite", "bench", "cup"]
@@ -157,7 +158,10 @@ def stage_env(tmp_path, redis_url, redis_client, gligen_renderer, monkeypatch):
     spec = JobSpec(train_categories=["person", "car"], num_novel=1, images_per_category=4,
                    image_size=TINY_IMAGE_SIZE, seed=3, backends={"synthesis": "gligen"},
                    synthesis=PARAMS.model_dump())
-    job_id = rt.tracker.create(spec, tenant="test", train_categories=["person", "car"]).job_id
+    stored = rt.tracker.create(spec, tenant="test", train_categories=["person", "car"])
+    job_id = stored.job_id
+    write_plan(rt.store, stored, CategorySet(job_id=job_id, backend="test", train=["person", "car"],
+                                             novel=[NovelCategory(name="kite", nearest_train="person", score=0.5)]))
     layouts = scenes(4, job_id)
     for lay in layouts:
         rt.store.put_json(keys.layout(job_id, lay.scene_id), lay)

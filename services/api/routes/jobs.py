@@ -64,8 +64,8 @@ def _view(rt, request: Request, settings, stored: StoredJobSpec, detail: bool = 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView, responses=errors.responses(413, 422))
 def submit_job(spec: Annotated[JobSpec, Body(openapi_examples=JOB_SPEC_EXAMPLES)], request: Request, response: Response, rt: RuntimeDep, settings: SettingsDep,
                tenant: TenantDep):
-    train = check_spec(spec, settings)
-    stored = rt.tracker.create(spec, tenant, train)
+    train, limits = check_spec(spec, settings)
+    stored = rt.tracker.create(spec, tenant, train, limits)
     try:
         orch.start(rt, stored.job_id)
     except Exception as e:  # noqa: BLE001 - broker down: keep the job, say how to continue
