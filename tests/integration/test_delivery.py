@@ -110,3 +110,20 @@ def test_scene_renders_identically_in_any_batch(inproc):
     rt.store.delete(keys.image(job, "s00002"))
     run_stage(rt, "synthesis", job, ["s00002"])
     assert rt.store.get_bytes(keys.image(job, "s00002")) == together
+
+
+def test_a_layout_that_breaks_its_schema_fails_its_scene_where_it_is_read(inproc):
+    """Layouts are validated once, by their schema when read; the renderer trusts what it is given. A layout
+    written around the schema (a box outside [0, 1]) fails its own scene with the reason, the rest go on."""
+    rt = inproc.rt
+    job = inproc.create()
+    orch.start(rt, job)
+    inproc.run(until=DEFAULT_CHAIN["synthesis"].task)
+    bad = rt.store.get_json(keys.layout(job, "s00001"))
+    bad["objects"][0]["box"] = [0.2, 0.2, 1.5, 0.4]
+    rt.store.put_json(keys.layout(job, "s00001"), bad)
+    inproc.run()
+    failure = rt.store.get_model(keys.failure(job, "s00001"), SceneFailure)
+    assert failure.stage == "synthesis" and "layout unreadable" in failure.reason and "outside [0, 1]" in failure.reason
+    st = rt.tracker.status(job)
+    assert st.state == JobState.succeeded and rt.tracker.counts(job, 4)["synthesis"].done == 3
