@@ -75,6 +75,7 @@ class CardExporter(Exporter):
             "selection": self.tally.result(),
             # Seeds (shared/seeding.py): every image's scene seed is in the manifest (`scene_seeds`).
             "job_seed": ctx.plan.job_seed if ctx.plan is not None else None,
+            **(ctx.version or {}),
         }
         ctx.store.put_json(ctx.key(keys.CARD_JSON), card)
         ctx.store.put_bytes(ctx.key(keys.CARD_MD), render_card_md(card).encode(), "text/markdown")
@@ -103,6 +104,10 @@ def render_card_md(card: dict) -> str:
         v = card["categories"].get(c["name"], {"images": 0, "instances": 0})
         lines.append(f"| {c['id']} | {c['name']} | {c['dreammask_origin']} | {'yes' if c['isthing'] else 'no'} "
                      f"| {v['images']} | {v['instances']} |")
+    if card.get("version"):
+        lines += ["", f"## Version {card['version']}", "",
+                  f"People's review decisions applied to {card.get('first_version')} (version 1): "
+                  + (", ".join(f"{k} {v}" for k, v in sorted(card.get("reviews", {}).items())) or "none")]
     sel = card.get("selection", {})
     lines += ["", "## Selection", ""]
     for k, v in sel.items():
