@@ -70,7 +70,7 @@ def run_size(n: int, root: Path, batch: int) -> dict:
         # A small job first, so connections, Celery's bindings and the lock script exist before the
         # measured "before": what remains is what the measured job itself leaves behind.
         warm = make_job(rt, 8, image_size=64)
-        curation_messages(rt, warm, 8)
+        curation_messages(rt, warm)
         wait_terminal(rt, warm)
         t_make = time.perf_counter()
         job = make_job(rt, n, image_size=64)
@@ -82,7 +82,7 @@ def run_size(n: int, root: Path, batch: int) -> dict:
         kids = children(worker.pid)
         idle_rss = max(vm_kib(k, "VmRSS") for k in kids)
         t0 = time.time()
-        curation_messages(rt, job, n)
+        curation_messages(rt, job)
         st = wait_terminal(rt, job)
         if st.state != JobState.succeeded:
             raise RuntimeError(f"job {job} ended {st.state.value}: {st.error}")

@@ -79,7 +79,8 @@ def requests_for(novel, n: int, max_objects: int):
     names = [c.name for c in novel]
     return [
         LayoutRequest(job_id="bench", scene_id=f"{i:05d}", scene_index=i, novel=novel[i % len(novel)], train=TRAIN,
-                      novel_names=names, seed=1000, max_objects=max_objects, image_size=512)
+                      novel_names=names, seed=1000 + i, job_seed=1000, max_objects=max_objects,
+                      image_size=512)
         for i in range(n)
     ]
 

@@ -1,7 +1,7 @@
 """Layout-to-image throughput: the platform's synthesis path against a bare diffusers call loop, side by side.
 
 On one GLIGEN checkpoint loaded once (through the production loader, from a temporary models dir), in one run:
-  * ``service``: the synthesis stage as a worker runs it, `render_scenes(rt, job_id, scene_ids)`: layouts
+  * ``service``: the synthesis stage as a worker runs it, `run_stage(rt, "synthesis", job_id, scene_ids)`: layouts
     read from object storage, the `gligen` backend (batched denoising loop, one generator per scene),
     PNG + provenance record written per scene by the writer pool, progress counted in Redis;
   * ``diffusers``: `StableDiffusionGLIGENPipeline.__call__` on the same weights and settings, images kept
@@ -125,11 +125,15 @@ class Service:
 
     def new_job(self, n: int, task_batch: int):
         from dreammask.shared import keys
-        from dreammask.shared.schemas import JobSpec
+        from dreammask.shared.plan import write_plan
+        from dreammask.shared.schemas import CategorySet, JobSpec, NovelCategory
 
         spec = JobSpec(train_categories=TRAIN, num_novel=len(NOVEL), images_per_category=-(-n // len(NOVEL)),
                        backends={"synthesis": "gligen"}, **self.spec_kwargs)
-        job_id = self.rt.tracker.create(spec, tenant="bench", train_categories=TRAIN).job_id
+        stored = self.rt.tracker.create(spec, tenant="bench", train_categories=TRAIN)
+        job_id = stored.job_id
+        write_plan(self.rt.store, stored, CategorySet(job_id=job_id, backend="bench", train=TRAIN, novel=[
+            NovelCategory(name=name, nearest_train=TRAIN[0], score=0.5) for name in NOVEL]))
         layouts = make_layouts(job_id, n, spec.seed)
         for layout in layouts:
             self.rt.store.put_json(keys.layout(job_id, layout.scene_id), layout)
@@ -137,12 +141,12 @@ class Service:
         return job_id, layouts, [sids[i : i + task_batch] for i in range(0, n, task_batch)]
 
     def run(self, n: int, task_batch: int) -> tuple[float, str, list]:
-        from dreammask.services.synthesis.stage import render_scenes
+        from dreammask.shared.skeleton import run_stage
 
         job_id, layouts, tasks = self.new_job(n, task_batch)
         t = time.perf_counter()
         for scene_ids in tasks:  # one call per task message, as the worker receives them
-            render_scenes(self.rt, job_id, scene_ids)
+            run_stage(self.rt, "synthesis", job_id, scene_ids)
         elapsed = time.perf_counter() - t
         self.dispatcher.pending.clear()  # annotation messages: not part of this benchmark
         return elapsed, job_id, layouts
@@ -225,7 +229,6 @@ def main(argv=None) -> dict:
     os.environ["DREAMMASK_GLIGEN_MODEL_PATH"] = str(folder)
     os.environ["DREAMMASK_GLIGEN_WARMUP_IMAGE_SIZE"] = str(args.size)
     os.environ["DREAMMASK_GLIGEN_BATCH_SIZE"] = str(args.batch)
-    os.environ["DREAMMASK_GLIGEN_MAX_STEPS"] = str(max(100, args.steps))
     build_s = time.perf_counter() - t
 
     redis_proc = None

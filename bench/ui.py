@@ -44,7 +44,7 @@ def make_job(rt, n: int, size: int = 64, seed: int = 0) -> str:
 
     # One light export format: the grid does not depend on which formats the dataset has.
     job_id = synthetic_job(rt, n, image_size=size, seed=seed, exports=["coco_instances"])
-    curation_messages(rt, job_id, n)
+    curation_messages(rt, job_id)
     run_pending(rt)
     state = rt.tracker.status(job_id).state.value
     if state != "succeeded":

@@ -64,6 +64,10 @@ class AssociationBackend(Backend):
 
 @dataclass
 class LayoutRequest:
+    """One scene to lay out. `seed` is the scene's layout seed (from the job's plan): a backend draws this
+    scene's randomness from it alone, so the scene plans the same in any batch. `job_seed` seeds choices a
+    backend shares across scenes (e.g. the LLM's exemplars for a category)."""
+
     job_id: str
     scene_id: str
     scene_index: int
@@ -73,6 +77,7 @@ class LayoutRequest:
     seed: int
     max_objects: int
     image_size: int
+    job_seed: int = 0
 
 
 class LayoutBackend(Backend):

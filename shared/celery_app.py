@@ -5,15 +5,13 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-QUEUES = ("association", "synthesis", "annotation", "curation", "training")
+from .chain import DEFAULT_CHAIN
 
-# The task names the stages send to each other (by name: services never import each other).
-TASK_ASSOCIATE = "dreammask.association.associate"
-TASK_PLAN_LAYOUTS = "dreammask.association.plan_layouts"
-TASK_RENDER = "dreammask.synthesis.render"
-TASK_ANNOTATE = "dreammask.annotation.annotate"
-TASK_CURATE_SCENES = "dreammask.curation.curate_scenes"
-TASK_ASSEMBLE = "dreammask.curation.assemble"
+# One queue per service: those of the chain's stages (their task names come from the chain's `StageDef`s),
+# and the training service's, which runs outside the chain.
+QUEUES = (*DEFAULT_CHAIN.services, "training")
+
+# Tasks outside the chain, sent by name (services never import each other).
 TASK_PUBLISH = "dreammask.curation.publish"  # a reviewed dataset version (not part of the chain)
 TASK_TRAIN = "dreammask.training.run"
 

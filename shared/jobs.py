@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections import OrderedDict
 from datetime import datetime, timezone
 
 import redis
 
 from . import keys
 from .chain import DEFAULT_CHAIN, Chain
+from .plan import PlanMissing
 from .schemas import (
+    JobLimits,
+    JobPlan,
     JobProgress,
     JobSpec,
     JobState,
@@ -26,10 +30,7 @@ from .schemas import (
 from .storage import ObjectNotFound, ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
-
-# The default chain's stage names (the chain itself is the source: `shared/chain.py`).
-SCENE_STAGES = tuple(st.name for st in DEFAULT_CHAIN.scene_stages)
-STAGES = DEFAULT_CHAIN.names
+PLAN_CACHE = 8  # plans kept per process (a 20 000-scene plan is about 2 MB of JSON)
 
 
 class JobNotFound(LookupError):
@@ -50,16 +51,20 @@ class JobTracker:
         self.r = redis_client
         self.prefix = prefix
         self._specs: dict[str, StoredJobSpec] = {}
+        self._plans: OrderedDict[str, JobPlan] = OrderedDict()
 
     # ------------------------------------------------------------ redis keys
     def _k(self, job_id: str, *parts: str) -> str:
         return ":".join((self.prefix, "job", job_id, *parts))
 
     # ------------------------------------------------------------ creation and reading
-    def create(self, spec: JobSpec, tenant: str, train_categories: list[str]) -> StoredJobSpec:
+    def create(self, spec: JobSpec, tenant: str, train_categories: list[str],
+               limits: JobLimits | None = None) -> StoredJobSpec:
+        """Store a new job. `limits`: those the spec was checked against at submission (kept with it)."""
         now = utcnow()
         stored = StoredJobSpec(
-            job_id=new_job_id(), tenant=tenant, created_at=now, spec=spec, train_categories=train_categories
+            job_id=new_job_id(), tenant=tenant, created_at=now, spec=spec, train_categories=train_categories,
+            limits=limits,
         )
         job_id = stored.job_id
         self.store.put_json(keys.spec(job_id), stored)
@@ -88,6 +93,23 @@ class JobTracker:
             self._specs.clear()
         self._specs[job_id] = spec
         return spec
+
+    def plan(self, job_id: str, required: bool = True) -> JobPlan | None:
+        """The job's plan, written once by the association stage. Every stage after association reads it
+        (a missing one there is a broken invariant: PlanMissing); `required=False` gives None before it."""
+        cached = self._plans.get(job_id)
+        if cached is not None:
+            self._plans.move_to_end(job_id)
+            return cached
+        plan = self.store.try_get_model(keys.plan(job_id), JobPlan)
+        if plan is None:
+            if required:
+                raise PlanMissing(f"job {job_id} has no plan yet: the association stage writes it first")
+            return None
+        self._plans[job_id] = plan
+        while len(self._plans) > PLAN_CACHE:
+            self._plans.popitem(last=False)
+        return plan
 
     def status(self, job_id: str) -> JobStatus:
         try:

@@ -49,6 +49,11 @@ def categories(job_id: str) -> str:
     return job_prefix(job_id) + "categories.json"
 
 
+def plan(job_id: str) -> str:
+    """The job's plan (JobPlan): its scenes, their categories and seeds, the limits in force."""
+    return job_prefix(job_id) + "plan.json"
+
+
 def layout(job_id: str, sid: str) -> str:
     return job_prefix(job_id) + f"layouts/{check_id(sid, 'scene id')}.json"
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from . import keys
 from .chain import batches
 from .runtime import Runtime
-from .schemas import CategorySet, JobState
+from .schemas import JobState
 
 
 class CannotResume(ValueError):
@@ -17,12 +16,9 @@ def start(rt: Runtime, job_id: str) -> None:
 
 
 def job_scene_ids(rt: Runtime, job_id: str) -> list[str] | None:
-    """The job's scenes, once the association decided them (None before): one per (novel category, image)."""
-    cats = rt.store.try_get_model(keys.categories(job_id), CategorySet)
-    if cats is None:
-        return None
-    n = len(cats.novel) * rt.tracker.spec(job_id).spec.images_per_category
-    return [keys.scene_id(i) for i in range(n)]
+    """The job's scenes, as its plan records them (None before the association wrote it)."""
+    plan = rt.tracker.plan(job_id, required=False)
+    return None if plan is None else plan.scene_ids
 
 
 def resume(rt: Runtime, job_id: str, *, retry_failed: bool = True, reason: str = "resumed") -> dict[str, int]:

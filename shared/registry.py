@@ -11,16 +11,12 @@ import importlib
 import threading
 from typing import Any
 
-BACKEND_STAGES = ("association", "layout", "synthesis", "masks", "scores")
+from .chain import DEFAULT_CHAIN
 
-# Which worker queue runs which backend stages.
-QUEUE_OF_STAGE = {
-    "association": "association",
-    "layout": "association",
-    "synthesis": "synthesis",
-    "masks": "annotation",
-    "scores": "annotation",
-}
+# The backend registries, as the chain's stages declare them (`StageDef.backends`), and which worker queue
+# runs each: a backend is preloaded by the workers of the service whose stage draws from it.
+BACKEND_STAGES = tuple(b for st in DEFAULT_CHAIN for b in st.backends)
+QUEUE_OF_STAGE = {b: st.queue for st in DEFAULT_CHAIN for b in st.backends}
 
 # Packages whose import registers the built-in backends (their __init__ must stay light).
 BUILTIN_BACKEND_PACKAGES = (

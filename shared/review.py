@@ -14,6 +14,7 @@ Object keys (all under the job, beside the samples they describe):
     jobs/{job}/samples/thumbs/{scene}.png    its mask overlay (transparent PNG, same size)
     jobs/{job}/reviews/{scene}.json          SampleReview: decisions on the sample and its instances
     jobs/{job}/versions/{n:04d}.json         DatasetVersion n >= 2 (version 1 is the job's first dataset)
+    jobs/{job}/version-marks/{n:04d}.json    VersionMarks: the review marks version n was published with
 
 A page is read with one GET, so page N of a 10 000-sample job costs what page N of a 100-sample job does.
 """
@@ -21,6 +22,7 @@ A page is read with one GET, so page N of a 10 000-sample job costs what page N 
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from typing import Literal
 
@@ -93,6 +95,10 @@ def version(job_id: str, n: int) -> str:
 
 def versions_prefix(job_id: str) -> str:
     return keys.job_prefix(job_id) + "versions/"
+
+
+def version_marks(job_id: str, n: int) -> str:
+    return keys.job_prefix(job_id) + f"version-marks/{n:04d}.json"
 
 
 def version_dataset_id(job_id: str, n: int) -> str:
@@ -321,6 +327,32 @@ def read_reviews(store: ObjectStore, job_id: str) -> dict[str, SampleReview]:
     return out
 
 
+def marks_digest(reviews: dict[str, SampleReview]) -> str:
+    """What a version's content depends on besides the (immutable) curated records: the decision of every
+    mark in force, whoever made it and whenever. Equal digests publish equal datasets; no marks at all is
+    version 1's content."""
+    marks = {}
+    for sid, r in sorted(reviews.items()):
+        if r.sample is None and not r.instances:
+            continue
+        marks[sid] = {"sample": r.sample.decision if r.sample else None,
+                      "instances": {k: m.decision for k, m in sorted(r.instances.items())}}
+    return hashlib.sha256(json.dumps(marks, sort_keys=True).encode()).hexdigest()
+
+
+NO_MARKS_DIGEST = marks_digest({})
+
+
+class VersionMarks(Versioned):
+    """The marks a version was requested with (their history left out): the version is published from these,
+    not from whatever the marks are when its task runs, so its content matches its digest."""
+
+    job_id: str
+    version: int
+    digest: str
+    reviews: dict[str, SampleReview]
+
+
 # ------------------------------------------------------------ published versions
 
 class DatasetVersion(Versioned):
@@ -328,6 +360,7 @@ class DatasetVersion(Versioned):
     version: int
     dataset_id: str
     state: Literal["pending", "published", "failed"] = "pending"
+    content_digest: str | None = None  # `marks_digest` of the marks it was published with
     created_at: datetime = Field(default_factory=utcnow)
     published_at: datetime | None = None
     who: str

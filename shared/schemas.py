@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -149,7 +149,8 @@ ExportFormat = Literal["coco_instances", "coco_panoptic", "processed_dataset", "
 
 
 class JobSpec(Versioned):
-    """What a client posts to `POST /v1/jobs`. Limits that depend on the deployment are checked by the API."""
+    """What a client posts to `POST /v1/jobs`. The format of every field is checked here (pydantic, at the
+    API); the deployment's limits once, at submission (`JobLimits.violations`)."""
 
     name: str | None = Field(None, max_length=200)
     preset: Literal["coco_panoptic"] | None = None
@@ -221,17 +222,76 @@ class JobSpec(Versioned):
 
     @property
     def num_scenes(self) -> int:
+        """The scenes asked for: an upper bound until association finds the novel categories (the job's plan
+        then holds the scenes it makes, `JobPlan.scenes`)."""
         return self.num_novel * self.images_per_category
 
 
+class JobLimits(Model):
+    """This deployment's limits on a job (the `DREAMMASK_MAX_*` settings, `Settings.job_limits()`): checked once,
+    at submission, with a 422 that names the limit; recorded with the job (`StoredJobSpec.limits`) and in its
+    plan, so every stage and a later re-render know what was in force."""
+
+    max_train_categories: int
+    max_novel_categories: int
+    max_scenes_per_job: int
+    max_category_name_length: int
+    max_image_size: int
+    min_synthesis_steps: int
+    max_synthesis_steps: int
+    max_guidance_scale: float
+
+    def violations(self, spec: JobSpec, train: list[str]) -> list[tuple[tuple[str | int, ...], str]]:
+        """Every limit the job breaks, as (location in the spec, message naming the limit); [] when none."""
+        out: list[tuple[tuple[str | int, ...], str]] = []
+        if len(train) > self.max_train_categories:
+            out.append((("train_categories",), f"{len(train)} categories; this deployment accepts at most "
+                        f"{self.max_train_categories} ({_env('max_train_categories')})"))
+        for i, name in enumerate(spec.train_categories or []):
+            if len(name) > self.max_category_name_length:
+                out.append((("train_categories", i), f"name is {len(name)} characters; the limit is "
+                            f"{self.max_category_name_length} ({_env('max_category_name_length')})"))
+        if spec.num_novel > self.max_novel_categories:
+            out.append((("num_novel",), f"{spec.num_novel} novel categories; this deployment accepts at most "
+                        f"{self.max_novel_categories} per job ({_env('max_novel_categories')})"))
+        if spec.num_scenes > self.max_scenes_per_job:
+            # A limit on the product of two fields: reported on the job as a whole, naming both.
+            out.append(((), f"num_novel × images_per_category = {spec.num_novel} × {spec.images_per_category} = "
+                        f"{spec.num_scenes} scenes; this deployment accepts at most {self.max_scenes_per_job} per "
+                        f"job ({_env('max_scenes_per_job')}): lower num_novel or images_per_category"))
+        out += self.render_violations(spec.synthesis, spec.image_size)
+        return out
+
+    def render_violations(self, params: SynthesisParams, image_size: int) -> list[tuple[tuple[str, ...], str]]:
+        """The limits a render breaks (a job's, or a re-render's overrides of steps, guidance and size)."""
+        out: list[tuple[tuple[str, ...], str]] = []
+        if image_size > self.max_image_size:
+            out.append((("image_size",), f"{image_size} pixels; this deployment renders at most "
+                        f"{self.max_image_size} ({_env('max_image_size')})"))
+        if not self.min_synthesis_steps <= params.steps <= self.max_synthesis_steps:
+            out.append((("synthesis", "steps"), f"{params.steps} steps; this deployment renders with "
+                        f"{self.min_synthesis_steps} to {self.max_synthesis_steps} "
+                        f"({_env('min_synthesis_steps')}, {_env('max_synthesis_steps')})"))
+        if params.guidance_scale > self.max_guidance_scale:
+            out.append((("synthesis", "guidance_scale"), f"{params.guidance_scale}; this deployment's limit is "
+                        f"{self.max_guidance_scale} ({_env('max_guidance_scale')})"))
+        return out
+
+
+def _env(field: str) -> str:
+    return f"DREAMMASK_{field.upper()}"
+
+
 class StoredJobSpec(Versioned):
-    """The spec as stored: the client's spec with the resolved category list and its owner."""
+    """The spec as stored: the client's spec with the resolved category list, its owner, and the limits it
+    was checked against."""
 
     job_id: str
     tenant: str
     created_at: datetime
     spec: JobSpec
     train_categories: list[str]
+    limits: JobLimits | None = None  # None: stored before limits were recorded
 
 
 class Transition(Model):
@@ -277,13 +337,48 @@ class CategorySet(Versioned):
         return list(self.train) + [n.name for n in self.novel]
 
 
+# ---------------------------------------------------------------- the job's plan
+
+class PlannedScene(Model):
+    scene_id: str
+    novel_category: str
+    seed: int  # the scene seed (shared/seeding.py): every stage's seed for this scene derives from it
+
+
+class JobPlan(Versioned):
+    """What a job makes, written once by the association stage (`jobs/{job}/plan.json`, its output: the
+    association is done when the plan exists) and read by every later stage instead of recomputing it:
+    the scenes, each scene's novel category and seed, and the limits in force. With a scene's layout and
+    render record it is enough to render any scene again (`shared/plan.py`)."""
+
+    job_id: str
+    job_seed: int
+    images_per_category: int
+    scenes: list[PlannedScene]
+    limits: JobLimits | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    _by_id: dict[str, PlannedScene] | None = PrivateAttr(None)
+
+    @property
+    def scene_ids(self) -> list[str]:
+        return [sc.scene_id for sc in self.scenes]
+
+    def scene(self, scene_id: str) -> PlannedScene:
+        if self._by_id is None:
+            self._by_id = {sc.scene_id: sc for sc in self.scenes}
+        try:
+            return self._by_id[scene_id]
+        except KeyError:
+            raise KeyError(f"scene {scene_id!r} is not in the plan of job {self.job_id}") from None
+
+
 # ---------------------------------------------------------------- layouts
 
 NormBox = Annotated[list[float], Field(min_length=4, max_length=4)]
 
 
 class LayoutObject(Model):
-    category: str
+    category: str = Field(min_length=1)
     box: NormBox  # normalised [x0, y0, x1, y1]
     is_novel: bool = False
 
@@ -310,7 +405,7 @@ class SceneLayout(Versioned):
     novel_category: str
     caption: str
     objects: list[LayoutObject]
-    seed: int
+    seed: int  # the layout seed the backend drew with (the scene's layout-stage seed, shared/seeding.py)
     backend: str
     dropped: list[LayoutObject] = Field(default_factory=list)
 
@@ -324,15 +419,20 @@ class SceneLayout(Versioned):
 # ---------------------------------------------------------------- renders
 
 class RenderRecord(Versioned):
+    """A render's provenance (`jobs/{job}/renders/{scene}.json`): with the layout it names, enough to render the
+    image again, or a variant with other `seed`, `synthesis` parameters or size."""
+
     job_id: str
     scene_id: str
     image_key: str
+    layout_key: str | None = None  # the layout rendered (None in records written before it was recorded)
     width: int
     height: int
     backend: str
-    seed: int
+    seed: int  # the render seed: the scene's synthesis-stage seed (shared/seeding.py)
+    synthesis: SynthesisParams | None = None  # the parameters asked for
     model: dict[str, Any] = Field(default_factory=dict)  # path, revision hash, dtype ...
-    params: dict[str, Any] = Field(default_factory=dict)  # scheduler, steps, guidance ...
+    params: dict[str, Any] = Field(default_factory=dict)  # what the backend reports it ran: scheduler class ...
     dropped_objects: list[LayoutObject] = Field(default_factory=list)
     seconds: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
@@ -459,6 +559,9 @@ class DatasetManifest(Versioned):
     is_synthetic: bool = True
     # "sha256:<hex>" of every file under datasets/{id}/ but the manifest, by path inside the dataset.
     checksums: dict[str, str] = Field(default_factory=dict)
+    # Seeds (shared/seeding.py): the job's, and the scene seed of every image in the dataset.
+    job_seed: int | None = None
+    scene_seeds: dict[str, int] = Field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- API views

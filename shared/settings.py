@@ -61,12 +61,16 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
     public_base_url: str | None = None
 
-    # Request limits (422 naming the field when exceeded).
+    # Limits on a job, checked once at submission (a 422 naming the field and the limit) and recorded with the
+    # job and in its plan (`job_limits()`); stages and backends trust them.
     max_train_categories: int = 2000
     max_novel_categories: int = 500
     max_scenes_per_job: int = 20000
     max_category_name_length: int = 64
     max_image_size: int = 1024
+    min_synthesis_steps: int = Field(1, ge=1, le=1000)
+    max_synthesis_steps: int = Field(100, ge=1, le=1000)
+    max_guidance_scale: float = Field(20.0, ge=0.0, le=100.0)
     # Largest request body the API reads (413 beyond, before reading it).
     max_request_bytes: int = Field(1_048_576, ge=1024)
 
@@ -147,12 +151,20 @@ class Settings(BaseSettings):
                 "DREAMMASK_RETRY_BACKOFF_MAX_S (plus 25 % jitter) must stay under DREAMMASK_VISIBILITY_TIMEOUT_S: "
                 "a retry waiting in a worker longer than that is redelivered a second time"
             )
+        if self.min_synthesis_steps > self.max_synthesis_steps:
+            raise ValueError("DREAMMASK_MIN_SYNTHESIS_STEPS must not exceed DREAMMASK_MAX_SYNTHESIS_STEPS")
         if self.visibility_timeout_s < 3 * self.lease_renew_s:
             raise ValueError(
                 "DREAMMASK_VISIBILITY_TIMEOUT_S must be at least 3 x DREAMMASK_LEASE_RENEW_S, "
                 "otherwise Redis redelivers tasks that are still running between two renewals"
             )
         return self
+
+    def job_limits(self):
+        """The limits a job is checked against at submission (`JobLimits`)."""
+        from .schemas import JobLimits
+
+        return JobLimits(**{name: getattr(self, name) for name in JobLimits.model_fields})
 
     def time_limit_of(self, queue: str) -> int:
         return int(self.queue_time_limits_s.get(queue, self.task_time_limit_s))

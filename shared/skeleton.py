@@ -1,5 +1,6 @@
-"""The one skeleton every stage runs in. A stage module supplies only its work; the skeleton does the rest
-from the chain declaration (`shared/chain.py`):
+"""The one skeleton every stage runs in. A stage module supplies only its work (the `handler` of its
+`StageDef`); the skeleton does the rest from the chain declaration (`shared/chain.py`). `run_stage` is what
+every Celery task and the in-process runner call:
 
 per-scene stage: claim the batch (skip a cancelled or finished job), drop scenes whose output exists, call the work,
 record done and failed scenes, send the next stage's batches, and — after the last per-scene stage — count
@@ -58,6 +59,19 @@ class PartialWork(Exception):
 
 SceneWork = Callable[[Any, str, list[str]], SceneResult]
 JobWork = Callable[[Any, str], JobResult]
+
+
+def run_stage(rt, stage: str, job_id: str, scene_ids: list[str] | None = None) -> dict:
+    """Run one message of `stage` (a per-scene stage takes scene ids, a per-job stage none) with the work its
+    `StageDef.handler` names."""
+    st = rt.chain[stage]
+    if st.per_scene:
+        if scene_ids is None:
+            raise TypeError(f"stage {stage!r} runs per scene: give the message's scene ids")
+        return run_scene_stage(rt, stage, job_id, list(scene_ids), st.work)
+    if scene_ids is not None:
+        raise TypeError(f"stage {stage!r} runs per job: its message carries no scene ids")
+    return run_job_stage(rt, stage, job_id, st.work)
 
 
 def run_scene_stage(rt, stage: str, job_id: str, scene_ids: list[str], work: SceneWork) -> dict:

@@ -88,8 +88,24 @@ class StageTask(celery.Task):
             log.exception("could not record the failure of job %s", job_id)
 
 
-def stage_task_options(stage: str) -> dict:
-    """The Celery task options of a chain stage: its declared task name, this base class, its stage."""
+def register_stage_tasks(app: celery.Celery, service: str, chain=None) -> list[str]:
+    """Register on `app` one task per stage of `chain` that `service` runs, named as its `StageDef` says.
+    Each task takes ids only and calls the skeleton, which runs the stage's handler. Returns the names."""
     from .chain import DEFAULT_CHAIN
 
-    return {"name": DEFAULT_CHAIN[stage].task, "base": StageTask, "bind": True, "stage": stage}
+    names = []
+    for st in (chain or DEFAULT_CHAIN).stages_of(service):
+        app.task(name=st.task, base=StageTask, bind=True, shared=False, stage=st.name)(_stage_task_body(st.name))
+        names.append(st.task)
+    return names
+
+
+def _stage_task_body(stage: str):
+    def run(self, job_id: str, scene_ids: list[str] | None = None) -> dict:
+        from .runtime import get_runtime
+        from .skeleton import run_stage
+
+        return run_stage(get_runtime(), stage, job_id, scene_ids)
+
+    run.__name__ = run.__qualname__ = f"run_{stage}"
+    return run

@@ -14,6 +14,7 @@ from celery import Celery, signals
 from .celery_app import create_celery_app
 from .registry import QUEUE_OF_STAGE, close_backends, get_backend, load_backend_plugins
 from .settings import get_settings
+from .tasks import register_stage_tasks
 
 log = logging.getLogger("dreammask.worker")
 
@@ -69,7 +70,8 @@ def _lease_signals(settings) -> None:
     signals.task_postrun.connect(_postrun, weak=False)
 
 
-def create_worker_app(service: str) -> Celery:
+def create_worker_app(service: str, chain=None) -> Celery:
+    """The Celery app of one service's worker, with a task for each stage of the chain the service runs."""
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_celery_app(settings, name=f"dreammask-{service}")
@@ -104,4 +106,5 @@ def create_worker_app(service: str) -> Celery:
 
     signals.worker_process_shutdown.connect(_shutdown, weak=False)
     signals.worker_shutdown.connect(_shutdown, weak=False)
+    register_stage_tasks(app, service, chain)
     return app

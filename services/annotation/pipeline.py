@@ -38,6 +38,8 @@ class AnnotationPipeline:
 
     @staticmethod
     def _boxes(image: np.ndarray, layout: SceneLayout) -> np.ndarray:
+        # Trusts the layout: its boxes are normalised with x0 < x1 and y0 < y1, checked by its schema when it
+        # was read from storage.
         h, w = image.shape[:2]
         if not layout.objects:
             return np.zeros((0, 4), dtype=np.float64)

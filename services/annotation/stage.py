@@ -10,15 +10,11 @@ from dreammask.shared.masks import CorruptImage, load_rgb
 from dreammask.shared.registry import get_backend
 from dreammask.shared.runtime import Runtime
 from dreammask.shared.schemas import CategorySet, SceneAnnotation, SceneLayout
-from dreammask.shared.skeleton import SceneResult, run_scene_stage
+from dreammask.shared.skeleton import SceneResult
 from dreammask.shared.storage import ObjectNotFound
 from dreammask.shared.tasks import TRANSIENT_ERRORS
 
 from .pipeline import AnnotationPipeline
-
-
-def annotate_scenes(rt: Runtime, job_id: str, scene_ids: list[str]) -> dict:
-    return run_scene_stage(rt, "annotation", job_id, scene_ids, annotate_work)
 
 
 def annotate_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:

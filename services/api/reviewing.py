@@ -52,27 +52,49 @@ def dataset_of_job(rt: Runtime, job_id: str) -> str:
     return st.dataset_id
 
 
-def request_version(rt: Runtime, job_id: str, reviewer: str, note: str | None = None) -> rv.DatasetVersion:
-    """Reserve the next version number, record it as pending and queue its assembly (curation queue)."""
+def request_version(rt: Runtime, job_id: str, reviewer: str,
+                    note: str | None = None) -> tuple[rv.DatasetVersion, bool]:
+    """The version holding the review marks in force: an existing one when a version was already published
+    (or is being published) from the same marks, version 1 when there are none; else the next version
+    number, recorded as pending with a snapshot of the marks, its assembly queued (curation queue).
+    Returns (version, created): content that did not change is never copied a second time."""
     dataset_of_job(rt, job_id)
-    with rt.redis.lock(f"dreammask:version-lock:{job_id}", timeout=30, blocking_timeout=30):
+    with rt.redis.lock(f"dreammask:version-lock:{job_id}", timeout=60, blocking_timeout=60):
+        reviews = rv.read_reviews(rt.store, job_id)
+        digest = rv.marks_digest(reviews)
+        if digest == rv.NO_MARKS_DIGEST:
+            return _first_version(rt, job_id), False
         existing = rv.list_versions(rt.store, job_id)
-        n = max([1, *(v.version for v in existing)]) + 1
-        record = rv.DatasetVersion(job_id=job_id, version=n, dataset_id=rv.version_dataset_id(job_id, n),
-                                   who=reviewer, note=note)
-        rt.store.put_json(rv.version(job_id, n), record)
-    rt.dispatcher.send(TASK_PUBLISH, job_id, n)
-    return record
+        same = [v for v in existing if v.content_digest == digest]
+        if same:
+            record = same[-1]
+            if record.state != "failed":
+                return record, False
+            record.state, record.error = "pending", None  # publish it again, under the same number
+        else:
+            n = max([1, *(v.version for v in existing)]) + 1
+            snapshot = {sid: r.model_copy(update={"history": []}) for sid, r in reviews.items()}
+            rt.store.put_json(rv.version_marks(job_id, n),
+                              rv.VersionMarks(job_id=job_id, version=n, digest=digest, reviews=snapshot))
+            record = rv.DatasetVersion(job_id=job_id, version=n, dataset_id=rv.version_dataset_id(job_id, n),
+                                       who=reviewer, note=note, content_digest=digest)
+        rt.store.put_json(rv.version(job_id, record.version), record)
+    rt.dispatcher.send(TASK_PUBLISH, job_id, record.version)
+    return record, True
+
+
+def _first_version(rt: Runtime, job_id: str) -> rv.DatasetVersion | None:
+    first = keys.dataset_id_for_job(job_id)
+    m = rt.store.try_get_model(keys.dataset_manifest(first), DatasetManifest)
+    if m is None:
+        return None
+    return rv.DatasetVersion(job_id=job_id, version=1, dataset_id=first, state="published", created_at=m.created_at,
+                             published_at=m.created_at, who="curation", images=m.images, instances=m.instances,
+                             note="as curated by the selection rules", content_digest=rv.NO_MARKS_DIGEST)
 
 
 def versions(rt: Runtime, job_id: str) -> list[dict]:
     """Every version of a job's dataset, version 1 (the curated one) first."""
-    out = []
-    first = keys.dataset_id_for_job(job_id)
-    m = rt.store.try_get_model(keys.dataset_manifest(first), DatasetManifest)
-    if m is not None:
-        out.append({"version": 1, "dataset_id": first, "state": "published", "created_at": m.created_at,
-                    "published_at": m.created_at, "who": "curation", "images": m.images,
-                    "instances": m.instances, "reviews": {}, "note": "as curated by the selection rules"})
-    out += [v.model_dump(mode="json", exclude={"schema_version"}) for v in rv.list_versions(rt.store, job_id)]
-    return out
+    first = _first_version(rt, job_id)
+    return [v.model_dump(mode="json", exclude={"schema_version"})
+            for v in ([first] if first else []) + rv.list_versions(rt.store, job_id)]

@@ -3,7 +3,7 @@ examples shown in /docs."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -25,10 +25,7 @@ class ResumeResult(BaseModel):
     enqueued: dict[str, int] = Field(..., description="messages re-enqueued per stage")
 
 
-class SceneStages(BaseModel):
-    layout: str = Field(..., description="'done' or 'pending'")
-    synthesis: str
-    annotation: str
+SceneStage = Literal["done", "failed", "pending"]
 
 
 class SceneInstance(BaseModel):
@@ -44,7 +41,8 @@ class SceneView(BaseModel):
     scene_id: str
     novel_category: str | None
     caption: str | None
-    stages: SceneStages
+    stages: dict[str, SceneStage] = Field(..., description="every per-scene stage of the chain, in order: "
+                                                       "'done', 'failed' or 'pending'")
     failed: dict[str, Any] | None = Field(None, description="stage, reason and time of the scene's failure")
     image_url: str | None
     layout_url: str | None

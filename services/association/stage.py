@@ -1,4 +1,5 @@
-"""Association stage: CNA once per job (which decides the job's scenes), then layouts for batches of scenes.
+"""Association stage: CNA once per job, which decides the job's scenes and writes its plan (shared/plan.py),
+then layouts for batches of scenes.
 Only the work is here; the skeleton (`shared/skeleton.py`) skips, records and forwards along the chain."""
 
 from __future__ import annotations
@@ -7,16 +8,13 @@ import time
 
 from dreammask.shared import keys
 from dreammask.shared.backends import Failure, LayoutRequest
+from dreammask.shared.plan import scene_stage_seed, write_plan
 from dreammask.shared.registry import backend_class, get_backend
 from dreammask.shared.runtime import Runtime
 from dreammask.shared.schemas import CategorySet, JobState, SceneLayout
-from dreammask.shared.skeleton import JobResult, SceneResult, run_job_stage, run_scene_stage
+from dreammask.shared.skeleton import JobResult, SceneResult
 
 from .pipeline import CategoryAssociationPipeline, LayoutPipeline
-
-
-def associate(rt: Runtime, job_id: str) -> dict:
-    return run_job_stage(rt, "association", job_id, associate_work)
 
 
 def associate_work(rt: Runtime, job_id: str) -> JobResult:
@@ -40,30 +38,30 @@ def associate_work(rt: Runtime, job_id: str) -> JobResult:
                            dropped=dropped[:5000])
         rt.store.put_json(keys.categories(job_id), cats)
 
-    n_scenes = len(cats.novel) * spec.images_per_category
+    # The plan is the stage's output, written last (its existence marks the association done).
+    plan = tr.plan(job_id, required=False) or write_plan(rt.store, stored, cats, rt.settings.job_limits())
+    n_scenes = len(plan.scenes)
     if n_scenes != tr.status(job_id).planned_scenes:
         tr.transition(job_id, JobState.running, f"{len(cats.novel)} novel categories found, "
                       f"{spec.num_novel} asked: planning {n_scenes} scenes", planned_scenes=n_scenes)
-    return JobResult(scenes=[keys.scene_id(i) for i in range(n_scenes)],
+    return JobResult(scenes=plan.scene_ids,
                      batch_size=backend_class("layout", spec.backends.layout).preferred_batch_size,
                      info={"novel": len(cats.novel), "scenes": n_scenes})
 
 
-def plan_layouts(rt: Runtime, job_id: str, scene_ids: list[str]) -> dict:
-    return run_scene_stage(rt, "layout", job_id, scene_ids, plan_layouts_work)
-
-
 def plan_layouts_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:
     spec = rt.tracker.spec(job_id).spec
+    plan = rt.tracker.plan(job_id)
     cats = rt.store.get_model(keys.categories(job_id), CategorySet)
-    novel_names = [n.name for n in cats.novel]
+    novel_by_name = {n.name: n for n in cats.novel}
+    novel_names = list(novel_by_name)
     backend = get_backend("layout", spec.backends.layout, rt.settings)
     requests = []
     for sid in todo:
-        idx = keys.scene_index(sid)
         requests.append(LayoutRequest(
-            job_id=job_id, scene_id=sid, scene_index=idx, novel=cats.novel[idx // spec.images_per_category],
-            train=cats.train, novel_names=novel_names, seed=spec.seed,
+            job_id=job_id, scene_id=sid, scene_index=keys.scene_index(sid),
+            novel=novel_by_name[plan.scene(sid).novel_category], train=cats.train, novel_names=novel_names,
+            seed=scene_stage_seed(rt.chain, plan, sid, "layout"), job_seed=plan.job_seed,
             max_objects=spec.max_objects_per_scene, image_size=spec.image_size,
         ))
     result = SceneResult()

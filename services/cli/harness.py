@@ -17,9 +17,11 @@ from pathlib import Path
 
 import httpx
 
+from dreammask.shared.chain import DEFAULT_CHAIN
 from dreammask.shared.storage import LocalObjectStore
 
-SERVICES = ("association", "synthesis", "annotation", "curation")
+# One worker per service that runs a stage of the chain, each bound to its service's queue.
+SERVICES = DEFAULT_CHAIN.services
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 

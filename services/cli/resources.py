@@ -58,12 +58,12 @@ def scenes_command(job_id: Annotated[str, typer.Argument(help="a job id")],
     if json_out:
         print_json(page)
         return
-    t = id_table("scene", [s["scene_id"] for s in page["items"]], "novel category", "layout", "image",
-                 "masks", "instances", "failed")
+    # One column per stage, as the server's chain declares them (its order).
+    stages = list(dict.fromkeys(name for s in page["items"] for name in s["stages"]))
+    t = id_table("scene", [s["scene_id"] for s in page["items"]], "novel category", *stages, "instances", "failed")
     for s in page["items"]:
-        st = s["stages"]
         fail = f"{s['failed']['stage']}: {s['failed']['reason']}" if s.get("failed") else ""
-        t.add_row(s["scene_id"], s.get("novel_category") or "", st["layout"], st["synthesis"], st["annotation"],
+        t.add_row(s["scene_id"], s.get("novel_category") or "", *(s["stages"].get(n, "") for n in stages),
                   str(len(s["instances"])), fail)
     console.print(t)
     console.print(f"{len(page['items'])} of {page['total']} scenes")

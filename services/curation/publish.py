@@ -1,9 +1,11 @@
 """Publish a reviewed dataset version: the job's dataset assembled again, honouring people's decisions.
 
 Version 1 is the dataset the job curated (`ds-{job}`) and is never touched. Version n >= 2 is a complete,
-immutable dataset of its own, `ds-{job}-v{n}`, written by the same exporters as the job's (every format
-the job asked for; image ids are stable across versions), so training and downloads take it as any
-dataset id; its record is `jobs/{job}/versions/{n:04d}.json`.
+immutable dataset of its own, `ds-{job}-v{n}`, made by the same steps as the job's (`assembly.py`: every
+format the job asked for, image ids stable across versions, a SHA-256 per file in its manifest), so
+training and downloads take it as any dataset id; its record is `jobs/{job}/versions/{n:04d}.json`. It is
+made from the review marks it was requested with (`jobs/{job}/version-marks/{n:04d}.json`); asking again
+with the same marks gives the same version back, never a second copy (the API's `request_version`).
 
 How decisions override the selection rules:
   * a sample rejected by a person is left out; an instance rejected by a person is left out;
@@ -15,24 +17,16 @@ How decisions override the selection rules:
 from __future__ import annotations
 
 import logging
-import tempfile
 
 from dreammask.shared import keys
 from dreammask.shared import review as rv
 from dreammask.shared.masks import load_rgb
-from dreammask.shared.orchestration import job_scene_ids
 from dreammask.shared.runtime import Runtime
-from dreammask.shared.schemas import (
-    CuratedScene,
-    DatasetManifest,
-    InstanceDecision,
-    SceneAnnotation,
-    SceneDecision,
-    utcnow,
-)
+from dreammask.shared.schemas import CuratedScene, InstanceDecision, SceneAnnotation, SceneDecision, utcnow
 
-from .exporters import JsonStream, build_exporters
-from .sample import build_sample, decode_masks
+from .assembly import assemble_dataset, export_scene
+from .exporters import build_exporters
+from .sample import decode_masks
 from .selection import SelectionPolicy
 from .stage import export_context
 
@@ -86,68 +80,37 @@ def publish_version(rt: Runtime, job_id: str, n: int) -> dict:
 
 
 def _publish(rt: Runtime, job_id: str, record: rv.DatasetVersion) -> dict:
-    """The per-scene curation and the assemble step again, into the version's own dataset id, with the
-    review marks applied to each scene's decision. One scene in memory at a time, as in curation."""
+    """The job's dataset made again, into the version's own dataset id, by the same two steps as the job's
+    (`assembly.export_scene` per kept scene, `assembly.assemble_dataset`), with the review marks the version
+    was requested with applied to each scene's decision. One scene in memory at a time, as in curation."""
     store = rt.store
-    stored = rt.tracker.spec(job_id)
     ctx = export_context(rt, job_id)
     ctx.dataset_id = record.dataset_id
-    by_name = {c.name: c for c in ctx.categories}
-    policy = SelectionPolicy(ctx.spec.thresholds)
-    reviews = rv.read_reviews(store, job_id)
     totals: dict[str, int] = {}
-    kept = instances = curated = 0
-    with tempfile.TemporaryDirectory(prefix="dm-publish-") as spool:
-        ctx.spool_dir = spool
-        exporters = build_exporters(ctx.spec.export_formats)
-        for ex in exporters:
-            ex.start(ctx)
-        decisions = JsonStream(ctx, ["scenes"])
-        for sid in job_scene_ids(rt, job_id) or []:
-            first = store.try_get_model(keys.curated(job_id, sid), CuratedScene)
-            if first is None:  # the scene failed before curation: not in any version
-                continue
+    ctx.version = {"version": record.version, "first_version": keys.dataset_id_for_job(job_id), "reviews": totals}
+    policy = SelectionPolicy(ctx.spec.thresholds)
+    exporters = build_exporters(ctx.spec.export_formats)
+    snapshot = store.try_get_model(rv.version_marks(job_id, record.version), rv.VersionMarks)
+    reviews = snapshot.reviews if snapshot is not None else rv.read_reviews(store, job_id)
+
+    def reviewed(sid: str) -> CuratedScene | None:
+        first = store.try_get_model(keys.curated(job_id, sid), CuratedScene)
+        if first is None:  # the scene failed before curation: not in any version
+            return None
+        decision, counts = apply_review(first.decision, reviews.get(sid))
+        for c, v in counts.items():
+            totals[c] = totals.get(c, 0) + v
+        rec = first.model_copy(update={"kept": decision.kept, "decision": decision, "dataset_image": None,
+                                       "instances": [], "pieces": {}})
+        if decision.kept:
             ann = store.get_model(keys.annotation(job_id, sid), SceneAnnotation)
-            decision, counts = apply_review(policy(ann), reviews.get(sid))
-            for c, v in counts.items():
-                totals[c] = totals.get(c, 0) + v
-            rec = first.model_copy(update={"kept": decision.kept, "decision": decision, "dataset_image": None,
-                                           "instances": [], "pieces": {}})
-            if decision.kept:
-                raw = store.get_bytes(ann.image_key)
-                image = load_rgb(raw)
-                masks = decode_masks(ann)
-                sample = build_sample(ann, decision, image, raw, by_name, policy.metric_for,
-                                      novel_category=rec.novel_category, caption=rec.caption, masks=masks)
-                rec.dataset_image = f"{keys.IMAGES_DIR}/{sid}.png"
-                store.put_bytes(ctx.key(rec.dataset_image), raw, "image/png")
-                rec.pieces = {ex.name: ex.write_scene(ctx, sample) for ex in exporters}
-                rec.instances = sample.instances
-            curated += 1
-            kept += rec.kept
-            instances += len(rec.instances) if rec.kept else 0
-            decisions.add("scenes", rec.decision.model_dump())
-            for ex in exporters:
-                ex.add(ctx, rec)
-        decisions.upload(ctx.key(keys.DECISIONS), {"thresholds": ctx.spec.thresholds.model_dump(),
-                                                   "reviews": totals, "version": record.version})
-        files = {"selection": ctx.key(keys.DECISIONS)}
-        for ex in exporters:
-            files.update(ex.finish(ctx))
-    card_key = ctx.key(keys.CARD_JSON)
-    if store.exists(card_key):
-        card = store.get_json(card_key)
-        card.update({"version": record.version, "first_version": keys.dataset_id_for_job(job_id),
-                     "reviews": totals})
-        store.put_json(card_key, card)
-    card = ctx.scratch.get("card", {})
-    manifest = DatasetManifest(
-        dataset_id=record.dataset_id, job_id=job_id, tenant=stored.tenant, created_at=utcnow(),
-        categories=ctx.categories, images=kept, instances=instances, files=files,
-        selection={**card.get("selection", {}), "version": record.version, "reviews": totals},
-    )
-    store.put_json(keys.dataset_manifest(record.dataset_id), manifest)
+            raw = store.get_bytes(ann.image_key)
+            export_scene(ctx, exporters, rec, ann, decision, load_rgb(raw), raw, decode_masks(ann), policy)
+        return rec
+
+    done = assemble_dataset(rt, ctx, reviewed)
     record.state, record.published_at, record.error = "published", utcnow(), None
-    record.reviews, record.images, record.instances = totals, kept, instances
+    record.reviews, record.images, record.instances = totals, done.kept, done.instances
     store.put_json(rv.version(job_id, record.version), record)
-    return {"dataset_id": record.dataset_id, "images": kept, "instances": instances, "scenes": curated}
+    return {"dataset_id": record.dataset_id, "images": done.kept, "instances": done.instances,
+            "scenes": done.curated}

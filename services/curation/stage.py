@@ -1,39 +1,36 @@
 """Curation, in two steps of the chain.
 
 `curate_scenes` (per scene, as each annotation lands): select instances and decide the scene, write its
-export pieces (the image once into the dataset, panoptic PNG, label map, YOLO labels...), a thumbnail, and
-last the scene's curated record. `assemble` (per job, after the last scene): stream the dataset's index
-files (COCO JSON, parquet shards, card, contact sheet) from the curated records, then the manifest, which
-marks the dataset complete. Neither holds more than one scene (or one row group) in memory."""
+export pieces (`assembly.export_scene`: the image once into the dataset, panoptic PNG, label map, YOLO
+labels...), a thumbnail, and last the scene's curated record. `assemble` (per job, after the last scene):
+`assembly.assemble_dataset` streams the dataset's index files (COCO JSON, parquet shards, card, contact sheet)
+from the curated records, then the manifest, which marks the dataset complete. Neither holds more than one
+scene (or one row group) in memory; publishing a reviewed version runs the same two (publish.py)."""
 
 from __future__ import annotations
 
 import io
-import tempfile
 import time
 
 from dreammask.shared import keys
 from dreammask.shared.masks import CorruptImage, load_rgb
-from dreammask.shared.orchestration import job_scene_ids
 from dreammask.shared.runtime import Runtime
 from dreammask.shared.schemas import (
     CategorySet,
     CuratedScene,
-    DatasetManifest,
     JobState,
     SceneAnnotation,
     SceneLayout,
-    utcnow,
 )
-from dreammask.shared.skeleton import JobResult, SceneResult, run_job_stage, run_scene_stage
+from dreammask.shared.skeleton import JobResult, SceneResult
 from dreammask.shared.storage import ObjectNotFound
 
+from .assembly import assemble_dataset, export_scene
 from .categories import dataset_categories
-from .checksums import dataset_checksums
 from .contact_sheet import draw_scene
-from .exporters import ExportContext, JsonStream, build_exporters
-from .sample import build_sample, decode_masks
-from .sample_index import SampleIndexWriter, write_thumbnails
+from .exporters import ExportContext, build_exporters
+from .sample import decode_masks
+from .sample_index import write_thumbnails
 from .selection import SelectionPolicy
 
 THUMBNAIL_PX = 256
@@ -43,7 +40,7 @@ def export_context(rt: Runtime, job_id: str) -> ExportContext:
     spec = rt.tracker.spec(job_id).spec
     cats = rt.store.get_model(keys.categories(job_id), CategorySet)
     return ExportContext(store=rt.store, job_id=job_id, dataset_id=keys.dataset_id_for_job(job_id),
-                         categories=dataset_categories(cats, spec.preset), spec=spec)
+                         categories=dataset_categories(cats, spec.preset), spec=spec, plan=rt.tracker.plan(job_id))
 
 
 def thumbnail_jpeg(image) -> bytes:
@@ -54,14 +51,9 @@ def thumbnail_jpeg(image) -> bytes:
 
 # ------------------------------------------------------------------ per scene
 
-def curate_scenes(rt: Runtime, job_id: str, scene_ids: list[str]) -> dict:
-    return run_scene_stage(rt, "curation", job_id, scene_ids, curate_scenes_work)
-
-
 def curate_scenes_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:
     ctx = export_context(rt, job_id)
     spec = ctx.spec
-    by_name = {c.name: c for c in ctx.categories}
     policy = SelectionPolicy(spec.thresholds)
     exporters = build_exporters(spec.export_formats)
     result = SceneResult()
@@ -88,13 +80,7 @@ def curate_scenes_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult
             novel_category=layout.novel_category if layout else None, caption=layout.caption if layout else None,
         )
         if decision.kept:
-            sample = build_sample(ann, decision, image, raw, by_name, policy.metric_for,
-                                  novel_category=record.novel_category, caption=record.caption, masks=masks)
-            record.dataset_image = f"{keys.IMAGES_DIR}/{sid}.png"
-            # The image enters the dataset once, as rendered; every format points at it.
-            rt.store.put_bytes(ctx.key(record.dataset_image), raw, "image/png")
-            record.pieces = {ex.name: ex.write_scene(ctx, sample) for ex in exporters}
-            record.instances = sample.instances
+            export_scene(ctx, exporters, record, ann, decision, image, raw, masks, policy)
         kept_ids = {d.instance_id: d.kept for d in decision.instances}
         thumb = draw_scene(image, ann, kept_ids, thumb=THUMBNAIL_PX, title=sid, masks=masks)
         rt.store.put_bytes(record.thumbnail_key, thumbnail_jpeg(thumb), "image/jpeg")
@@ -107,58 +93,22 @@ def curate_scenes_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult
 
 # ------------------------------------------------------------------ per job
 
-def assemble(rt: Runtime, job_id: str) -> dict:
-    return run_job_stage(rt, "assemble", job_id, assemble_work)
-
-
 def assemble_work(rt: Runtime, job_id: str) -> JobResult:
     tr = rt.tracker
-    stored = tr.spec(job_id)
     dataset_id = keys.dataset_id_for_job(job_id)
     if rt.store.exists(keys.dataset_manifest(dataset_id)):
         tr.transition(job_id, JobState.succeeded, dataset_id=dataset_id)
         return JobResult(info={"dataset_id": dataset_id, "skipped": "exists"})
     t0 = time.perf_counter()
-    ctx = export_context(rt, job_id)
-    # Every streamed file is spooled under one temporary folder, removed whatever happens.
-    with tempfile.TemporaryDirectory(prefix="dm-assemble-") as spool:
-        ctx.spool_dir = spool
-        exporters = build_exporters(ctx.spec.export_formats)
-        for ex in exporters:
-            ex.start(ctx)
-        decisions = JsonStream(ctx, ["scenes"])
-        review_index = SampleIndexWriter(rt.store, job_id, ctx.categories)
-        curated = kept = instances = 0
-        for sid in job_scene_ids(rt, job_id) or []:
-            rec = rt.store.try_get_model(keys.curated(job_id, sid), CuratedScene)
-            if rec is None:  # the scene failed at some stage (its failure record says why)
-                continue
-            curated += 1
-            kept += rec.kept
-            instances += len(rec.instances) if rec.kept else 0
-            decisions.add("scenes", rec.decision.model_dump())
-            review_index.add(rec)
-            for ex in exporters:
-                ex.add(ctx, rec)
-        if not curated:
-            failures = tr.failures(job_id, limit=3)
-            detail = "; ".join(f"{f.scene_id}: {f.reason}" for f in failures) or "no scene was curated"
-            tr.transition(job_id, JobState.failed, f"all scenes failed ({detail})")
-            return JobResult(proceed=False, info={"dataset_id": None})
-        decisions.upload(ctx.key(keys.DECISIONS), {"thresholds": ctx.spec.thresholds.model_dump()})
-        review_index.finish()  # the review UI's pages, before the job reads as done
-        files = {"selection": ctx.key(keys.DECISIONS)}
-        for ex in exporters:
-            files.update(ex.finish(ctx))
-    card = ctx.scratch.get("card", {})
-    manifest = DatasetManifest(
-        dataset_id=dataset_id, job_id=job_id, tenant=stored.tenant, created_at=utcnow(),
-        categories=ctx.categories, images=kept, instances=instances, files=files,
-        selection=card.get("selection", {}),
-        checksums=dataset_checksums(rt.store, dataset_id),
-    )
-    # The manifest is written last: its presence marks a complete dataset (the idempotency check above).
-    rt.store.put_json(keys.dataset_manifest(dataset_id), manifest)
+    done = assemble_dataset(rt, export_context(rt, job_id),
+                            lambda sid: rt.store.try_get_model(keys.curated(job_id, sid), CuratedScene),
+                            review_index=True)
+    curated, kept = done.curated, done.kept
+    if done.manifest is None:
+        failures = tr.failures(job_id, limit=3)
+        detail = "; ".join(f"{f.scene_id}: {f.reason}" for f in failures) or "no scene was curated"
+        tr.transition(job_id, JobState.failed, f"all scenes failed ({detail})")
+        return JobResult(proceed=False, info={"dataset_id": None})
     tr.add_seconds(job_id, "assemble", time.perf_counter() - t0)
     n_failed = tr.status(job_id).planned_scenes - curated
     note = f"{kept} of {curated} curated scenes kept" + (f"; {n_failed} scenes failed" if n_failed else "")

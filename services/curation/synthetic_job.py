@@ -8,6 +8,7 @@ import numpy as np
 
 from dreammask.shared import keys
 from dreammask.shared.masks import encode_rle, png_bytes
+from dreammask.shared.plan import scene_stage_seed, write_plan
 from dreammask.shared.runtime import Runtime
 from dreammask.shared.schemas import (
     CategorySet,
@@ -39,7 +40,6 @@ def make_job(rt: Runtime, n_scenes: int, *, image_size: int = 64, preset: str | 
     about one scene in five scores too low and is dropped by the default thresholds)."""
     novel = novel or DEFAULT_NOVEL
     per_cat = max(1, -(-n_scenes // len(novel)))
-    n_scenes = per_cat * len(novel)
     spec_kw = {"preset": preset} if preset else {"train_categories": train or DEFAULT_TRAIN}
     spec = JobSpec(**spec_kw, num_novel=len(novel), images_per_category=per_cat, image_size=image_size,
                    exports=exports, seed=seed)
@@ -49,22 +49,24 @@ def make_job(rt: Runtime, n_scenes: int, *, image_size: int = 64, preset: str | 
         train_names = PRESETS[preset]()
     else:
         train_names = spec.train_categories
-    job = rt.tracker.create(spec, "bench", train_names).job_id
+    stored = rt.tracker.create(spec, "bench", train_names, limits=rt.settings.job_limits())
+    job = stored.job_id
     cats = CategorySet(job_id=job, backend="synthetic", train=train_names, novel=[
         NovelCategory(name=n, nearest_train=t, score=0.5, source="synthetic", isthing=th) for n, t, th in novel])
     rt.store.put_json(keys.categories(job), cats)
+    plan = write_plan(rt.store, stored, cats)  # as the association stage does
     rng = np.random.default_rng(seed)
     h = w = image_size
-    for i in range(n_scenes):
-        sid = keys.scene_id(i)
-        nov = novel[i // per_cat][0]
+    for i, planned in enumerate(plan.scenes):
+        sid, nov = planned.scene_id, planned.novel_category
         others = [train_names[int(k)] for k in rng.choice(len(train_names), size=int(rng.integers(1, 3)), replace=False)]
         objs = [LayoutObject(category=nov, box=[0.1, 0.15, 0.6, 0.75], is_novel=True)]
         for j, name in enumerate(others):
             x0 = 0.45 + 0.2 * j
             objs.append(LayoutObject(category=name, box=[x0, 0.3, min(1.0, x0 + 0.35), 0.9]))
         layout = SceneLayout(job_id=job, scene_id=sid, scene_index=i, novel_category=nov,
-                             caption=f"a photo with a {nov}", objects=objs, seed=i, backend="synthetic")
+                             caption=f"a photo with a {nov}", objects=objs,
+                             seed=scene_stage_seed(rt.chain, plan, sid, "layout"), backend="synthetic")
         rt.store.put_json(keys.layout(job, sid), layout)
         img = np.full((h, w, 3), 40 + (i * 37) % 180, np.uint8)
         insts = []
@@ -81,18 +83,19 @@ def make_job(rt: Runtime, n_scenes: int, *, image_size: int = 64, preset: str | 
         rt.store.put_json(keys.annotation(job, sid), SceneAnnotation(
             job_id=job, scene_id=sid, image_key=keys.image(job, sid), width=w, height=h, mask_backend="synthetic",
             score_backend="synthetic", instances=insts))
-    rt.tracker.transition(job, JobState.running, planned_scenes=n_scenes)
+    rt.tracker.transition(job, JobState.running, planned_scenes=len(plan.scenes))
     return job
 
 
-def curation_messages(rt: Runtime, job_id: str, n_scenes: int) -> None:
-    """Send the curation step's batches, as the annotation step would when its scenes land."""
+def curation_messages(rt: Runtime, job_id: str) -> None:
+    """Send the curation step's batches for every scene of the job's plan, as the annotation step would when
+    its scenes land."""
     chain = rt.chain
     st = chain["curation"]
-    ids = [keys.scene_id(i) for i in range(n_scenes)]
-    # The earlier stages' counters, as their tasks would have left them.
-    for prev in ("layout", "synthesis", "annotation"):
-        rt.tracker.mark_done(job_id, prev, ids)
+    ids = rt.tracker.plan(job_id).scene_ids
+    # The earlier per-scene stages' counters, as their tasks would have left them.
+    for prev in chain.scene_stages[: chain.scene_stages.index(st)]:
+        rt.tracker.mark_done(job_id, prev.name, ids)
     size = chain.batch_size("curation", rt.settings)
     for i in range(0, len(ids), size):
         rt.dispatcher.send(st.task, job_id, ids[i : i + size])

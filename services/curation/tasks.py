@@ -1,22 +1,13 @@
-"""Curation tasks: thin, named, JSON args (ids only); the work is in `stage`."""
+"""Curation's task outside the chain: publishing a reviewed dataset version (the chain's own tasks are
+registered from their `StageDef`s by `shared/worker.py`). Thin, named, JSON args (ids only)."""
 
 from celery import shared_task
 
 from dreammask.shared.celery_app import TASK_PUBLISH
 from dreammask.shared.runtime import get_runtime
-from dreammask.shared.tasks import StageTask, stage_task_options
+from dreammask.shared.tasks import StageTask
 
-from . import publish, stage
-
-
-@shared_task(**stage_task_options("curation"))
-def curate_scenes(self, job_id: str, scene_ids: list[str]) -> dict:
-    return stage.curate_scenes(get_runtime(), job_id, scene_ids)
-
-
-@shared_task(**stage_task_options("assemble"))
-def assemble(self, job_id: str) -> dict:
-    return stage.assemble(get_runtime(), job_id)
+from . import publish
 
 
 class PublishTask(StageTask):

@@ -2,6 +2,6 @@
 
 from dreammask.shared.worker import create_worker_app
 
-app = create_worker_app("curation")
+app = create_worker_app("curation")  # a task per stage of the chain this service runs (shared/chain.py)
 
-from . import tasks  # noqa: E402,F401  (registers the tasks on this app)
+from . import tasks  # noqa: E402,F401  (registers publish, which is outside the chain, on this app)

@@ -40,6 +40,7 @@ class SynthesisPipeline:
                 if i in seen or not 0 <= i < len(layouts):
                     raise RuntimeError(f"renderer {self.renderer.name!r} returned scene index {i} twice or out of range")
                 seen.add(i)
+                # The renderer's output is checked here, once (the inputs were checked at submission).
                 if isinstance(res, RenderOutput) and tuple(res.image.size) != (image_size, image_size):
                     res = Failure(f"renderer returned a {res.image.size} image; {image_size}x{image_size} was asked")
                 checked.append((i, res))

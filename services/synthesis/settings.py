@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings
 
 from dreammask.shared.settings import settings_config
@@ -60,17 +60,10 @@ class SynthesisSettings(BaseSettings):
     # 0: the model's native size (unet.sample_size x VAE scale factor).
     gligen_warmup_image_size: int = Field(0, ge=0, le=4096)
 
-    # Limits on what a job may ask for (a scene outside them fails with a message naming the limit).
+    # Objects given to GLIGEN per image (extra ones are dropped, smallest first, and recorded). The limits
+    # on steps, guidance and size are the deployment's (DREAMMASK_MAX_SYNTHESIS_STEPS, ...), checked once at
+    # submission.
     gligen_max_objects: int = Field(GLIGEN_MAX_OBJECTS, ge=1, le=GLIGEN_MAX_OBJECTS)
-    gligen_min_steps: int = Field(1, ge=1, le=1000)
-    gligen_max_steps: int = Field(100, ge=1, le=1000)
-    gligen_max_guidance_scale: float = Field(20.0, ge=0.0, le=100.0)
-
-    @model_validator(mode="after")
-    def _check(self) -> SynthesisSettings:
-        if self.gligen_min_steps > self.gligen_max_steps:
-            raise ValueError("DREAMMASK_GLIGEN_MIN_STEPS must not exceed DREAMMASK_GLIGEN_MAX_STEPS")
-        return self
 
     def resolved_model_path(self, models_dir: Path) -> Path:
         path = Path(self.gligen_model_path).expanduser()

@@ -1,5 +1,5 @@
-"""Synthesis stage: render batches of layouts to PNGs with their provenance records. Only the work is here;
-the skeleton (`shared/skeleton.py`) skips, records and forwards along the chain."""
+"""Synthesis stage: render batches of layouts to PNGs with their provenance records. Only the work is here (the
+handlers of the chain's `StageDef`s); the skeleton (`shared/skeleton.py`) skips, records and forwards along the chain."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from functools import lru_cache
 
 from dreammask.shared import keys
 from dreammask.shared.backends import Failure
+from dreammask.shared.plan import scene_stage_seed
 from dreammask.shared.registry import get_backend
 from dreammask.shared.runtime import Runtime
 from dreammask.shared.schemas import RenderRecord, SceneLayout
-from dreammask.shared.seeding import scene_seed
-from dreammask.shared.skeleton import PartialWork, SceneResult, run_scene_stage
+from dreammask.shared.skeleton import PartialWork, SceneResult
 
 from .pipeline import SynthesisPipeline
 from .settings import SynthesisSettings
@@ -27,10 +27,6 @@ def writer_settings() -> SynthesisSettings:
     return SynthesisSettings()
 
 
-def render_scenes(rt: Runtime, job_id: str, scene_ids: list[str]) -> dict:
-    return run_scene_stage(rt, "synthesis", job_id, scene_ids, render_work)
-
-
 def render_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:
     spec = rt.tracker.spec(job_id).spec
     result = SceneResult()
@@ -42,7 +38,8 @@ def render_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:
             sids.append(sid)
         except (KeyError, ValueError) as e:
             result.fail(sid, f"layout unreadable: {e}")
-    seeds = [scene_seed(spec.seed, keys.scene_index(s), "synthesis") for s in sids]
+    plan = rt.tracker.plan(job_id)
+    seeds = [scene_stage_seed(rt.chain, plan, sid, "synthesis") for sid in sids]
     model_info = renderer.describe()
     ws = writer_settings()
     writer = SceneWriter(rt.store, ws.synthesis_writer_threads,
@@ -60,9 +57,9 @@ def render_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:
                     continue
                 image_key = keys.image(job_id, sid)
                 record = RenderRecord(
-                    job_id=job_id, scene_id=sid, image_key=image_key, width=res.image.size[0],
-                    height=res.image.size[1], backend=renderer.name, seed=seed, model=model_info,
-                    params={**spec.synthesis.model_dump(), **res.info}, dropped_objects=res.dropped,
+                    job_id=job_id, scene_id=sid, image_key=image_key, layout_key=keys.layout(job_id, sid),
+                    width=res.image.size[0], height=res.image.size[1], backend=renderer.name, seed=seed,
+                    synthesis=spec.synthesis, model=model_info, params=res.info, dropped_objects=res.dropped,
                     seconds=round(per_image, 4),
                 )
                 # Encoded and stored while the renderer goes on with the next batch.

@@ -2,6 +2,4 @@
 
 from dreammask.shared.worker import create_worker_app
 
-app = create_worker_app("synthesis")
-
-from . import tasks  # noqa: E402,F401  (registers the tasks on this app)
+app = create_worker_app("synthesis")  # a task per stage of the chain this service runs (shared/chain.py)

@@ -36,24 +36,42 @@ def test_preset_resolves_coco_panoptic(api, alice):
     assert len(spec.train_categories) == 133 and spec.train_categories[0] == "person"
 
 
-@pytest.mark.parametrize("patch, loc", [
-    ({"train_categories": []}, ["body", "train_categories"]),
-    ({"train_categories": ["dog", "DOG"]}, ["body", "train_categories"]),
-    ({"train_categories": ["dog\x07"]}, ["body", "train_categories"]),
-    ({"image_size": 10**6}, ["body", "image_size"]),
-    ({"num_novel": 50, "images_per_category": 50}, ["body", "images_per_category"]),
-    ({"image_size": 2048}, ["body", "image_size"]),
-    ({"backends": {"synthesis": "gligen"}}, ["body", "backends", "synthesis"]),
+@pytest.mark.parametrize("patch, loc, mention", [
+    ({"train_categories": []}, ["body", "train_categories"], ""),
+    ({"train_categories": ["dog", "DOG"]}, ["body", "train_categories"], ""),
+    ({"train_categories": ["dog\x07"]}, ["body", "train_categories"], ""),
+    ({"image_size": 10**6}, ["body", "image_size"], ""),
+    ({"image_size": 100}, ["body", "image_size"], "multiple of 8"),
+    # The deployment's limits, checked once here (the tests' settings: at most 100 scenes per job).
+    ({"image_size": 2048}, ["body", "image_size"], "DREAMMASK_MAX_IMAGE_SIZE"),
+    ({"num_novel": 50, "images_per_category": 50}, ["body"], "DREAMMASK_MAX_SCENES_PER_JOB"),
+    ({"num_novel": 600, "images_per_category": 1}, ["body", "num_novel"], "DREAMMASK_MAX_NOVEL_CATEGORIES"),
+    ({"synthesis": {"steps": 150}}, ["body", "synthesis", "steps"], "DREAMMASK_MAX_SYNTHESIS_STEPS"),
+    ({"synthesis": {"guidance_scale": 25.0}}, ["body", "synthesis", "guidance_scale"],
+     "DREAMMASK_MAX_GUIDANCE_SCALE"),
+    ({"backends": {"synthesis": "gligen"}}, ["body", "backends", "synthesis"], "not deployed"),
 ])
-def test_bad_specs_are_422_naming_the_field(api, alice, redis_client, patch, loc):
+def test_bad_specs_are_422_naming_the_field(api, alice, redis_client, patch, loc, mention):
     r = api.post("/v1/jobs", json={**SPEC, **patch}, headers=alice)
     assert r.status_code == 422, r.text
     details = r.json()["detail"]
-    assert any(d["loc"][: len(loc)] == loc for d in details), details
+    assert any(d["loc"] == loc and mention in d["msg"] for d in details), details
     assert all(d["msg"] for d in details)
     # Nothing was stored or queued for a rejected spec.
     assert list(api.rt.store.list("jobs/")) == []
     assert redis_client.llen("association") == 0
+
+
+def test_a_job_over_the_scene_limit_names_both_fields_not_one(api, alice):
+    r = api.post("/v1/jobs", json={**SPEC, "num_novel": 101, "images_per_category": 1}, headers=alice)
+    scenes = [d for d in r.json()["detail"] if "DREAMMASK_MAX_SCENES_PER_JOB" in d["msg"]]
+    assert len(scenes) == 1 and scenes[0]["loc"] == ["body"]
+    assert "num_novel × images_per_category = 101 × 1 = 101 scenes" in scenes[0]["msg"]
+
+
+def test_the_limits_checked_are_stored_with_the_job(api, alice, api_settings):
+    job_id = api.post("/v1/jobs", json=SPEC, headers=alice).json()["job_id"]
+    assert api.rt.tracker.spec(job_id).limits == api_settings.job_limits()
 
 
 def test_undeployed_backend_message_lists_choices(api, alice):

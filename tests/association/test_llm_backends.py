@@ -121,7 +121,7 @@ def requests_for(targets, max_objects=5) -> list[LayoutRequest]:
         LayoutRequest(
             job_id="job1", scene_id=f"{i:05d}", scene_index=i,
             novel=NovelCategory(name=t, nearest_train=nearest.get(t, "car"), score=0.5, source="llm"),
-            train=TRAIN, novel_names=NOVEL, seed=100 + i, max_objects=max_objects, image_size=512,
+            train=TRAIN, novel_names=NOVEL, seed=100 + i, job_seed=100, max_objects=max_objects, image_size=512,
         )
         for i, t in enumerate(targets)
     ]
@@ -209,8 +209,8 @@ def test_layout_prompts_are_shared_per_category(fake_llm, llm_layout):
     reqs = [
         LayoutRequest(job_id="job2", scene_id=f"{i:05d}", scene_index=i,
                       novel=NovelCategory(name=t, nearest_train="class 3", score=0.5, source="llm"),
-                      train=long_train, novel_names=["awning", "leash"], seed=job_seed, max_objects=5,
-                      image_size=256)
+                      train=long_train, novel_names=["awning", "leash"], seed=job_seed * 1000 + i, job_seed=job_seed,
+                      max_objects=5, image_size=256)
         for i, t in enumerate(["awning", "leash"] * 4)
     ]
     out = llm_layout.plan(reqs[:4])

@@ -153,6 +153,32 @@ def test_download_streams_skips_resumes_and_verifies(live_api, finished_job, tmp
     assert not (root / keys.CARD_MD).exists() and sheet.read_bytes() == whole
 
 
+def test_a_reviewed_version_downloads_verified_against_its_checksums(live_api, finished_job, tmp_path):
+    env, c = _env(live_api), live_api.client
+    job_id, ds_id = finished_job["job_id"], finished_job["dataset_id"]
+    scenes = c.get(f"/v1/jobs/{job_id}/scenes").json()["items"]
+    target = next(s for s in scenes if s["instances"])
+    r = c.post(f"/v1/jobs/{job_id}/reviews", json={"scene_id": target["scene_id"], "decision": "reject"})
+    assert r.status_code == 201, r.text
+    r = c.post(f"/v1/datasets/{ds_id}/versions", json={})
+    assert r.status_code == 202, r.text
+    live_api.run_pending()  # the publish task
+    v2 = r.json()["dataset_id"]
+    assert c.get(f"/v1/datasets/{ds_id}/versions").json()["items"][1]["state"] == "published"
+    again = c.post(f"/v1/datasets/{ds_id}/versions", json={})  # nothing changed since: the same version
+    assert again.status_code == 200 and again.json()["dataset_id"] == v2
+    checksums = c.get(f"/v1/datasets/{v2}").json()["manifest"]["checksums"]
+    assert checksums and all(v.startswith("sha256:") for v in checksums.values())
+
+    s = _summary(cli("download", v2, "--to", str(tmp_path), env=env).stdout)
+    assert s["fetched"] == s["files"] and s["verified"] == len(checksums)
+    # A file of the version that does not match its manifest is refused.
+    live_api.rt.store.put_bytes(keys.dataset_file(v2, keys.CARD_MD), b"tampered")
+    (tmp_path / v2 / keys.CARD_MD).unlink()
+    r = cli("download", v2, "--to", str(tmp_path), "--no-progress", env=env)
+    assert r.returncode == 1 and "checksum" in error_lines(r)[0], r.stderr
+
+
 def test_trainings_submit_list_cancel_and_validation(live_api, finished_job, tmp_path):
     env = _env(live_api)
     ds_id = finished_job["dataset_id"]

@@ -17,7 +17,7 @@ class Curation:
         from dreammask.services.curation.synthetic_job import curation_messages, make_job
 
         job = make_job(self.rt, n, **kw)
-        curation_messages(self.rt, job, self.rt.tracker.status(job).planned_scenes)
+        curation_messages(self.rt, job)
         return job
 
     def run(self, until: str | None = None) -> None:

@@ -3,9 +3,9 @@ storage), counters of a job left mid-way expire, and resume rebuilds them from s
 
 from __future__ import annotations
 
-from dreammask.shared import celery_app as names
 from dreammask.shared import keys
 from dreammask.shared import orchestration as orch
+from dreammask.shared.chain import DEFAULT_CHAIN
 from dreammask.shared.schemas import JobState
 
 
@@ -16,7 +16,7 @@ def job_keys(rt, job):
 def test_a_finished_job_leaves_no_keys_and_keeps_its_counts(curation):
     rt = curation.rt
     job = curation.job(8)
-    curation.run(until=names.TASK_ASSEMBLE)
+    curation.run(until=DEFAULT_CHAIN["assemble"].task)
     live = rt.tracker.counts(job, 8)
     assert live["curation"].done == 8 and job_keys(rt, job)
     # Every counter written so far expires on its own if the job were abandoned here.
@@ -32,7 +32,7 @@ def test_a_finished_job_leaves_no_keys_and_keeps_its_counts(curation):
 def test_a_cancelled_job_keeps_only_its_cancel_flag_with_a_ttl(curation):
     rt = curation.rt
     job = curation.job(8)
-    curation.run(until=names.TASK_CURATE_SCENES)
+    curation.run(until=DEFAULT_CHAIN["curation"].task)
     rt.tracker.cancel(job)
     assert job_keys(rt, job) == [f"dreammask:job:{job}:cancelled"]
     assert 0 < rt.redis.ttl(f"dreammask:job:{job}:cancelled") <= rt.settings.job_keys_ttl_s

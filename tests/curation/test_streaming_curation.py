@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from dreammask.shared import celery_app as names
 from dreammask.shared import keys
+from dreammask.shared.chain import DEFAULT_CHAIN
 from dreammask.shared.panoptic import rgb2id
 from dreammask.shared.schemas import CuratedScene, DatasetManifest, JobState
 
@@ -27,7 +27,7 @@ def test_each_scene_is_curated_as_it_lands_and_assemble_writes_the_dataset(curat
     job = curation.job(8)
     # Curate the first batch only: its records, thumbnails and pieces exist before any dataset index does.
     name, args = rt.dispatcher.pending.popleft()
-    assert name == names.TASK_CURATE_SCENES
+    assert name == DEFAULT_CHAIN["curation"].task
     rt.dispatcher.handlers[name](rt, *args)
     first = args[1]
     for sid in first:
@@ -87,10 +87,10 @@ def test_assemble_and_curation_rerun_idempotently(curation):
     before = {p: (root / p).read_bytes() for p in (keys.COCO_INSTANCES, keys.COCO_PANOPTIC, keys.DECISIONS)}
     record = rt.store.get_bytes(keys.curated(job, "s00001"))
     # A redelivered curation batch redoes nothing; assemble after a lost manifest writes the same files.
-    rt.dispatcher.send(names.TASK_CURATE_SCENES, job, ["s00000", "s00001"])
+    rt.dispatcher.send(DEFAULT_CHAIN["curation"].task, job, ["s00000", "s00001"])
     rt.store.delete(keys.dataset_manifest_for_job(job))
     rt.tracker.transition(job, JobState.running, "test: assemble again", force=True)
-    rt.dispatcher.send(names.TASK_ASSEMBLE, job)
+    rt.dispatcher.send(DEFAULT_CHAIN["assemble"].task, job)
     curation.run()
     assert rt.store.get_bytes(keys.curated(job, "s00001")) == record
     assert {p: (root / p).read_bytes() for p in before} == before

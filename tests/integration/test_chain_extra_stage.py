@@ -1,60 +1,60 @@
-"""Adding a stage is a declaration plus its work: a test-only stage inserted after curation runs for every
-scene, is counted, resumes from storage, and the finisher waits for it."""
+"""Adding a stage is one `StageDef` plus one module with its work (stamp_stage.py), nothing else: the stage
+gets its Celery task on its service's worker, runs in the in-process runner, is counted, listed by the API
+per scene, resumes from storage, and the finisher waits for it."""
 
 from __future__ import annotations
 
 import json
 
+from fastapi.testclient import TestClient
+from stamp_stage import stamp_key
+
+from dreammask.services.api.main import create_app
 from dreammask.services.cli.inprocess import in_process_dispatcher, run_pending
 from dreammask.shared import keys
 from dreammask.shared import orchestration as orch
+from dreammask.shared.celery_app import queue_of
 from dreammask.shared.chain import DEFAULT_CHAIN, StageDef
 from dreammask.shared.runtime import build_runtime, set_runtime
 from dreammask.shared.schemas import JobSpec, JobState
 from dreammask.shared.settings import Settings
-from dreammask.shared.skeleton import SceneResult, run_scene_stage
+from dreammask.shared.worker import create_worker_app
 
-
-def stamp_key(job_id: str, sid: str) -> str:
-    return keys.job_prefix(job_id) + f"stamps/{sid}.json"
-
-
-STAMP = StageDef("stamp", "dreammask.curation.stamp", "scene", stamp_key, batch_size="annotation_batch_size")
-
-
-def stamp_work(rt, job_id: str, todo: list[str]) -> SceneResult:
-    result = SceneResult()
-    for sid in todo:
-        rec = json.loads(rt.store.get_bytes(keys.curated(job_id, sid)))
-        rt.store.put_json(stamp_key(job_id, sid), {
-            "scene_id": sid, "kept": rec["kept"],
-            "dataset_existed": rt.store.exists(keys.dataset_manifest_for_job(job_id)),
-        })
-        result.done.append(sid)
-    return result
-
-
-def stamp(rt, job_id: str, scene_ids: list[str]) -> dict:
-    return run_scene_stage(rt, "stamp", job_id, scene_ids, stamp_work)
+STAMP = StageDef("stamp", "curation", "stamp", "scene", "stamp_stage:stamp_work", stamp_key,
+                 batch_size="annotation_batch_size", description="a test-only stage after curation")
 
 
 def test_a_job_runs_through_a_declared_extra_stage_and_resumes_it(tmp_path, redis_client, redis_url, shared_cache_dir):
     chain = DEFAULT_CHAIN.with_stage(STAMP, after="curation")
     s = Settings(redis_url=redis_url, storage_root=tmp_path / "objects", cache_dir=shared_cache_dir,
-                 synthesis_batch_size=2, annotation_batch_size=2, layout_batch_size=2)
-    rt = build_runtime(s, dispatcher=in_process_dispatcher(chain, {"stamp": stamp}), chain=chain)
+                 synthesis_batch_size=2, annotation_batch_size=2, layout_batch_size=2, api_keys={"k": "t"})
+    rt = build_runtime(s, dispatcher=in_process_dispatcher(chain), chain=chain)
     set_runtime(rt)
     try:
+        # Routed to its service's queue, with a task on that service's worker (and only there).
+        assert queue_of(STAMP.task) == "curation"
+        assert STAMP.task in create_worker_app("curation", chain).tasks
+        assert STAMP.task not in create_worker_app("annotation", chain).tasks
+
         spec = JobSpec(train_categories=["person", "dog", "car", "building", "sky", "road"], num_novel=2,
                        images_per_category=2, image_size=96)
         job = rt.tracker.create(spec, "t", spec.train_categories).job_id
         orch.start(rt, job)
         run_pending(rt, until=STAMP.task)
-        # Lose Redis with the first stamp message still queued: resume must find the stamps from storage.
-        first = rt.dispatcher.pending.popleft()
-        rt.dispatcher.handlers[first[0]](rt, *first[1])
+        # The first stamp message runs as the curation worker's Celery task would (eagerly, same runtime).
+        name, args = rt.dispatcher.pending.popleft()
+        assert name == STAMP.task
+        out = create_worker_app("curation", chain).tasks[STAMP.task].apply(args=list(args)).get()
+        assert out["done"] == 2
         stamped = {sid for sid in map(keys.scene_id, range(4)) if rt.store.exists(stamp_key(job, sid))}
-        assert len(stamped) == 2
+        assert stamped == set(args[1])
+        with TestClient(create_app(s, rt)) as api:
+            page = api.get(f"/v1/jobs/{job}/scenes", headers={"Authorization": "Bearer k"}).json()
+        assert [list(item["stages"]) for item in page["items"]] == [
+            ["layout", "synthesis", "annotation", "curation", "stamp"]] * 4
+        assert sorted(i["scene_id"] for i in page["items"] if i["stages"]["stamp"] == "done") == sorted(stamped)
+
+        # Lose Redis with the other stamp message still queued: resume must find the stamps from storage.
         rt.dispatcher.pending.clear()
         rt.redis.flushdb()
         enqueued = orch.resume(rt, job)

@@ -14,6 +14,7 @@ from dreammask.services.association.similarity import lexical_screen_for, screen
 from dreammask.services.synthesis.backends.preview import PreviewRenderer
 from dreammask.shared.backends import LayoutRequest
 from dreammask.shared.schemas import LayoutObject, NovelCategory, SceneLayout, SynthesisParams
+from dreammask.shared.seeding import SALTS, scene_seed, stage_seed
 from dreammask.shared.settings import Settings
 
 
@@ -101,10 +102,12 @@ def test_embedding_cna_for_coco_proposes_no_example_from_the_issue(settings):
 
 
 def _request(idx, seed=3, max_objects=6):
+    """Scene `idx` of a job with seed `seed`: the layout seed comes from the scene's seed, as in a plan."""
     return LayoutRequest(job_id="j1", scene_id=f"s{idx:05d}", scene_index=idx,
                          novel=NovelCategory(name="awning", nearest_train="building", score=0.5),
                          train=["person", "dog", "car", "building", "sky", "road", "cup", "bench"],
-                         novel_names=["awning"], seed=seed, max_objects=max_objects, image_size=256)
+                         novel_names=["awning"], seed=stage_seed(scene_seed(seed, idx), SALTS["layout"]),
+                         job_seed=seed, max_objects=max_objects, image_size=256)
 
 
 def test_prior_layouts_are_reproducible_plausible_and_keep_the_novel_category(settings):

@@ -10,6 +10,8 @@ import pytest
 
 from dreammask.shared import keys
 from dreammask.shared.celery_app import QUEUES
+from dreammask.shared.chain import DEFAULT_CHAIN
+from dreammask.shared.plan import write_plan
 from dreammask.shared.runtime import build_runtime
 from dreammask.shared.schemas import CategorySet, JobSpec, JobState, NovelCategory
 from dreammask.shared.settings import Settings
@@ -45,10 +47,12 @@ def rt(tmp_path, redis_url, redis_client):
 def _job(rt, scenes_done: dict[str, int], n_novel=2, per_category=4) -> str:
     """A job whose association ran and whose stages produced outputs for the first scenes of each stage."""
     spec = JobSpec(train_categories=["dog", "car"], num_novel=n_novel, images_per_category=per_category)
-    job_id = rt.tracker.create(spec, "t", ["dog", "car"]).job_id
+    stored = rt.tracker.create(spec, "t", ["dog", "car"])
+    job_id = stored.job_id
     cats = CategorySet(job_id=job_id, backend="embedding", train=["dog", "car"],
                        novel=[NovelCategory(name=f"novel{i}", nearest_train="dog", score=0.5) for i in range(n_novel)])
     rt.store.put_json(keys.categories(job_id), cats)
+    write_plan(rt.store, stored, cats)
     rt.tracker.transition(job_id, JobState.running, planned_scenes=n_novel * per_category)
     for stage, n in scenes_done.items():
         for i in range(n):
@@ -92,9 +96,8 @@ def test_a_job_stalled_by_a_redis_loss_is_healed_from_storage(rt):
 
 def test_work_in_flight_is_not_a_stall(rt):
     job_id = _job(rt, {"layout": 8})
-    from dreammask.shared.celery_app import TASK_RENDER
 
-    rt.dispatcher.send(TASK_RENDER, job_id, [keys.scene_id(0)])
+    rt.dispatcher.send(DEFAULT_CHAIN["synthesis"].task, job_id, [keys.scene_id(0)])
     assert _job_of_message(rt.redis.lrange("synthesis", 0, 0)[0]) == job_id
     clock = Clock()
     sup = Supervisor(rt, stall_after_s=10, clock=clock)

@@ -17,7 +17,8 @@ from tiny_gligen import TINY_IMAGE_SIZE
 from dreammask.services.synthesis.backends.gligen import GligenRenderer
 from dreammask.services.synthesis.model_loading import batch_size_set, split_batches
 from dreammask.shared.backends import RenderOutput
-from dreammask.shared.schemas import LayoutObject, SceneLayout, SynthesisParams
+from dreammask.shared.plan import write_plan
+from dreammask.shared.schemas import CategorySet, LayoutObject, NovelCategory, SceneLayout, SynthesisParams
 
 PARAMS = SynthesisParams(steps=2, guidance_scale=7.5, gligen_scheduled_sampling_beta=0.5)
 NAMES = ["awning", "stairway", "teapot", "kite", "bench", "cup"]
@@ -157,7 +158,10 @@ def stage_env(tmp_path, redis_url, redis_client, gligen_renderer, monkeypatch):
     spec = JobSpec(train_categories=["person", "car"], num_novel=1, images_per_category=4,
                    image_size=TINY_IMAGE_SIZE, seed=3, backends={"synthesis": "gligen"},
                    synthesis=PARAMS.model_dump())
-    job_id = rt.tracker.create(spec, tenant="test", train_categories=["person", "car"]).job_id
+    stored = rt.tracker.create(spec, tenant="test", train_categories=["person", "car"])
+    job_id = stored.job_id
+    write_plan(rt.store, stored, CategorySet(job_id=job_id, backend="test", train=["person", "car"],
+                                             novel=[NovelCategory(name="kite", nearest_train="person", score=0.5)]))
     layouts = scenes(4, job_id)
     for lay in layouts:
         rt.store.put_json(keys.layout(job_id, lay.scene_id), lay)
@@ -182,9 +186,9 @@ class GatedStore:
 
 
 def test_writes_overlap_the_next_batch_and_land_before_the_task_returns(stage_env, monkeypatch):
-    from dreammask.services.synthesis.stage import render_scenes
     from dreammask.shared import keys
-    from dreammask.shared.celery_app import TASK_ANNOTATE
+    from dreammask.shared.chain import DEFAULT_CHAIN
+    from dreammask.shared.skeleton import run_stage
 
     rt, renderer, job_id, sids = stage_env
     started = threading.Event()
@@ -200,19 +204,19 @@ def test_writes_overlap_the_next_batch_and_land_before_the_task_returns(stage_en
     monkeypatch.setattr(renderer, "_render_chunk", render_chunk)
     gated = GatedStore(rt.store, set(sids[:2]), started)
     monkeypatch.setattr(rt, "store", gated)
-    out = render_scenes(rt, job_id, sids)
+    out = run_stage(rt, "synthesis", job_id, sids)
     assert (out["done"], out["forwarded"]) == (4, 4) and calls == [2, 2]
     assert gated.overlapped == [True, True]
     # Returned (the task would be acked now): every image and record is there, every scene counted.
     for sid in sids:
         assert rt.store.exists(keys.image(job_id, sid)) and rt.store.exists(keys.render_record(job_id, sid))
     assert sorted(x.decode() for x in rt.redis.smembers(rt.tracker._k(job_id, "done", "synthesis"))) == sids
-    assert [(t, a[1]) for t, a in rt.dispatcher.pending] == [(TASK_ANNOTATE, sids)]
+    assert [(t, a[1]) for t, a in rt.dispatcher.pending] == [(DEFAULT_CHAIN["annotation"].task, sids)]
 
 
 def test_a_renderer_dying_mid_task_loses_nothing_and_counts_only_what_landed(stage_env, monkeypatch):
-    from dreammask.services.synthesis.stage import render_scenes
     from dreammask.shared import keys
+    from dreammask.shared.skeleton import run_stage
 
     rt, renderer, job_id, sids = stage_env
     chunk = renderer._render_chunk
@@ -226,7 +230,7 @@ def test_a_renderer_dying_mid_task_loses_nothing_and_counts_only_what_landed(sta
 
     monkeypatch.setattr(renderer, "_render_chunk", render_chunk)
     with pytest.raises(RuntimeError, match="fell off the bus"):
-        render_scenes(rt, job_id, sids)  # raising: the message is not acked, it is redelivered
+        run_stage(rt, "synthesis", job_id, sids)  # raising: the message is not acked, it is redelivered
     done = sorted(x.decode() for x in rt.redis.smembers(rt.tracker._k(job_id, "done", "synthesis")))
     on_disk = [s for s in sids if rt.store.exists(keys.image(job_id, s))]
     # The first batch's writes finished before the error left the task; the second batch never rendered.
@@ -235,14 +239,14 @@ def test_a_renderer_dying_mid_task_loses_nothing_and_counts_only_what_landed(sta
 
     # Redelivery renders only what is missing, and forwards all four.
     monkeypatch.setattr(renderer, "_render_chunk", chunk)
-    out = render_scenes(rt, job_id, sids)
+    out = run_stage(rt, "synthesis", job_id, sids)
     assert (out["done"], out["forwarded"]) == (2, 4)
     assert all(rt.store.exists(keys.image(job_id, s)) for s in sids)
 
 
 def test_a_failed_write_fails_the_task_and_is_not_counted(stage_env, monkeypatch):
-    from dreammask.services.synthesis.stage import render_scenes
     from dreammask.shared import keys
+    from dreammask.shared.skeleton import run_stage
 
     rt, renderer, job_id, sids = stage_env
 
@@ -254,7 +258,7 @@ def test_a_failed_write_fails_the_task_and_is_not_counted(stage_env, monkeypatch
 
     monkeypatch.setattr(rt, "store", FailingStore(rt.store, set(), threading.Event()))
     with pytest.raises(OSError, match="disk full"):
-        render_scenes(rt, job_id, sids)
+        run_stage(rt, "synthesis", job_id, sids)
     done = sorted(x.decode() for x in rt.redis.smembers(rt.tracker._k(job_id, "done", "synthesis")))
     assert done == sids[:3] and not rt.store.exists(keys.image(job_id, sids[3]))
 

@@ -13,8 +13,8 @@ from PIL import Image
 from tiny_gligen import TINY_IMAGE_SIZE, TINY_MODEL_SUBPATH
 
 from dreammask.shared import keys
-from dreammask.shared.schemas import RenderRecord, SceneLayout, SynthesisParams
-from dreammask.shared.seeding import scene_seed
+from dreammask.shared.schemas import JobPlan, RenderRecord, SceneLayout, SynthesisParams
+from dreammask.shared.seeding import SALTS, scene_seed, stage_seed
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,10 @@ def test_gligen_job_renders_through_the_synthesis_worker(platform, gligen_models
         sid = keys.scene_id(index)
         record = p.store.get_model(keys.render_record(job_id, sid), RenderRecord)
         assert record.backend == "gligen"
-        assert record.seed == scene_seed(JOB["seed"], index, "synthesis")
+        # The render seed: the scene's seed from the job's plan, salted for the synthesis stage.
+        assert record.seed == stage_seed(scene_seed(JOB["seed"], index), SALTS["synthesis"])
+        assert record.seed == stage_seed(p.store.get_model(keys.plan(job_id), JobPlan).scene(sid).seed, 2)
+        assert record.synthesis == SynthesisParams(**SYNTHESIS) and "seed" not in record.params
         assert record.model["revision"] == revision and record.model["dtype"] == "float32"
         assert record.model["model_path"].endswith(TINY_MODEL_SUBPATH)
         assert record.params["scheduler"] == "DDIMScheduler" and record.params["steps"] == 2

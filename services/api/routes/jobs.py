@@ -64,8 +64,8 @@ def _view(rt, request: Request, settings, stored: StoredJobSpec, detail: bool = 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView, responses=errors.responses(413, 422))
 def submit_job(spec: Annotated[JobSpec, Body(openapi_examples=JOB_SPEC_EXAMPLES)], request: Request, response: Response, rt: RuntimeDep, settings: SettingsDep,
                tenant: TenantDep):
-    train = check_spec(spec, settings)
-    stored = rt.tracker.create(spec, tenant, train)
+    train, limits = check_spec(spec, settings)
+    stored = rt.tracker.create(spec, tenant, train, limits)
     try:
         orch.start(rt, stored.job_id)
     except Exception as e:  # noqa: BLE001 - broker down: keep the job, say how to continue
@@ -166,12 +166,17 @@ def list_scenes(job_id: str, request: Request, rt: RuntimeDep, settings: Setting
         has_image = rt.store.exists(keys.image(job_id, sid))
         ann = rt.store.try_get_model(keys.annotation(job_id, sid), SceneAnnotation)
         failure = rt.store.try_get_model(keys.failure(job_id, sid), SceneFailure)
+        stages = {}
+        for stage in rt.chain.scene_stages:
+            if rt.store.exists(stage.output(job_id, sid)):
+                stages[stage.name] = "done"
+            else:
+                stages[stage.name] = "failed" if failure and failure.stage == stage.name else "pending"
         items.append({
             "scene_id": sid,
             "novel_category": layout.novel_category if layout else None,
             "caption": layout.caption if layout else None,
-            "stages": {"layout": "done" if layout else "pending", "synthesis": "done" if has_image else "pending",
-                       "annotation": "done" if ann else "pending"},
+            "stages": stages,
             "failed": failure.model_dump(mode="json") if failure else None,
             "image_url": f"{root}/images/{sid}.png" if has_image else None,
             "layout_url": f"{root}/layouts/{sid}.json" if layout else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from dreammask.shared import review as rv
@@ -66,8 +66,14 @@ def list_versions(dataset_id: str, rt: RuntimeDep, tenant: TenantDep) -> dict[st
 
 
 @router.post("/v1/datasets/{dataset_id}/versions", status_code=status.HTTP_202_ACCEPTED,
-             responses=responses(404, 413, 422, **_NO_DATASET))
-def publish(dataset_id: str, body: VersionIn, request: Request, rt: RuntimeDep, tenant: TenantDep) -> dict:
+             responses={200: {"description": "the marks in force were published already: that version"},
+                        **responses(404, 413, 422, **_NO_DATASET)})
+def publish(dataset_id: str, body: VersionIn, request: Request, response: Response, rt: RuntimeDep,
+            tenant: TenantDep) -> dict:
+    """A new version from the review marks in force (202, assembled in the background), or the version that
+    already holds them (200): unchanged content is never copied twice."""
     job_id = _job_of_dataset(rt, dataset_id, tenant)
-    rec = reviewing.request_version(rt, job_id, _reviewer(request, tenant), body.note)
+    rec, created = reviewing.request_version(rt, job_id, _reviewer(request, tenant), body.note)
+    if not created:
+        response.status_code = status.HTTP_200_OK
     return rec.model_dump(mode="json")

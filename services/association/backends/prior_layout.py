@@ -3,7 +3,7 @@
 Per-category size classes (area range, aspect ratio, where it sits in the frame), context categories
 drawn from C_train weighted by semantic relatedness to the scene's novel category, and rejection
 sampling under an overlap limit. The scene's novel category is always present and clearly visible.
-Reproducible: every draw comes from the generator seeded by (job seed, scene index).
+Reproducible: every draw comes from the generator seeded by the scene's layout seed (from the job's plan).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import numpy as np
 
 from dreammask.shared.backends import Failure, LayoutBackend, LayoutRequest
 from dreammask.shared.schemas import LayoutObject, SceneLayout, normalise_name
-from dreammask.shared.seeding import rng
 
 from ..embedding_model import get_text_embedder
 
@@ -124,7 +123,7 @@ class PriorLayoutSampler(LayoutBackend):
         return out
 
     def _plan_one(self, req: LayoutRequest) -> SceneLayout:
-        g = rng(req.seed, req.scene_index, "layout")
+        g = np.random.default_rng(req.seed)  # the scene's layout seed: the same scene plans the same
         novel = req.novel.name
         objects: list[LayoutObject] = []
         weights = self._context_weights(novel, req.train)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from dreammask.shared.backends import Failure, LayoutRequest
 from dreammask.shared.schemas import LayoutObject, SceneLayout, check_category_name, normalise_name
-from dreammask.shared.seeding import scene_seed
+from dreammask.shared.seeding import derive_seed, name_salt
 
 from .engine import Engine, LLMTask, TaskFailure
 from .names import canonical
@@ -71,7 +71,7 @@ def category_prompt(req: LayoutRequest, s, core, exemplars, cache: dict) -> Cate
     max_len = core.max_category_name_length
     max_objects = max(1, min(req.max_objects, 30))
     key = ("prompt", req.novel.name, req.novel.nearest_train, tuple(req.train), tuple(req.novel_names),
-           max_objects, req.seed)
+           max_objects, req.job_seed)
     hit = cache.get(key)
     if hit is not None:
         return hit
@@ -79,7 +79,7 @@ def category_prompt(req: LayoutRequest, s, core, exemplars, cache: dict) -> Cate
     train = _checked(req.train, max_len, cache)
     others = [t for t in _checked(req.novel_names, max_len, cache) if t != novel]
     # Chosen per category (seeded by the job seed and the category), not per scene.
-    seed = scene_seed(req.seed, zlib.crc32(novel.encode()) & 0x7FFFFFFF, "layout-prompt")
+    seed = derive_seed(req.job_seed, zlib.crc32(novel.encode()) & 0x7FFFFFFF, name_salt("layout-prompt"))
     allowed = layout_allowed(train + [o for o in others if o not in train], novel, req.novel.nearest_train,
                              s.layout_max_prompt_categories, seed)
     allowed_map: dict[str, str] = {}
@@ -99,9 +99,9 @@ def category_prompt(req: LayoutRequest, s, core, exemplars, cache: dict) -> Cate
 
 
 def _build_task(req: LayoutRequest, s, core, backend_name: str, exemplars, cache: dict) -> LLMTask:
-    # The job seed comes with every request: each scene samples with its own seed derived from it, so the
-    # scenes of one category differ and any scene re-plans identically.
-    seed = scene_seed(req.seed, req.scene_index, "layout")
+    # Each scene samples with its own layout seed (from the job's plan), so the scenes of one category differ
+    # and any scene re-plans identically.
+    seed = req.seed
     cp = category_prompt(req, s, core, exemplars, cache)
     novel, novel_set = cp.novel, cp.novel_set
 

@@ -32,6 +32,8 @@ class ExportContext:
     dataset_id: str
     categories: list[DatasetCategory]
     spec: Any = None  # the job's JobSpec
+    plan: Any = None  # the job's JobPlan (its scenes and their seeds)
+    version: dict[str, Any] | None = None  # a reviewed version: its number, first dataset, review counts
     spool_dir: str | None = None  # where streamed files are built before upload (a temp dir if None)
     scratch: dict[str, Any] = field(default_factory=dict)
 

@@ -73,6 +73,9 @@ class CardExporter(Exporter):
             "score_histograms": {m: {"all": h.to_dict(), "kept": self.hist_kept[m].to_dict()}
                                  for m, h in self.hist_all.items()},
             "selection": self.tally.result(),
+            # Seeds (shared/seeding.py): every image's scene seed is in the manifest (`scene_seeds`).
+            "job_seed": ctx.plan.job_seed if ctx.plan is not None else None,
+            **(ctx.version or {}),
         }
         ctx.store.put_json(ctx.key(keys.CARD_JSON), card)
         ctx.store.put_bytes(ctx.key(keys.CARD_MD), render_card_md(card).encode(), "text/markdown")
@@ -93,12 +96,18 @@ def render_card_md(card: dict) -> str:
              "Synthetic images (every sample `is_synthetic: true`) made by the DreamMask platform.", "",
              f"- images kept: {card['images']} of {card['scenes_annotated']} annotated scenes",
              f"- instances kept: {card['instances']}",
-             f"- novel categories: {', '.join(card['novel_categories'])}", "",
+             f"- novel categories: {', '.join(card['novel_categories'])}",
+             f"- seeds: job seed {card.get('job_seed')}; each image's scene seed in manifest.json (`scene_seeds`), "
+             "from which its layout and render seeds derive", "",
              "## Categories", "", "| id | category | origin | thing | images | instances |", "|---|---|---|---|---|---|"]
     for c in card["category_list"]:
         v = card["categories"].get(c["name"], {"images": 0, "instances": 0})
         lines.append(f"| {c['id']} | {c['name']} | {c['dreammask_origin']} | {'yes' if c['isthing'] else 'no'} "
                      f"| {v['images']} | {v['instances']} |")
+    if card.get("version"):
+        lines += ["", f"## Version {card['version']}", "",
+                  f"People's review decisions applied to {card.get('first_version')} (version 1): "
+                  + (", ".join(f"{k} {v}" for k, v in sorted(card.get("reviews", {}).items())) or "none")]
     sel = card.get("selection", {})
     lines += ["", "## Selection", ""]
     for k, v in sel.items():

@@ -1,8 +1,7 @@
 """Production layout-to-image backend: GLIGEN (diffusers) with a different layout per batch item.
 
 Loaded once per worker process (`from_settings`, called by the registry after the fork), warmed up with
-a one-step render, and released on shutdown. `render` checks each layout, trims those over GLIGEN's
-30-object limit (keeping the novel category and the largest boxes), cuts the scenes into batches of
+a one-step render, and released on shutdown. `render` trims layouts over GLIGEN's 30-object limit (keeping the novel category and the largest boxes), cuts the scenes into batches of
 DREAMMASK_GLIGEN_BATCH_SIZE and renders each batch in one denoising loop (`GligenBatchPipeline`).
 Every scene has its own generator seeded with the seed the platform passes, so it renders the same
 image alone or in any batch.
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import threading
 import time
 from pathlib import Path
@@ -39,25 +37,6 @@ def trim_objects(layout: SceneLayout, max_objects: int) -> tuple[list[LayoutObje
     ranked = sorted(range(len(objects)), key=lambda i: (not is_novel(objects[i]), -objects[i].area, i))
     keep = set(ranked[:max_objects])
     return ([o for i, o in enumerate(objects) if i in keep], [o for i, o in enumerate(objects) if i not in keep])
-
-
-def check_layout(layout: SceneLayout) -> str | None:
-    """Why this layout cannot be rendered, or None. The schema already rejects most of this; layouts can
-    still be built without validation (`model_construct`), and a bad one must not sink its batch."""
-    if not layout.objects:
-        return f"layout {layout.scene_id} has no objects; GLIGEN needs at least one box with its category"
-    for k, o in enumerate(layout.objects):
-        if not isinstance(o, LayoutObject):
-            return f"object {k} of layout {layout.scene_id} is a {type(o).__name__}, not a LayoutObject"
-        if not isinstance(o.category, str) or not o.category.strip():
-            return f"object {k} of layout {layout.scene_id} has an empty category name"
-        b = o.box
-        if len(b) != 4 or not all(isinstance(c, (int, float)) and math.isfinite(c) for c in b):
-            return f"object {k} ({o.category}) has box {b}; give 4 finite numbers [x0, y0, x1, y1]"
-        if not all(0.0 <= c <= 1.0 for c in b) or not (b[2] > b[0] and b[3] > b[1]):
-            return (f"object {k} ({o.category}) has box {b}; boxes are normalised [x0, y0, x1, y1] "
-                    "with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
-    return None
 
 
 def prompt_for(layout: SceneLayout, objects: list[LayoutObject]) -> str:
@@ -168,16 +147,6 @@ class GligenRenderer(RenderBackend):
 
     # ------------------------------------------------------------------ rendering
 
-    def check_params(self, params: SynthesisParams) -> str | None:
-        s = self.settings
-        if not s.gligen_min_steps <= params.steps <= s.gligen_max_steps:
-            return (f"synthesis.steps={params.steps} is outside this deployment's range "
-                    f"[{s.gligen_min_steps}, {s.gligen_max_steps}] (DREAMMASK_GLIGEN_MIN/MAX_STEPS); change the job's steps")
-        if params.guidance_scale > s.gligen_max_guidance_scale:
-            return (f"synthesis.guidance_scale={params.guidance_scale} exceeds this deployment's limit "
-                    f"{s.gligen_max_guidance_scale} (DREAMMASK_GLIGEN_MAX_GUIDANCE_SCALE); lower it")
-        return None
-
     def render(self, layouts: list[SceneLayout], seeds: list[int], params: SynthesisParams,
                image_size: int) -> list[RenderOutput | Failure]:
         results: list[RenderOutput | Failure | None] = [None] * len(layouts)
@@ -189,7 +158,7 @@ class GligenRenderer(RenderBackend):
     def render_batches(self, layouts: list[SceneLayout], seeds: list[int], params: SynthesisParams,
                        image_size: int):
         """Yield [(index into layouts, output or Failure), ...] per GPU batch as soon as it is rendered,
-        so the caller can encode and store one batch while the next one runs (failures come first)."""
+        so the caller can encode and store one batch while the next one runs."""
         from ..gligen_loop import GroundedPrompt
         from ..model_loading import split_batches
 
@@ -197,21 +166,12 @@ class GligenRenderer(RenderBackend):
             raise ValueError(f"{len(layouts)} layouts but {len(seeds)} seeds; give one seed per layout")
         if self._loop is None:
             raise RuntimeError("the gligen backend was closed; build a new one")
-        problem = self.check_params(params)
-        factor = self._loop.vae_scale_factor
-        if problem is None and (image_size <= 0 or image_size % factor):
-            problem = f"image_size={image_size} must be a positive multiple of {factor} for this VAE"
-        if problem:
-            yield [(i, Failure(problem)) for i in range(len(layouts))]
-            return
-
-        failed: list[tuple[int, Failure]] = []
+        # Trusts its inputs, validated once at their boundary: the layouts by their schema when read from
+        # storage (at least the novel object, boxes normalised with x0 < x1 and y0 < y1, non-empty names);
+        # steps, guidance and the image size (a multiple of 8, SD's VAE factor) against the deployment's
+        # limits when the job was submitted (shared/schemas.py, JobSpec and JobLimits).
         work: list[tuple[int, GroundedPrompt, list[LayoutObject]]] = []
         for i, (layout, seed) in enumerate(zip(layouts, seeds, strict=True)):
-            reason = check_layout(layout)
-            if reason:
-                failed.append((i, Failure(reason)))
-                continue
             kept, dropped = trim_objects(layout, self.settings.gligen_max_objects)
             sample = GroundedPrompt(
                 prompt=prompt_for(layout, kept),
@@ -220,8 +180,6 @@ class GligenRenderer(RenderBackend):
                 seed=int(seed),
             )
             work.append((i, sample, dropped))
-        if failed:
-            yield failed
 
         start = 0
         for size in split_batches(len(work), self.settings.gligen_batch_size):
@@ -277,7 +235,6 @@ class GligenRenderer(RenderBackend):
                 "phrases": sample.phrases,
                 "num_objects": len(sample.boxes),
                 "dropped_objects": len(dropped),
-                "seed": sample.seed,
                 "batch_size": len(chunk),
                 "seconds": round(seconds, 4),
                 "dtype": model["dtype"],
