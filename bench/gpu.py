@@ -304,25 +304,15 @@ def part_trainer(args, clock: Clock, work: Path, out: dict) -> dict:
     """Small on purpose: the trainer's public builders only, so a change there fails here loudly."""
     import torch
 
+    from dreammask.trainer.config import get_training_cfg
     from dreammask.trainer.engine.optim import build_optimizer
     from dreammask.trainer.modeling import build_model
-    from dreammask.trainer.testing import TINY_VOCABULARY, tiny_batch, tiny_cfg
+    from dreammask.trainer.testing import TINY_VOCABULARY, tiny_batch
 
     device = args.device
-    if args.tiny:
-        from dreammask.trainer.config.engine import add_engine_config
-
-        cfg, side = tiny_cfg(work / "fcclip"), 64
-        add_engine_config(cfg)
-    else:
-        from dreammask.trainer.config.engine import get_training_cfg
-        from dreammask.trainer.modeling.backbone.clip_convnext import build_clip_model
-
-        cfg, side = get_training_cfg("dreammask_convnext_large"), 1024
-        path = work / "clip-random.pt"
-        torch.manual_seed(0)
-        torch.save(build_clip_model(cfg.MODEL.FC_CLIP.CLIP_MODEL_NAME, None).state_dict(), path)
-        cfg.MODEL.FC_CLIP.CLIP_PRETRAINED_WEIGHTS = str(path)
+    cfg = get_training_cfg("tiny_test" if args.tiny else "dreammask_convnext_large",
+                           {"MODEL.FC_CLIP.CLIP_PRETRAINED_WEIGHTS": "random:0"})
+    side = 64 if args.tiny else 1024
     batch = tiny_batch(synthetic=(False, True) * (args.trainer_batch // 2), size=side)
     batch = [{**x, "image": x["image"].to(device),
               "instances": {k: v.to(device) for k, v in x["instances"].items()}} for x in batch]

@@ -53,8 +53,9 @@ def main(argv=None) -> int:
 
     if args.training_id:
         from dreammask.shared import keys
+        from dreammask.trainer.config import build_training_cfg
         from dreammask.trainer.service.record import read_spec
-        from dreammask.trainer.service.runner import StatusReporter, build_training_cfg
+        from dreammask.trainer.service.runner import StatusReporter
         from dreammask.trainer.service.settings import TrainerSettings
 
         store = _store(args.output_dir)
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
         result = train(cfg, store, prefix, progress_callback=reporter, resume=not args.no_resume,
                        data_store=_object_store() if args.output_dir else None)
     else:
-        from dreammask.trainer.config.engine import get_training_cfg
+        from dreammask.trainer.config import get_training_cfg
 
         cfg = get_training_cfg(args.config_file, overrides=list(args.opts), tiny=args.tiny)
         store = _store(args.output_dir)

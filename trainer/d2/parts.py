@@ -4,7 +4,6 @@ gradient clipping, the vocabulary the model is given, and FC-CLIP weights mapped
 
 from __future__ import annotations
 
-from ..config.engine import clip_gradients_settings
 from ..data.build import TrainData, Vocabulary, build_train_data
 from ..data.vocabulary import synonyms_dict
 from ..engine.optim import add_full_model_gradient_clipping, build_optimizer
@@ -20,8 +19,10 @@ def d2_train_data(cfg, rank: int = 0, world_size: int = 1) -> TrainData:
 def d2_optimizer(cfg, model):
     """AdamW over the trainable parameters, clipped as SOLVER.CLIP_GRADIENTS says before every step."""
     optimizer = build_optimizer(cfg, model)
-    enabled, value, norm = clip_gradients_settings(cfg)
-    return add_full_model_gradient_clipping(optimizer, value, norm) if enabled else optimizer
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if not clip.ENABLED:
+        return optimizer
+    return add_full_model_gradient_clipping(optimizer, float(clip.CLIP_VALUE), float(clip.NORM_TYPE))
 
 
 def vocabulary_kwargs(vocab: Vocabulary) -> dict:

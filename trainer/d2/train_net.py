@@ -18,7 +18,7 @@ from detectron2.utils import comm
 
 from dreammask.trainer.engine.optim import build_lr_scheduler as build_schedule
 
-from ..config.d2 import add_dreammask_config, merge_d2_config
+from ..config.d2 import prepare_d2_config
 from . import meta_arch  # noqa: F401  (registers DreamMaskFCCLIP)
 from .parts import d2_optimizer, d2_train_data, load_fcclip_weights_into, vocabulary_kwargs
 
@@ -58,9 +58,7 @@ class Trainer(DefaultTrainer):
 def setup(args):
     from detectron2.config import get_cfg
 
-    cfg = get_cfg()
-    add_dreammask_config(cfg)
-    merge_d2_config(cfg, args.config_file, args.opts)  # pins META_ARCHITECTURE after every merge
+    cfg = prepare_d2_config(get_cfg(), args.config_file, args.opts)  # pins META_ARCHITECTURE last
     if cfg.DATASETS.SYNTHETIC.IDS:
         from dreammask.shared.storage import store_from_settings
         from dreammask.trainer.data import register_synthetic

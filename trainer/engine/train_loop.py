@@ -20,7 +20,6 @@ from dreammask.shared.schemas import normalise_name
 from dreammask.shared.storage import ObjectStore
 
 from .. import distributed as dist
-from ..config.engine import amp_enabled, clip_gradients_settings
 from ..data.build import Vocabulary, build_test_loader, build_train_data, load_training_dicts
 from ..data.vocabulary import seen_by_synonyms, synonyms_dict
 from ..evaluation.evaluator import build_evaluators, inference_on_dataset
@@ -117,10 +116,12 @@ class Trainer:
         self.model = model
         self.optimizer = build_optimizer(cfg, model)
         self.scheduler = build_lr_scheduler(cfg, self.optimizer)
-        self.amp = amp_enabled(cfg) and self.device.type == "cuda"
+        self.amp = bool(cfg.SOLVER.AMP.ENABLED) and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if str(cfg.SOLVER.AMP_DTYPE) == "bfloat16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
-        self.clip, self.clip_value, self.clip_norm_type = clip_gradients_settings(cfg)
+        clip = cfg.SOLVER.CLIP_GRADIENTS
+        self.clip_value, self.clip_norm_type = float(clip.CLIP_VALUE), float(clip.NORM_TYPE)
+        self.clip = bool(clip.ENABLED) and self.clip_value > 0
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
 
         self.checkpointer = (

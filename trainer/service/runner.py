@@ -16,11 +16,11 @@ import time
 
 from dreammask.shared import keys
 from dreammask.shared.storage import ObjectNotFound, ObjectStore
+from dreammask.trainer.config import build_training_cfg
 
 from .record import create_training, is_stale, read_status, transition, write_status  # noqa: F401  (re-exported)
 from .schemas import (
     StoredTrainingSpec,
-    TrainingSpec,
     TrainingState,
     TrainingStatus,
     cancel_key,
@@ -33,33 +33,6 @@ log = logging.getLogger("dreammask.trainer.service")
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def build_training_cfg(spec: TrainingSpec, settings: TrainerSettings):
-    """The trainer config of a spec (raises ValueError naming what to change)."""
-    from dreammask.trainer.config.engine import get_training_cfg
-
-    if spec.tiny and not settings.trainer_allow_tiny:
-        raise ValueError("this deployment does not run the tiny model (DREAMMASK_TRAINER_ALLOW_TINY)")
-    config = None if spec.tiny else (spec.config or settings.trainer_default_config)
-    cfg = get_training_cfg(config_file=config, tiny=spec.tiny)
-    cfg.DATASETS.SYNTHETIC.IDS = list(spec.datasets)
-    cfg.DATASETS.TRAIN = list(spec.real_datasets)
-    cfg.DATASETS.TEST = list(spec.eval_datasets)
-    cfg.SOLVER.MAX_ITER = int(spec.iterations)
-    if spec.synthetic_ratio is not None:
-        cfg.DATASETS.SYNTHETIC.RATIO = float(spec.synthetic_ratio)
-    if settings.trainer_datasets_root:
-        cfg.DATASETS.ROOT = str(settings.trainer_datasets_root)
-    cfg.DATASETS.SYNTHETIC.CACHE_DIR = str(settings.trainer_cache_dir)
-    if not spec.real_datasets:
-        cfg.DATALOADER.MIN_REAL_PER_BATCH = 0
-    if spec.eval_datasets and int(cfg.TEST.EVAL_PERIOD) <= 0:
-        cfg.TEST.EVAL_PERIOD = int(spec.iterations)
-    from dreammask.trainer.config.engine import merge_overrides
-
-    merge_overrides(cfg, spec.overrides)
-    return cfg
 
 
 class StatusReporter:
@@ -112,9 +85,8 @@ def run_training_job(store: ObjectStore, training_id: str, settings: TrainerSett
         else:
             from dreammask.trainer.engine.launch import train
 
-            prefix = keys.training_prefix(training_id)
-            store.put_bytes(prefix + "config.yaml", cfg.dump().encode(), "text/yaml")
-            result = train(cfg, store, prefix, progress_callback=StatusReporter(store, training_id))
+            result = train(cfg, store, keys.training_prefix(training_id),
+                           progress_callback=StatusReporter(store, training_id))
     except Exception as e:  # noqa: BLE001 - every failure ends in the record with its reason
         status = read_status(store, training_id)
         status.error = f"{type(e).__name__}: {e}"

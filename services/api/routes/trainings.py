@@ -65,8 +65,6 @@ def _check(spec: TrainingSpec, rt, tenant: str, ts: TrainerSettings, settings=No
     errors += _check_real_datasets(spec, ts)
     if spec.iterations > ts.trainer_max_iterations:
         errors.append(_err(("iterations",), f"at most {ts.trainer_max_iterations} iterations on this deployment"))
-    if spec.tiny and not ts.trainer_allow_tiny:
-        errors.append(_err(("tiny",), "this deployment does not run the tiny model"))
     if len(spec.overrides) > ts.trainer_max_overrides:
         errors.append(_err(("overrides",), f"at most {ts.trainer_max_overrides} overrides"))
     errors += _check_config(spec, ts, settings)
@@ -111,44 +109,20 @@ def _check_real_datasets(spec: TrainingSpec, ts: TrainerSettings) -> list[dict]:
     return errors
 
 
-def _check_config(spec: TrainingSpec, ts: TrainerSettings | None = None, settings=None) -> list[dict]:
-    """Preset, weights and override keys, where the config code is installed (the API image may lack it)."""
+def _check_config(spec: TrainingSpec, ts: TrainerSettings, settings=None) -> list[dict]:
+    """The config the trainer will build from this request (the same builder the worker runs): preset,
+    override keys and values, then the CLIP weights it names. Skipped where the config code is not
+    installed (the API image may lack it)."""
     try:
-        from dreammask.trainer.config import get_cfg
-        from dreammask.trainer.config.engine import add_engine_config, merge_overrides, resolve_config_file
+        from dreammask.trainer.config import ConfigError, build_training_cfg
     except ImportError:
-        return []
-    errors = []
-    cfg = add_engine_config(get_cfg())
-    if spec.config:
-        try:
-            path = resolve_config_file(spec.config)
-        except (ValueError, FileNotFoundError) as e:
-            errors.append(_err(("config",), str(e)))
-        else:
-            if spec.tiny:
-                errors.append(_err(("config",), "tiny: true runs the tiny model's own config; remove config, "
-                                                "or set tiny: false to train this one"))
-            else:
-                try:
-                    cfg.merge_from_file(path)
-                except (ValueError, KeyError) as e:
-                    errors.append(_err(("config",), str(e)))
-                else:
-                    errors += _check_weights(cfg, settings)
-    elif not spec.tiny and ts is not None:
-        try:
-            cfg.merge_from_file(resolve_config_file(ts.trainer_default_config))
-        except (ValueError, FileNotFoundError, KeyError):
-            pass  # the deployment's default: the worker reports a broken one
-        else:
-            errors += _check_weights(cfg, settings)
-    for key, value in spec.overrides.items():
-        try:
-            merge_overrides(cfg, {key: value})
-        except ValueError as e:
-            errors.append(_err(("overrides", key), str(e)))
-    return errors
+        return [_err(("tiny",), "this deployment does not run the tiny model")] if (
+            spec.tiny and not ts.trainer_allow_tiny) else []
+    try:
+        cfg = build_training_cfg(spec, ts)
+    except ConfigError as e:
+        return [_err(loc, msg) for loc, msg in e.errors]
+    return _check_weights(cfg, settings)
 
 
 def _check_weights(cfg, settings, field: str = "config") -> list[dict]:
@@ -156,9 +130,11 @@ def _check_weights(cfg, settings, field: str = "config") -> list[dict]:
     dreammask.trainer.modeling.backbone.clip_convnext.resolve_weights_path finds them; that module needs torch)."""
     from pathlib import Path
 
+    from dreammask.trainer.config import RANDOM_WEIGHTS_PREFIX
+
     weights = str(cfg.MODEL.FC_CLIP.CLIP_PRETRAINED_WEIGHTS or "")
     models_dir = Path(settings.models_dir) if settings is not None else None
-    if not weights or models_dir is None or not models_dir.is_dir():
+    if not weights or weights.startswith(RANDOM_WEIGHTS_PREFIX) or models_dir is None or not models_dir.is_dir():
         return []
     path = Path(weights).expanduser()
     path = path if path.is_absolute() else models_dir / path
