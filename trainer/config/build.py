@@ -176,32 +176,36 @@ def get_training_cfg(config_file: str | None = None, overrides=None, *, tiny: bo
 
 
 def build_training_cfg(spec, settings) -> CfgNode:
-    """The config of a training request (trainer/service/schemas.py TrainingSpec) on a deployment
-    (TrainerSettings): its preset, what the request asks (datasets, iterations, ratio), the deployment's
-    folders, then the request's own overrides, which win."""
+    """The config of a training or evaluation request (trainer/service/schemas.py TrainingSpec) on a
+    deployment (TrainerSettings): its preset, what the request asks (datasets, iterations, ratio; or the
+    weights to evaluate), the deployment's folders, then the request's own overrides, which win."""
     errors = []
     if (spec.tiny or is_tiny_preset(spec.config)) and not settings.trainer_allow_tiny:
         errors.append((("tiny",), "this deployment does not run the tiny model (DREAMMASK_TRAINER_ALLOW_TINY)"))
     config = spec.config or (None if spec.tiny else settings.trainer_default_config)
     derived: dict[str, Any] = {
-        "DATASETS.SYNTHETIC.IDS": list(spec.datasets),
-        "DATASETS.TRAIN": list(spec.real_datasets),
         "DATASETS.TEST": list(spec.eval_datasets),
-        "SOLVER.MAX_ITER": int(spec.iterations),
         "DATASETS.SYNTHETIC.CACHE_DIR": str(settings.trainer_cache_dir),
     }
-    if spec.synthetic_ratio is not None:
-        derived["DATASETS.SYNTHETIC.RATIO"] = float(spec.synthetic_ratio)
     if settings.trainer_datasets_root:
         derived["DATASETS.ROOT"] = str(settings.trainer_datasets_root)
-    if not spec.real_datasets:
-        derived["DATALOADER.MIN_REAL_PER_BATCH"] = 0
+    if getattr(spec, "kind", "train") == "evaluate":
+        # What is scored; the runner turns a training's checkpoint ("tr-<id>...") into a local file. The
+        # preset's DATASETS.TRAIN stays: its first dataset decides which classes count as seen.
+        derived["MODEL.WEIGHTS"] = str(spec.weights)
+    else:
+        derived.update({"DATASETS.SYNTHETIC.IDS": list(spec.datasets), "DATASETS.TRAIN": list(spec.real_datasets),
+                        "SOLVER.MAX_ITER": int(spec.iterations)})
+        if spec.synthetic_ratio is not None:
+            derived["DATASETS.SYNTHETIC.RATIO"] = float(spec.synthetic_ratio)
+        if not spec.real_datasets:
+            derived["DATALOADER.MIN_REAL_PER_BATCH"] = 0
     try:
         cfg = get_training_cfg(config, derived, tiny=spec.tiny)
     except ConfigError as e:
         raise ConfigError(errors + [(("config",), msg) if loc[0] == "overrides" else (loc, msg)
                                     for loc, msg in e.errors]) from None
-    if spec.eval_datasets and int(cfg.TEST.EVAL_PERIOD) <= 0:
+    if getattr(spec, "kind", "train") == "train" and spec.eval_datasets and int(cfg.TEST.EVAL_PERIOD) <= 0:
         merge_overrides(cfg, {"TEST.EVAL_PERIOD": int(spec.iterations)})  # evaluations asked: one at the end
     try:
         merge_overrides(cfg, spec.overrides)

@@ -5,7 +5,6 @@ gradient clipping, the vocabulary the model is given, and FC-CLIP weights mapped
 from __future__ import annotations
 
 from ..data.build import TrainData, Vocabulary, build_train_data
-from ..data.vocabulary import synonyms_dict
 from ..engine.optim import add_full_model_gradient_clipping, build_optimizer
 
 
@@ -26,11 +25,11 @@ def d2_optimizer(cfg, model):
 
 
 def vocabulary_kwargs(vocab: Vocabulary) -> dict:
-    """set_vocabulary(**) arguments for the training vocabulary (every class seen, FC-CLIP's synonyms)."""
+    """set_vocabulary(**) arguments for the training vocabulary (every class seen, FC-CLIP's names)."""
     return {
         "class_names": list(vocab.names),
         "seen": [True] * len(vocab.names),
-        "synonyms": synonyms_dict(vocab.names, vocab.synonyms) if vocab.synonyms else None,
+        "synonyms": [list(x) for x in vocab.synonyms] if vocab.synonyms else None,
         "thing_flags": list(vocab.isthing),
     }
 

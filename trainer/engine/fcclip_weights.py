@@ -69,6 +69,12 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The parameter dict of a FC-CLIP / detectron2 checkpoint (.pth, .pt or .pkl); no code is run."""
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(parameters, extra): a FC-CLIP / detectron2 checkpoint's parameters, or one of this trainer's with the
+    `extra` it saved (the training vocabulary); no code is run."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MODEL.WEIGHTS {path} not found; give the path of the FC-CLIP checkpoint")
@@ -77,6 +83,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         obj = _NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
     else:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    extra = obj.get("extra", {}) if isinstance(obj, dict) and isinstance(obj.get("extra"), dict) else {}
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     elif isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -89,7 +96,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
             v = torch.from_numpy(np.ascontiguousarray(v))
         if isinstance(v, torch.Tensor):
             out[str(k)] = v
-    return out
+    return out, extra
 
 
 def map_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> tuple[dict, dict]:
@@ -127,7 +134,9 @@ def load_fcclip_weights(model: torch.nn.Module, path: str | Path) -> dict:
     """Load what maps; returns the report (also logged, with the first names of each list)."""
     model = unwrap(model)
     target = model.state_dict()
-    mapped, report = map_state_dict(read_weights(path), target)
+    source, extra = read_checkpoint(path)
+    mapped, report = map_state_dict(source, target)
+    report["extra"] = extra
     if not mapped:
         raise ValueError(f"{path}: no tensor maps onto this model ({report['summary']}); is it an FC-CLIP checkpoint?")
     model.load_state_dict(mapped, strict=False)

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from dreammask.shared import keys
 from dreammask.shared.storage import ObjectNotFound, ObjectStore
@@ -20,6 +21,7 @@ from dreammask.trainer.config import build_training_cfg
 
 from .record import create_training, is_stale, read_status, transition, write_status  # noqa: F401  (re-exported)
 from .schemas import (
+    TRAINING_WEIGHTS_RE,
     StoredTrainingSpec,
     TrainingState,
     TrainingStatus,
@@ -74,12 +76,20 @@ def run_training_job(store: ObjectStore, training_id: str, settings: TrainerSett
     transition(store, status, TrainingState.running)
     try:
         cfg = build_training_cfg(stored.spec, settings)
+        gpus = stored.spec.gpus or settings.trainer_gpus
+        if stored.spec.kind == "evaluate":
+            result = _run_torchrun(training_id, gpus, settings) if gpus > 1 else \
+                run_evaluation(store, training_id, cfg, settings)
+            status = read_status(store, training_id)
+            status.latest_eval = result.get("datasets")
+            status.result = result
+            transition(store, status, TrainingState.succeeded)
+            return status.model_dump(mode="json")
         if not stored.spec.real_datasets and stored.spec.datasets:
             note = "no real dataset given: the SRA memory bank stays empty, only the segmentation losses train"
             if note not in status.notes:
                 status.notes.append(note)
                 write_status(store, status)
-        gpus = stored.spec.gpus or settings.trainer_gpus
         if gpus > 1:
             result = _run_torchrun(training_id, gpus, settings)
         else:
@@ -100,6 +110,57 @@ def run_training_job(store: ObjectStore, training_id: str, settings: TrainerSett
         status.result = {k: v for k, v in result.items() if k != "eval"}
         transition(store, status, TrainingState.succeeded)
     return status.model_dump(mode="json")
+
+
+def resolve_weights(store: ObjectStore, weights: str, cache_dir: str | Path) -> str:
+    """A local file of the weights an evaluation names: a training's checkpoint ("tr-<id>" for its last one,
+    "tr-<id>/model_NNNNNNN.pth") copied from storage into the cache, or a file under the models directory."""
+    m = TRAINING_WEIGHTS_RE.match(weights)
+    if m:
+        tid, name = m.groups()
+        prefix = keys.training_prefix(tid)
+        if name is None:
+            try:
+                name = store.get_bytes(prefix + "last_checkpoint").decode().strip()
+            except ObjectNotFound:
+                raise FileNotFoundError(f"training {tid} has no checkpoint yet") from None
+        key = prefix + "checkpoints/" + name
+        local = Path(cache_dir) / "checkpoints" / tid / name
+        if not local.is_file():
+            try:
+                data = store.get_bytes(key)
+            except ObjectNotFound:
+                raise FileNotFoundError(f"no checkpoint {key}") from None
+            local.parent.mkdir(parents=True, exist_ok=True)
+            tmp = local.with_name(f"{local.name}.{os.getpid()}.part")
+            tmp.write_bytes(data)
+            tmp.replace(local)
+        return str(local)
+    from dreammask.shared.settings import Settings
+
+    path = Path(weights)
+    path = path if path.is_absolute() else Path(Settings().models_dir) / path
+    if not path.is_file():
+        raise FileNotFoundError(f"weights {weights!r} not found at {path}; put the checkpoint under the models "
+                                "directory (DREAMMASK_MODELS_DIR)")
+    return str(path)
+
+
+def run_evaluation(store: ObjectStore, training_id: str, cfg, settings: TrainerSettings,
+                   data_store: ObjectStore | None = None) -> dict:
+    """An evaluation job (every process of it): its weights made local, scored on DATASETS.TEST in fp32;
+    evaluation.json and evaluation.md land under trainings/{id}/. Returns the figures per dataset."""
+    from dreammask.trainer.config import merge_overrides
+    from dreammask.trainer.data import register_synthetic
+    from dreammask.trainer.engine.evaluate import evaluation_only
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    merge_overrides(cfg, {"MODEL.WEIGHTS": resolve_weights(store, str(cfg.MODEL.WEIGHTS), settings.trainer_cache_dir)})
+    register_synthetic.use_store(data_store or store, settings.trainer_cache_dir)
+    evaluation = evaluation_only(cfg, store, keys.training_prefix(training_id))
+    return {"weights": evaluation["weights"], "weights_report": evaluation["weights_report"]["summary"],
+            "datasets": {name: d["metrics"] for name, d in evaluation["datasets"].items()}}
 
 
 def torchrun_command(training_id: str, gpus: int, nnodes: int = 1, node_rank: int = 0,

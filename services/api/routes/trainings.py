@@ -1,5 +1,6 @@
 """/v1/trainings: start a trainer run on curated datasets, follow its iteration, losses and latest
-evaluation, read its metrics, cancel or resume it. The record lives under trainings/{id}/ in storage."""
+evaluation, read its metrics, cancel or resume it; evaluate a checkpoint (a training's, or FC-CLIP's
+released one) as a job of the training service. The record lives under trainings/{id}/ in storage."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from dreammask.shared.schemas import DatasetManifest, Transition, utcnow
 from dreammask.shared.storage import ObjectNotFound
 from dreammask.trainer.service.record import create_training, is_stale, read_status, transition, write_status
 from dreammask.trainer.service.schemas import (
+    TRAINING_WEIGHTS_RE,
+    EvaluationRequest,
     StoredTrainingSpec,
     TrainingSpec,
     TrainingState,
@@ -47,7 +50,9 @@ def _err(loc: tuple, msg: str) -> dict:
 def _check(spec: TrainingSpec, rt, tenant: str, ts: TrainerSettings, settings=None) -> None:
     """Everything the API can check before queueing: a 422 naming each field to change and what exists."""
     errors = []
-    if not spec.datasets and not spec.real_datasets:
+    if spec.kind == "evaluate":
+        errors += _check_weights_to_evaluate(spec, rt, tenant, settings)
+    elif not spec.datasets and not spec.real_datasets:
         errors.append(_err(("datasets",), "give at least one dataset (curated dataset ids) or real_datasets"))
     missing = []
     for i, ds in enumerate(spec.datasets):
@@ -63,7 +68,7 @@ def _check(spec: TrainingSpec, rt, tenant: str, ts: TrainerSettings, settings=No
         for i in missing:
             errors.append(_err(("datasets", i), f"no dataset {spec.datasets[i]!r}; {have}"))
     errors += _check_real_datasets(spec, ts)
-    if spec.iterations > ts.trainer_max_iterations:
+    if spec.iterations is not None and spec.iterations > ts.trainer_max_iterations:
         errors.append(_err(("iterations",), f"at most {ts.trainer_max_iterations} iterations on this deployment"))
     if len(spec.overrides) > ts.trainer_max_overrides:
         errors.append(_err(("overrides",), f"at most {ts.trainer_max_overrides} overrides"))
@@ -147,6 +152,34 @@ def _check_weights(cfg, settings, field: str = "config") -> list[dict]:
                            "put the open_clip checkpoint there, or use tiny: true")]
 
 
+def _check_weights_to_evaluate(spec: TrainingSpec, rt, tenant: str, settings) -> list[dict]:
+    """The checkpoint an evaluation names: one of the caller's trainings that has it, or a file in the models
+    directory where the API sees it."""
+    from pathlib import Path
+
+    m = TRAINING_WEIGHTS_RE.match(spec.weights or "")
+    if m:
+        tid, name = m.groups()
+        try:
+            _owned(rt, tid, tenant)
+        except HTTPException:
+            return [_err(("weights",), f"no training {tid!r} of yours; `GET /v1/trainings` lists them")]
+        prefix = keys.training_prefix(tid)
+        if name is None and not rt.store.exists(prefix + "last_checkpoint"):
+            return [_err(("weights",), f"training {tid} has no checkpoint yet")]
+        if name is not None and not rt.store.exists(prefix + "checkpoints/" + name):
+            kept = sorted(k.rsplit("/", 1)[-1] for k in rt.store.list(prefix + "checkpoints/"))
+            return [_err(("weights",), f"training {tid} has no checkpoint {name}; it keeps: {', '.join(kept) or 'none'}")]
+        return []
+    models_dir = Path(settings.models_dir) if settings is not None else None
+    if models_dir is not None and models_dir.is_dir() and not (models_dir / str(spec.weights)).is_file():
+        found = sorted(str(p.relative_to(models_dir)) for p in models_dir.rglob("*")
+                       if p.suffix in (".pkl", ".pth", ".pt"))[:10]
+        return [_err(("weights",), f"no file {spec.weights!r} in the models directory; checkpoints there: "
+                                   f"{', '.join(found) or 'none'}")]
+    return []
+
+
 def _owned(rt, training_id: str, tenant: str) -> StoredTrainingSpec:
     try:
         stored = rt.store.get_model(spec_key(keys.check_id(training_id, "training id")), StoredTrainingSpec)
@@ -161,7 +194,7 @@ def _view(rt, request: Request, settings, stored: StoredTrainingSpec) -> Trainin
     st = read_status(rt.store, stored.training_id)
     url = f"{base_url(request, settings)}/v1/trainings/{stored.training_id}"
     return TrainingView(
-        training_id=stored.training_id, url=url, name=stored.spec.name, state=st.state,
+        training_id=stored.training_id, url=url, name=stored.spec.name, kind=stored.spec.kind, state=st.state,
         created_at=st.created_at, updated_at=st.updated_at, iteration=st.iteration, max_iter=st.max_iter,
         losses=st.losses, latest_eval=st.latest_eval, checkpoint=st.checkpoint, metrics_url=f"{url}/metrics",
         transitions=st.transitions, error=st.error, notes=st.notes,
@@ -189,6 +222,12 @@ def _enqueue(rt, training_id: str) -> JSONResponse | None:
                                 "shipped configs: dreammask_convnext_large.yaml, fcclip_convnext_large.yaml"}]}))
 def submit_training(spec: Annotated[TrainingSpec, Body(openapi_examples=TRAINING_SPEC_EXAMPLES)], request: Request, response: Response, rt: RuntimeDep,
                     settings: SettingsDep, tenant: TenantDep):
+    if spec.kind != "train":
+        raise RequestValidationError([_err(("kind",), "evaluations go to POST /v1/trainings/evaluations")])
+    return _submit(spec, request, response, rt, settings, tenant)
+
+
+def _submit(spec: TrainingSpec, request: Request, response: Response, rt, settings, tenant: str):
     _check(spec, rt, tenant, TrainerSettings(), settings)
     st = create_training(rt.store, tenant, spec)
     failed = _enqueue(rt, st.training_id)
@@ -197,6 +236,42 @@ def submit_training(spec: Annotated[TrainingSpec, Body(openapi_examples=TRAINING
     view = _view(rt, request, settings, rt.store.get_model(spec_key(st.training_id), StoredTrainingSpec))
     response.headers["Location"] = view.url
     return view
+
+
+@router.post("/evaluations", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingView, responses=responses(
+    413, 422, e422={"detail": [{"loc": ["body", "weights"], "type": "value_error",
+                                "msg": "training tr-abc has no checkpoint yet"}]}))
+def submit_evaluation(req: EvaluationRequest, request: Request, response: Response, rt: RuntimeDep,
+                      settings: SettingsDep, tenant: TenantDep):
+    """Score a checkpoint on evaluation datasets in fp32, as a job of the training service: per dataset mIoU,
+    PQ/SQ/RQ (things, stuff, seen and unseen classes) and a per-class table (GET .../{id}/evaluation).
+    `weights` is "tr-<id>" (that training's last checkpoint), "tr-<id>/model_NNNNNNN.pth", or a file under
+    the trainer's models directory (FC-CLIP's released checkpoint)."""
+    trained = None
+    m = TRAINING_WEIGHTS_RE.match(req.weights)
+    if m:
+        try:
+            trained = _owned(rt, m.group(1), tenant).spec
+        except HTTPException:
+            raise RequestValidationError([_err(("weights",), f"no training {m.group(1)!r} of yours")]) from None
+    try:
+        spec = req.to_spec(trained)
+    except ValueError as e:
+        raise RequestValidationError([_err(("weights",), str(e))]) from None
+    return _submit(spec, request, response, rt, settings, tenant)
+
+
+@router.get("/{training_id}/evaluation", responses=responses(404, 422, **_NO_TRAINING))
+def get_evaluation(training_id: str, rt: RuntimeDep, tenant: TenantDep) -> dict:
+    """An evaluation's (or a training's evaluation-only run's) full result: per dataset its figures and
+    per-class table (IoU, PQ/SQ/RQ, seen/unseen, novel). 404 until it has finished."""
+    import json
+
+    _owned(rt, training_id, tenant)
+    try:
+        return json.loads(rt.store.get_bytes(keys.training_prefix(training_id) + "evaluation.json"))
+    except ObjectNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"training {training_id} has no evaluation (yet)") from None
 
 
 @router.get("", response_model=TrainingList, responses=responses(422))
