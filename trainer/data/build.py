@@ -111,7 +111,7 @@ def synthetic_dataset_names(cfg) -> list[str]:
 def load_training_dicts(cfg) -> tuple[list[dict], list[dict], Vocabulary]:
     """(real dicts, synthetic dicts, vocabulary): real datasets first, so their classes come first."""
     if cfg.DATASETS.ROOT or list(cfg.DATASETS.TRAIN):
-        register_coco_panoptic.register_all_coco_panoptic(cfg.DATASETS.ROOT or None)
+        register_coco_panoptic.register_builtin_datasets(cfg.DATASETS.ROOT or None)
     vocab = Vocabulary()
     real, synthetic = [], []
     for name in cfg.DATASETS.TRAIN:

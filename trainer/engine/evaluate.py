@@ -25,8 +25,9 @@ from dreammask.shared.storage import ObjectStore
 from .. import distributed as dist
 from ..data import register_synthetic
 from ..data.build import build_test_loader
+from ..data.builtin import DATASET_VOCABULARIES
 from ..data.catalog import DatasetCatalog
-from ..data.vocabulary import DATASET_VOCABULARIES, load_vocabulary_file, seen_by_synonyms
+from ..data.vocabulary import load_vocabulary_file, seen_by_synonyms
 from ..evaluation.evaluator import (
     build_evaluators,
     class_table_markdown,
@@ -59,9 +60,9 @@ def _device_type(model: nn.Module) -> str:
 
 def register_datasets(cfg) -> None:
     """The catalog's standard datasets under DATASETS.ROOT (idempotent)."""
-    from ..data.register_coco_panoptic import register_all_coco_panoptic
+    from ..data.register_coco_panoptic import register_builtin_datasets
 
-    register_all_coco_panoptic(cfg.DATASETS.ROOT or None)
+    register_builtin_datasets(cfg.DATASETS.ROOT or None)
 
 
 def seen_reference(cfg) -> list[list[str]]:

@@ -94,9 +94,9 @@ def _tenant_datasets(rt, tenant: str, limit: int = 10) -> list[str]:
 
 def _check_real_datasets(spec: TrainingSpec, ts: TrainerSettings) -> list[dict]:
     """Real and eval datasets must be names the trainer registers; where the API sees the trainer's datasets
-    root (one machine, shared volume), their annotation file must be there too."""
+    root (one machine, shared volume), their prepared files must be there too."""
     try:
-        from dreammask.trainer.data.register_coco_panoptic import COCO_SPLITS, datasets_root
+        from dreammask.trainer.data.builtin import BUILTIN, datasets_root, missing_file
     except ImportError:
         return []
     root = datasets_root(str(ts.trainer_datasets_root) if ts.trainer_datasets_root else None)
@@ -105,12 +105,13 @@ def _check_real_datasets(spec: TrainingSpec, ts: TrainerSettings) -> list[dict]:
         for i, name in enumerate(getattr(spec, field)):
             if field == "eval_datasets" and name.startswith("synthetic:"):
                 continue
-            if name not in COCO_SPLITS:
-                known = ", ".join(sorted(COCO_SPLITS)) + (", synthetic:<dataset id>" if field == "eval_datasets" else "")
+            if name not in BUILTIN:
+                known = ", ".join(sorted(BUILTIN)) + (", synthetic:<dataset id>" if field == "eval_datasets" else "")
                 errors.append(_err((field, i), f"unknown dataset {name!r}; registered: {known}"))
-            elif root.is_dir() and not (root / COCO_SPLITS[name][2]).is_file():
-                errors.append(_err((field, i), f"{name!r} is registered but {root / COCO_SPLITS[name][2]} is missing "
-                                               "on this deployment; put the dataset under DREAMMASK_TRAINER_DATASETS_ROOT"))
+            elif root.is_dir() and missing_file(name, root) is not None:
+                errors.append(_err((field, i), f"{name!r} is registered but {missing_file(name, root)} is missing on "
+                                               "this deployment; prepare it under DREAMMASK_TRAINER_DATASETS_ROOT "
+                                               f"(python -m dreammask.trainer.data.prepare {BUILTIN[name].prepare})"))
     return errors
 
 
