@@ -1,6 +1,7 @@
 """The detectron2 path's logic that needs no detectron2 (so it is tested here): the training data with
 class ids remapped into the union vocabulary and real/synthetic mixing, the optimizer with full-model
-gradient clipping, the vocabulary the model is given, and FC-CLIP weights mapped onto the wrapper."""
+gradient clipping (unscaled first under AMP), the vocabulary the model is given, FC-CLIP weights mapped onto
+the wrapper, and the evaluation (the platform loop's own, so both paths report the same figures)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,30 @@ def load_fcclip_weights_into(model, path: str) -> dict:
     """Map a released FC-CLIP checkpoint onto the wrapped model (DDP and the d2 wrapper unwrapped)."""
     from ..engine.fcclip_weights import load_fcclip_weights
 
+    return load_fcclip_weights(_inner(model), path)
+
+
+def _inner(model):
     inner = getattr(model, "module", model)
-    inner = getattr(inner, "model", inner)
-    return load_fcclip_weights(inner, path)
+    return getattr(inner, "model", inner)
+
+
+def d2_test(cfg, model, vocabulary: Vocabulary | None = None) -> dict[str, dict]:
+    """DefaultTrainer.test for the detectron2 path: every DATASETS.TEST entry evaluated by
+    engine/evaluate.py (fp32, FC-CLIP's seen rule, per-class table). During training, `vocabulary` is the
+    training vocabulary, restored after; for an evaluation-only run, the seen rule comes from the config."""
+    from .. import distributed as dist
+    from ..engine.evaluate import (
+        evaluate_datasets,
+        restoring_training_vocabulary,
+        seen_reference,
+        trained_novel_names,
+        trained_novel_of,
+    )
+
+    inner = _inner(model)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if vocabulary is None:
+        return evaluate_datasets(inner, cfg, seen_reference(cfg), trained_novel_names(cfg), rank, world)
+    with restoring_training_vocabulary(inner, vocabulary):
+        return evaluate_datasets(inner, cfg, vocabulary.seen_reference, trained_novel_of(vocabulary), rank, world)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -89,6 +90,28 @@ def trained_novel_names(cfg) -> dict[str, bool]:
         for c, novel in zip(meta.classes, meta.is_novel):
             out[normalise_name(c)] = out.get(normalise_name(c), True) and bool(novel)
     return out
+
+
+@contextmanager
+def restoring_training_vocabulary(model: nn.Module, vocabulary):
+    """Evaluate inside: the training vocabulary (data/build.py Vocabulary) and every buffer (the SRA memory
+    bank) are put back after, and the model back in training mode."""
+    model = unwrap(model)
+    saved = {n: b.detach().clone() for n, b in model.named_buffers()}
+    try:
+        yield model
+    finally:
+        set_vocabulary(model, vocabulary.names, [True] * len(vocabulary.names), vocabulary.isthing,
+                       vocabulary.synonyms)
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                if n in saved and saved[n].shape == b.shape:
+                    b.copy_(saved[n])
+        model.train()
+
+
+def trained_novel_of(vocabulary) -> dict[str, bool]:
+    return {normalise_name(n): bool(v) for n, v in zip(vocabulary.names, vocabulary.is_novel)}
 
 
 def evaluate_datasets(model: nn.Module, cfg, reference: list[list[str]], trained_novel: dict[str, bool],

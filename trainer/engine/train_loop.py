@@ -16,14 +16,13 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from dreammask.shared.schemas import normalise_name
 from dreammask.shared.storage import ObjectStore
 
 from .. import distributed as dist
 from ..data.build import Vocabulary, build_train_data, load_training_dicts
 from ..evaluation.evaluator import summary
-from .checkpoint import Checkpointer, set_rng_state, unwrap
-from .evaluate import evaluate_datasets, set_vocabulary
+from .checkpoint import Checkpointer, set_rng_state
+from .evaluate import evaluate_datasets, restoring_training_vocabulary, set_vocabulary, trained_novel_of
 from .hooks import (
     EvalHook,
     HookBase,
@@ -281,22 +280,9 @@ class Trainer:
         """Evaluate on every DATASETS.TEST entry (engine/evaluate.py, the same function as an evaluation-only
         run); the training vocabulary and buffers are restored after."""
         cfg = self.cfg
-        trained = {normalise_name(n): novel for n, novel in zip(self.vocabulary.names, self.vocabulary.is_novel)}
-        model = unwrap(self.model)
-        # Setting another vocabulary may reset class-sized state (the SRA memory bank): keep a copy of the
-        # buffers and put them back once the training vocabulary is set again.
-        saved = {n: b.detach().clone() for n, b in model.named_buffers()}
-        try:
-            results = evaluate_datasets(model, cfg, self.vocabulary.seen_reference, trained, self.rank,
-                                        self.world_size, 0 if final else int(cfg.TEST.EVAL_MAX_IMAGES))
-        finally:
-            set_vocabulary(model, self.vocabulary.names, [True] * len(self.vocabulary.names), self.vocabulary.isthing,
-                           self.vocabulary.synonyms)
-            with torch.no_grad():
-                for n, b in model.named_buffers():
-                    if n in saved and saved[n].shape == b.shape:
-                        b.copy_(saved[n])
-            model.train()
+        with restoring_training_vocabulary(self.model, self.vocabulary) as model:
+            results = evaluate_datasets(model, cfg, self.vocabulary.seen_reference, trained_novel_of(self.vocabulary),
+                                        self.rank, self.world_size, 0 if final else int(cfg.TEST.EVAL_MAX_IMAGES))
         self.latest_eval = {"iteration": self.iter + 1, **results}
         self.new_eval = {f"{ds}/{k}": v for ds, r in results.items() for k, v in summary(r).items()}
         return results
