@@ -171,8 +171,17 @@ def write_random_clip_weights(model_name: str, path: str | os.PathLike, seed: in
 
 
 def random_weights_file(model_name: str, seed: int, config_paths=()) -> Path:
-    """The machine's shared file of random weights for (model, seed); written on first use."""
-    path = Path(tempfile.gettempdir()) / "dreammask-random-clip" / f"{model_name}.seed{seed}.pt"
+    """The machine's shared file of random weights for (model config, seed); written on first use. Its name
+    carries a hash of the open_clip config and the library versions, so another architecture under the same
+    name never reads a stale file."""
+    import hashlib
+    import json
+
+    _register_clip_configs(list(config_paths))
+    spec = json.dumps([open_clip.get_model_config(model_name), open_clip.__version__, torch.__version__],
+                      sort_keys=True, default=str)
+    digest = hashlib.sha256(spec.encode()).hexdigest()[:10]
+    path = Path(tempfile.gettempdir()) / "dreammask-random-clip" / f"{model_name}.seed{seed}.{digest}.pt"
     if not path.is_file():
         write_random_clip_weights(model_name, path, seed, config_paths)
     return path
