@@ -212,7 +212,7 @@ def run_arm(task: dict) -> dict:
     import torch
 
     from dreammask.shared.storage import LocalObjectStore
-    from dreammask.trainer.config.engine import get_training_cfg
+    from dreammask.trainer.config import get_training_cfg
     from dreammask.trainer.engine.checkpoint import unwrap
     from dreammask.trainer.engine.train_loop import Trainer
 

@@ -25,22 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _cfg(args, weights_dir: Path):
-    from dreammask.trainer.config.engine import get_training_cfg
-    from dreammask.trainer.tiny import tiny_cfg
+    from dreammask.trainer.config import get_training_cfg
 
-    if args.size == "tiny":
-        cfg = tiny_cfg(weights_dir)
-        from dreammask.trainer.config.engine import add_engine_config
-
-        add_engine_config(cfg)
-    else:
-        from dreammask.trainer.modeling.backbone.clip_convnext import build_clip_model
-
-        cfg = get_training_cfg("dreammask_convnext_large")
-        path = weights_dir / "clip-random.pt"
-        torch.manual_seed(0)
-        torch.save(build_clip_model(cfg.MODEL.FC_CLIP.CLIP_MODEL_NAME, None).state_dict(), path)
-        cfg.MODEL.FC_CLIP.CLIP_PRETRAINED_WEIGHTS = str(path)
+    # Random CLIP weights ("random:0") for both sizes: no weights can be downloaded here.
+    cfg = get_training_cfg("tiny_test" if args.size == "tiny" else "dreammask_convnext_large",
+                           {"MODEL.FC_CLIP.CLIP_PRETRAINED_WEIGHTS": "random:0"})
     cfg.MODEL.DEVICE = args.device
     cfg.INPUT.IMAGE_SIZE = args.image_size
     cfg.SOLVER.IMS_PER_BATCH = args.batch

@@ -3,13 +3,14 @@ appends the closest field name the request's schema has at that place (difflib o
 
 from __future__ import annotations
 
-import difflib
 import typing
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
 from starlette.requests import Request
+
+from dreammask.shared.suggest import closest
 
 
 def _models_in(tp: Any, step: Any) -> list[Any]:
@@ -55,8 +56,7 @@ def closest_field(model: Any, path: Sequence[Any], name: str) -> str | None:
     for step in path:
         types = [t for tp in types for t in _models_in(tp, step)]
     names = [n for tp in types for n in _field_names(tp)]
-    found = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-    return found[0] if found else None
+    return closest(name, names)
 
 
 def suggest(request: Request, error: dict) -> str:

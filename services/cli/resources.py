@@ -71,7 +71,7 @@ def scenes_command(job_id: Annotated[str, typer.Argument(help="a job id")],
 
 # ------------------------------------------------------------------ trainings
 
-trainings_app = GuardedTyper(help="Trainer runs on curated datasets: submit, watch, list, cancel.",
+trainings_app = GuardedTyper(help="Trainer runs on curated datasets: submit, watch, list, cancel; evaluate a checkpoint.",
                             no_args_is_help=True)
 
 
@@ -211,6 +211,68 @@ def trainings_cancel(training_id: Annotated[str, typer.Argument(help="a training
     """Cancel a training: it stops at its next status check and keeps a checkpoint."""
     with api_client(api_url, api_key) as c:
         _end_training(check(c.post(f"/v1/trainings/{training_id}/cancel")), json_out, exit_on_failure=False)
+
+
+@trainings_app.command("evaluate")
+def trainings_evaluate(
+    weights: Annotated[str, typer.Argument(help="'tr-<id>' (its last checkpoint), 'tr-<id>/model_NNNNNNN.pth', or a "
+                                                "file under the trainer's models directory (FC-CLIP's release)")],
+    dataset: Annotated[list[str], typer.Option("--dataset", help="evaluation dataset, e.g. ade20k_panoptic_val (repeatable)")],
+    config: Annotated[Optional[str], typer.Option(help="config preset (default: the training's own)")] = None,
+    tiny: Annotated[bool, typer.Option("--tiny", help="the tiny random model (demos, tests)")] = False,
+    override: Annotated[Optional[list[str]], typer.Option("--set", help="config override KEY=VALUE (repeatable)")] = None,
+    name: Annotated[Optional[str], typer.Option(help="a name to recognise the evaluation by")] = None,
+    watch_it: Annotated[bool, typer.Option("--watch/--no-watch", help="wait for the figures and print them")] = True,
+    json_out: JsonOut = False, api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = "",
+):
+    """Evaluate a checkpoint (fp32): per dataset mIoU, PQ/SQ/RQ and a per-class table marked seen/unseen."""
+    req: dict = {"weights": weights, "eval_datasets": list(dataset), "tiny": tiny}
+    if config is not None:
+        req["config"] = config
+    if name is not None:
+        req["name"] = name
+    for item in override or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--set {item!r} is not KEY=VALUE", "for example --set INPUT.MIN_SIZE_TEST=640")
+        try:
+            req.setdefault("overrides", {})[key.strip()] = json.loads(value)
+        except ValueError:
+            req.setdefault("overrides", {})[key.strip()] = value
+    with api_client(api_url, api_key) as c:
+        view = check(c.post("/v1/trainings/evaluations", json=req))
+        tid = view["training_id"]
+        if not watch_it:
+            if json_out:
+                print_json(view)
+            else:
+                console.print(f"evaluation [bold]{tid}[/bold] accepted: {view['url']}", soft_wrap=True)
+            return
+        if not json_out:
+            console.print(f"evaluation [bold]{tid}[/bold] accepted; waiting for its figures", soft_wrap=True)
+        while view["state"] not in TERMINAL:
+            time.sleep(2.0)
+            view = check(c.get(f"/v1/trainings/{tid}"))
+        if view["state"] != "succeeded":
+            _end_training(view, json_out)
+            return
+        evaluation = check(c.get(f"/v1/trainings/{tid}/evaluation"))
+    if json_out:
+        print_json(evaluation)
+        return
+    console.print(f"weights {evaluation['weights']}: {evaluation['weights_report']['summary']}", soft_wrap=True)
+    for ds, d in evaluation["datasets"].items():
+        m = d["metrics"]
+        figures = "  ".join(f"{k} {m[k]:.1f}" for k in ("mIoU", "mIoU_seen", "mIoU_unseen", "PQ", "SQ", "RQ", "PQ_th",
+                                                         "PQ_st") if isinstance(m.get(k), (int, float)))
+        console.print(f"[bold]{ds}[/bold]: {figures}", soft_wrap=True)
+        panoptic = any(r.get("PQ") is not None for r in d["classes"])
+        t = Table("class", "seen", "IoU", *(("PQ", "SQ", "RQ") if panoptic else ()))
+        for r in d["classes"]:
+            cells = [r["class"], "seen" if r["seen"] else "unseen"] + [
+                "n/a" if r.get(k) is None else f"{r[k]:.1f}" for k in (("IoU", "PQ", "SQ", "RQ") if panoptic else ("IoU",))]
+            t.add_row(*cells)
+        console.print(t)
 
 
 @trainings_app.command("resume")

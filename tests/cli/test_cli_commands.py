@@ -217,3 +217,49 @@ def test_trainings_submit_list_cancel_and_validation(live_api, finished_job, tmp
 
     r = cli("trainings", "submit", "--dataset", ds_id, env=env)
     assert r.returncode == 1 and "--iterations" in r.stderr
+
+
+def test_trainings_evaluate_prints_figures_and_a_seen_unseen_table(live_api, finished_job, tmp_path):
+    """`dreammask trainings evaluate tr-<id> --dataset ...`: queued as a job of the training service (run here
+    by the runner, as the worker would), waited for, printed as figures and a per-class table."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from dreammask.shared.celery_app import TASK_TRAIN
+    from dreammask.trainer.service.runner import run_training_job
+    from dreammask.trainer.service.settings import TrainerSettings
+
+    env = _env(live_api)
+    ds_id = finished_job["dataset_id"]
+    settings = TrainerSettings(trainer_cache_dir=tmp_path / "cache")
+    store = live_api.rt.store
+    tid = live_api.client.post("/v1/trainings", json={"datasets": [ds_id], "iterations": 1, "tiny": True}).json()["training_id"]
+    try:
+        r = cli("trainings", "evaluate", tid, "--dataset", f"synthetic:{ds_id}", env=env)
+        assert r.returncode == 1 and "weights" in r.stderr and "no checkpoint yet" in r.stderr
+        assert run_training_job(store, tid, settings)["state"] == "succeeded"
+
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("DREAMMASK_")}
+        full_env.update({"COLUMNS": "120", "NO_COLOR": "1", "TERM": "dumb", **env})
+        proc = subprocess.Popen([sys.executable, "-m", "dreammask.services.cli", "trainings", "evaluate", tid,
+                                 "--dataset", f"synthetic:{ds_id}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=full_env)
+        deadline = time.monotonic() + 120
+        evaluation_id = None
+        while evaluation_id is None and time.monotonic() < deadline and proc.poll() is None:
+            ids = [t["training_id"] for t in live_api.client.get("/v1/trainings").json()["items"] if t["kind"] == "evaluate"]
+            evaluation_id = ids[0] if ids else None
+            time.sleep(0.2)
+        assert evaluation_id, proc.communicate(timeout=5)
+        assert run_training_job(store, evaluation_id, settings)["state"] == "succeeded"
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "mIoU" in out and "PQ" in out and f"synthetic:{ds_id}" in out
+        assert "class" in out and ("unseen" in out or "seen" in out)
+    finally:
+        d = live_api.rt.dispatcher
+        kept = [m for m in d.pending if m[0] != TASK_TRAIN]
+        d.pending.clear()
+        d.pending.extend(kept)

@@ -4,58 +4,12 @@ dataset dicts and metadata in its format; the parts that import it fail clearly 
 import importlib.util
 
 import pytest
-from fvcore.common.config import CfgNode
+from trainer_helpers import d2_like_cfg
 
 from dreammask.shared.storage import LocalObjectStore
-from dreammask.trainer.config.d2 import add_dreammask_config
+from dreammask.trainer.config.d2 import prepare_d2_config
 from dreammask.trainer.d2.datasets import d2_dataset_name, synthetic_dataset_for_d2
 from dreammask.trainer.data.toy import write_toy_dataset
-
-
-def _d2_like_cfg():
-    """The keys of detectron2's own get_cfg() that the adapter meets (detectron2 is not installed here)."""
-    cfg = CfgNode()
-    cfg.MODEL = CfgNode({"META_ARCHITECTURE": "GeneralizedRCNN", "WEIGHTS": "", "DEVICE": "cuda"})
-    cfg.INPUT = CfgNode({"MIN_SIZE_TEST": 800, "MAX_SIZE_TEST": 1333, "FORMAT": "BGR"})
-    cfg.DATASETS = CfgNode({"TRAIN": (), "TEST": ()})
-    cfg.DATALOADER = CfgNode({"NUM_WORKERS": 4})
-    cfg.SOLVER = CfgNode({"BASE_LR": 0.001, "WEIGHT_DECAY": 0.0001, "MAX_ITER": 40000, "IMS_PER_BATCH": 16,
-                          "WARMUP_ITERS": 1000, "CHECKPOINT_PERIOD": 5000,
-                          "LR_SCHEDULER_NAME": "WarmupMultiStepLR", "STEPS": (30000,), "GAMMA": 0.1,
-                          "WARMUP_FACTOR": 0.001, "WARMUP_METHOD": "linear",
-                          "CLIP_GRADIENTS": CfgNode({"ENABLED": False, "CLIP_TYPE": "value", "CLIP_VALUE": 1.0,
-                                                    "NORM_TYPE": 2.0}),
-                          "AMP": CfgNode({"ENABLED": False})})
-    cfg.TEST = CfgNode({"EVAL_PERIOD": 0})
-    cfg.SEED = -1
-    return cfg
-
-
-def test_config_node_adds_model_iat_and_engine_keys_and_keeps_d2_values():
-    cfg = add_dreammask_config(_d2_like_cfg())
-    assert cfg.MODEL.META_ARCHITECTURE == "DreamMaskFCCLIP"
-    assert cfg.MODEL.DREAMMASK.MEMORY_BANK_SIZE > 0 and cfg.MODEL.DREAMMASK.LAMBDA_SRA > 0
-    assert cfg.MODEL.FC_CLIP.CLIP_MODEL_NAME == "convnext_large_d_320"
-    assert cfg.DATASETS.SYNTHETIC.RATIO == 0.5 and cfg.DATALOADER.MIN_REAL_PER_BATCH == 1
-    assert cfg.SOLVER.WARMUP_ITERS == 1000 and cfg.INPUT.MIN_SIZE_TEST == 800  # detectron2's values stay
-    assert cfg.INPUT.IMAGE_SIZE == 1024
-    # the preset YAML files merge into it
-    from dreammask.trainer.config.engine import resolve_config_file
-
-    cfg.merge_from_file(resolve_config_file("fcclip_convnext_large"))
-    assert cfg.MODEL.DREAMMASK.ENABLED is False
-
-
-@pytest.mark.parametrize("preset", ["fcclip_convnext_large", "dreammask_convnext_large", "tiny_test"])
-def test_meta_architecture_is_ours_after_every_preset_merge(preset):
-    """The presets name META_ARCHITECTURE "FCCLIP" (the platform loop's registry); detectron2 must build
-    DreamMaskFCCLIP, the name its registry knows, whatever the YAML or the command line says."""
-    from dreammask.trainer.config.d2 import merge_d2_config
-
-    cfg = add_dreammask_config(_d2_like_cfg())
-    merge_d2_config(cfg, preset, ["MODEL.META_ARCHITECTURE", "FCCLIP", "SOLVER.MAX_ITER", "7"])
-    assert cfg.MODEL.META_ARCHITECTURE == "DreamMaskFCCLIP"
-    assert cfg.SOLVER.MAX_ITER == 7
 
 
 def test_dataset_dicts_and_metadata_in_detectron2_format(tmp_path):
@@ -107,7 +61,7 @@ def test_d2_training_data_remaps_class_ids_into_the_union_and_mixes(tmp_path):
     write_toy_dataset(store, "ds-d2mix", num_images=3, size=32, seed=4, max_things=3,
                       categories=[(10, "cat", True, False, (220, 120, 40)), (11, "awning", True, True, (200, 40, 160))])
     register_synthetic.use_store(store, tmp_path / "cache")
-    cfg = add_dreammask_config(_d2_like_cfg())
+    cfg = prepare_d2_config(d2_like_cfg())
     cfg.DATASETS.TRAIN = ("d2_real",)
     cfg.DATASETS.SYNTHETIC.IDS = ("ds-d2mix",)
     cfg.SOLVER.IMS_PER_BATCH = 4
@@ -127,7 +81,101 @@ def test_d2_training_data_remaps_class_ids_into_the_union_and_mixes(tmp_path):
     import torch
 
     model = torch.nn.Linear(2, 2)
-    opt = d2_optimizer(cfg, model)  # detectron2's CLIP_GRADIENTS from _d2_like_cfg: disabled
-    assert type(opt) is torch.optim.AdamW
-    cfg.SOLVER.CLIP_GRADIENTS.ENABLED, cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = True, "full_model"
-    assert type(d2_optimizer(cfg, model)).__name__ == "AdamWWithFullModelClipping"
+    assert type(d2_optimizer(cfg, model)).__name__ == "AdamWWithFullModelClipping"  # FC-CLIP's full_model
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = False
+    assert type(d2_optimizer(cfg, model)) is torch.optim.AdamW
+
+
+def _amp_trainer_steps(fused: bool, scaled: bool, steps: int = 5):
+    """detectron2's AMPTrainer.run_step (scale, backward, GradScaler.step, update; no unscale_) with the
+    clipping optimizer of the detectron2 path, on the CPU; returns (weights, norms the clip saw, true norms)."""
+    import torch
+
+    from dreammask.trainer.engine.optim import add_full_model_gradient_clipping
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(40, 16))
+    x = torch.randn(8, 40)
+    opt = add_full_model_gradient_clipping(torch.optim.AdamW([w], lr=1e-2, fused=fused), 0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16, enabled=scaled)
+    seen, true = [], []
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss = (x @ w).pow(2).mean()
+        scaler.scale(loss).backward()
+        true.append(float(w.grad.norm()) / (2.0 ** 16 if scaled else 1.0))
+        scaler.step(opt)
+        scaler.update()
+        seen.append(float(opt.last_grad_norm))
+    return w.detach().clone(), seen, true
+
+
+def test_full_model_clipping_sees_the_true_norm_under_amp_with_a_fused_optimizer():
+    """The bug this guards: with a fused AdamW, GradScaler.step skips unscale_ (the fused kernel unscales),
+    so the clip measured loss-scaled gradients (65536x too large) and shrank every update."""
+    import torch
+
+    w_amp, seen, true = _amp_trainer_steps(fused=True, scaled=True)
+    assert seen == pytest.approx(true, rel=1e-5)  # before the fix: about 65536 x the true norm
+    w_plain, seen_plain, _ = _amp_trainer_steps(fused=True, scaled=False)
+    assert seen_plain == pytest.approx(seen, rel=1e-5)
+    assert torch.allclose(w_amp, w_plain, atol=1e-6)  # the same training as without loss scaling
+    w_unfused, _, _ = _amp_trainer_steps(fused=False, scaled=True)
+    assert torch.allclose(w_amp, w_unfused, atol=1e-5)
+
+
+def test_standard_datasets_for_detectrons_catalogs():
+    """ADE20K-150 (panoptic and semantic), ADE20K-847, Pascal Context, Cityscapes and COCO, with the metadata
+    detectron2's catalog gets, under their own prefix (detectron2's builtin catalog holds some of the names)."""
+    from dreammask.trainer.d2.datasets import D2_BUILTIN_PREFIX, d2_builtin_entries
+
+    entries = {ours: (d2_name, meta) for d2_name, ours, meta in d2_builtin_entries("/data")}
+    assert {"ade20k_panoptic_val", "ade20k_sem_seg_val", "ade20k_full_sem_seg_val", "pascal_context_59_sem_seg_val",
+            "pascal_context_459_sem_seg_val", "cityscapes_panoptic_val", "coco_2017_val_panoptic"} <= set(entries)
+    d2_name, ade = entries["ade20k_panoptic_val"]
+    assert d2_name == D2_BUILTIN_PREFIX + "ade20k_panoptic_val" and ade["evaluator_type"] == "coco_panoptic_seg"
+    assert len(ade["stuff_classes"]) == 150 and len(ade["thing_classes"]) == 100
+    assert ade["panoptic_json"] == "/data/ADEChallengeData2016/ade20k_panoptic_val.json"
+    assert ade["sem_seg_root"] == "/data/ADEChallengeData2016/annotations_detectron2/validation"
+    full = entries["ade20k_full_sem_seg_val"][1]
+    assert full["evaluator_type"] == "sem_seg" and full["ignore_label"] == 65535 and len(full["stuff_classes"]) == 847
+
+
+def test_d2_test_is_the_platform_evaluation_and_restores_the_training_vocabulary(tmp_path):
+    """DefaultTrainer.test of the detectron2 path: the same figures as the platform loop's evaluation, on the
+    model inside detectron2's wrapper; the training vocabulary and the memory bank are back after."""
+    import torch
+
+    from dreammask.trainer.config import get_training_cfg
+    from dreammask.trainer.d2.parts import d2_test
+    from dreammask.trainer.data import register_synthetic
+    from dreammask.trainer.data.toy import IAT_TOY_CATEGORIES, register_toy_real_dataset
+    from dreammask.trainer.engine.train_loop import Trainer
+
+    base = [c for c in IAT_TOY_CATEGORIES if not c[3]]
+    register_toy_real_dataset(tmp_path / "real", "d2_eval_real", num_images=3, size=32, categories=base)
+    store = LocalObjectStore(tmp_path / "objects")
+    write_toy_dataset(store, "ds-d2eval", num_images=3, size=32, seed=4, max_things=3,
+                      categories=[(10, "cat", True, False, (220, 120, 40)), (11, "awning", True, True, (200, 40, 160))])
+    register_synthetic.use_store(store, tmp_path / "cache")
+    cfg = get_training_cfg(tiny=True, overrides={
+        "DATASETS.TRAIN": ["d2_eval_real"], "DATASETS.SYNTHETIC.IDS": ["ds-d2eval"],
+        "DATASETS.TEST": ["d2_eval_real", "synthetic:ds-d2eval"], "SOLVER.MAX_ITER": 2, "SEED": 1})
+    cfg.freeze()
+    trainer = Trainer(cfg, None, "")
+    trainer.train()
+
+    class Wrapper(torch.nn.Module):  # detectron2's DreamMaskFCCLIP holds the model as `.model`
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+    bank = {n: b.clone() for n, b in trainer.model.named_buffers() if "bank" in n}
+    ours = trainer.run_evaluation(final=True)
+    d2 = d2_test(cfg, Wrapper(trainer.model), trainer.vocabulary)
+    for name in ours:
+        for key, value in ours[name].items():
+            if key != "eval_seconds":
+                assert value == d2[name][key] or (value != value and d2[name][key] != d2[name][key]), (name, key)
+    assert trainer.model.class_names == trainer.vocabulary.names and trainer.model.training
+    assert bank and all(torch.equal(b, dict(trainer.model.named_buffers())[n]) for n, b in bank.items())

@@ -3,7 +3,7 @@
 import json
 
 from dreammask.shared.storage import LocalObjectStore
-from dreammask.trainer.config.engine import get_training_cfg
+from dreammask.trainer.config import get_training_cfg
 from dreammask.trainer.data.toy import write_toy_dataset
 from dreammask.trainer.engine.launch import train_local_processes
 

@@ -1,22 +1,15 @@
-"""Released FC-CLIP weights (detectron2 names) map onto this model; what does not map is reported."""
+"""Released FC-CLIP weights (detectron2 names and file formats) map onto this model; what does not map is
+reported by name."""
 
 import pickle
-import re
 
+import numpy as np
 import pytest
 import torch
 
-from dreammask.trainer.engine.fcclip_weights import load_fcclip_weights, map_name, read_weights
+from dreammask.trainer.engine.fcclip_weights import fcclip_name, load_fcclip_weights, map_name, read_weights
 
-
-def _to_fcclip_name(name: str) -> str:
-    """This model's names written the way FC-CLIP's released checkpoints spell them."""
-    name = re.sub(r"^(pixel_decoder|predictor)\.", r"sem_seg_head.\1.", name)
-    name = name.replace("pixel_decoder.transformer.layers.", "pixel_decoder.transformer.encoder.layers.")
-    name = re.sub(r"lateral_convs\.(\d+)\.0\.", lambda m: f"adapter_{int(m.group(1)) + 1}.", name)
-    name = re.sub(r"lateral_convs\.(\d+)\.1\.", lambda m: f"adapter_{int(m.group(1)) + 1}.norm.", name)
-    name = re.sub(r"output_convs\.(\d+)\.0\.", lambda m: f"layer_{int(m.group(1)) + 1}.", name)
-    return re.sub(r"output_convs\.(\d+)\.1\.", lambda m: f"layer_{int(m.group(1)) + 1}.norm.", name)
+_to_fcclip_name = fcclip_name
 
 
 def test_names_map_back():
@@ -26,6 +19,12 @@ def test_names_map_back():
         "pixel_decoder.transformer.layers.3.norm1.weight"
     assert map_name("sem_seg_head.predictor.query_feat.weight") == "predictor.query_feat.weight"
     assert map_name("backbone.clip_model.visual.trunk.stem.0.weight") == "backbone.clip_model.visual.trunk.stem.0.weight"
+    # several FPN levels: FC-CLIP registers adapter_k in feature order (res2 first) and walks them reversed
+    assert map_name("sem_seg_head.pixel_decoder.adapter_1.weight", 2) == "pixel_decoder.lateral_convs.1.0.weight"
+    assert map_name("sem_seg_head.pixel_decoder.layer_2.norm.weight", 2) == "pixel_decoder.output_convs.0.1.weight"
+    for ours in ("pixel_decoder.lateral_convs.1.1.bias", "pixel_decoder.transformer.layers.0.linear1.weight",
+                 "predictor.class_embed.layers.2.weight", "void_embedding.weight"):
+        assert map_name(fcclip_name(ours, 2), 2) == ours
 
 
 def test_fcclip_checkpoint_loads_and_reports(tmp_path, tiny_model_cfg):
@@ -74,3 +73,131 @@ def test_pkl_weights_load_numpy_and_refuse_code(tmp_path):
         read_weights(bad)
     with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS"):
         read_weights(tmp_path / "none.pth")
+
+
+# Where each of FC-CLIP's top-level names is defined (bytedance/fc-clip @ a8dc32c8), as its modules name them.
+FCCLIP_MODULES = {
+    "backbone.clip_model.": "fcclip/modeling/backbone/clip.py: self.clip_model = open_clip.create_model_and_transforms(...)",
+    "void_embedding.": "fcclip/fcclip.py: self.void_embedding = nn.Embedding(1, backbone.dim_latent)",
+    "sem_seg_head.pixel_decoder.input_proj.": "msdeformattn.py: self.input_proj = nn.ModuleList(...)",
+    "sem_seg_head.pixel_decoder.transformer.level_embed": "msdeformattn.py: MSDeformAttnTransformerEncoderOnly.level_embed",
+    "sem_seg_head.pixel_decoder.transformer.encoder.layers.": "msdeformattn.py: MSDeformAttnTransformerEncoder.layers",
+    "sem_seg_head.pixel_decoder.mask_features.": "msdeformattn.py: self.mask_features = Conv2d(conv_dim, mask_dim, 1)",
+    "sem_seg_head.pixel_decoder.adapter_1.": "msdeformattn.py: self.add_module('adapter_{}'.format(idx + 1), lateral_conv)",
+    "sem_seg_head.pixel_decoder.layer_1.": "msdeformattn.py: self.add_module('layer_{}'.format(idx + 1), output_conv)",
+    "sem_seg_head.predictor.transformer_self_attention_layers.": "fcclip_transformer_decoder.py (SelfAttentionLayer)",
+    "sem_seg_head.predictor.transformer_cross_attention_layers.": "fcclip_transformer_decoder.py (CrossAttentionLayer)",
+    "sem_seg_head.predictor.transformer_ffn_layers.": "fcclip_transformer_decoder.py (FFNLayer)",
+    "sem_seg_head.predictor.decoder_norm.": "fcclip_transformer_decoder.py: nn.LayerNorm(hidden_dim)",
+    "sem_seg_head.predictor.query_feat.": "fcclip_transformer_decoder.py: nn.Embedding(num_queries, hidden_dim)",
+    "sem_seg_head.predictor.query_embed.": "fcclip_transformer_decoder.py: nn.Embedding(num_queries, hidden_dim)",
+    "sem_seg_head.predictor.level_embed.": "fcclip_transformer_decoder.py: nn.Embedding(3, hidden_dim)",
+    "sem_seg_head.predictor.mask_embed.layers.": "fcclip_transformer_decoder.py: MLP(hidden, hidden, mask_dim, 3)",
+    "sem_seg_head.predictor._mask_pooling_proj.": "fcclip_transformer_decoder.py: nn.Sequential(LayerNorm, Linear)",
+    "sem_seg_head.predictor.class_embed.layers.": "fcclip_transformer_decoder.py: MLP(hidden, hidden, clip_embedding_dim, 3)",
+    "sem_seg_head.predictor.logit_scale": "fcclip_transformer_decoder.py: nn.Parameter(torch.ones([]) * np.log(1 / 0.07))",
+}
+# the layers' own attribute names in FC-CLIP's code
+FCCLIP_LAYER_NAMES = {
+    "transformer_self_attention_layers": {"self_attn", "norm"},
+    "transformer_cross_attention_layers": {"multihead_attn", "norm"},
+    "transformer_ffn_layers": {"linear1", "linear2", "norm"},
+    "encoder": {"self_attn", "norm1", "norm2", "linear1", "linear2"},
+}
+
+
+def test_full_size_names_written_back_are_fcclips_own_module_names():
+    """This model's state dict, written back in FC-CLIP's names, is exactly the released checkpoint's name
+    list (the manifest), every name sits under a module FC-CLIP's code defines, and maps back unchanged."""
+    import json
+    from pathlib import Path
+
+    from dreammask.trainer.config import get_cfg
+    from dreammask.trainer.modeling import build_model_on_meta
+
+    cfg = get_cfg()
+    cfg.MODEL.DEVICE = "cpu"
+    ours = list(build_model_on_meta(cfg).state_dict())
+    theirs = [fcclip_name(n) for n in ours]
+    manifest = json.loads((Path(__file__).parent / "data" / "fcclip_convnext_large_manifest.json").read_text())
+    assert sorted(theirs) == sorted(manifest["parameters"])
+    assert [map_name(n) for n in theirs] == ours
+    for name in theirs:
+        prefix = next((p for p in FCCLIP_MODULES if name.startswith(p)), None)
+        assert prefix is not None, name
+        parts = name.split(".")
+        for holder, allowed in FCCLIP_LAYER_NAMES.items():
+            if holder in parts and holder != "encoder":
+                assert parts[parts.index(holder) + 2] in allowed, name
+            elif holder == "encoder" and "encoder" in parts:
+                assert parts[parts.index("layers") + 2] in allowed, name
+    assert {p for p in FCCLIP_MODULES if any(n.startswith(p) for n in theirs)} == set(FCCLIP_MODULES)
+
+
+def _released_file(model, path, fmt: str) -> dict:
+    """A checkpoint as FC-CLIP's release ships it, from a model of this project: FC-CLIP's names, numpy
+    arrays, detectron2's keys; plus the criterion buffer FC-CLIP saves."""
+    from dreammask.trainer.engine.fcclip_weights import fpn_levels_of
+
+    state = model.state_dict()
+    levels = fpn_levels_of(state)
+    weights = {fcclip_name(k, levels): v.detach().cpu().numpy() for k, v in state.items()}
+    weights["criterion.empty_weight"] = np.ones(len(model.class_names) + 1, np.float32)
+    payload = {"model": weights, "__author__": "FC-CLIP", "matching_heuristics": True}
+    if fmt == "pkl":
+        path.write_bytes(pickle.dumps(payload))
+    else:
+        torch.save(payload, path)
+    return weights
+
+
+@pytest.mark.parametrize("fmt", ["pkl", "pth"])
+def test_released_detectron2_file_with_numpy_arrays_loads_every_tensor(tmp_path, tiny_model_cfg, fmt):
+    from dreammask.trainer.testing import build_tiny_model
+
+    source, target = build_tiny_model(tiny_model_cfg, seed=1), build_tiny_model(tiny_model_cfg, seed=2)
+    path = tmp_path / f"fcclip_cocopan.{fmt}"
+    weights = _released_file(source, path, fmt)
+    assert "sem_seg_head.pixel_decoder.adapter_1.norm.weight" in weights
+    report = load_fcclip_weights(target, path)
+    assert report["missing"] == [] and report["unused"] == [] and report["shape_mismatch"] == []
+    assert report["derived_buffers"] == ["criterion.empty_weight"]
+    assert report["loaded"] == report["target_tensors"] == len(source.state_dict())
+    got = target.state_dict()
+    for k, v in source.state_dict().items():
+        assert torch.equal(got[k], v), k
+
+
+def test_several_fpn_levels_map_in_fcclips_order(tmp_path, tiny_model_cfg):
+    """With two FPN levels (encoder on res4..res5), adapter_1 is res2's conv in FC-CLIP's numbering; a
+    mapping in the wrong order would show as shape mismatches (res2 and res3 widths differ)."""
+    from dreammask.trainer.testing import build_tiny_model
+
+    cfg = tiny_model_cfg.clone()
+    cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res4", "res5"]
+    source, target = build_tiny_model(cfg, seed=1), build_tiny_model(cfg, seed=2)
+    assert source.pixel_decoder.num_fpn_levels == 2
+    path = tmp_path / "two_levels.pkl"
+    weights = _released_file(source, path, "pkl")
+    res2 = source.backbone.output_shape()["res2"]["channels"]
+    assert weights["sem_seg_head.pixel_decoder.adapter_1.weight"].shape[1] == res2
+    report = load_fcclip_weights(target, path)
+    assert report["missing"] == [] and report["shape_mismatch"] == [] and report["unused"] == []
+    for k, v in source.state_dict().items():
+        assert torch.equal(target.state_dict()[k], v), k
+
+
+def test_unmapped_and_unused_tensors_are_reported_by_name(tmp_path, tiny_model_cfg, caplog):
+    from dreammask.trainer.testing import build_tiny_model
+
+    source, target = build_tiny_model(tiny_model_cfg, seed=1), build_tiny_model(tiny_model_cfg, seed=2)
+    path = tmp_path / "partial.pkl"
+    weights = _released_file(source, path, "pkl")
+    del weights["sem_seg_head.predictor.logit_scale"]
+    weights["sem_seg_head.predictor.class_embed_v2.weight"] = np.zeros((2, 2), np.float32)
+    path.write_bytes(pickle.dumps({"model": weights, "__author__": "FC-CLIP"}))
+    with caplog.at_level("WARNING", logger="dreammask.trainer"):
+        report = load_fcclip_weights(target, path)
+    assert report["missing"] == ["predictor.logit_scale"]
+    assert report["unused"] == ["sem_seg_head.predictor.class_embed_v2.weight"]
+    assert "predictor.logit_scale" in caplog.text and "class_embed_v2" in caplog.text

@@ -4,7 +4,7 @@ synthetic samples mixed (SRA active) through the real data path (files, mapper, 
 import json
 
 from dreammask.shared.storage import LocalObjectStore
-from dreammask.trainer.config.engine import get_training_cfg
+from dreammask.trainer.config import get_training_cfg
 from dreammask.trainer.data.toy import register_toy_real_dataset, write_toy_dataset
 from dreammask.trainer.engine.launch import train
 from dreammask.trainer.engine.train_loop import Trainer

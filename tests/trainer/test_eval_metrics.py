@@ -26,7 +26,7 @@ def test_miou_by_hand():
 
 
 def test_miou_absent_classes_and_novel_split():
-    ev = SemSegEvaluator(["a", "b", "c", "d"], is_novel=[False, False, True, True])
+    ev = SemSegEvaluator(["a", "b", "c", "d"], is_novel=[False, False, True, True], seen=[True, False, False, True])
     gt = torch.tensor([[0, 0, 2, 2]])
     pred = torch.tensor([[0, 3, 2, 2]])
     ev.process_pair(gt, pred)
@@ -36,9 +36,12 @@ def test_miou_absent_classes_and_novel_split():
     assert math.isnan(r["IoU-b"])
     assert math.isnan(r["IoU-d"])
     assert r["mIoU"] == pytest.approx((50 + 100) / 2)
-    assert r["mIoU_seen"] == pytest.approx(50)
+    assert r["mIoU_base"] == pytest.approx(50)
     assert r["mIoU_novel"] == pytest.approx(100)
     assert r["hIoU"] == pytest.approx(2 * 50 * 100 / 150)
+    # FC-CLIP's seen/unseen split is its own: a seen (d absent), c unseen (b absent)
+    assert r["mIoU_seen"] == pytest.approx(50) and r["mIoU_unseen"] == pytest.approx(100)
+    assert "mIoU_seen" not in SemSegEvaluator(["a"]).evaluate()
 
 
 def _detectron2_miou(gt, pred, num_classes, ignore=255):
@@ -129,7 +132,7 @@ def test_panoptic_evaluator_accumulates_and_rejects_unlisted_ids():
     ev.process([{"pan_seg": (gt, segs)}], [out])
     ev.process([{"pan_seg": (gt, segs)}], [out])
     r = ev.evaluate()
-    assert r["PQ"] == 100 and r["PQ_novel"] == 100 and r["PQ_seen"] == 100
+    assert r["PQ"] == 100 and r["PQ_novel"] == 100 and r["PQ_base"] == 100
     assert ev.stats[:, 0].tolist() == [2, 2]
     bad = {"panoptic_seg": (torch.tensor([[4, 4], [7, 7]]), out["panoptic_seg"][1])}
     with pytest.raises(ValueError, match="not in the segment list"):

@@ -36,12 +36,28 @@ def test_configuration_lives_in_one_package():
     stray = [str(p.relative_to(TRAINER)) for p in TRAINER.rglob("config.py")]
     assert stray == []
     code = (
-        "from dreammask.trainer.config import get_cfg\n"
-        "from dreammask.trainer.config.engine import add_engine_config, get_training_cfg\n"
-        "from dreammask.trainer.config.d2 import D2_META_ARCHITECTURE, merge_d2_config\n"
+        "from dreammask.trainer.config import get_cfg, get_training_cfg\n"
+        "from dreammask.trainer.config.d2 import D2_META_ARCHITECTURE, prepare_d2_config\n"
         "cfg = get_training_cfg('dreammask_convnext_large')\n"
         "assert cfg.MODEL.DREAMMASK.LAMBDA_SRA > 0 and cfg.SOLVER.STEPS == (327778, 355092), cfg.SOLVER.STEPS\n"
-        "assert 'DATALOADER' in add_engine_config(get_cfg())\n"
+        "assert 'DATALOADER' in get_cfg()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_config_package_never_imports_torch():
+    """The API image has no torch: building any preset's config, tiny included, must not pull it in."""
+    code = (
+        "import sys\n"
+        "import dreammask.trainer.config as c\n"
+        "import dreammask.trainer.config.d2, dreammask.trainer.config.build, dreammask.trainer.config.defaults\n"
+        "for name in c.shipped_configs():\n"
+        "    c.get_training_cfg(name)\n"
+        "c.get_training_cfg(tiny=True)\n"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+        "assert not bad, bad[:5]\n"
+        "assert 'dreammask.trainer.tiny' not in sys.modules\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dreammask.trainer.config import get_cfg, load_config
 from dreammask.trainer.modeling import build_model
 from dreammask.trainer.modeling.ensemble import geometric_ensemble, mask_pooling
 from dreammask.trainer.modeling.matcher import HungarianMatcher
@@ -153,39 +152,6 @@ def test_registry_names_what_is_registered():
         reg.register(type("Alpha", (), {}))
     with pytest.raises(KeyError, match=r"registered: \['Alpha'\]"):
         reg.get("Beta")
-
-
-def test_config_defaults_and_presets(tiny_model_cfg):
-    cfg = get_cfg()
-    assert cfg.MODEL.FC_CLIP.CLIP_MODEL_NAME == "convnext_large_d_320"
-    assert (cfg.MODEL.FC_CLIP.GEOMETRIC_ENSEMBLE_ALPHA, cfg.MODEL.FC_CLIP.GEOMETRIC_ENSEMBLE_BETA) == (
-        0.4,
-        0.8,
-    )
-    for key in ("ENABLED", "MEMORY_BANK_SIZE", "LAMBDA_SRA"):
-        assert key in cfg.MODEL.DREAMMASK
-    for key in ("BASE_LR", "WEIGHT_DECAY", "MAX_ITER", "IMS_PER_BATCH", "CLIP_GRADIENTS", "AMP"):
-        assert key in cfg.SOLVER
-    assert "OUTPUT_DIR" in cfg and "DEVICE" in cfg.MODEL and "TRAIN" in cfg.DATASETS
-
-    baseline = load_config("fcclip_convnext_large.yaml")
-    dreammask = load_config("dreammask_convnext_large.yaml")
-    assert not baseline.MODEL.DREAMMASK.ENABLED and dreammask.MODEL.DREAMMASK.ENABLED
-    assert dreammask.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES == 250  # inherited through _BASE_
-    assert tiny_model_cfg.MODEL.FC_CLIP.CLIP_MODEL_NAME == "dreammask-tiny-convnext"
-    assert tiny_model_cfg.MODEL.DREAMMASK.ENABLED and tiny_model_cfg.MODEL.DEVICE == "cpu"
-
-    overridden = load_config("tiny_test.yaml", opts=["MODEL.DREAMMASK.LAMBDA_SRA", "0.25"])
-    assert overridden.MODEL.DREAMMASK.LAMBDA_SRA == 0.25
-    with pytest.raises(FileNotFoundError, match="tiny_test.yaml"):
-        load_config("no_such_preset.yaml")
-
-
-def test_config_rejects_unknown_keys(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("MODEL:\n  DREAMMASK:\n    LAMBDA_SRAA: 2.0\n")
-    with pytest.raises(KeyError, match="bad.yaml"):
-        load_config(bad)
 
 
 def test_build_model_refuses_cuda_without_a_gpu(tiny_model_cfg, monkeypatch):

@@ -92,3 +92,63 @@ def test_cancel_and_resume(client):
     assert len(_training_messages(client.redis)) == 2
     assert client.post(f"/v1/trainings/{tid}/resume", headers=ALICE).status_code == 409
     assert client.get(f"/v1/trainings/{tid}/metrics", headers=ALICE).json() == {"items": [], "total": 0}
+
+
+def test_evaluate_a_trainings_checkpoint_as_a_job(client, tmp_path):
+    """POST /v1/trainings/evaluations: checked like a training (422 naming the field), queued on the training
+    queue, run by the training service; its figures equal the training's own final evaluation."""
+    import math
+
+    from dreammask.trainer.service.runner import run_training_job
+    from dreammask.trainer.service.settings import TrainerSettings
+
+    settings = TrainerSettings(trainer_cache_dir=tmp_path / "cache")
+    tid = client.post("/v1/trainings", json={"datasets": ["ds-alice"], "iterations": 2, "tiny": True,
+                                             "eval_datasets": ["synthetic:ds-alice"]}, headers=ALICE).json()["training_id"]
+    early = client.post("/v1/trainings/evaluations", json={"weights": tid, "eval_datasets": ["synthetic:ds-alice"]},
+                        headers=ALICE)
+    assert early.status_code == 422 and early.json()["detail"][0]["loc"] == ["body", "weights"]
+    assert "no checkpoint yet" in early.text
+    assert run_training_job(client.rt.store, tid, settings)["state"] == "succeeded"
+    trained = client.get(f"/v1/trainings/{tid}", headers=ALICE).json()["latest_eval"]["synthetic:ds-alice"]
+
+    def issue(body, headers=ALICE):
+        r = client.post("/v1/trainings/evaluations", json=body, headers=headers)
+        assert r.status_code == 422, r.text
+        return {".".join(str(x) for x in d["loc"][1:]): d["msg"] for d in r.json()["detail"]}
+
+    assert "tr-nope" in issue({"weights": "tr-nope", "eval_datasets": ["synthetic:ds-alice"]})["weights"]
+    assert "model_0000002.pth" in issue({"weights": f"{tid}/model_0000009.pth",
+                                         "eval_datasets": ["synthetic:ds-alice"]})["weights"]
+    assert "weights" in issue({"weights": tid, "eval_datasets": ["synthetic:ds-alice"]}, headers=BOB)
+    assert "eval_datasets" in issue({"weights": tid, "eval_datasets": []})
+    assert "weights" in issue({"weights": "../../etc/passwd", "eval_datasets": ["synthetic:ds-alice"]})
+    assert "coco_2017_val_panoptic" in issue({"weights": tid, "eval_datasets": ["nope"]})["eval_datasets.0"]
+    assert "SOLVER.NOPE" in issue({"weights": tid, "eval_datasets": ["synthetic:ds-alice"],
+                                   "overrides": {"SOLVER.NOPE": 1}})["overrides.SOLVER.NOPE"]
+    r = client.post("/v1/trainings", json={"kind": "evaluate", "weights": tid, "eval_datasets": ["x"]}, headers=ALICE)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "kind"]
+
+    r = client.post("/v1/trainings/evaluations", json={"weights": tid, "eval_datasets": ["synthetic:ds-alice"],
+                                                       "name": "eval"}, headers=ALICE)
+    assert r.status_code == 202, r.text
+    eid = r.json()["training_id"]
+    assert r.json()["kind"] == "evaluate" and r.json()["state"] == "queued"
+    assert ("dreammask.training.run", [eid]) in _training_messages(client.redis)
+    stored = client.rt.store.get_json(f"trainings/{eid}/spec.json")["spec"]
+    assert stored["tiny"] is True and stored["weights"] == tid  # the training's own preset
+    assert client.get(f"/v1/trainings/{eid}/evaluation", headers=ALICE).status_code == 404
+
+    assert run_training_job(client.rt.store, eid, settings)["state"] == "succeeded"
+    view = client.get(f"/v1/trainings/{eid}", headers=ALICE).json()
+    evaluation = client.get(f"/v1/trainings/{eid}/evaluation", headers=ALICE).json()
+    assert client.get(f"/v1/trainings/{eid}/evaluation", headers=BOB).status_code == 404
+    figures = evaluation["datasets"]["synthetic:ds-alice"]["metrics"]
+    assert view["latest_eval"]["synthetic:ds-alice"] == figures
+    for key in ("mIoU", "PQ", "SQ", "RQ", "PQ_th", "PQ_st", "mIoU_unseen"):
+        a, b = figures[key], trained[key]
+        assert a == b or (a is None and (b is None or math.isnan(b))), key
+    rows = evaluation["datasets"]["synthetic:ds-alice"]["classes"]
+    assert [r["class"] for r in rows] == [r["class"] for r in trained["classes"]]
+    assert all({"seen", "novel", "IoU", "PQ", "SQ", "RQ"} <= set(r) for r in rows)
+    assert evaluation["weights"].endswith("model_0000002.pth") and "loaded" in evaluation["weights_report"]["summary"]

@@ -18,8 +18,18 @@ def _settings(tmp_path):
     return TrainerSettings(trainer_cache_dir=tmp_path / "cache")
 
 
+class CountingStore(LocalObjectStore):
+    def __init__(self, root):
+        super().__init__(root)
+        self.writes: dict[str, int] = {}
+
+    def put_bytes(self, key, data, *args, **kwargs):
+        self.writes[key] = self.writes.get(key, 0) + 1
+        return super().put_bytes(key, data, *args, **kwargs)
+
+
 def test_run_to_the_end_records_status_metrics_and_checkpoint(tmp_path):
-    store = LocalObjectStore(tmp_path / "objects")
+    store = CountingStore(tmp_path / "objects")
     write_toy_dataset(store, "ds-r", num_images=2, size=48)
     spec = TrainingSpec(datasets=["ds-r"], eval_datasets=["synthetic:ds-r"], iterations=3, tiny=True,
                         overrides={"ENGINE.STATUS_PERIOD": 1, "ENGINE.LOG_PERIOD": 1})
@@ -31,6 +41,8 @@ def test_run_to_the_end_records_status_metrics_and_checkpoint(tmp_path):
     assert st.losses["total_loss"] > 0 and "loss_sra" in st.losses
     assert 0 <= st.latest_eval["synthetic:ds-r"]["mIoU"] <= 100 and "PQ" in st.latest_eval["synthetic:ds-r"]
     assert st.checkpoint == f"trainings/{tid}/checkpoints/model_0000003.pth"
+    assert store.writes[f"trainings/{tid}/config.yaml"] == 1  # the resolved config, written once
+    assert "SOLVER:" in store.get_bytes(f"trainings/{tid}/config.yaml").decode()
     assert [t.state.value for t in st.transitions] == ["queued", "running", "succeeded"]
     assert any("SRA is off" in n and "memory bank stays empty" in n for n in st.notes)
     lines = [json.loads(x) for x in store.get_bytes(f"trainings/{tid}/metrics.jsonl").decode().splitlines()]

@@ -1,21 +1,34 @@
-"""The trainer's configuration, in one package (detectron2 style):
+"""The trainer's configuration (detectron2 style), one package, no torch:
 
-- `model`: the model's keys (FC-CLIP, Mask2Former, DreamMask IAT), `get_cfg()`, `load_config()`;
-- `engine`: the keys of the data, engine, evaluation and service half, `add_engine_config()`,
-  `get_training_cfg()` (both halves, a preset and overrides);
-- `d2`: the same keys added to a detectron2 config, for the thin detectron2 adapter (`trainer/d2/`).
+- `defaults`: every key and its default, one `add_<x>_config(cfg)` per section, `get_cfg()`;
+- `build`: the one builder, `get_training_cfg(config_file, overrides)` (defaults, a preset or YAML file,
+  `KEY VALUE` overrides) and `build_training_cfg(spec, settings)` for a stored training request;
+- `d2`: the same keys and presets on a detectron2 config, for the thin detectron2 path (`trainer/d2/`).
 """
 
-from .model import (
+from .build import (
+    TINY_PRESET,
+    ConfigError,
+    build_training_cfg,
+    get_training_cfg,
+    merge_overrides,
+    resolve_config_file,
+    shipped_configs,
+)
+from .defaults import (
     CLIP_PIXEL_MEAN,
     CLIP_PIXEL_STD,
     CONFIGS_DIR,
+    RANDOM_WEIGHTS_PREFIX,
     CfgNode,
     add_dreammask_config,
     add_fcclip_config,
+    add_trainer_config,
     get_cfg,
-    load_config,
 )
 
-__all__ = ["CLIP_PIXEL_MEAN", "CLIP_PIXEL_STD", "CONFIGS_DIR", "CfgNode", "add_dreammask_config",
-           "add_fcclip_config", "get_cfg", "load_config"]
+__all__ = [
+    "CLIP_PIXEL_MEAN", "CLIP_PIXEL_STD", "CONFIGS_DIR", "RANDOM_WEIGHTS_PREFIX", "TINY_PRESET", "CfgNode",
+    "ConfigError", "add_dreammask_config", "add_fcclip_config", "add_trainer_config", "build_training_cfg",
+    "get_cfg", "get_training_cfg", "merge_overrides", "resolve_config_file", "shipped_configs",
+]

@@ -1,12 +1,11 @@
 """The detectron2 path's logic that needs no detectron2 (so it is tested here): the training data with
 class ids remapped into the union vocabulary and real/synthetic mixing, the optimizer with full-model
-gradient clipping, the vocabulary the model is given, and FC-CLIP weights mapped onto the wrapper."""
+gradient clipping (unscaled first under AMP), the vocabulary the model is given, FC-CLIP weights mapped onto
+the wrapper, and the evaluation (the platform loop's own, so both paths report the same figures)."""
 
 from __future__ import annotations
 
-from ..config.engine import clip_gradients_settings
 from ..data.build import TrainData, Vocabulary, build_train_data
-from ..data.vocabulary import synonyms_dict
 from ..engine.optim import add_full_model_gradient_clipping, build_optimizer
 
 
@@ -20,16 +19,18 @@ def d2_train_data(cfg, rank: int = 0, world_size: int = 1) -> TrainData:
 def d2_optimizer(cfg, model):
     """AdamW over the trainable parameters, clipped as SOLVER.CLIP_GRADIENTS says before every step."""
     optimizer = build_optimizer(cfg, model)
-    enabled, value, norm = clip_gradients_settings(cfg)
-    return add_full_model_gradient_clipping(optimizer, value, norm) if enabled else optimizer
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if not clip.ENABLED:
+        return optimizer
+    return add_full_model_gradient_clipping(optimizer, float(clip.CLIP_VALUE), float(clip.NORM_TYPE))
 
 
 def vocabulary_kwargs(vocab: Vocabulary) -> dict:
-    """set_vocabulary(**) arguments for the training vocabulary (every class seen, FC-CLIP's synonyms)."""
+    """set_vocabulary(**) arguments for the training vocabulary (every class seen, FC-CLIP's names)."""
     return {
         "class_names": list(vocab.names),
         "seen": [True] * len(vocab.names),
-        "synonyms": synonyms_dict(vocab.names, vocab.synonyms) if vocab.synonyms else None,
+        "synonyms": [list(x) for x in vocab.synonyms] if vocab.synonyms else None,
         "thing_flags": list(vocab.isthing),
     }
 
@@ -38,6 +39,30 @@ def load_fcclip_weights_into(model, path: str) -> dict:
     """Map a released FC-CLIP checkpoint onto the wrapped model (DDP and the d2 wrapper unwrapped)."""
     from ..engine.fcclip_weights import load_fcclip_weights
 
+    return load_fcclip_weights(_inner(model), path)
+
+
+def _inner(model):
     inner = getattr(model, "module", model)
-    inner = getattr(inner, "model", inner)
-    return load_fcclip_weights(inner, path)
+    return getattr(inner, "model", inner)
+
+
+def d2_test(cfg, model, vocabulary: Vocabulary | None = None) -> dict[str, dict]:
+    """DefaultTrainer.test for the detectron2 path: every DATASETS.TEST entry evaluated by
+    engine/evaluate.py (fp32, FC-CLIP's seen rule, per-class table). During training, `vocabulary` is the
+    training vocabulary, restored after; for an evaluation-only run, the seen rule comes from the config."""
+    from .. import distributed as dist
+    from ..engine.evaluate import (
+        evaluate_datasets,
+        restoring_training_vocabulary,
+        seen_reference,
+        trained_novel_names,
+        trained_novel_of,
+    )
+
+    inner = _inner(model)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if vocabulary is None:
+        return evaluate_datasets(inner, cfg, seen_reference(cfg), trained_novel_names(cfg), rank, world)
+    with restoring_training_vocabulary(inner, vocabulary):
+        return evaluate_datasets(inner, cfg, vocabulary.seen_reference, trained_novel_of(vocabulary), rank, world)

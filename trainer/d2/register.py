@@ -1,4 +1,5 @@
-"""Registers curated datasets in detectron2's DatasetCatalog / MetadataCatalog (needs detectron2)."""
+"""Registers datasets in detectron2's DatasetCatalog / MetadataCatalog (needs detectron2): the platform's
+curated datasets and the standard evaluation datasets (ADE20K-150/847, Pascal Context, Cityscapes, COCO)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from dreammask.shared.storage import ObjectStore
 
-from .datasets import d2_dataset_name, synthetic_dataset_for_d2
+from ..data.catalog import DatasetCatalog as OurCatalog
+from ..data.register_coco_panoptic import register_builtin_datasets
+from .datasets import d2_builtin_entries, d2_dataset_name, synthetic_dataset_for_d2
 
 
 def register_synthetic_dataset(store: ObjectStore, dataset_id: str, cache_dir: str | Path) -> str:
@@ -18,3 +21,16 @@ def register_synthetic_dataset(store: ObjectStore, dataset_id: str, cache_dir: s
     DatasetCatalog.register(name, lambda: dicts)
     MetadataCatalog.get(name).set(**meta)
     return name
+
+
+def register_builtin_in_d2(root=None) -> list[str]:
+    """Register every standard dataset as `dreammask_<name>` (dicts read lazily from the platform's catalog);
+    returns the names."""
+    register_builtin_datasets(root)
+    names = []
+    for d2_name, ours, meta in d2_builtin_entries(root):
+        if d2_name not in DatasetCatalog.list():
+            DatasetCatalog.register(d2_name, lambda ours=ours: OurCatalog.get(ours)[0])
+            MetadataCatalog.get(d2_name).set(**meta)
+        names.append(d2_name)
+    return names

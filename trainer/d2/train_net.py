@@ -2,6 +2,8 @@
 
     python -m dreammask.trainer.d2.train_net --config-file trainer/configs/dreammask_convnext_large.yaml \\
         --num-gpus 8 DATASETS.SYNTHETIC.IDS "['ds-abc']"
+    python -m dreammask.trainer.d2.train_net --eval-only --config-file fcclip_convnext_large \\
+        MODEL.WEIGHTS fcclip_cocopan.pth DATASETS.TEST "('ade20k_panoptic_val',)"
 
 The platform's own loop (dreammask.trainer.train_net) needs no detectron2 and is what the service runs;
 this one is for teams whose tooling is built on detectron2's DefaultTrainer. Everything here that needs
@@ -18,9 +20,10 @@ from detectron2.utils import comm
 
 from dreammask.trainer.engine.optim import build_lr_scheduler as build_schedule
 
-from ..config.d2 import add_dreammask_config, merge_d2_config
+from ..config.d2 import prepare_d2_config
 from . import meta_arch  # noqa: F401  (registers DreamMaskFCCLIP)
-from .parts import d2_optimizer, d2_train_data, load_fcclip_weights_into, vocabulary_kwargs
+from .parts import d2_optimizer, d2_test, d2_train_data, load_fcclip_weights_into, vocabulary_kwargs
+from .register import register_builtin_in_d2
 
 log = logging.getLogger("dreammask.trainer.d2")
 
@@ -44,6 +47,13 @@ class Trainer(DefaultTrainer):
     def build_lr_scheduler(cls, cfg, optimizer):
         return build_schedule(cfg, optimizer)
 
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """The platform's evaluation (fp32, FC-CLIP's seen rule, per-class table) on DATASETS.TEST; during
+        training the training vocabulary is restored after."""
+        vocabulary = cls.train_data.vocabulary if cls.train_data is not None else None
+        return d2_test(cfg, model, vocabulary)
+
     def resume_or_load(self, resume=True):
         if resume and self.checkpointer.has_checkpoint():
             return super().resume_or_load(resume=True)
@@ -58,9 +68,8 @@ class Trainer(DefaultTrainer):
 def setup(args):
     from detectron2.config import get_cfg
 
-    cfg = get_cfg()
-    add_dreammask_config(cfg)
-    merge_d2_config(cfg, args.config_file, args.opts)  # pins META_ARCHITECTURE after every merge
+    cfg = prepare_d2_config(get_cfg(), args.config_file, args.opts)  # pins META_ARCHITECTURE last
+    register_builtin_in_d2(cfg.DATASETS.ROOT or None)
     if cfg.DATASETS.SYNTHETIC.IDS:
         from dreammask.shared.storage import store_from_settings
         from dreammask.trainer.data import register_synthetic
@@ -73,6 +82,11 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        report = load_fcclip_weights_into(model, cfg.MODEL.WEIGHTS)
+        log.info("weights: %s", report["summary"])
+        return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
     model.set_vocabulary(**vocabulary_kwargs(Trainer.train_data.vocabulary))

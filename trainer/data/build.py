@@ -24,14 +24,21 @@ class Vocabulary:
     names: list[str] = field(default_factory=list)
     isthing: list[bool] = field(default_factory=list)
     is_novel: list[bool] = field(default_factory=list)
-    # Per class: its name, then the synonyms its datasets give it (FC-CLIP's lists; data/vocabulary.py).
+    # Per class, the names the text classifier embeds: FC-CLIP's list where a dataset's vocabulary file
+    # covers the class, else its name (plus the curated lists of other datasets that name it).
     synonyms: list[list[str]] = field(default_factory=list)
+    curated: list[bool] = field(default_factory=list)
+    # The first training dataset's classes (their names): FC-CLIP decides which evaluation classes count as
+    # seen against these (its train metadata is DATASETS.TRAIN[0]), not against the whole union.
+    seen_reference: list[list[str]] = field(default_factory=list)
 
     def index(self) -> dict[str, int]:
         return {normalise_name(n): i for i, n in enumerate(self.names)}
 
     def add(self, meta: DatasetMetadata) -> dict[int, int]:
         """Merge a dataset's classes in; returns its contiguous id -> vocabulary id."""
+        if not self.names and not self.seen_reference:
+            self.seen_reference = [list(s) for s in meta.synonyms]
         idx = self.index()
         mapping = {}
         for i, (name, thing, novel, syns) in enumerate(zip(meta.classes, meta.isthing, meta.is_novel, meta.synonyms)):
@@ -41,16 +48,24 @@ class Vocabulary:
                 self.names.append(name)
                 self.isthing.append(bool(thing))
                 self.is_novel.append(bool(novel))
-                self.synonyms.append([name])
-            known = self.synonyms[idx[key]]
-            known += [s for s in syns if s not in known]
-            # A class seen in real data is not novel, whatever a synthetic export says.
-            self.is_novel[idx[key]] = self.is_novel[idx[key]] and bool(novel)
+                self.synonyms.append(list(syns))
+                self.curated.append(bool(meta.curated))
+            else:
+                j = idx[key]
+                if meta.curated and not self.curated[j]:
+                    # FC-CLIP's list replaces a plain name (a curated export of "orange" must not bring the
+                    # ambiguous bare name back next to COCO's "orange fruit").
+                    self.synonyms[j], self.curated[j] = list(syns), True
+                elif meta.curated:
+                    self.synonyms[j] += [s for s in syns if s not in self.synonyms[j]]
+                # A class seen in real data is not novel, whatever a synthetic export says.
+                self.is_novel[j] = self.is_novel[j] and bool(novel)
             mapping[i] = idx[key]
         return mapping
 
     def to_json(self) -> dict:
-        return {"names": self.names, "isthing": self.isthing, "is_novel": self.is_novel, "synonyms": self.synonyms}
+        return {"names": self.names, "isthing": self.isthing, "is_novel": self.is_novel, "synonyms": self.synonyms,
+                "curated": self.curated, "seen_reference": self.seen_reference}
 
 
 def remap_categories(dicts: list[dict], mapping: dict[int, int]) -> list[dict]:
@@ -96,7 +111,7 @@ def synthetic_dataset_names(cfg) -> list[str]:
 def load_training_dicts(cfg) -> tuple[list[dict], list[dict], Vocabulary]:
     """(real dicts, synthetic dicts, vocabulary): real datasets first, so their classes come first."""
     if cfg.DATASETS.ROOT or list(cfg.DATASETS.TRAIN):
-        register_coco_panoptic.register_all_coco_panoptic(cfg.DATASETS.ROOT or None)
+        register_coco_panoptic.register_builtin_datasets(cfg.DATASETS.ROOT or None)
     vocab = Vocabulary()
     real, synthetic = [], []
     for name in cfg.DATASETS.TRAIN:
@@ -134,12 +149,16 @@ def build_train_data(cfg, rank: int = 0, world_size: int = 1, start_iter: int = 
 
 
 def build_test_loader(cfg, dataset_name: str, rank: int = 0, world_size: int = 1,
-                      max_images: int = 0) -> tuple[DataLoader, DatasetMetadata]:
-    """Evaluation images of one dataset, this process's shard, one image per batch."""
+                      max_images: int = 0) -> tuple[DataLoader, DatasetMetadata, tuple[str, ...]]:
+    """Evaluation images of one dataset, this process's shard, one image per batch, resized to the
+    dataset's own test size where it has one; with the evaluation tasks its annotations allow
+    ("sem_seg", and "panoptic" where every image has a panoptic PNG)."""
     dicts, meta = DatasetCatalog.get(dataset_name)
     if max_images:
         dicts = dicts[:max_images]
-    dataset = MappedDataset(dicts[rank::world_size], PanopticDatasetMapper.from_config(cfg, is_train=False))
+    tasks = ("sem_seg", "panoptic") if all(d.get("pan_seg_file_name") for d in dicts) else ("sem_seg",)
+    mapper = PanopticDatasetMapper.from_config(cfg, is_train=False, test_size=meta.test_size)
+    dataset = MappedDataset(dicts[rank::world_size], mapper)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=min(int(cfg.DATALOADER.NUM_WORKERS), 2),
                         collate_fn=trivial_batch_collator)
-    return loader, meta
+    return loader, meta, tasks

@@ -36,9 +36,15 @@ class DatasetMetadata:
     # Novel: categories the platform synthesised (or unseen in training, for an evaluation dataset).
     is_novel: list[bool] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
-    # Per class, its names for the text classifier and the seen rule: the class name first, then FC-CLIP's
-    # synonyms (data/vocabulary.py); just the class name where no vocabulary file covers the dataset.
+    # Per class, its names for the text classifier and the seen rule: FC-CLIP's prompt-engineered list as it
+    # is where a vocabulary file covers the dataset (data/vocabulary.py; `curated`), else the class name.
     synonyms: list[list[str]] = field(default_factory=list)
+    curated: bool = False
+    # Semantic ground-truth label of unlabelled pixels (255; 65535 for the uint16 ADE20K-847/PC-459 maps).
+    ignore_label: int = 255
+    # FC-CLIP's evaluation resize of this dataset (shorter side, longer-side cap), where its eval config
+    # sets one (Cityscapes 1024/2560); None: INPUT.MIN_SIZE_TEST/MAX_SIZE_TEST.
+    test_size: tuple[int, int] | None = None
 
     def __post_init__(self):
         n = len(self.classes)
@@ -74,8 +80,8 @@ class DatasetMetadata:
         )
 
     def with_vocabulary_file(self, vocabulary: str) -> DatasetMetadata:
-        """Take each class's synonyms from a shipped vocabulary file, matched by dataset id, or, where the
-        ids differ (exports number ADE20K's classes 0..149 or 1..150), by the class's first name."""
+        """Take each class's names from a shipped vocabulary file, matched by dataset id, or, where the ids
+        differ (an export numbering its classes its own way), by the class's first name."""
         from .vocabulary import load_vocabulary_file, split_synonyms
 
         vf = load_vocabulary_file(vocabulary)
@@ -91,14 +97,16 @@ class DatasetMetadata:
             found = [by_name[f] for f in firsts]
         else:
             found = [by_id[d] for d in self.dataset_ids]
-        # The dataset's own name stays first (it names the class in results); FC-CLIP's names follow.
-        self.synonyms = [[c] + [s for s in syns if s != c] for c, syns in zip(self.classes, found)]
+        # FC-CLIP's list as it is: the dataset's own name (COCO's "orange", "remote", ...) is not added back;
+        # it still names the class in results.
+        self.synonyms = [list(syns) for syns in found]
+        self.curated = True
         return self
 
     def to_json(self) -> dict:
         return {
             "name": self.name, "classes": self.classes, "dataset_ids": self.dataset_ids,
-            "isthing": self.isthing, "is_novel": self.is_novel, "synonyms": self.synonyms,
+            "isthing": self.isthing, "is_novel": self.is_novel, "synonyms": self.synonyms, "curated": self.curated,
         }
 
 

@@ -1,8 +1,12 @@
-"""Geometric augmentation on an image and its panoptic id map together.
+"""Geometric augmentation on an image and its panoptic id map together, as FC-CLIP's detectron2 transforms
+compute it.
 
-Large-scale jitter (LSJ), as detectron2's ResizeScale + FixedSizeCrop + RandomFlip in the Mask2Former and
-FC-CLIP COCO recipe: scale the image so it fits `scale * size` (scale uniform in [min, max]), take a random
-`size x size` crop, pad what is missing (image with 128, ids with void), flip horizontally half the time.
+Large-scale jitter (LSJ), FC-CLIP's COCO recipe (`coco_panoptic_new_baseline_dataset_mapper`): its list is
+RandomFlip, then ResizeScale, then FixedSizeCrop, so the image is flipped first, scaled to fit
+`scale * size` (scale uniform in [min, max]), cropped at a random offset and padded at the bottom and right
+(image with 128, ids with void). Flipping first keeps the padding at the bottom-right of every crop.
+Resizing is PIL's, as detectron2's ResizeTransform does for uint8 images: bilinear for the image, nearest
+for the ids (detectron2 resizes the RGB-encoded panoptic PNG with nearest; the same pixels are picked).
 Working on the id map, not on per-instance masks, keeps the cost independent of the number of segments.
 """
 
@@ -10,22 +14,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+from PIL import Image
 
 from .coco_panoptic import VOID
 
 IMAGE_PAD_VALUE = 128
 
 
-def _resize(image: np.ndarray, ids: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+def resize_image(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    """uint8 (H, W, 3) -> (h, w, 3), PIL bilinear (detectron2's ResizeTransform on uint8 images)."""
     if (h, w) == image.shape[:2]:
-        return image, ids
-    interp = cv2.INTER_AREA if h < image.shape[0] else cv2.INTER_LINEAR
-    image = cv2.resize(image, (w, h), interpolation=interp)
-    # Ids are up to 256^3: nearest on int32 (cv2 resizes int32 with INTER_NEAREST).
-    ids = cv2.resize(ids.astype(np.int32), (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int64)
-    return image, ids
+        return image
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+
+def resize_ids(ids: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Segment ids (H, W) -> (h, w), PIL nearest on int32 (ids are below 256^3)."""
+    if (h, w) == ids.shape:
+        return ids
+    out = Image.fromarray(np.ascontiguousarray(ids, dtype=np.int32), mode="I").resize((w, h), Image.NEAREST)
+    return np.asarray(out).astype(np.int64)
+
+
+def shortest_edge_size(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
+    """detectron2's ResizeShortestEdge.get_output_shape: shorter side to `short`, longer side at most
+    `max_size`, rounded half up."""
+    scale = short * 1.0 / min(h, w)
+    newh, neww = (short, scale * w) if h < w else (scale * h, short)
+    if max(newh, neww) > max_size:
+        scale = max_size * 1.0 / max(newh, neww)
+        newh, neww = newh * scale, neww * scale
+    return int(newh + 0.5), int(neww + 0.5)
 
 
 @dataclass
@@ -37,20 +57,25 @@ class LargeScaleJitter:
 
     def __post_init__(self):
         if self.size < 8:
-            raise ValueError("INPUT.LSJ.IMAGE_SIZE must be at least 8")
+            raise ValueError("INPUT.IMAGE_SIZE must be at least 8")
         if not (0 < self.min_scale <= self.max_scale):
-            raise ValueError("INPUT.LSJ needs 0 < MIN_SCALE <= MAX_SCALE")
+            raise ValueError("INPUT needs 0 < MIN_SCALE <= MAX_SCALE")
 
     def __call__(self, image: np.ndarray, ids: np.ndarray, rng: np.random.Generator):
         """image (H, W, 3) uint8, ids (H, W) -> both (size, size), plus the valid (unpadded) region."""
+        if self.random_flip and rng.random() < 0.5:
+            image, ids = image[:, ::-1], ids[:, ::-1]
+        # ResizeScale: fit the scaled target box, keeping the aspect ratio.
         h, w = image.shape[:2]
         scale = rng.uniform(self.min_scale, self.max_scale)
         factor = min(scale * self.size / h, scale * self.size / w)
-        nh, nw = max(1, int(round(h * factor))), max(1, int(round(w * factor)))
-        image, ids = _resize(image, ids, nh, nw)
-        # Random crop where larger than the output.
-        y0 = int(rng.integers(0, nh - self.size + 1)) if nh > self.size else 0
-        x0 = int(rng.integers(0, nw - self.size + 1)) if nw > self.size else 0
+        nh, nw = max(1, int(np.round(h * factor))), max(1, int(np.round(w * factor)))
+        image = resize_image(np.ascontiguousarray(image), nh, nw)
+        ids = resize_ids(ids, nh, nw)
+        # FixedSizeCrop: one uniform draw places the crop along both axes, then pad bottom/right.
+        u = rng.uniform(0.0, 1.0)
+        y0 = int(np.round(max(nh - self.size, 0) * u))
+        x0 = int(np.round(max(nw - self.size, 0) * u))
         image = image[y0:y0 + self.size, x0:x0 + self.size]
         ids = ids[y0:y0 + self.size, x0:x0 + self.size]
         ch, cw = image.shape[:2]
@@ -60,9 +85,7 @@ class LargeScaleJitter:
         out_img[:ch, :cw] = image
         out_ids[:ch, :cw] = ids
         valid[:ch, :cw] = True
-        if self.random_flip and rng.random() < 0.5:
-            out_img, out_ids, valid = out_img[:, ::-1], out_ids[:, ::-1], valid[:, ::-1]
-        return np.ascontiguousarray(out_img), np.ascontiguousarray(out_ids), np.ascontiguousarray(valid)
+        return out_img, out_ids, valid
 
 
 @dataclass
@@ -72,11 +95,8 @@ class ResizeShortestEdge:
     size: int = 0
     max_size: int = 2560
 
-    def __call__(self, image: np.ndarray, ids: np.ndarray):
+    def __call__(self, image: np.ndarray) -> np.ndarray:
         if not self.size:
-            return image, ids
-        h, w = image.shape[:2]
-        factor = self.size / min(h, w)
-        if max(h, w) * factor > self.max_size:
-            factor = self.max_size / max(h, w)
-        return _resize(image, ids, int(round(h * factor)), int(round(w * factor)))
+            return image
+        h, w = shortest_edge_size(image.shape[0], image.shape[1], self.size, self.max_size)
+        return resize_image(image, h, w)

@@ -14,19 +14,6 @@ from pathlib import Path
 
 VOCABULARIES_DIR = Path(__file__).resolve().parent / "vocabularies"
 
-# Registered dataset name -> its vocabulary file (catalog names in register_coco_panoptic.py).
-DATASET_VOCABULARIES = {
-    "coco_2017_train_panoptic": "coco_panoptic",
-    "coco_2017_val_panoptic": "coco_panoptic",
-    "ade20k_panoptic_val": "ade20k_150",
-    "ade20k_sem_seg_val": "ade20k_150",
-    "ade20k_full_sem_seg_val": "ade20k_847",
-    "pascal_context_59_sem_seg_val": "pascal_context_59",
-    "pascal_context_459_sem_seg_val": "pascal_context_459",
-    "cityscapes_panoptic_val": "cityscapes",
-}
-
-
 @dataclass
 class VocabularyFile:
     name: str

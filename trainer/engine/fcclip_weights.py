@@ -1,13 +1,20 @@
-"""Start from released FC-CLIP weights: map their detectron2 parameter names and shapes onto this model
-and report what did not map.
+"""Start from (or evaluate) released FC-CLIP weights: read detectron2's checkpoint files, map FC-CLIP's
+parameter names onto this model, and report by name what did not map.
 
-FC-CLIP's checkpoints (detectron2 `.pth`, or `.pkl` with numpy arrays) name the heads
-`sem_seg_head.pixel_decoder.*` and `sem_seg_head.predictor.*`, the deformable encoder layers
-`transformer.encoder.layers.*`, and Mask2Former's FPN convs `adapter_{i}` / `layer_{i}` (a bias-free conv
-with a `.norm`). This model names them `pixel_decoder.*`, `predictor.*`, `transformer.layers.*` and
-`lateral_convs.{i-1}.{0,1}` / `output_convs.{i-1}.{0,1}`; the CLIP backbone (`backbone.clip_model.*`) and
-`void_embedding` carry the same names. A tensor loads when its mapped name exists with the same shape;
-everything else is listed in the report (missing, unused, shape mismatches).
+detectron2's files: its Checkpointer writes a `.pth` with `torch.save({"model": state_dict, ...})`; model
+zoo conversions are a `.pkl`, a pickled dict whose `model` holds numpy arrays (with `__author__`,
+`matching_heuristics`). Both are read without running code: `.pkl` with an unpickler that builds numpy
+arrays only, `.pth` with `torch.load(weights_only=True)` (numpy arrays allowed, nothing else).
+
+FC-CLIP's module names (fcclip/fcclip.py, fcclip/modeling/meta_arch/fcclip_head.py,
+fcclip/modeling/pixel_decoder/msdeformattn.py, fcclip/modeling/transformer_decoder/
+fcclip_transformer_decoder.py): the heads sit under `sem_seg_head.pixel_decoder.*` and
+`sem_seg_head.predictor.*`; the deformable encoder's layers under `transformer.encoder.layers.*`; the FPN
+convs are registered as `adapter_{k}` / `layer_{k}` (detectron2 Conv2d: a bias-free conv with a `.norm`),
+k = 1.. in feature order (res2 first), while the forward pass walks them reversed (coarse to fine). This
+model keeps them in that walking order, `lateral_convs.{n-k}.{0,1}` / `output_convs.{n-k}.{0,1}` for n FPN
+levels (1 for ConvNeXt-L: strides 8 -> 4). `backbone.clip_model.*` (open_clip), `void_embedding` and the
+predictor's own names are the same on both sides.
 """
 
 from __future__ import annotations
@@ -25,31 +32,45 @@ from .checkpoint import unwrap
 
 log = logging.getLogger("dreammask.trainer")
 
-RENAME_RULES: list[tuple[str, str]] = [
-    (r"^module\.", ""),
-    (r"^sem_seg_head\.", ""),
-    (r"^pixel_decoder\.transformer\.encoder\.layers\.", "pixel_decoder.transformer.layers."),
-    (r"^pixel_decoder\.adapter_(\d+)\.norm\.", "pixel_decoder.lateral_convs.{0}.1."),
-    (r"^pixel_decoder\.adapter_(\d+)\.", "pixel_decoder.lateral_convs.{0}.0."),
-    (r"^pixel_decoder\.layer_(\d+)\.norm\.", "pixel_decoder.output_convs.{0}.1."),
-    (r"^pixel_decoder\.layer_(\d+)\.", "pixel_decoder.output_convs.{0}.0."),
-]
-
-
 # Buffers FC-CLIP saves that this model recomputes instead of loading: Mask2Former's SetCriterion keeps the
 # class weights of its cross-entropy (1 per class, NO_OBJECT_WEIGHT for void) as a persistent buffer; this
 # model builds them from the config and the vocabulary it is given, so a checkpoint's copy is not loaded.
 DERIVED_BUFFERS = ("criterion.empty_weight",)
 
+_FPN = re.compile(r"^pixel_decoder\.(adapter|layer)_(\d+)\.(norm\.)?")
+_OURS_FPN = re.compile(r"^pixel_decoder\.(lateral|output)_convs\.(\d+)\.([01])\.")
 
-def map_name(name: str) -> str:
-    for pattern, repl in RENAME_RULES:
-        m = re.match(pattern, name)
-        if m:
-            if "{0}" in repl:
-                repl = repl.format(int(m.group(1)) - 1)
-            name = repl + name[m.end():]
+
+def map_name(name: str, fpn_levels: int = 1) -> str:
+    """FC-CLIP's (detectron2's) parameter name -> this model's."""
+    name = name.removeprefix("module.").removeprefix("sem_seg_head.")
+    if name.startswith("pixel_decoder.transformer.encoder.layers."):
+        return name.replace("pixel_decoder.transformer.encoder.layers.", "pixel_decoder.transformer.layers.", 1)
+    m = _FPN.match(name)
+    if m:
+        kind, k, norm = m.group(1), int(m.group(2)), m.group(3)
+        ours = "lateral_convs" if kind == "adapter" else "output_convs"
+        return f"pixel_decoder.{ours}.{fpn_levels - k}.{1 if norm else 0}." + name[m.end():]
     return name
+
+
+def fcclip_name(name: str, fpn_levels: int = 1) -> str:
+    """This model's parameter name -> FC-CLIP's, as its released checkpoints spell it."""
+    if name.startswith("pixel_decoder.transformer.layers."):
+        name = name.replace("pixel_decoder.transformer.layers.", "pixel_decoder.transformer.encoder.layers.", 1)
+    m = _OURS_FPN.match(name)
+    if m:
+        kind = "adapter" if m.group(1) == "lateral" else "layer"
+        k = fpn_levels - int(m.group(2))
+        name = f"pixel_decoder.{kind}_{k}." + ("norm." if m.group(3) == "1" else "") + name[m.end():]
+    if name.startswith(("pixel_decoder.", "predictor.")):
+        name = "sem_seg_head." + name
+    return name
+
+
+def fpn_levels_of(state: dict) -> int:
+    """How many FPN levels a state dict of this model has (its `lateral_convs` entries)."""
+    return len({m.group(2) for m in map(_OURS_FPN.match, state) if m}) or 1
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -67,16 +88,37 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weights file")
 
 
+def _numpy_safe_globals() -> list:
+    """What torch's weights_only loader must also accept for a `.pth` whose `model` holds numpy arrays."""
+    multiarray = getattr(np, "_core", None) or np.core
+    out = [np.ndarray, np.dtype, multiarray.multiarray._reconstruct, multiarray.multiarray.scalar]
+    out += [type(np.dtype(t)) for t in ("float32", "float16", "float64", "int64", "int32", "uint8", "bool")]
+    return out
+
+
+def _load(path: Path, data: bytes):
+    if path.suffix == ".pkl":
+        return _NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The parameter dict of a FC-CLIP / detectron2 checkpoint (.pth, .pt or .pkl); no code is run."""
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(parameters, extra): a FC-CLIP / detectron2 checkpoint's parameters, or one of this trainer's with the
+    `extra` it saved (the training vocabulary); no code is run."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MODEL.WEIGHTS {path} not found; give the path of the FC-CLIP checkpoint")
-    data = path.read_bytes()
-    if path.suffix == ".pkl":
-        obj = _NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
-    else:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    obj = _load(path, path.read_bytes())
+    extra = obj.get("extra", {}) if isinstance(obj, dict) and isinstance(obj.get("extra"), dict) else {}
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     elif isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -86,20 +128,24 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     out = {}
     for k, v in obj.items():
         if isinstance(v, np.ndarray):
-            v = torch.from_numpy(np.ascontiguousarray(v))
+            # np.array, not np.ascontiguousarray: that one turns a 0-d array (logit_scale) into shape (1,)
+            v = torch.from_numpy(np.array(v, order="C", copy=True))
         if isinstance(v, torch.Tensor):
             out[str(k)] = v
-    return out
+    return out, extra
 
 
 def map_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> tuple[dict, dict]:
-    """(tensors to load under this model's names, report)."""
+    """(tensors to load under this model's names, report). The report names every tensor that did not
+    load: `missing` (this model's, left as built), `unused` (the checkpoint's, mapped to nothing here),
+    `shape_mismatch`, and `derived_buffers` (saved by FC-CLIP, recomputed here)."""
+    levels = fpn_levels_of(target)
     mapped, unused, mismatched, derived = {}, [], [], []
     for name, tensor in source.items():
-        if name in DERIVED_BUFFERS or name.removeprefix("module.") in DERIVED_BUFFERS:
+        if name.removeprefix("module.") in DERIVED_BUFFERS:
             derived.append(name)
             continue
-        new = map_name(name)
+        new = map_name(name, levels)
         if new not in target:
             unused.append(name)
         elif tuple(target[new].shape) != tuple(tensor.shape):
@@ -124,16 +170,21 @@ def map_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tens
 
 
 def load_fcclip_weights(model: torch.nn.Module, path: str | Path) -> dict:
-    """Load what maps; returns the report (also logged, with the first names of each list)."""
+    """Load what maps; returns the report (also logged, naming what did not map) and the file's `extra`."""
     model = unwrap(model)
     target = model.state_dict()
-    mapped, report = map_state_dict(read_weights(path), target)
+    source, extra = read_checkpoint(path)
+    mapped, report = map_state_dict(source, target)
+    report["extra"] = extra
     if not mapped:
         raise ValueError(f"{path}: no tensor maps onto this model ({report['summary']}); is it an FC-CLIP checkpoint?")
     model.load_state_dict(mapped, strict=False)
+    log.info("weights %s: %s", path, report["summary"])
     for what in ("missing", "unused"):
         if report[what]:
-            log.warning("FC-CLIP weights %s: %d, e.g. %s", what, len(report[what]), report[what][:5])
-    for m in report["shape_mismatch"][:5]:
-        log.warning("FC-CLIP weights shape mismatch: %s", m)
+            names = report[what]
+            log.warning("weights %s (%d): %s%s", what, len(names), ", ".join(names[:50]),
+                        " ..." if len(names) > 50 else "")
+    for m in report["shape_mismatch"]:
+        log.warning("weights shape mismatch: %s", m)
     return report

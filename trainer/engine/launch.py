@@ -13,7 +13,7 @@ from pathlib import Path
 from dreammask.shared.storage import ObjectStore
 
 from .. import distributed as dist
-from ..config.engine import get_training_cfg
+from ..config import get_training_cfg
 
 log = logging.getLogger("dreammask.trainer")
 
@@ -32,6 +32,8 @@ def train(cfg, store: ObjectStore, prefix: str, *, progress_callback=None, resum
         cache = dist.broadcast_object(tempfile.mkdtemp(prefix="dreammask-datasets-") if dist.is_main_process() else None)
     register_synthetic.use_store(data_store or store, cache)
     cfg.freeze()
+    if dist.is_main_process():  # the one place a run's resolved config is written
+        store.put_bytes(_prefixed(prefix) + "config.yaml", cfg.dump().encode(), "text/yaml")
     trainer = Trainer(cfg, store, prefix, model=model, progress_callback=progress_callback, resume=resume)
     return trainer.train()
 
@@ -49,32 +51,26 @@ def train_on_dataset(store: ObjectStore, dataset_id: str, iterations: int, outpu
 
     if iterations < 1:
         raise ValueError("iterations must be at least 1")
-    cfg = get_training_cfg(tiny=tiny)
-    cfg.DATASETS.SYNTHETIC.IDS = [dataset_id]
-    cfg.DATASETS.SYNTHETIC.RATIO = 1.0
-    cfg.DATALOADER.MIN_REAL_PER_BATCH = 0
+    run = {
+        "DATASETS.SYNTHETIC.IDS": [dataset_id], "DATASETS.SYNTHETIC.RATIO": 1.0,
+        "DATALOADER.MIN_REAL_PER_BATCH": 0, "DATASETS.TRAIN": [],
+        "DATASETS.TEST": [register_synthetic.synthetic_name(dataset_id)],
+        "SOLVER.MAX_ITER": int(iterations), "TEST.EVAL_PERIOD": int(iterations),
+        "SOLVER.CHECKPOINT_PERIOD": int(iterations), "ENGINE.LOG_PERIOD": max(1, int(iterations) // 10),
+    }
     if real_toy:
-        import tempfile
-
         from ..data.toy import register_real_toy_beside
 
         real_root = tempfile.mkdtemp(prefix="dreammask-real-toy-")
-        cfg.DATASETS.TRAIN = [register_real_toy_beside(store, dataset_id, real_root)]
-        cfg.DATASETS.SYNTHETIC.RATIO = 0.5
-        cfg.DATALOADER.MIN_REAL_PER_BATCH = 1
-    cfg.DATASETS.TEST = [register_synthetic.synthetic_name(dataset_id)]
-    cfg.SOLVER.MAX_ITER = int(iterations)
-    cfg.TEST.EVAL_PERIOD = int(iterations)
-    cfg.SOLVER.CHECKPOINT_PERIOD = int(iterations)
-    cfg.ENGINE.LOG_PERIOD = max(1, int(iterations) // 10)
+        run.update({"DATASETS.TRAIN": [register_real_toy_beside(store, dataset_id, real_root)],
+                    "DATASETS.SYNTHETIC.RATIO": 0.5, "DATALOADER.MIN_REAL_PER_BATCH": 1})
     if tiny:
-        cfg.MODEL.DEVICE = "cpu"
-        cfg.DATALOADER.NUM_WORKERS = 0
-    from ..config.engine import merge_overrides
+        run.update({"MODEL.DEVICE": "cpu", "DATALOADER.NUM_WORKERS": 0})
+    cfg = get_training_cfg(tiny=tiny, overrides=run)
+    from ..config import merge_overrides
 
-    merge_overrides(cfg, cfg_overrides)
-    prefix = output_prefix if output_prefix.endswith("/") else output_prefix + "/"
-    store.put_bytes(prefix + "config.yaml", cfg.dump().encode(), "text/yaml")
+    merge_overrides(cfg, cfg_overrides)  # the caller's, last
+    prefix = _prefixed(output_prefix)
     result = train(cfg, store, prefix)
     import json
 
@@ -90,6 +86,10 @@ def train_on_dataset(store: ObjectStore, dataset_id: str, iterations: int, outpu
         config_key=prefix + "config.yaml",
     )
     return result
+
+
+def _prefixed(prefix: str) -> str:
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
 
 def _local_process(cfg_yaml: str, store: ObjectStore, prefix: str, result_dir: str | None,

@@ -116,7 +116,14 @@ def add_full_model_gradient_clipping(optimizer: torch.optim.Optimizer, max_norm:
                                      norm_type: float = 2.0) -> torch.optim.Optimizer:
     """Clip the gradient norm of all the optimizer's parameters together before every step (Mask2Former's
     and FC-CLIP's CLIP_TYPE "full_model"); for loops that only call optimizer.step(), e.g. detectron2's
-    SimpleTrainer / AMPTrainer. Returns the same optimizer object, its class swapped for a clipping one."""
+    SimpleTrainer / AMPTrainer. Returns the same optimizer object, its class swapped for a clipping one;
+    `last_grad_norm` is the norm the last clip measured.
+
+    Under AMP the clip must see unscaled gradients. A fused optimizer (AdamW on GPUs) declares
+    `_step_supports_amp_scaling`: GradScaler.step then hands it the loss-scaled gradients to unscale inside
+    its kernel, after this clip has measured them, and detectron2's AMPTrainer never calls unscale_. The
+    clipping optimizer declares it cannot, so GradScaler unscales first (and still skips steps with
+    infinite gradients)."""
     if max_norm <= 0:
         return optimizer
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -124,9 +131,10 @@ def add_full_model_gradient_clipping(optimizer: torch.optim.Optimizer, max_norm:
 
     class FullModelGradientClipping(base):  # type: ignore[misc, valid-type]
         def step(self, closure=None):
-            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
+            self.last_grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
             return super().step(closure)
 
     FullModelGradientClipping.__name__ = f"{base.__name__}WithFullModelClipping"
     optimizer.__class__ = FullModelGradientClipping
+    optimizer._step_supports_amp_scaling = False
     return optimizer

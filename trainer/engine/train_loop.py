@@ -16,15 +16,13 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from dreammask.shared.schemas import normalise_name
 from dreammask.shared.storage import ObjectStore
 
 from .. import distributed as dist
-from ..config.engine import amp_enabled, clip_gradients_settings
-from ..data.build import Vocabulary, build_test_loader, build_train_data, load_training_dicts
-from ..data.vocabulary import seen_by_synonyms, synonyms_dict
-from ..evaluation.evaluator import build_evaluators, inference_on_dataset
-from .checkpoint import Checkpointer, set_rng_state, unwrap
+from ..data.build import Vocabulary, build_train_data, load_training_dicts
+from ..evaluation.evaluator import summary
+from .checkpoint import Checkpointer, set_rng_state
+from .evaluate import evaluate_datasets, restoring_training_vocabulary, set_vocabulary, trained_novel_of
 from .hooks import (
     EvalHook,
     HookBase,
@@ -63,18 +61,6 @@ def seed_everything(seed: int, rank: int = 0) -> int:
     np.random.seed((seed + rank) % 2**32)
     random.seed(seed + rank)
     return seed
-
-
-def set_vocabulary(model: nn.Module, names: list[str], seen: list[bool], thing_flags: list[bool],
-                   synonyms: list[list[str]] | None = None) -> None:
-    model = unwrap(model)
-    syn = synonyms_dict(list(names), synonyms) if synonyms else None
-    model.set_vocabulary(list(names), list(seen), synonyms=syn, thing_flags=list(thing_flags))
-    # The SRA bank of a vocabulary is created on first use; create it now, so a checkpoint's bank has a
-    # buffer to load into and an exact resume starts with the bank it saved.
-    iat = getattr(model, "iat", None)
-    if iat is not None and hasattr(iat, "bank"):
-        _ = iat.bank
 
 
 class PendingMetrics:
@@ -117,10 +103,12 @@ class Trainer:
         self.model = model
         self.optimizer = build_optimizer(cfg, model)
         self.scheduler = build_lr_scheduler(cfg, self.optimizer)
-        self.amp = amp_enabled(cfg) and self.device.type == "cuda"
+        self.amp = bool(cfg.SOLVER.AMP.ENABLED) and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if str(cfg.SOLVER.AMP_DTYPE) == "bfloat16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
-        self.clip, self.clip_value, self.clip_norm_type = clip_gradients_settings(cfg)
+        clip = cfg.SOLVER.CLIP_GRADIENTS
+        self.clip_value, self.clip_norm_type = float(clip.CLIP_VALUE), float(clip.NORM_TYPE)
+        self.clip = bool(clip.ENABLED) and self.clip_value > 0
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
 
         self.checkpointer = (
@@ -197,7 +185,7 @@ class Trainer:
     def autocast(self):
         if not self.amp:
             return nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def run_step(self, batch: list[dict]) -> dict[str, float]:
         with self.autocast():
@@ -289,35 +277,12 @@ class Trainer:
         dist.synchronize()
 
     def run_evaluation(self, final: bool = False) -> dict[str, dict]:
-        """Evaluate on every DATASETS.TEST entry with its own class list; training vocabulary restored after."""
+        """Evaluate on every DATASETS.TEST entry (engine/evaluate.py, the same function as an evaluation-only
+        run); the training vocabulary and buffers are restored after."""
         cfg = self.cfg
-        trained = {normalise_name(n): novel for n, novel in zip(self.vocabulary.names, self.vocabulary.is_novel)}
-        results = {}
-        model = unwrap(self.model)
-        # Setting another vocabulary may reset class-sized state (the SRA memory bank): keep a copy of the
-        # buffers and put them back once the training vocabulary is set again.
-        saved = {n: b.detach().clone() for n, b in model.named_buffers()}
-        try:
-            for name in cfg.DATASETS.TEST:
-                loader, meta = build_test_loader(cfg, name, self.rank, self.world_size,
-                                                 0 if final else int(cfg.TEST.EVAL_MAX_IMAGES))
-                keys = [normalise_name(c) for c in meta.classes]
-                # FC-CLIP's rule: seen when any synonym is also a synonym of a training class.
-                seen = seen_by_synonyms(meta.synonyms, self.vocabulary.synonyms)
-                meta.is_novel = [bool(n) or trained.get(k, False) for n, k in zip(meta.is_novel, keys)]
-                set_vocabulary(model, meta.classes, seen, meta.isthing, meta.synonyms)
-                with self.autocast():
-                    results[name] = inference_on_dataset(model, loader, build_evaluators(meta),
-                                                         distributed=self.world_size > 1)
-        finally:
-            set_vocabulary(model, self.vocabulary.names, [True] * len(self.vocabulary.names), self.vocabulary.isthing,
-                           self.vocabulary.synonyms)
-            with torch.no_grad():
-                for n, b in model.named_buffers():
-                    if n in saved and saved[n].shape == b.shape:
-                        b.copy_(saved[n])
-            model.train()
+        with restoring_training_vocabulary(self.model, self.vocabulary) as model:
+            results = evaluate_datasets(model, cfg, self.vocabulary.seen_reference, trained_novel_of(self.vocabulary),
+                                        self.rank, self.world_size, 0 if final else int(cfg.TEST.EVAL_MAX_IMAGES))
         self.latest_eval = {"iteration": self.iter + 1, **results}
-        self.new_eval = {f"{ds}/{k}": v for ds, r in results.items() for k, v in r.items()
-                         if not k.startswith(("IoU-", "PQ-"))}
+        self.new_eval = {f"{ds}/{k}": v for ds, r in results.items() for k, v in summary(r).items()}
         return results

@@ -92,7 +92,9 @@ def pq_image_stats(gt_ids: np.ndarray, gt_segments: list[dict], pred_ids: np.nda
 
 
 def pq_from_stats(stats: np.ndarray, isthing: list[bool], class_names: list[str] | None = None,
-                  is_novel: list[bool] | None = None) -> dict[str, float]:
+                  is_novel: list[bool] | None = None, seen: list[bool] | None = None) -> dict[str, float]:
+    """PQ, SQ, RQ over all classes, things (_th), stuff (_st), FC-CLIP's seen/unseen (_seen, _unseen) and
+    DreamMask's base/novel (_base, _novel) classes, and per class (PQ-, SQ-, RQ-<name>)."""
     tp, fp, fn, iou = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
     counted = (tp + fp + fn) > 0
     denom = tp + 0.5 * fp + 0.5 * fn
@@ -103,25 +105,31 @@ def pq_from_stats(stats: np.ndarray, isthing: list[bool], class_names: list[str]
     thing = np.array(isthing, dtype=bool)
     res: dict[str, float] = {}
     groups = {"": np.ones_like(thing), "_th": thing, "_st": ~thing}
+    if seen is not None:
+        seen_mask = np.array(seen, dtype=bool)
+        groups["_seen"], groups["_unseen"] = seen_mask, ~seen_mask
     if is_novel is not None and any(is_novel):
         novel = np.array(is_novel, dtype=bool)
-        groups["_seen"], groups["_novel"] = ~novel, novel
+        groups["_base"], groups["_novel"] = ~novel, novel
     for suffix, sel in groups.items():
         keep = sel & counted
         for name, arr in (("PQ", pq), ("SQ", sq), ("RQ", rq)):
             res[name + suffix] = float(100 * arr[keep].mean()) if keep.any() else float("nan")
     if class_names is not None:
-        for name, v, c in zip(class_names, pq, counted):
+        for i, (name, c) in enumerate(zip(class_names, counted)):
             if c:
-                res[f"PQ-{name}"] = float(100 * v)
+                res[f"PQ-{name}"], res[f"SQ-{name}"], res[f"RQ-{name}"] = (
+                    float(100 * pq[i]), float(100 * sq[i]), float(100 * rq[i]))
     return res
 
 
 class PanopticEvaluator:
-    def __init__(self, class_names: list[str], isthing: list[bool], is_novel: list[bool] | None = None):
+    def __init__(self, class_names: list[str], isthing: list[bool], is_novel: list[bool] | None = None,
+                 seen: list[bool] | None = None):
         self.class_names = list(class_names)
         self.isthing = list(isthing)
         self.is_novel = list(is_novel) if is_novel is not None else None
+        self.seen = list(seen) if seen is not None else None
         if len(self.isthing) != len(self.class_names):
             raise ValueError("isthing must have one flag per class")
         self.reset()
@@ -144,4 +152,4 @@ class PanopticEvaluator:
         self.stats = dist.all_reduce_sum(torch.from_numpy(self.stats)).numpy()
 
     def evaluate(self) -> dict[str, float]:
-        return pq_from_stats(self.stats, self.isthing, self.class_names, self.is_novel)
+        return pq_from_stats(self.stats, self.isthing, self.class_names, self.is_novel, self.seen)

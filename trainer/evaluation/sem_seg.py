@@ -2,8 +2,13 @@
 
 detectron2's SemSegEvaluator rule: a class counts in mIoU, mACC and fwIoU only when it occurs in the
 ground truth of the evaluated images (pos_gt > 0); a class predicted but absent from the ground truth is
-left out (NaN), not scored 0. Ignored pixels (label 255) count nowhere, predictions on them included. Seen/unseen (novel) means and their harmonic mean give the
-per-class comparison of novel categories the DreamMask paper reports.
+left out (NaN), not scored 0. Ignored pixels (the dataset's ignore label, 255 or 65535) count nowhere,
+predictions on them included. Two splits of the classes:
+- seen / unseen, FC-CLIP's rule (a class is seen when one of its names is a name of the first training
+  dataset's classes): `mIoU_seen`, `mIoU_unseen`;
+- base / novel, DreamMask's (novel: a category the platform synthesised, or flagged by the evaluation
+  dataset): `mIoU_base`, `mIoU_novel` and their harmonic mean `hIoU`, the per-class comparison of novel
+  categories the paper reports.
 """
 
 from __future__ import annotations
@@ -29,12 +34,13 @@ def semantic_prediction(sem_seg: torch.Tensor, size: tuple[int, int] | None = No
 
 class SemSegEvaluator:
     def __init__(self, class_names: list[str], is_novel: list[bool] | None = None,
-                 ignore_label: int = IGNORE_LABEL):
+                 ignore_label: int = IGNORE_LABEL, seen: list[bool] | None = None):
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         self.is_novel = list(is_novel) if is_novel is not None else [False] * self.num_classes
-        if len(self.is_novel) != self.num_classes:
-            raise ValueError("is_novel must have one flag per class")
+        self.seen = list(seen) if seen is not None else None
+        if len(self.is_novel) != self.num_classes or (self.seen is not None and len(self.seen) != self.num_classes):
+            raise ValueError("is_novel and seen must have one flag per class")
         self.ignore_label = ignore_label
         self.reset()
 
@@ -84,11 +90,14 @@ class SemSegEvaluator:
             "mACC": _pct(_nanmean(acc)),
             "pACC": _pct(tp.sum() / total) if total else float("nan"),
         }
+        if self.seen is not None:
+            seen = np.array(self.seen, dtype=bool)
+            res["mIoU_seen"], res["mIoU_unseen"] = _pct(_nanmean(iou[seen])), _pct(_nanmean(iou[~seen]))
         novel = np.array(self.is_novel, dtype=bool)
         if novel.any():
-            seen, unseen = _pct(_nanmean(iou[~novel])), _pct(_nanmean(iou[novel]))
-            res["mIoU_seen"], res["mIoU_novel"] = seen, unseen
-            res["hIoU"] = 2 * seen * unseen / (seen + unseen) if seen + unseen > 0 else 0.0
+            base, new = _pct(_nanmean(iou[~novel])), _pct(_nanmean(iou[novel]))
+            res["mIoU_base"], res["mIoU_novel"] = base, new
+            res["hIoU"] = 2 * base * new / (base + new) if base + new > 0 else 0.0
         for name, v in zip(self.class_names, iou):
             res[f"IoU-{name}"] = _pct(v)
         return res

@@ -41,7 +41,13 @@ class HungarianMatcher(nn.Module):
         self.num_points = num_points
 
     def cost_matrix(self, logits, pred_masks, tgt_classes, tgt_masks) -> torch.Tensor:
-        """One image: logits (Q,K+1), pred_masks (Q,h,w), tgt_classes (M,), tgt_masks (M,H,W) -> (Q,M)."""
+        """One image: logits (Q,K+1), pred_masks (Q,h,w), tgt_classes (M,), tgt_masks (M,H,W) -> (Q,M).
+        In fp32 with autocast off, as FC-CLIP's matcher computes its costs: under fp16 autocast the BCE and
+        dice einsums would round, and near-equal costs could pick another assignment."""
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            return self._cost_matrix(logits.float(), pred_masks.float(), tgt_classes, tgt_masks)
+
+    def _cost_matrix(self, logits, pred_masks, tgt_classes, tgt_masks) -> torch.Tensor:
         out_prob = logits.softmax(-1)
         cost_class = -out_prob[:, tgt_classes]
         out_mask = pred_masks[:, None].float()

@@ -119,14 +119,16 @@ class FCCLIP(nn.Module):
         self,
         class_names: list[str],
         seen: list[bool] | None = None,
-        synonyms: dict[str, list[str]] | None = None,
+        synonyms: dict[str, list[str]] | list[list[str]] | None = None,
         thing_flags: list[bool] | None = None,
     ) -> None:
         """Set the classes that target ids index and predictions name.
 
         seen: per class, whether it was in the training vocabulary (picks alpha vs beta of the ensemble;
-        default all True). synonyms: extra names per class (max-ensembled). thing_flags: per class,
-        countable thing (True) or amorphous stuff (False) for panoptic inference (default all True)."""
+        default all True). synonyms: extra names per class as {class name: [names]}, or, as a list with one
+        list per class, exactly the names to embed (FC-CLIP's prompt-engineered lists); a class's logit is
+        the max over its names. thing_flags: per class, countable thing (True) or amorphous stuff (False)
+        for panoptic inference (default all True)."""
         n = len(class_names)
         if n == 0:
             raise ValueError("the vocabulary needs at least one class name")

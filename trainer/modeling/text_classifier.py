@@ -44,8 +44,24 @@ def templates_by_name(name: str) -> list[str]:
         ) from None
 
 
-def expand_synonyms(class_names: list[str], synonyms: dict[str, list[str]] | None) -> list[list[str]]:
-    """Per class, its own name first then its synonyms (duplicates and blanks dropped)."""
+def expand_synonyms(class_names: list[str], synonyms: dict[str, list[str]] | list[list[str]] | None) -> list[list[str]]:
+    """Per class, the names to embed: with a dict, the class's own name first then its synonyms; with a list
+    (one list per class), exactly those names, e.g. FC-CLIP's prompt-engineered list. Duplicates and blanks
+    dropped."""
+    if isinstance(synonyms, (list, tuple)):
+        if len(synonyms) != len(class_names):
+            raise ValueError(f"{len(synonyms)} name lists for {len(class_names)} classes")
+        out = []
+        for name, names in zip(class_names, synonyms):
+            kept = []
+            for s in names:
+                s = str(s).strip()
+                if s and s not in kept:
+                    kept.append(s)
+            if not kept:
+                raise ValueError(f"class {name!r} has no name to embed")
+            out.append(kept)
+        return out
     synonyms = synonyms or {}
     unknown = sorted(set(synonyms) - set(class_names))
     if unknown:
@@ -97,7 +113,7 @@ class TextClassifier:
         payload = json.dumps({"tower": self.fingerprint(), "templates": self.templates, "classes": per_class})
         return hashlib.sha256(payload.encode()).hexdigest()
 
-    def __call__(self, class_names: list[str], synonyms: dict[str, list[str]] | None = None):
+    def __call__(self, class_names: list[str], synonyms: dict[str, list[str]] | list[list[str]] | None = None):
         per_class = expand_synonyms(class_names, synonyms)
         key = self.cache_key(per_class)
         device = next(self.backbone.parameters()).device

@@ -56,7 +56,7 @@ def create_training(store: ObjectStore, tenant: str, spec: TrainingSpec, trainin
     store.put_json(spec_key(training_id), StoredTrainingSpec(training_id=training_id, tenant=tenant,
                                                              created_at=now, spec=spec))
     status = TrainingStatus(training_id=training_id, tenant=tenant, state=TrainingState.queued, created_at=now,
-                            updated_at=now, max_iter=spec.iterations,
+                            updated_at=now, max_iter=spec.iterations or 0,
                             transitions=[Transition(state=TrainingState.queued, at=now)])
     store.put_json(status_key(training_id), status)
     store.put_bytes(tenant_marker(tenant, training_id), b"")

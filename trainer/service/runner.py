@@ -13,14 +13,16 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from dreammask.shared import keys
 from dreammask.shared.storage import ObjectNotFound, ObjectStore
+from dreammask.trainer.config import build_training_cfg
 
 from .record import create_training, is_stale, read_status, transition, write_status  # noqa: F401  (re-exported)
 from .schemas import (
+    TRAINING_WEIGHTS_RE,
     StoredTrainingSpec,
-    TrainingSpec,
     TrainingState,
     TrainingStatus,
     cancel_key,
@@ -34,33 +36,6 @@ log = logging.getLogger("dreammask.trainer.service")
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def build_training_cfg(spec: TrainingSpec, settings: TrainerSettings):
-    """The trainer config of a spec (raises ValueError naming what to change)."""
-    from dreammask.trainer.config.engine import get_training_cfg
-
-    if spec.tiny and not settings.trainer_allow_tiny:
-        raise ValueError("this deployment does not run the tiny model (DREAMMASK_TRAINER_ALLOW_TINY)")
-    config = None if spec.tiny else (spec.config or settings.trainer_default_config)
-    cfg = get_training_cfg(config_file=config, tiny=spec.tiny)
-    cfg.DATASETS.SYNTHETIC.IDS = list(spec.datasets)
-    cfg.DATASETS.TRAIN = list(spec.real_datasets)
-    cfg.DATASETS.TEST = list(spec.eval_datasets)
-    cfg.SOLVER.MAX_ITER = int(spec.iterations)
-    if spec.synthetic_ratio is not None:
-        cfg.DATASETS.SYNTHETIC.RATIO = float(spec.synthetic_ratio)
-    if settings.trainer_datasets_root:
-        cfg.DATASETS.ROOT = str(settings.trainer_datasets_root)
-    cfg.DATASETS.SYNTHETIC.CACHE_DIR = str(settings.trainer_cache_dir)
-    if not spec.real_datasets:
-        cfg.DATALOADER.MIN_REAL_PER_BATCH = 0
-    if spec.eval_datasets and int(cfg.TEST.EVAL_PERIOD) <= 0:
-        cfg.TEST.EVAL_PERIOD = int(spec.iterations)
-    from dreammask.trainer.config.engine import merge_overrides
-
-    merge_overrides(cfg, spec.overrides)
-    return cfg
 
 
 class StatusReporter:
@@ -107,14 +82,21 @@ def run_training_job(store: ObjectStore, training_id: str, settings: TrainerSett
             status.notes += new
             write_status(store, status)
         gpus = stored.spec.gpus or settings.trainer_gpus
+        if stored.spec.kind == "evaluate":
+            result = _run_torchrun(training_id, gpus, settings) if gpus > 1 else \
+                run_evaluation(store, training_id, cfg, settings)
+            status = read_status(store, training_id)
+            status.latest_eval = result.get("datasets")
+            status.result = result
+            transition(store, status, TrainingState.succeeded)
+            return status.model_dump(mode="json")
         if gpus > 1:
             result = _run_torchrun(training_id, gpus, settings)
         else:
             from dreammask.trainer.engine.launch import train
 
-            prefix = keys.training_prefix(training_id)
-            store.put_bytes(prefix + "config.yaml", cfg.dump().encode(), "text/yaml")
-            result = train(cfg, store, prefix, progress_callback=StatusReporter(store, training_id))
+            result = train(cfg, store, keys.training_prefix(training_id),
+                           progress_callback=StatusReporter(store, training_id))
     except Exception as e:  # noqa: BLE001 - every failure ends in the record with its reason
         status = read_status(store, training_id)
         status.error = f"{type(e).__name__}: {e}"
@@ -128,6 +110,57 @@ def run_training_job(store: ObjectStore, training_id: str, settings: TrainerSett
         status.result = {k: v for k, v in result.items() if k != "eval"}
         transition(store, status, TrainingState.succeeded)
     return status.model_dump(mode="json")
+
+
+def resolve_weights(store: ObjectStore, weights: str, cache_dir: str | Path) -> str:
+    """A local file of the weights an evaluation names: a training's checkpoint ("tr-<id>" for its last one,
+    "tr-<id>/model_NNNNNNN.pth") copied from storage into the cache, or a file under the models directory."""
+    m = TRAINING_WEIGHTS_RE.match(weights)
+    if m:
+        tid, name = m.groups()
+        prefix = keys.training_prefix(tid)
+        if name is None:
+            try:
+                name = store.get_bytes(prefix + "last_checkpoint").decode().strip()
+            except ObjectNotFound:
+                raise FileNotFoundError(f"training {tid} has no checkpoint yet") from None
+        key = prefix + "checkpoints/" + name
+        local = Path(cache_dir) / "checkpoints" / tid / name
+        if not local.is_file():
+            try:
+                data = store.get_bytes(key)
+            except ObjectNotFound:
+                raise FileNotFoundError(f"no checkpoint {key}") from None
+            local.parent.mkdir(parents=True, exist_ok=True)
+            tmp = local.with_name(f"{local.name}.{os.getpid()}.part")
+            tmp.write_bytes(data)
+            tmp.replace(local)
+        return str(local)
+    from dreammask.shared.settings import Settings
+
+    path = Path(weights)
+    path = path if path.is_absolute() else Path(Settings().models_dir) / path
+    if not path.is_file():
+        raise FileNotFoundError(f"weights {weights!r} not found at {path}; put the checkpoint under the models "
+                                "directory (DREAMMASK_MODELS_DIR)")
+    return str(path)
+
+
+def run_evaluation(store: ObjectStore, training_id: str, cfg, settings: TrainerSettings,
+                   data_store: ObjectStore | None = None) -> dict:
+    """An evaluation job (every process of it): its weights made local, scored on DATASETS.TEST in fp32;
+    evaluation.json and evaluation.md land under trainings/{id}/. Returns the figures per dataset."""
+    from dreammask.trainer.config import merge_overrides
+    from dreammask.trainer.data import register_synthetic
+    from dreammask.trainer.engine.evaluate import evaluation_only
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    merge_overrides(cfg, {"MODEL.WEIGHTS": resolve_weights(store, str(cfg.MODEL.WEIGHTS), settings.trainer_cache_dir)})
+    register_synthetic.use_store(data_store or store, settings.trainer_cache_dir)
+    evaluation = evaluation_only(cfg, store, keys.training_prefix(training_id))
+    return {"weights": evaluation["weights"], "weights_report": evaluation["weights_report"]["summary"],
+            "datasets": {name: d["metrics"] for name, d in evaluation["datasets"].items()}}
 
 
 def torchrun_command(training_id: str, gpus: int, nnodes: int = 1, node_rank: int = 0,

@@ -1,5 +1,6 @@
 """/v1/trainings: start a trainer run on curated datasets, follow its iteration, losses and latest
-evaluation, read its metrics, cancel or resume it. The record lives under trainings/{id}/ in storage."""
+evaluation, read its metrics, cancel or resume it; evaluate a checkpoint (a training's, or FC-CLIP's
+released one) as a job of the training service. The record lives under trainings/{id}/ in storage."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from dreammask.shared.schemas import DatasetManifest, Transition, utcnow
 from dreammask.shared.storage import ObjectNotFound
 from dreammask.trainer.service.record import create_training, is_stale, read_status, transition, write_status
 from dreammask.trainer.service.schemas import (
+    TRAINING_WEIGHTS_RE,
+    EvaluationRequest,
     StoredTrainingSpec,
     TrainingSpec,
     TrainingState,
@@ -48,7 +51,9 @@ def _err(loc: tuple, msg: str) -> dict:
 def _check(spec: TrainingSpec, rt, tenant: str, ts: TrainerSettings, settings=None) -> None:
     """Everything the API can check before queueing: a 422 naming each field to change and what exists."""
     errors = []
-    if not spec.datasets and not spec.real_datasets:
+    if spec.kind == "evaluate":
+        errors += _check_weights_to_evaluate(spec, rt, tenant, settings)
+    elif not spec.datasets and not spec.real_datasets:
         errors.append(_err(("datasets",), "give at least one dataset (curated dataset ids) or real_datasets"))
     missing = []
     for i, ds in enumerate(spec.datasets):
@@ -64,10 +69,8 @@ def _check(spec: TrainingSpec, rt, tenant: str, ts: TrainerSettings, settings=No
         for i in missing:
             errors.append(_err(("datasets", i), f"no dataset {spec.datasets[i]!r}; {have}"))
     errors += _check_real_datasets(spec, ts)
-    if spec.iterations > ts.trainer_max_iterations:
+    if spec.iterations is not None and spec.iterations > ts.trainer_max_iterations:
         errors.append(_err(("iterations",), f"at most {ts.trainer_max_iterations} iterations on this deployment"))
-    if spec.tiny and not ts.trainer_allow_tiny:
-        errors.append(_err(("tiny",), "this deployment does not run the tiny model"))
     if len(spec.overrides) > ts.trainer_max_overrides:
         errors.append(_err(("overrides",), f"at most {ts.trainer_max_overrides} overrides"))
     errors += _check_config(spec, ts, settings)
@@ -92,9 +95,9 @@ def _tenant_datasets(rt, tenant: str, limit: int = 10) -> list[str]:
 
 def _check_real_datasets(spec: TrainingSpec, ts: TrainerSettings) -> list[dict]:
     """Real and eval datasets must be names the trainer registers; where the API sees the trainer's datasets
-    root (one machine, shared volume), their annotation file must be there too."""
+    root (one machine, shared volume), their prepared files must be there too."""
     try:
-        from dreammask.trainer.data.register_coco_panoptic import COCO_SPLITS, datasets_root
+        from dreammask.trainer.data.builtin import BUILTIN, datasets_root, missing_file
     except ImportError:
         return []
     root = datasets_root(str(ts.trainer_datasets_root) if ts.trainer_datasets_root else None)
@@ -103,53 +106,30 @@ def _check_real_datasets(spec: TrainingSpec, ts: TrainerSettings) -> list[dict]:
         for i, name in enumerate(getattr(spec, field)):
             if field == "eval_datasets" and name.startswith("synthetic:"):
                 continue
-            if name not in COCO_SPLITS:
-                known = ", ".join(sorted(COCO_SPLITS)) + (", synthetic:<dataset id>" if field == "eval_datasets" else "")
+            if name not in BUILTIN:
+                known = ", ".join(sorted(BUILTIN)) + (", synthetic:<dataset id>" if field == "eval_datasets" else "")
                 errors.append(_err((field, i), f"unknown dataset {name!r}; registered: {known}"))
-            elif root.is_dir() and not (root / COCO_SPLITS[name][2]).is_file():
-                errors.append(_err((field, i), f"{name!r} is registered but {root / COCO_SPLITS[name][2]} is missing "
-                                               "on this deployment; put the dataset under DREAMMASK_TRAINER_DATASETS_ROOT"))
+            elif root.is_dir() and missing_file(name, root) is not None:
+                errors.append(_err((field, i), f"{name!r} is registered but {missing_file(name, root)} is missing on "
+                                               "this deployment; prepare it under DREAMMASK_TRAINER_DATASETS_ROOT "
+                                               f"(python -m dreammask.trainer.data.prepare {BUILTIN[name].prepare})"))
     return errors
 
 
-def _check_config(spec: TrainingSpec, ts: TrainerSettings | None = None, settings=None) -> list[dict]:
-    """Preset, weights and override keys, where the config code is installed (the API image may lack it)."""
+def _check_config(spec: TrainingSpec, ts: TrainerSettings, settings=None) -> list[dict]:
+    """The config the trainer will build from this request (the same builder the worker runs): preset,
+    override keys and values, then the CLIP weights it names. Skipped where the config code is not
+    installed (the API image may lack it)."""
     try:
-        from dreammask.trainer.config import get_cfg
-        from dreammask.trainer.config.engine import add_engine_config, merge_overrides, resolve_config_file
+        from dreammask.trainer.config import ConfigError, build_training_cfg
     except ImportError:
-        return []
-    errors = []
-    cfg = add_engine_config(get_cfg())
-    if spec.config:
-        try:
-            path = resolve_config_file(spec.config)
-        except (ValueError, FileNotFoundError) as e:
-            errors.append(_err(("config",), str(e)))
-        else:
-            if spec.tiny:
-                errors.append(_err(("config",), "tiny: true runs the tiny model's own config; remove config, "
-                                                "or set tiny: false to train this one"))
-            else:
-                try:
-                    cfg.merge_from_file(path)
-                except (ValueError, KeyError) as e:
-                    errors.append(_err(("config",), str(e)))
-                else:
-                    errors += _check_weights(cfg, settings)
-    elif not spec.tiny and ts is not None:
-        try:
-            cfg.merge_from_file(resolve_config_file(ts.trainer_default_config))
-        except (ValueError, FileNotFoundError, KeyError):
-            pass  # the deployment's default: the worker reports a broken one
-        else:
-            errors += _check_weights(cfg, settings)
-    for key, value in spec.overrides.items():
-        try:
-            merge_overrides(cfg, {key: value})
-        except ValueError as e:
-            errors.append(_err(("overrides", key), str(e)))
-    return errors
+        return [_err(("tiny",), "this deployment does not run the tiny model")] if (
+            spec.tiny and not ts.trainer_allow_tiny) else []
+    try:
+        cfg = build_training_cfg(spec, ts)
+    except ConfigError as e:
+        return [_err(loc, msg) for loc, msg in e.errors]
+    return _check_weights(cfg, settings)
 
 
 def _check_weights(cfg, settings, field: str = "config") -> list[dict]:
@@ -157,9 +137,11 @@ def _check_weights(cfg, settings, field: str = "config") -> list[dict]:
     dreammask.trainer.modeling.backbone.clip_convnext.resolve_weights_path finds them; that module needs torch)."""
     from pathlib import Path
 
+    from dreammask.trainer.config import RANDOM_WEIGHTS_PREFIX
+
     weights = str(cfg.MODEL.FC_CLIP.CLIP_PRETRAINED_WEIGHTS or "")
     models_dir = Path(settings.models_dir) if settings is not None else None
-    if not weights or models_dir is None or not models_dir.is_dir():
+    if not weights or weights.startswith(RANDOM_WEIGHTS_PREFIX) or models_dir is None or not models_dir.is_dir():
         return []
     path = Path(weights).expanduser()
     path = path if path.is_absolute() else models_dir / path
@@ -170,6 +152,34 @@ def _check_weights(cfg, settings, field: str = "config") -> list[dict]:
     return [_err((field,), f"the config's CLIP weights {weights!r} are not in {models_dir} "
                            f"(MODEL.FC_CLIP.CLIP_PRETRAINED_WEIGHTS); weights there: {', '.join(found) or 'none'}; "
                            "put the open_clip checkpoint there, or use tiny: true")]
+
+
+def _check_weights_to_evaluate(spec: TrainingSpec, rt, tenant: str, settings) -> list[dict]:
+    """The checkpoint an evaluation names: one of the caller's trainings that has it, or a file in the models
+    directory where the API sees it."""
+    from pathlib import Path
+
+    m = TRAINING_WEIGHTS_RE.match(spec.weights or "")
+    if m:
+        tid, name = m.groups()
+        try:
+            _owned(rt, tid, tenant)
+        except HTTPException:
+            return [_err(("weights",), f"no training {tid!r} of yours; `GET /v1/trainings` lists them")]
+        prefix = keys.training_prefix(tid)
+        if name is None and not rt.store.exists(prefix + "last_checkpoint"):
+            return [_err(("weights",), f"training {tid} has no checkpoint yet")]
+        if name is not None and not rt.store.exists(prefix + "checkpoints/" + name):
+            kept = sorted(k.rsplit("/", 1)[-1] for k in rt.store.list(prefix + "checkpoints/"))
+            return [_err(("weights",), f"training {tid} has no checkpoint {name}; it keeps: {', '.join(kept) or 'none'}")]
+        return []
+    models_dir = Path(settings.models_dir) if settings is not None else None
+    if models_dir is not None and models_dir.is_dir() and not (models_dir / str(spec.weights)).is_file():
+        found = sorted(str(p.relative_to(models_dir)) for p in models_dir.rglob("*")
+                       if p.suffix in (".pkl", ".pth", ".pt"))[:10]
+        return [_err(("weights",), f"no file {spec.weights!r} in the models directory; checkpoints there: "
+                                   f"{', '.join(found) or 'none'}")]
+    return []
 
 
 def _owned(rt, training_id: str, tenant: str) -> StoredTrainingSpec:
@@ -186,7 +196,7 @@ def _view(rt, request: Request, settings, stored: StoredTrainingSpec) -> Trainin
     st = read_status(rt.store, stored.training_id)
     url = f"{base_url(request, settings)}/v1/trainings/{stored.training_id}"
     return TrainingView(
-        training_id=stored.training_id, url=url, name=stored.spec.name, state=st.state,
+        training_id=stored.training_id, url=url, name=stored.spec.name, kind=stored.spec.kind, state=st.state,
         created_at=st.created_at, updated_at=st.updated_at, iteration=st.iteration, max_iter=st.max_iter,
         losses=st.losses, latest_eval=st.latest_eval, checkpoint=st.checkpoint, metrics_url=f"{url}/metrics",
         transitions=st.transitions, error=st.error,
@@ -215,6 +225,12 @@ def _enqueue(rt, training_id: str) -> JSONResponse | None:
                                 "shipped configs: dreammask_convnext_large.yaml, fcclip_convnext_large.yaml"}]}))
 def submit_training(spec: Annotated[TrainingSpec, Body(openapi_examples=TRAINING_SPEC_EXAMPLES)], request: Request, response: Response, rt: RuntimeDep,
                     settings: SettingsDep, tenant: TenantDep):
+    if spec.kind != "train":
+        raise RequestValidationError([_err(("kind",), "evaluations go to POST /v1/trainings/evaluations")])
+    return _submit(spec, request, response, rt, settings, tenant)
+
+
+def _submit(spec: TrainingSpec, request: Request, response: Response, rt, settings, tenant: str):
     _check(spec, rt, tenant, TrainerSettings(), settings)
     st = create_training(rt.store, tenant, spec)
     failed = _enqueue(rt, st.training_id)
@@ -223,6 +239,42 @@ def submit_training(spec: Annotated[TrainingSpec, Body(openapi_examples=TRAINING
     view = _view(rt, request, settings, rt.store.get_model(spec_key(st.training_id), StoredTrainingSpec))
     response.headers["Location"] = view.url
     return view
+
+
+@router.post("/evaluations", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingView, responses=responses(
+    413, 422, e422={"detail": [{"loc": ["body", "weights"], "type": "value_error",
+                                "msg": "training tr-abc has no checkpoint yet"}]}))
+def submit_evaluation(req: EvaluationRequest, request: Request, response: Response, rt: RuntimeDep,
+                      settings: SettingsDep, tenant: TenantDep):
+    """Score a checkpoint on evaluation datasets in fp32, as a job of the training service: per dataset mIoU,
+    PQ/SQ/RQ (things, stuff, seen and unseen classes) and a per-class table (GET .../{id}/evaluation).
+    `weights` is "tr-<id>" (that training's last checkpoint), "tr-<id>/model_NNNNNNN.pth", or a file under
+    the trainer's models directory (FC-CLIP's released checkpoint)."""
+    trained = None
+    m = TRAINING_WEIGHTS_RE.match(req.weights)
+    if m:
+        try:
+            trained = _owned(rt, m.group(1), tenant).spec
+        except HTTPException:
+            raise RequestValidationError([_err(("weights",), f"no training {m.group(1)!r} of yours")]) from None
+    try:
+        spec = req.to_spec(trained)
+    except ValueError as e:
+        raise RequestValidationError([_err(("weights",), str(e))]) from None
+    return _submit(spec, request, response, rt, settings, tenant)
+
+
+@router.get("/{training_id}/evaluation", responses=responses(404, 422, **_NO_TRAINING))
+def get_evaluation(training_id: str, rt: RuntimeDep, tenant: TenantDep) -> dict:
+    """An evaluation's (or a training's evaluation-only run's) full result: per dataset its figures and
+    per-class table (IoU, PQ/SQ/RQ, seen/unseen, novel). 404 until it has finished."""
+    import json
+
+    _owned(rt, training_id, tenant)
+    try:
+        return json.loads(rt.store.get_bytes(keys.training_prefix(training_id) + "evaluation.json"))
+    except ObjectNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"training {training_id} has no evaluation (yet)") from None
 
 
 @router.get("", response_model=TrainingList, responses=responses(422))

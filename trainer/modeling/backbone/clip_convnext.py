@@ -8,6 +8,7 @@ the module stays in eval mode and runs under `torch.no_grad()` whatever mode its
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import open_clip
@@ -15,6 +16,7 @@ import torch
 from open_clip.tokenizer import SimpleTokenizer
 from torch import nn
 
+from ...config.defaults import RANDOM_WEIGHTS_PREFIX
 from ..registry import BACKBONE_REGISTRY
 
 CLIP_VOCAB_SIZE = 49408  # open_clip's shipped BPE vocabulary (bpe_simple_vocab_16e6) incl. the 2 specials
@@ -36,8 +38,12 @@ def _register_clip_configs(extra: list[str] | tuple[str, ...] = ()) -> None:
         _registered_config_paths.add(key)
 
 
-def resolve_weights_path(weights: str, models_dir: str | os.PathLike | None = None) -> Path:
-    """A local checkpoint path: absolute as given, relative ones under the models directory."""
+def resolve_weights_path(weights: str, models_dir: str | os.PathLike | None = None, model_name: str = "",
+                         config_paths=()) -> Path:
+    """A local checkpoint path: absolute as given, relative ones under the models directory; "random:<seed>"
+    is a file of random weights for `model_name`, written once per machine (RANDOM_WEIGHTS_PREFIX)."""
+    if str(weights).startswith(RANDOM_WEIGHTS_PREFIX):
+        return random_weights_file(model_name, _seed(weights), config_paths)
     if not weights:
         raise ValueError(
             "MODEL.FC_CLIP.CLIP_PRETRAINED_WEIGHTS is empty: set it to the open_clip checkpoint file "
@@ -144,6 +150,43 @@ class CLIPConvNeXt(nn.Module):
         return self.clip_model.encode_text(tokens, normalize=False)
 
 
+def _seed(weights: str) -> int:
+    try:
+        return int(str(weights)[len(RANDOM_WEIGHTS_PREFIX):])
+    except ValueError:
+        raise ValueError(f"MODEL.FC_CLIP.CLIP_PRETRAINED_WEIGHTS {weights!r}: write random:<integer seed>") from None
+
+
+def write_random_clip_weights(model_name: str, path: str | os.PathLike, seed: int = 0, config_paths=()) -> Path:
+    """Save a randomly initialised open_clip model's state_dict (the same file for the same seed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_clip_model(model_name, None, config_paths)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # concurrent writers never share a temp file
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+    return path
+
+
+def random_weights_file(model_name: str, seed: int, config_paths=()) -> Path:
+    """The machine's shared file of random weights for (model config, seed); written on first use. Its name
+    carries a hash of the open_clip config and the library versions, so another architecture under the same
+    name never reads a stale file."""
+    import hashlib
+    import json
+
+    _register_clip_configs(list(config_paths))
+    spec = json.dumps([open_clip.get_model_config(model_name), open_clip.__version__, torch.__version__],
+                      sort_keys=True, default=str)
+    digest = hashlib.sha256(spec.encode()).hexdigest()[:10]
+    path = Path(tempfile.gettempdir()) / "dreammask-random-clip" / f"{model_name}.seed{seed}.{digest}.pt"
+    if not path.is_file():
+        write_random_clip_weights(model_name, path, seed, config_paths)
+    return path
+
+
 def build_clip_model(model_name: str, weights_path: str | os.PathLike | None, config_paths=()) -> nn.Module:
     """An open_clip CLIP model by config name, with weights from a local file (or random when None)."""
     _register_clip_configs(list(config_paths))
@@ -170,6 +213,7 @@ def load_clip_backbone(cfg, models_dir: str | os.PathLike | None = None) -> CLIP
     if torch.get_default_device().type == "meta":  # shapes only: there is nothing to load weights into
         weights = None
     else:
-        weights = resolve_weights_path(fc.CLIP_PRETRAINED_WEIGHTS, models_dir)
+        weights = resolve_weights_path(fc.CLIP_PRETRAINED_WEIGHTS, models_dir, fc.CLIP_MODEL_NAME,
+                                       fc.CLIP_MODEL_CONFIG_PATHS)
     clip_model = build_clip_model(fc.CLIP_MODEL_NAME, weights, fc.CLIP_MODEL_CONFIG_PATHS)
     return CLIPConvNeXt(clip_model, fc.CLIP_MODEL_NAME)
