@@ -101,7 +101,10 @@ def check_imports(modules=MODULES) -> dict[str, str]:
 
 def check_dreammask_code(root: Path) -> dict:
     """Where `dreammask` is imported from, and whether its files are this checkout's."""
-    spec = importlib.util.find_spec("dreammask.shared")
+    try:
+        spec = importlib.util.find_spec("dreammask.shared")
+    except ModuleNotFoundError:  # no `dreammask` at all
+        spec = None
     if spec is None or not spec.submodule_search_locations:
         return {"installed": False, "same_as_checkout": False, "differs": []}
     installed = Path(list(spec.submodule_search_locations)[0]).resolve().parent

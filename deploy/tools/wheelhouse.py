@@ -11,8 +11,10 @@ How (docs/gpu-offline.md):
      published only as an sdist (fvcore) is built into a wheel here first (`pip wheel --no-deps`) and
      offered to the resolver through --find-links; one that is not pure Python stops the build with a
      message, since a wheel built here would not fit the target's Python;
-  3. the resolved set is walked from dreammask, not entering torch and torchvision: what only they need
-     (triton, the nvidia-* CUDA libraries, sympy, ...) is left out, since the machine has it with its torch;
+  3. torch and torchvision are not downloaded, nor the parts of their build that the machine has with
+     them (triton, the nvidia-* and cuda-* CUDA libraries); their small dependencies (sympy, networkx,
+     setuptools, ...) are, so pip can satisfy torch's requirements offline where the machine's differ.
+     `--torch VERSION` resolves for the machine's torch (default: the newest the index offers);
   4. the rest is downloaded (`pip download --no-deps --only-binary=:all:` at the resolved versions);
   5. `requirements.txt`, `install.sh` (the offline one-liner: pins torch and torchvision to the installed
      ones so pip can never replace them) and `MANIFEST.json` (what, for which target, what was left out)
@@ -33,8 +35,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 EXTRAS = ("synthesis", "annotation", "trainer")
-# The machine's own build (it matches the driver); never downloaded, never replaced.
+# The machine's own build (it matches the driver); never downloaded, never replaced. With them, the
+# libraries of that build.
 PROVIDED = ("torch", "torchvision")
+BUILD_LIBRARIES = re.compile(r"^(triton|nvidia-.*|cuda-.*|pytorch-triton.*)$")
 INSTALL_SH = """#!/bin/sh
 # Installs DreamMask's GPU dependencies from this folder, offline, next to the torch already installed.
 #   sh install.sh                      (PYTHON=/path/to/python sh install.sh for another interpreter)
@@ -95,18 +99,18 @@ def build_own_wheel(out: Path) -> Path:
     return wheels[0]
 
 
-def resolve(root_req: str, out: Path, pyver: str, glibc: str, built: list[str]) -> dict:
+def resolve(roots: list[str], out: Path, pyver: str, glibc: str, built: list[str]) -> dict:
     """The resolver's report for the target; sdist-only dependencies are built into wheels on the way."""
     for _ in range(20):
         with tempfile.TemporaryDirectory() as tmp:
             report = Path(tmp) / "report.json"
             proc = pip("install", "--dry-run", "--ignore-installed", "-q", "--report", str(report),
-                       "--find-links", str(out), *target_args(pyver, glibc), root_req, check=False)
+                       "--find-links", str(out), *target_args(pyver, glibc), *roots, check=False)
             if proc.returncode == 0:
                 return json.loads(report.read_text())
         m = re.search(r"No matching distribution found for (\S+)", proc.stderr)
         if not m:
-            raise SystemExit(f"wheelhouse: resolving {root_req} for Python {pyver} failed:\n{proc.stderr[-4000:]}")
+            raise SystemExit(f"wheelhouse: resolving {roots} for Python {pyver} failed:\n{proc.stderr[-4000:]}")
         spec = m.group(1)
         if spec in built:
             raise SystemExit(f"wheelhouse: {spec} still unresolvable after building its wheel:\n{proc.stderr[-2000:]}")
@@ -130,8 +134,8 @@ def build_sdist_wheel(spec: str, out: Path) -> None:
 
 
 def walk(report: dict, pyver: str, extras: tuple[str, ...]) -> tuple[dict[str, dict], list[str]]:
-    """(kept items by name, left-out names): what is reachable from dreammask without entering torch or
-    torchvision."""
+    """(kept items by name, left-out names): what dreammask needs, torch's small dependencies included,
+    without torch, torchvision and their build's libraries."""
     Requirement, canonicalize_name, default_environment = _packaging()
     env = default_environment()
     env.update(python_version=pyver, python_full_version=f"{pyver}.0", implementation_name="cpython",
@@ -142,7 +146,7 @@ def walk(report: dict, pyver: str, extras: tuple[str, ...]) -> tuple[dict[str, d
     todo = [("dreammask", set(extras))]
     while todo:
         name, want = todo.pop()
-        if name in PROVIDED or name not in items or (name in seen and want <= seen[name]):
+        if name not in items or (name in seen and want <= seen[name]):
             continue
         have = seen.setdefault(name, set())
         have |= want
@@ -151,7 +155,7 @@ def walk(report: dict, pyver: str, extras: tuple[str, ...]) -> tuple[dict[str, d
             if r.marker is not None and not any(r.marker.evaluate({**env, "extra": e}) for e in {""} | have):
                 continue
             todo.append((canonicalize_name(r.name), set(r.extras)))
-    kept = {n: items[n] for n in seen}
+    kept = {n: items[n] for n in seen if n not in PROVIDED and not BUILD_LIBRARIES.match(n)}
     left_out = sorted(set(items) - set(kept))
     return kept, left_out
 
@@ -179,6 +183,7 @@ def main(argv=None) -> int:
     ap.add_argument("--python-version", required=True, help="the GPU machine's Python, e.g. 3.12")
     ap.add_argument("--out", default="wheelhouse", help="folder for the wheels (created)")
     ap.add_argument("--glibc", default="2.28", help="the GPU machine's glibc (torch >= 2.6 needs 2.28)")
+    ap.add_argument("--torch", default=None, help="the GPU machine's torch version (resolves its dependencies)")
     args = ap.parse_args(argv)
     if not re.fullmatch(r"3\.\d+", args.python_version):
         raise SystemExit(f"--python-version {args.python_version!r}: give major.minor, e.g. 3.12")
@@ -192,7 +197,8 @@ def main(argv=None) -> int:
     print(f"wheelhouse: built {own.name}", flush=True)
     root_req = f"dreammask[{','.join(EXTRAS)}] @ {own.as_uri()}"
     built: list[str] = []
-    report = resolve(root_req, out, args.python_version, args.glibc, built)
+    roots = [root_req] + ([f"torch=={args.torch}"] if args.torch else [])
+    report = resolve(roots, out, args.python_version, args.glibc, built)
     kept, left_out = walk(report, args.python_version, EXTRAS)
     kept.pop("dreammask", None)
     wanted = {(n, normal_version(i["metadata"]["version"])) for n, i in kept.items()}
@@ -212,7 +218,7 @@ def main(argv=None) -> int:
     (out / "install.sh").chmod(0o755)
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     wheels = sorted(p.name for p in out.glob("*.whl"))
-    manifest = {"python_version": args.python_version, "glibc": args.glibc, "dreammask": version,
+    manifest = {"python_version": args.python_version, "glibc": args.glibc, "torch": args.torch, "dreammask": version,
                 "commit": commit or None, "extras": list(EXTRAS), "provided_by_the_machine": list(PROVIDED),
                 "left_out_with_torch": left_out, "built_from_sdist": built, "wheels": wheels,
                 "bytes": sum(p.stat().st_size for p in out.glob("*.whl"))}

@@ -258,8 +258,8 @@ class UNetCompiler:
                 self.status["cache_load_s"] = hit["load_s"]
         compiled = compile_unet(self.loop.unet, self.settings, len(self.shapes))
         src = self.loop
+        # The compiled copy as this loop's own UNet: every shape goes to it, and compiles.
         warm = GligenBatchPipeline(src.vae, src.text_encoder, src.tokenizer, compiled, src.scheduler)
-        warm.compiling = True
         warm.vae_slicing = src.vae_slicing
         per_plan = {}
         for batch, steps, guidance in self.plans:
@@ -269,8 +269,11 @@ class UNetCompiler:
             samples = [GroundedPrompt("a photo", ["object"], [[0.25, 0.25, 0.75, 0.75]], seed=k)
                        for k in range(batch)]
             t = time.perf_counter()
+            # DDIM: exactly `steps` UNet passes, so each graph runs once here. With CUDA graphs a second
+            # call would record one, and recording is best left to the serving thread (graphs recorded
+            # here would be re-recorded there anyway: inductor keeps them per thread).
             warm(samples, height=self.image_size, width=self.image_size, num_inference_steps=steps,
-                 guidance_scale=guidance, gligen_scheduled_sampling_beta=0.5)
+                 guidance_scale=guidance, gligen_scheduled_sampling_beta=0.5, scheduler="ddim")
             per_plan[f"batch{batch}_{'guided' if guidance > 1.0 else 'unguided'}"] = round(time.perf_counter() - t, 3)
         seconds = time.perf_counter() - t0
         self.status.update({"warmup_s": round(seconds, 3), "warmup_s_by_shape": per_plan})
@@ -287,3 +290,31 @@ class UNetCompiler:
                 self.cache.record_warm_start(self.key, seconds)
         self.status["state"] = "compiled"
         return compiled
+
+
+def main(argv=None) -> int:
+    """Fill the artifact cache once, on a machine like the workers' (same GPU model, same torch) where
+    the cache folder is writable: load GLIGEN as a worker does, compile, write the entry, print what
+    happened. `python -m dreammask.services.synthesis.compilation` with the workers' DREAMMASK_* settings."""
+    import argparse
+
+    from dreammask.shared.settings import get_settings
+
+    from .backends.gligen import GligenRenderer
+
+    argparse.ArgumentParser(description=main.__doc__.split("\n")[0]).parse_args(argv)
+    synthesis = SynthesisSettings().model_copy(update={"gligen_torch_compile": True,
+                                                       "gligen_compile_blocking_limit_s": float("inf")})
+    renderer = GligenRenderer.from_settings(get_settings(), synthesis)
+    try:
+        renderer.warmup()
+        status = renderer.compile_status
+    finally:
+        renderer.close()
+    print(json.dumps(status, indent=1))
+    ok = status.get("state") == "serving" and (status.get("cache") == "hit" or status.get("cache_saved"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -107,7 +107,6 @@ class GligenBatchPipeline:
         self.compiled_cudagraphs = False
         self.use_compiled_unet = True  # False: the eager UNet for every shape (the equality tests)
         self.compiled_calls = 0  # UNet passes that ran compiled (the tests and the bench read it)
-        self.compiling = False  # True only in the warm-up that compiles; afterwards a recompile runs eagerly
         # Optional per-stage timing (bench/gpu_timing.StageTimer: CUDA events on a GPU); None in production.
         self.timer = None
 
@@ -340,8 +339,9 @@ class GligenBatchPipeline:
         if self.compiled_cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
         # After the warm-up a guard that fails (a shape or flag nobody planned for) runs eagerly instead
-        # of stalling the task on a compilation.
-        with nullcontext() if self.compiling else torch.compiler.set_stance("eager_on_recompile"):
+        # of stalling the task on a compilation. The stance is process-wide while it is set: the compiled
+        # copy is installed only after its own compile thread finished, so no compile runs beside it.
+        with torch.compiler.set_stance("eager_on_recompile"):
             out = unet(model_input, t, encoder_hidden_states=prompt_embeds,
                        cross_attention_kwargs=cross_attention_kwargs).sample
         # A CUDA graph's output lives in its pool and the next replay overwrites it; without guidance the

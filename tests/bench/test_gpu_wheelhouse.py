@@ -24,24 +24,27 @@ def canonical(name: str) -> str:
 
 
 def torch_closure() -> list[md.Distribution]:
-    """torch, torchvision and every distribution they require, as installed here."""
+    """torch, torchvision and every distribution they require (extras followed), as installed here."""
     from packaging.requirements import Requirement
 
-    todo, seen, out = ["torch", "torchvision"], set(), []
+    todo, seen, out = [("torch", set()), ("torchvision", set())], {}, []
     while todo:
-        name = canonical(todo.pop())
-        if name in seen:
+        name, extras = todo.pop()
+        name = canonical(name)
+        if name in seen and extras <= seen[name]:
             continue
-        seen.add(name)
         try:
             dist = md.distribution(name)
         except md.PackageNotFoundError:
             continue
-        out.append(dist)
+        if name not in seen:
+            out.append(dist)
+        have = seen.setdefault(name, set())
+        have |= extras
         for line in dist.requires or []:
             r = Requirement(line)
-            if r.marker is None or r.marker.evaluate({"extra": ""}):
-                todo.append(r.name)
+            if r.marker is None or any(r.marker.evaluate({"extra": e}) for e in {""} | have):
+                todo.append((r.name, set(r.extras)))
     return out
 
 
@@ -85,7 +88,8 @@ def test_wheelhouse_installs_offline_next_to_torch_and_passes_check_env(tmp_path
         pytest.skip("PyPI is not reachable from here: the wheelhouse is built from PyPI (CI has it)")
     wheelhouse = tmp_path / "wheelhouse"
     build = subprocess.run([sys.executable, str(ROOT / "deploy" / "tools" / "wheelhouse.py"), "--python-version",
-                            PYVER, "--out", str(wheelhouse)], capture_output=True, text=True, timeout=1800)
+                            PYVER, "--torch", md.version("torch"), "--out", str(wheelhouse)],
+                           capture_output=True, text=True, timeout=1800)
     assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-3000:]
     manifest = json.loads((wheelhouse / "MANIFEST.json").read_text())
     wheels = {canonical(w.split("-")[0]) for w in manifest["wheels"]}
@@ -93,6 +97,7 @@ def test_wheelhouse_installs_offline_next_to_torch_and_passes_check_env(tmp_path
             "pydantic-settings", "fvcore", "iopath", "yacs", "pycocotools", "ftfy", "timm", "scipy"} <= wheels
     assert not wheels & {"torch", "torchvision", "triton"} and not any(w.startswith("nvidia-") for w in wheels)
     assert {"torch", "torchvision", "triton"} <= set(manifest["left_out_with_torch"])
+    assert {"sympy", "setuptools"} <= wheels  # torch's small dependencies travel, in case the machine's differ
     assert "fvcore>=0.1.5.post20221221" in manifest["built_from_sdist"]  # fvcore publishes no wheel
     assert all(p.name.endswith(".whl") for p in wheelhouse.iterdir()
                if p.name not in ("requirements.txt", "install.sh", "MANIFEST.json"))

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,3 +252,23 @@ def test_cache_key_depends_on_what_the_graphs_depend_on():
     assert CompileCache.key(base) == CompileCache.key(dict(reversed(list(base.items()))))
     for k, v in (("torch", "2.11.0"), ("shapes", [[8, 32, 32]]), ("mode", "reduce-overhead"), ("dtype", "bfloat16")):
         assert CompileCache.key({**base, k: v}) != CompileCache.key(base)
+
+
+def test_the_cache_can_be_filled_once_from_the_command_line(gligen_models_dir, tmp_path):
+    """`python -m dreammask.services.synthesis.compilation` with the workers' settings writes the entry
+    that their (read-only) cache folder will then hold."""
+    from tiny_gligen import TINY_MODEL_SUBPATH
+
+    cache_dir = tmp_path / "compile-cache"
+    env = {**os.environ, "DREAMMASK_MODELS_DIR": str(gligen_models_dir), "DREAMMASK_DEVICE": "cpu",
+           "DREAMMASK_GLIGEN_MODEL_PATH": TINY_MODEL_SUBPATH, "DREAMMASK_GLIGEN_BATCH_SIZE": "2",
+           "DREAMMASK_GLIGEN_WARMUP_IMAGE_SIZE": str(TINY_IMAGE_SIZE), "DREAMMASK_GLIGEN_COMPILE_BACKEND": "eager",
+           "DREAMMASK_GLIGEN_COMPILE_SCOPE": "blocks", "DREAMMASK_GLIGEN_COMPILE_CACHE_DIR": str(cache_dir),
+           "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "dreammask.services.synthesis.compilation"], capture_output=True,
+                       text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    status = json.loads(p.stdout)
+    assert status["state"] == "serving" and status["cache"] == "miss" and status["cache_saved"] is True
+    meta = json.loads(Path(status["cache_file"]).read_text())
+    assert meta["spec"]["scope"] == "blocks" and meta["spec"]["shapes"] == [[4, TINY_IMAGE_SIZE // 2, TINY_IMAGE_SIZE // 2]]
