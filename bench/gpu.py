@@ -725,7 +725,7 @@ def compile_child(spec: dict) -> None:
     params = SynthesisParams(steps=spec["steps"], guidance_scale=7.5, gligen_scheduled_sampling_beta=0.3)
     if spec["serve_until_compiled"]:
         served = 0
-        while r.compile_status.get("state") in ("pending", "compiling"):
+        while r.compile_status.get("state") not in ("serving", "failed", "cancelled"):
             outs = r.render(layouts(b, seed=6), list(range(b)), params, size)
             served += sum(not o.info["compiled_unet"] for o in outs if hasattr(o, "info"))
         emit("compiled", eager_images_served_while_compiling=served,
@@ -755,6 +755,31 @@ def compile_child(spec: dict) -> None:
 
 
 # ---------------------------------------------------------------------------- main
+
+SUMMARY_KEYS = {  # part -> figures worth reading first (the rest of the part explains them)
+    "gligen": ("best_batch", "best_images_per_s", "best_over_diffusers_batch1", "meets_goal",
+               "meets_goal_images_per_s", "fraction_of_matmul_rate", "images_per_s_at_matmul_rate"),
+    "annotation": ("whole_to_encoder_ratio", "goal_ratio"),
+    "trainer": ("step_ms_iat_off", "step_ms_iat_on", "iat_overhead"),
+    "oom": ("rendered", "scenes", "oom_splits"),
+    "compile": ("best_mode", "best_images_per_s", "compiled_over_eager", "cold_start_s", "warm_start_s",
+                "meets_goal_warm_start", "meets_goal_images_per_s"),
+}
+
+
+def summarise(result: dict) -> dict:
+    """The headline figures of each part, or why it has none (skipped, failed)."""
+    out = {}
+    for part, keys in SUMMARY_KEYS.items():
+        r = result.get(part)
+        if not isinstance(r, dict):
+            continue
+        if "skipped" in r or r.get("failed"):
+            out[part] = r.get("skipped") or f"failed: {result['errors'].get(part, '')[:200]}"
+            continue
+        out[part] = {k: r[k] for k in keys if k in r}
+    return out
+
 
 PARTS = (("gligen", part_gligen), ("annotation", part_annotation), ("trainer", part_trainer),
          ("oom", part_oom), ("compile", part_compile))
@@ -858,6 +883,7 @@ def main(argv=None) -> dict:
     scratch.clear()
     free(args.device)
     result["total_s"] = round(clock.elapsed(), 1)
+    result["summary"] = summarise(result)
     out.write_text(json.dumps(result, indent=1))
     result["json_file"] = str(out)
     print(json.dumps(result))
