@@ -25,7 +25,7 @@ def test_gpu_bench_tiny_runs_every_part(tmp_path):
     assert last["bench"] == "gpu" and last["errors"] == {}
     assert json.loads(out.read_text())["gligen"] == last["gligen"]
     assert last["check_env"]["ok"] is True
-    assert [t["part"] for t in last["timeline"]] == ["gligen", "annotation", "trainer", "oom", "compile"]
+    assert [t["part"] for t in last["timeline"]] == ["check_env", "gligen", "annotation", "trainer", "oom", "compile"]
     assert set(last["summary"]) == {"gligen", "annotation", "trainer", "oom", "compile"}
     assert last["summary"]["gligen"]["best_images_per_s"] == last["gligen"]["best_images_per_s"]
     assert all(t["status"] == "ok" and t["seconds"] >= 0 for t in last["timeline"])

@@ -83,6 +83,22 @@ def test_compiled_images_equal_the_eager_path(gligen_settings, backend, scope):
             # diffusers' regional compilation: the copy's transformer blocks are compiled, the UNet is not.
             blocks = [m for m in r._loop.compiled_unet.modules() if type(m).__name__ == "BasicTransformerBlock"]
             assert blocks and all(m._compiled_call_impl is not None for m in blocks)
+        if backend == "aot_eager":
+            # The CUDA-graph handling (a step marker per pass, the output copied where the scheduler keeps
+            # it: unguided) leaves the images as they were; 4 unguided scenes are the compiled 4 rows.
+            from dreammask.services.synthesis.gligen_loop import GroundedPrompt
+
+            samples = [GroundedPrompt(f"a photo of a kite {k}", ["kite"], [[0.2, 0.2, 0.8, 0.8]], seed=k)
+                       for k in range(4)]
+            kw = dict(height=TINY_IMAGE_SIZE, width=TINY_IMAGE_SIZE, num_inference_steps=3, guidance_scale=1.0)
+            r._loop.use_compiled_unet = True
+            r._loop.compiled_cudagraphs = True
+            calls = r._loop.compiled_calls
+            marked = r._loop(samples, **kw)
+            assert marked.info["compiled_unet"] and r._loop.compiled_calls > calls
+            r._loop.use_compiled_unet = False
+            plain = r._loop(samples, **kw)
+            assert np.abs(marked.images - plain.images).max() <= PIXEL_TOL / 255
         # The compiled copy shares the weights: no second copy in memory.
         eager_params = {p.data_ptr() for p in r._loop.unet.parameters()}
         assert {p.data_ptr() for p in r._loop.compiled_unet.parameters()} == eager_params
