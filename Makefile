@@ -15,7 +15,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 SETUP_LOG := $(VENV)/setup.log
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo screenshots lint bench clean
+.PHONY: setup test demo screenshots lint bench clean wheelhouse
 
 $(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || { echo "setup: creating the virtual environment $(VENV)"; $(PY) -m venv $(VENV); }
@@ -56,6 +56,17 @@ lint: setup
 
 bench: setup
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+# Offline GPU machines (docs/gpu-offline.md): every wheel bench/gpu.py and the GPU services need beyond torch
+# and torchvision, for Python $(PYVER) on manylinux x86-64 (glibc >= $(GLIBC)), this checkout's dreammask
+# wheel, and install.sh for the machine. TARGET_TORCH: the machine's torch version (its dependencies are
+# resolved for it). Needs pip and PyPI, not the venv.
+PYVER ?= 3.12
+GLIBC ?= 2.28
+WHEELHOUSE ?= wheelhouse
+TARGET_TORCH ?=
+wheelhouse:
+	$(PY) deploy/tools/wheelhouse.py --python-version $(PYVER) --glibc $(GLIBC) --out $(WHEELHOUSE) $(if $(TARGET_TORCH),--torch $(TARGET_TORCH))
 
 clean:
 	rm -rf demo-output .pytest_cache build *.egg-info

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,15 @@ class GligenBatchPipeline:
         # "auto": whole-batch VAE decode until it runs out of memory once, then one image at a time.
         self.vae_slicing = "auto"
         self.text_encoder_calls = 0  # how often the text encoder ran (the caches' test reads it)
+        # A compiled copy of the UNet (sharing its weights) for the input shapes it was warmed for; every
+        # other shape runs on the eager UNet, so no task ever waits for a compilation (`use_compiled`).
+        self.compiled_unet = None
+        self.compiled_shapes: frozenset[tuple[int, int, int]] = frozenset()
+        self.compiled_cudagraphs = False
+        self.use_compiled_unet = True  # False: the eager UNet for every shape (the equality tests)
+        self.compiled_calls = 0  # UNet passes that ran compiled (the tests and the bench read it)
+        # Optional per-stage timing (bench/gpu_timing.StageTimer: CUDA events on a GPU); None in production.
+        self.timer = None
 
     @classmethod
     def from_pipe(cls, pipe) -> GligenBatchPipeline:
@@ -116,6 +126,46 @@ class GligenBatchPipeline:
     def native_image_size(self) -> int:
         return int(self.unet.config.sample_size) * self.vae_scale_factor
 
+    @property
+    def prompt_length(self) -> int:
+        """Tokens per caption: the text encoder's position count (77 for CLIP). A tokenizer built from
+        vocabulary files has no usable `model_max_length` (transformers leaves a 1e30 placeholder, which
+        overflows as a truncation length), so the encoder decides; a tokenizer that declares a shorter
+        length keeps it."""
+        length = int(self.text_encoder.config.max_position_embeddings)
+        declared = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(declared, int) and 0 < declared < length:
+            length = declared
+        return length
+
+    def use_compiled(self, compiled_unet, shapes, *, cudagraphs: bool = False) -> None:
+        """Route the UNet passes whose (rows, latent height, latent width) is in `shapes` to
+        `compiled_unet`, a compiled copy of this loop's UNet with its own module objects and the same
+        weights; the others stay eager. `cudagraphs`: the compiled module replays CUDA graphs, whose
+        outputs are overwritten by the next replay (so they are copied where they outlive a step)."""
+        from diffusers.models.attention import GatedSelfAttentionDense
+
+        fusers = [m for m in compiled_unet.modules() if type(m) is GatedSelfAttentionDense]
+        if not fusers:
+            raise ValueError("the compiled UNet has no gated self-attention layers")
+        ids = {id(m) for m in self._fusers}
+        self._fusers = self._fusers + [m for m in fusers if id(m) not in ids]
+        self.compiled_unet = compiled_unet
+        self.compiled_shapes = frozenset(tuple(s) for s in shapes)
+        self.compiled_cudagraphs = cudagraphs
+
+    def _unet_for(self, sample: torch.Tensor):
+        if (self.compiled_unet is not None and self.use_compiled_unet
+                and tuple(sample.shape[:1]) + tuple(sample.shape[2:]) in self.compiled_shapes):
+            return self.compiled_unet, True
+        return self.unet, False
+
+    def _gpu(self, name: str):
+        return self.timer.gpu(name) if self.timer is not None else nullcontext()
+
+    def _host(self, name: str):
+        return self.timer.host(name) if self.timer is not None else nullcontext()
+
     # ------------------------------------------------------------------ conditioning
 
     def enable_fuser(self, enabled: bool) -> None:
@@ -123,17 +173,18 @@ class GligenBatchPipeline:
             m.enabled = enabled
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, list[bool]]:
-        """Caption embeddings as the SD pipelines make them: padded to the tokenizer's max length, last
-        hidden state of the text encoder."""
-        tok = self.tokenizer
-        inputs = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                     return_tensors="pt")
-        truncated = [len(ids) > tok.model_max_length for ids in tok(prompts, truncation=False).input_ids]
+        """Caption embeddings as the SD pipelines make them: padded to the prompt length (the text
+        encoder's, `prompt_length`), last hidden state of the text encoder."""
+        tok, length = self.tokenizer, self.prompt_length
+        with self._host("tokenize"):
+            inputs = tok(prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+            truncated = [len(ids) > length for ids in tok(prompts, truncation=False).input_ids]
         attention_mask = None
         if getattr(self.text_encoder.config, "use_attention_mask", False):
             attention_mask = inputs.attention_mask.to(self.device)
         self.text_encoder_calls += 1
-        embeds = self.text_encoder(inputs.input_ids.to(self.device), attention_mask=attention_mask)[0]
+        with self._gpu("text_encoder"):
+            embeds = self.text_encoder(inputs.input_ids.to(self.device), attention_mask=attention_mask)[0]
         return embeds.to(dtype=self.text_encoder.dtype), truncated
 
     def negative_embedding(self, negative_prompt: str) -> torch.Tensor:
@@ -155,10 +206,11 @@ class GligenBatchPipeline:
         unique = list(dict.fromkeys(phrases))
         missing = [p for p in unique if p not in self._phrase_cache]
         if missing:
-            inputs = self.tokenizer(missing, padding=True, truncation=True,
-                                    max_length=self.tokenizer.model_max_length, return_tensors="pt").to(self.device)
+            inputs = self.tokenizer(missing, padding=True, truncation=True, max_length=self.prompt_length,
+                                    return_tensors="pt").to(self.device)
             self.text_encoder_calls += 1
-            pooled = self.text_encoder(**inputs).pooler_output
+            with self._gpu("text_encoder"):
+                pooled = self.text_encoder(**inputs).pooler_output
             for p, f in zip(missing, pooled, strict=True):
                 self._phrase_cache[p] = f
         out = {}
@@ -211,7 +263,8 @@ class GligenBatchPipeline:
         do_cfg = guidance_scale > 1.0
 
         prompt_embeds, truncated = self.encode_prompts([s.prompt for s in samples])
-        grounding = self.grounding_inputs(samples)
+        with self._host("grounding"):
+            grounding = self.grounding_inputs(samples)
         if do_cfg:
             negative = self.negative_embedding(negative_prompt or "")
             prompt_embeds = torch.cat([negative.expand(batch, -1, -1), prompt_embeds])
@@ -227,8 +280,9 @@ class GligenBatchPipeline:
         # One generator per sample, on the CPU: its noise does not depend on the batch or on the GPU model.
         generators = [torch.Generator("cpu").manual_seed(int(s.seed)) for s in samples]
         shape = (batch, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        latents = randn_tensor(shape, generator=generators, device=device, dtype=prompt_embeds.dtype)
-        latents = latents * sched.init_noise_sigma
+        with self._host("noise"):
+            latents = randn_tensor(shape, generator=generators, device=device, dtype=prompt_embeds.dtype)
+            latents = latents * sched.init_noise_sigma
 
         step_params = set(inspect.signature(sched.step).parameters)
         step_kwargs = {}
@@ -239,6 +293,7 @@ class GligenBatchPipeline:
 
         # Scheduled sampling: grounding for the first `beta` share of the steps, plain SD after.
         num_grounding_steps = int(gligen_scheduled_sampling_beta * len(timesteps))
+        compiled_steps = 0
         self.enable_fuser(True)
         try:
             for i, t in enumerate(timesteps):
@@ -246,15 +301,19 @@ class GligenBatchPipeline:
                     self.enable_fuser(False)
                 model_input = torch.cat([latents] * 2) if do_cfg else latents
                 model_input = sched.scale_model_input(model_input, t)
-                noise_pred = self.unet(
-                    model_input, t, encoder_hidden_states=prompt_embeds, cross_attention_kwargs=cross_attention_kwargs
-                ).sample
-                if do_cfg:
-                    uncond, cond = noise_pred.chunk(2)
-                    noise_pred = uncond + guidance_scale * (cond - uncond)
-                latents = sched.step(noise_pred, t, latents, **step_kwargs).prev_sample
+                unet, compiled = self._unet_for(model_input)
+                with self._gpu("unet"):
+                    noise_pred = self._run_unet(unet, compiled, model_input, t, prompt_embeds,
+                                                cross_attention_kwargs, keep=not do_cfg)
+                compiled_steps += compiled
+                with self._gpu("scheduler"):
+                    if do_cfg:
+                        uncond, cond = noise_pred.chunk(2)
+                        noise_pred = uncond + guidance_scale * (cond - uncond)
+                    latents = sched.step(noise_pred, t, latents, **step_kwargs).prev_sample
         finally:
             self.enable_fuser(True)
+        self.compiled_calls += compiled_steps
 
         images = self.decode(latents)
         info = {
@@ -267,8 +326,27 @@ class GligenBatchPipeline:
             "grounding_steps": num_grounding_steps,
             "negative_prompt": negative_prompt or "",
             "eta": eta,
+            # True when every UNet pass of this batch ran compiled (images equal the eager ones within
+            # the tolerance docs/synthesis.md states)
+            "compiled_unet": compiled_steps == len(timesteps),
         }
         return GligenBatchOutput(images=images, info=info, prompt_truncated=truncated)
+
+    def _run_unet(self, unet, compiled: bool, model_input, t, prompt_embeds, cross_attention_kwargs, *, keep: bool):
+        if not compiled:
+            return unet(model_input, t, encoder_hidden_states=prompt_embeds,
+                        cross_attention_kwargs=cross_attention_kwargs).sample
+        if self.compiled_cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        # After the warm-up a guard that fails (a shape or flag nobody planned for) runs eagerly instead
+        # of stalling the task on a compilation. The stance is process-wide while it is set: the compiled
+        # copy is installed only after its own compile thread finished, so no compile runs beside it.
+        with torch.compiler.set_stance("eager_on_recompile"):
+            out = unet(model_input, t, encoder_hidden_states=prompt_embeds,
+                       cross_attention_kwargs=cross_attention_kwargs).sample
+        # A CUDA graph's output lives in its pool and the next replay overwrites it; without guidance the
+        # raw output goes into the scheduler's history (PNDM keeps several), so it is copied out.
+        return out.clone() if keep and self.compiled_cudagraphs else out
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         cfg = self.vae.config
@@ -276,6 +354,15 @@ class GligenBatchPipeline:
         if getattr(cfg, "shift_factor", None):
             latents = latents + cfg.shift_factor
         latents = latents.to(self.vae.dtype)
+        with self._gpu("vae"):
+            image = self._decode(latents)
+        image = (image / 2 + 0.5).clamp(0, 1)
+        with self._host("to_host"):
+            if self.timer is not None:
+                self.timer.copy("device_to_host", image.numel() * image.element_size())
+            return image.cpu().permute(0, 2, 3, 1).float().numpy()
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         image = None
         if self.vae_slicing == "auto" and len(latents) > 1:
             try:
@@ -290,8 +377,7 @@ class GligenBatchPipeline:
                 image = self.vae.decode(latents, return_dict=False)[0]
             else:
                 image = torch.cat([self.vae.decode(x, return_dict=False)[0] for x in latents.split(1)])
-        image = (image / 2 + 0.5).clamp(0, 1)
-        return image.cpu().permute(0, 2, 3, 1).float().numpy()
+        return image
 
 
 def free_cuda_memory(device) -> None:

@@ -164,11 +164,29 @@ def load_pipeline(plan: LoadPlan):
 
 
 def apply_memory_options(pipe, settings: SynthesisSettings) -> dict[str, Any]:
-    """Attention processor, VAE slicing/tiling and optional torch.compile; returns what was applied."""
+    """Attention processor, fused QKV projections, channels-last layout and VAE slicing/tiling; returns
+    what was applied. torch.compile is the renderer's warm-up (`compilation.py`), not a load option."""
     import torch
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
+    on_cuda = pipe.unet.device.type == "cuda"
     pipe.unet.set_attn_processor(AttnProcessor2_0() if settings.gligen_attention == "sdpa" else AttnProcessor())
+    fuse = settings.gligen_fuse_qkv == "on" or (settings.gligen_fuse_qkv == "auto" and on_cuda
+                                                 and settings.gligen_attention == "sdpa")
+    if fuse:
+        if settings.gligen_attention != "sdpa":
+            raise ValueError("DREAMMASK_GLIGEN_FUSE_QKV=on needs DREAMMASK_GLIGEN_ATTENTION=sdpa (the fused "
+                             "projections run in the SDPA processor); set one of them differently")
+        with torch.no_grad():
+            # One matmul for Q, K, V (self-attention) or K, V (cross-attention) instead of three or two;
+            # the separate weights stay (unfuse_qkv_projections goes back to them).
+            pipe.unet.fuse_qkv_projections()
+            pipe.vae.fuse_qkv_projections()
+    channels_last = settings.gligen_channels_last == "on" or (settings.gligen_channels_last == "auto" and on_cuda)
+    # Set either way, so options applied again to a loaded pipeline (the bench's variants) take effect.
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    pipe.unet.to(memory_format=layout)
+    pipe.vae.to(memory_format=layout)
     # "on" slices always (peak VAE memory stops growing with the batch); "auto" is handled by the loop,
     # which slices only after a whole-batch decode ran out of memory.
     if settings.gligen_vae_slicing == "on":
@@ -177,21 +195,15 @@ def apply_memory_options(pipe, settings: SynthesisSettings) -> dict[str, Any]:
         pipe.vae.disable_slicing()
     if settings.gligen_enable_vae_tiling:
         pipe.vae.enable_tiling()
-    compiled = False
-    if settings.gligen_torch_compile:
-        # Static shapes: the warm-up compiles every batch size the renderer will cut (see
-        # GligenRenderer.batch_sizes), each with the fusers on and off, so the limit must hold them all.
-        limit = 2 * (len(batch_size_set(settings.gligen_batch_size)) + 1) + 2
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
-        pipe.unet = torch.compile(pipe.unet, mode=settings.gligen_compile_mode,
-                                  backend=settings.gligen_compile_backend, dynamic=False, fullgraph=False)
-        compiled = True
     return {
         "attention": settings.gligen_attention,
+        "fused_qkv": fuse,
+        "channels_last": channels_last,
         "vae_slicing": settings.gligen_vae_slicing,
         "vae_tiling": settings.gligen_enable_vae_tiling,
-        "torch_compile": compiled,
-        **({"compile_backend": settings.gligen_compile_backend} if compiled else {}),
+        "torch_compile": settings.gligen_torch_compile,
+        **({"compile_backend": settings.gligen_compile_backend, "compile_mode": settings.gligen_compile_mode,
+            "compile_scope": settings.gligen_compile_scope} if settings.gligen_torch_compile else {}),
     }
 
 

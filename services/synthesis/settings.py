@@ -49,10 +49,36 @@ class SynthesisSettings(BaseSettings):
     # ran out of memory (slicing costs throughput and buys nothing on a large card).
     gligen_vae_slicing: Literal["auto", "on", "off"] = "auto"
     gligen_enable_vae_tiling: bool = False
+    # Channels-last weights and activations for the UNet's and the VAE's convolutions, and one projection
+    # for Q, K and V (K and V in cross-attention) in every attention layer. "auto": on CUDA only (the
+    # GPU's convolution and matmul kernels gain; on the CPU they do not). Images stay equal to the plain
+    # layout within the tolerance docs/synthesis.md states.
+    gligen_channels_last: Literal["auto", "on", "off"] = "auto"
+    gligen_fuse_qkv: Literal["auto", "on", "off"] = "auto"
+    # torch.compile of the UNet (docs/synthesis.md, "Compiled UNet"). A compiled copy sharing the
+    # weights serves the shapes the warm-up compiled; any other shape runs eagerly, never recompiling.
     gligen_torch_compile: bool = False
-    gligen_compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    gligen_compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs",
+                                 "max-autotune"] = "default"
     # The torch.compile backend; "eager" traces with dynamo only (tests count recompiles with it).
     gligen_compile_backend: str = "inductor"
+    # "unet": the whole UNet as graphs (fastest to run, slowest to compile); "blocks": each transformer
+    # block (diffusers' regional compilation: compiled once, reused by every block of the same shape).
+    gligen_compile_scope: Literal["unet", "blocks"] = "unet"
+    # Shapes compiled by the warm-up: "full" the guided full batch only (tail batches run eagerly; few
+    # graphs, so a restart from the cache stays short); "all" every batch size the renderer cuts work
+    # into (`batch_size_set`), guided, and the unguided batch of one.
+    gligen_compile_shapes: Literal["full", "all"] = "full"
+    # Compiled artifacts (torch's portable cache, `torch.compiler.save_cache_artifacts`) are kept here,
+    # one file per model architecture, dtype, shapes, options, torch version and GPU; a restarted
+    # worker loads them and skips code generation. Relative paths are under DREAMMASK_MODELS_DIR. A
+    # read-only folder is only read (a worker that compiled says where the file should go).
+    gligen_compile_cache: bool = True
+    gligen_compile_cache_dir: Path = Path("compile-cache")
+    # The worker blocks its start on the compile warm-up only when it expects the warm-up to take at most
+    # this long (a cache entry measured that fast); otherwise it serves tasks with the eager UNet and
+    # compiles in a background thread, switching over when done.
+    gligen_compile_blocking_limit_s: float = Field(30.0, ge=0.0)
     # Encoding PNGs and writing them to storage overlap the next GPU batch in this many threads; at most
     # this many scenes per thread wait for a writer before the renderer pauses.
     synthesis_writer_threads: int = Field(2, ge=1, le=32)
@@ -67,4 +93,8 @@ class SynthesisSettings(BaseSettings):
 
     def resolved_model_path(self, models_dir: Path) -> Path:
         path = Path(self.gligen_model_path).expanduser()
+        return path if path.is_absolute() else Path(models_dir) / path
+
+    def resolved_compile_cache_dir(self, models_dir: Path) -> Path:
+        path = Path(self.gligen_compile_cache_dir).expanduser()
         return path if path.is_absolute() else Path(models_dir) / path

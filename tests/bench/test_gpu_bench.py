@@ -1,5 +1,8 @@
 """`bench/gpu.py --tiny`: the prepared GPU check runs end to end on the CPU with test-sized models, so a
-change in the synthesis, annotation or trainer code that would break it on a borrowed GPU fails here."""
+change in the synthesis, annotation or trainer code that would break it on a borrowed GPU fails here.
+Every part runs, including the environment check, the per-stage timings, the FLOP count against the
+measured matmul rate, the layout/precision variants and the compile part's three worker starts (cold,
+warm from the artifact cache, background)."""
 
 from __future__ import annotations
 
@@ -15,17 +18,38 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_gpu_bench_tiny_runs_every_part(tmp_path):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--tiny", "--budget-s", "600",
-                           "--out", str(out)], capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--tiny", "--budget-s", "900",
+                           "--out", str(out)], capture_output=True, text=True, timeout=1200, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     last = json.loads(proc.stdout.strip().splitlines()[-1])
     assert last["bench"] == "gpu" and last["errors"] == {}
     assert json.loads(out.read_text())["gligen"] == last["gligen"]
+    assert last["check_env"]["ok"] is True
+    assert [t["part"] for t in last["timeline"]] == ["check_env", "gligen", "annotation", "trainer", "oom", "compile"]
+    assert set(last["summary"]) == {"gligen", "annotation", "trainer", "oom", "compile"}
+    assert last["summary"]["gligen"]["best_images_per_s"] == last["gligen"]["best_images_per_s"]
+    assert all(t["status"] == "ok" and t["seconds"] >= 0 for t in last["timeline"])
 
     g = last["gligen"]
     assert g["diffusers_batch1_images_per_s"] > 0
     assert set(g["ours"]) == {"1", "2", "4"} and all(v["images_per_s"] > 0 for v in g["ours"].values())
-    assert g["best_over_diffusers_batch1"] > 0
+    assert g["best_over_diffusers_batch1"] > 0 and g["best_batch"] in (1, 2, 4)
+    stages = g["ours"]["2"]["stages"]
+    assert {"unet", "vae", "text_encoder", "scheduler"} <= set(stages["device_stages"])
+    assert stages["device_stages"]["unet"]["calls"] == 6  # 2 batches x 3 PNDM iterations
+    assert {"tokenize", "grounding", "to_host"} <= set(stages["host_stages"])
+    assert abs(stages["device_busy_ms"] + stages["device_idle_ms"] - stages["wall_ms"]) < 0.05
+    assert stages["copies"]["device_to_host"] == {"count": 2, "bytes": 2 * 2 * 3 * 64 * 64 * 4}
+    assert [b["batch_size"] for b in g["ours"]["2"]["backend"]] == [2, 2]
+    f = g["flops"]
+    assert f["tflop_per_image"] > f["unet_pair_plain_tflop"] > 0 and f["vae_decode_tflop"] > 0
+    assert f["unet_pair_grounded_tflop"] > f["unet_pair_plain_tflop"]  # the fusers cost FLOPs
+    assert g["matmul"]["tflops"] > 0 and 0 < g["fraction_of_matmul_rate"]
+    v = g["variants"]
+    assert {"plain", "channels_last", "fused_qkv", "channels_last_fused_qkv", "channels_last_fused_qkv_bf16"} <= set(v)
+    for name in ("channels_last", "fused_qkv", "channels_last_fused_qkv"):
+        assert v[name]["images_per_s"] > 0 and v[name]["pixel_diff_to_plain"]["max"] <= 1, (name, v[name])
+    assert v["channels_last_fused_qkv_bf16"]["dtype"] == "bfloat16"
 
     a = last["annotation"]
     assert a["whole_to_encoder_ratio"] > 1 and a["decoder_boxes_per_call"] >= 64  # tiny embedding: all at once
@@ -38,8 +62,20 @@ def test_gpu_bench_tiny_runs_every_part(tmp_path):
     e = t["eval"]
     assert e["images"] == 8 and "0 missing, 0 unused" in e["weights"] and 0 <= e["mIoU"] <= 100
 
-    c = last["compile"]  # dynamo only on the CPU ("eager"): warmed for batch 1, guided and not, fusers on/off
-    assert c["backend"] == "eager" and c["graphs_after_warmup"] == 4 and c["recompiles_after_warmup"] == 0
-
     o = last["oom"]
     assert o["injected"] and o["rendered"] == o["scenes"] == 4 and o["oom_splits"] == 1 and o["batch_sizes"] == [2]
+
+    c = last["compile"]  # dynamo only on the CPU ("eager"), per block; three worker starts
+    assert c["backend"] == "eager" and c["scope"] == "blocks" and set(c["runs"]) == {"cold", "warm", "background"}
+    cold, warm, bg = c["runs"]["cold"], c["runs"]["warm"], c["runs"]["background"]
+    for run in (cold, warm, bg):
+        assert run["rc"] == 0 and "measured" in run["steps_done"] and run["status"]["state"] == "serving"
+        assert run["recompiles_after_warmup"] == 0 and run["all_compiled"] is True
+        assert run["stages_compiled"]["device_stages"]["unet"]["calls"] == 6
+    assert cold["status"]["cache"] == "miss" and cold["status"]["blocking"] and cold["status"]["cache_saved"]
+    assert cold["status"]["warmup_s_by_shape"]["batch2_guided"] > 0
+    assert cold["eager_images_per_s"] > 0 and cold["pixel_diff_compiled_to_eager"]["max"] <= 1
+    assert warm["status"]["cache"] == "hit" and warm["status"]["blocking"] is True
+    assert bg["status"]["blocking"] is False and "compiled" in bg["steps_done"]
+    assert bg["compiled_since_spawn_s"] >= bg["ready_since_spawn_s"]
+    assert c["warm_start_s"] == warm["ready_since_spawn_s"] and c["compiled_over_eager"] > 0

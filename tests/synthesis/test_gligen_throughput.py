@@ -266,22 +266,26 @@ def test_a_failed_write_fails_the_task_and_is_not_counted(stage_env, monkeypatch
 # ---------------------------------------------------------------------------- torch.compile
 
 def test_compiled_unet_is_warmed_for_every_batch_size_and_never_recompiles(gligen_settings):
-    """dynamo's own counters on the tiny model: the warm-up traces each (batch size, fuser on/off) once;
-    afterwards tasks of any size, with or without guidance, run without a single new graph. The backend
-    is "eager" (dynamo without inductor's code generation): recompiles are decided by dynamo's guards,
-    the same whichever backend compiles the graphs."""
+    """dynamo's own counters on the tiny model: with DREAMMASK_GLIGEN_COMPILE_SHAPES=all the warm-up
+    traces each (batch size, fuser on/off) once; afterwards tasks of any size, with or without guidance,
+    run compiled without a single new graph, and a shape the warm-up did not plan (another image size)
+    runs on the eager UNet instead of compiling. The backend is "eager" (dynamo without inductor's code
+    generation): recompiles are decided by dynamo's guards, the same whichever backend compiles."""
     import torch._dynamo
     from torch._dynamo.utils import counters
 
     core, synthesis = gligen_settings
     settings = synthesis.model_copy(update={"gligen_torch_compile": True, "gligen_compile_backend": "eager",
-                                            "gligen_batch_size": 2})
+                                            "gligen_batch_size": 2, "gligen_compile_shapes": "all",
+                                            "gligen_compile_cache": False,
+                                            "gligen_compile_blocking_limit_s": 1e9})
     torch._dynamo.reset()
     counters.clear()
     renderer = GligenRenderer.from_settings(core, settings)
     try:
         assert renderer.describe()["torch_compile"] is True
         renderer.warmup()
+        assert renderer.compile_status["state"] == "serving" and renderer.compile_status["blocking"] is True
         warm_graphs = counters["stats"]["unique_graphs"]
         # sizes {1, 2} x guidance (UNet rows 2 and 4) + unguided 1 row, each with the fusers on and off
         assert warm_graphs == 6, dict(counters["stats"])
@@ -289,16 +293,15 @@ def test_compiled_unet_is_warmed_for_every_batch_size_and_never_recompiles(glige
         with torch._dynamo.config.patch(error_on_recompile=True):
             for n in (1, 2, 3):  # 3 = 2 + 1
                 outs = renderer.render(layouts[:n], list(range(n)), PARAMS, TINY_IMAGE_SIZE)
-                assert all(isinstance(o, RenderOutput) for o in outs)
+                assert all(isinstance(o, RenderOutput) and o.info["compiled_unet"] for o in outs)
             unguided = PARAMS.model_copy(update={"guidance_scale": 1.0})
-            assert all(isinstance(o, RenderOutput)
-                       for o in renderer.render(layouts[:2], [0, 1], unguided, TINY_IMAGE_SIZE))
+            outs = renderer.render(layouts[:2], [0, 1], unguided, TINY_IMAGE_SIZE)
+            assert all(isinstance(o, RenderOutput) and o.info["compiled_unet"] for o in outs)
+            # Another image size: not planned, so eager, and no compilation either.
+            one_step = SynthesisParams(steps=1, guidance_scale=1.0, gligen_scheduled_sampling_beta=1.0)
+            out = renderer.render(layouts[:1], [0], one_step, TINY_IMAGE_SIZE // 2)[0]
+            assert isinstance(out, RenderOutput) and out.info["compiled_unet"] is False
         assert counters["stats"]["unique_graphs"] == warm_graphs
-        # The counter does see a shape the warm-up did not cover (another image size).
-        one_step = SynthesisParams(steps=1, guidance_scale=1.0, gligen_scheduled_sampling_beta=1.0)
-        renderer.render(layouts[:1], [0], one_step, TINY_IMAGE_SIZE // 2)
-        assert counters["stats"]["unique_graphs"] == warm_graphs + 1
     finally:
         renderer.close()
         torch._dynamo.reset()
-

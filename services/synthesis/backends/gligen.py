@@ -53,7 +53,7 @@ class GligenRenderer(RenderBackend):
     requires_weights = True
 
     def __init__(self, pipe, settings: SynthesisSettings, *, plan=None, revision: dict | None = None,
-                 options: dict | None = None):
+                 options: dict | None = None, models_dir: Path | None = None):
         from ..gligen_loop import GligenBatchPipeline
 
         self.settings = settings
@@ -64,6 +64,10 @@ class GligenRenderer(RenderBackend):
         self._options = options or {}
         self._lock = threading.Lock()  # the fusers' on/off switch is module state: one render at a time
         self._warm = False
+        self._models_dir = models_dir
+        self._compiler = None
+        self._compile_thread: threading.Thread | None = None
+        self._compile_t0 = 0.0
         self._loop.vae_slicing = settings.gligen_vae_slicing
         self.oom_splits = 0  # batches halved after running out of memory (the OOM test reads it)
 
@@ -85,32 +89,83 @@ class GligenRenderer(RenderBackend):
         revision = model_revision(Path(plan.source)) if plan.local else {"revision": f"hub:{plan.source}"}
         log.info("gligen loaded from %s (%s, %s on %s) in %.1fs", plan.source, revision.get("revision"),
                  plan.dtype, plan.device, time.perf_counter() - t0)
-        return cls(pipe, synthesis, plan=plan, revision=revision, options=options)
+        return cls(pipe, synthesis, plan=plan, revision=revision, options=options, models_dir=core.models_dir)
 
     def warmup(self) -> None:
-        """Render once before the first task is taken: allocates the kernels' workspaces and, where
-        torch.compile is on, compiles the UNet for every batch size the renderer will cut work into
-        (`batch_size_set`), with guidance, each with the fusers on and off (two steps, beta 0.5), so no
-        task pays a compilation."""
+        """Render once before the first task is taken (allocates the kernels' workspaces). With
+        torch.compile on, the UNet is then compiled for the planned shapes (`compilation.compile_plans`)
+        from the artifact cache where it has them: before the worker reports ready when the warm-up is
+        expected to take at most DREAMMASK_GLIGEN_COMPILE_BLOCKING_LIMIT_S, otherwise in a background
+        thread while tasks render with the eager UNet (the compiled copy is switched in between two
+        batches when it is ready)."""
         from ..gligen_loop import GroundedPrompt
-        from ..model_loading import batch_size_set
 
         size = self.settings.gligen_warmup_image_size or self._loop.native_image_size
+        chunk = [(0, GroundedPrompt("a photo", ["object"], [[0.25, 0.25, 0.75, 0.75]], seed=0), [])]
+        # Straight to the loop: the deployment's step/guidance bounds are for jobs, not for the warm-up.
+        params = SynthesisParams(steps=1, guidance_scale=7.5, gligen_scheduled_sampling_beta=0.5)
+        with self._lock:
+            self._render_chunk(chunk, params, size)
         if self.settings.gligen_torch_compile:
-            sizes = batch_size_set(self.settings.gligen_batch_size)
-            # Guidance off runs the UNet at the sample count itself: a power of two n > 1 is the guided
-            # UNet batch of n / 2 samples, already warm; the size 1 is warmed here.
-            plans = [(b, 2, 7.5) for b in sizes] + [(1, 2, 1.0)]
-        else:
-            plans = [(1, 1, 7.5)]
-        for batch, steps, guidance in plans:
-            chunk = [(k, GroundedPrompt("a photo", ["object"], [[0.25, 0.25, 0.75, 0.75]], seed=k), [])
-                     for k in range(batch)]
-            # Straight to the loop: the deployment's step/guidance bounds are for jobs, not for the warm-up.
-            params = SynthesisParams(steps=steps, guidance_scale=guidance, gligen_scheduled_sampling_beta=0.5)
-            with self._lock:
-                self._render_chunk(chunk, params, size)
+            self._start_compile(size)
         self._warm = True
+
+    def _start_compile(self, size: int) -> None:
+        from ..compilation import CompileCache, UNetCompiler
+
+        s = self.settings
+        cache = None
+        if s.gligen_compile_cache:
+            from dreammask.shared.settings import get_settings
+
+            models_dir = self._models_dir if self._models_dir is not None else get_settings().models_dir
+            cache = CompileCache(s.resolved_compile_cache_dir(models_dir))
+        device = self._plan.device if self._plan else str(self._loop.device)
+        dtype = self._plan.dtype if self._plan else str(self._loop.dtype).removeprefix("torch.")
+        compiler = UNetCompiler(self._loop, s, cache=cache, device=device, dtype=dtype, options=self._options,
+                                image_size=size)
+        self._compiler = compiler
+        expected = compiler.status["expected_warmup_s"]
+        blocking = expected <= s.gligen_compile_blocking_limit_s
+        compiler.status["blocking"] = blocking
+        self._compile_t0 = time.perf_counter()
+        if blocking:
+            self._compile_and_install(compiler)
+        else:
+            log.info("gligen: compile warm-up expected to take %.0f s (over DREAMMASK_GLIGEN_COMPILE_BLOCKING_LIMIT_S"
+                     "=%.0f): serving with the eager UNet and compiling in the background", expected,
+                     s.gligen_compile_blocking_limit_s)
+            self._compile_thread = threading.Thread(target=self._compile_and_install, args=(compiler,),
+                                                    name="gligen-compile", daemon=True)
+            self._compile_thread.start()
+
+    def _compile_and_install(self, compiler) -> None:
+        try:
+            compiled = compiler.run()
+        except Exception as e:  # noqa: BLE001 - the eager UNet goes on serving; the failure is reported
+            compiler.status.update(state="failed", error=f"{type(e).__name__}: {e}")
+            log.exception("gligen: torch.compile failed; the eager UNet goes on serving")
+            return
+        if compiled is None:
+            return
+        with self._lock:
+            if self._loop is None:
+                return
+            self._loop.use_compiled(compiled, compiler.shapes, cudagraphs=compiler.cudagraphs)
+        compiler.status.update(state="serving", serving_after_s=round(time.perf_counter() - self._compile_t0, 3))
+        log.info("gligen: compiled UNet serving (%s)", {k: compiler.status.get(k) for k in
+                                                         ("cache", "warmup_s", "shapes")})
+
+    @property
+    def compile_status(self) -> dict[str, Any]:
+        """What the compile warm-up did (state, cache hit or miss, seconds per shape); {} when off."""
+        return dict(self._compiler.status) if self._compiler is not None else {}
+
+    def wait_compiled(self, timeout: float | None = None) -> bool:
+        """Block until a background compile has finished (tests, benchmarks); True when it serves."""
+        if self._compile_thread is not None:
+            self._compile_thread.join(timeout)
+        return self.compile_status.get("state") == "serving"
 
     @property
     def pipeline(self):
@@ -121,6 +176,8 @@ class GligenRenderer(RenderBackend):
         return self._pipe is not None and self._warm
 
     def close(self) -> None:
+        if self._compiler is not None:
+            self._compiler.cancelled.set()  # a background compile stops at its next shape
         with self._lock:
             on_cuda = self._plan is not None and str(self._plan.device).startswith("cuda")
             self._loop = None
@@ -143,6 +200,7 @@ class GligenRenderer(RenderBackend):
             "variant": plan.variant if plan else None,
             "device": plan.device if plan else None,
             **self._options,
+            **({"compile_state": self._compiler.status["state"]} if self._compiler is not None else {}),
         }
 
     # ------------------------------------------------------------------ rendering
