@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import redis
 
-from . import keys
+from . import keys, quotas
 from .chain import DEFAULT_CHAIN, Chain
 from .schemas import (
     JobProgress,
@@ -56,10 +56,11 @@ class JobTracker:
         return ":".join((self.prefix, "job", job_id, *parts))
 
     # ------------------------------------------------------------ creation and reading
-    def create(self, spec: JobSpec, tenant: str, train_categories: list[str]) -> StoredJobSpec:
+    def create(self, spec: JobSpec, tenant: str, train_categories: list[str], job_id: str | None = None) -> StoredJobSpec:
+        """Write a new job's record; `job_id` when the caller chose it first (a quota reservation)."""
         now = utcnow()
         stored = StoredJobSpec(
-            job_id=new_job_id(), tenant=tenant, created_at=now, spec=spec, train_categories=train_categories
+            job_id=job_id or new_job_id(), tenant=tenant, created_at=now, spec=spec, train_categories=train_categories
         )
         job_id = stored.job_id
         self.store.put_json(keys.spec(job_id), stored)
@@ -130,6 +131,9 @@ class JobTracker:
                 self.flush_pending_failures(job_id)
                 self.retire(job_id, st)
                 self.r.srem(self.active_key, job_id)
+                # The tenant's job slot frees now; what the job stored is measured by the supervisor.
+                quotas.release_job(self.r, st.tenant, job_id)
+                quotas.schedule_measure(self.r, st.tenant, "job", job_id)
             else:
                 if was_terminal:
                     # Reopened (resume): the job takes messages again; its counters come back from storage.

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dreammask.shared.jobs import JobNotFound
 from dreammask.shared.settings import Settings
 from dreammask.shared.storage import StorageError
 
@@ -148,6 +149,11 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _json(500, {"detail": f"internal error ({type(exc).__name__}); it was logged"})
 
 
+async def _job_gone(request: Request, exc: JobNotFound) -> JSONResponse:
+    # A job deleted while another API process still held its spec in cache: as missing as any other.
+    return _json(404, {"detail": f"no job {excerpt(str(exc.args[0]) if exc.args else '', 60)!r}"})
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, (str, dict, list)) else str(exc.detail)
     return _json(exc.status_code, {"detail": detail}, getattr(exc, "headers", None))
@@ -156,6 +162,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 def install(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(JobNotFound, _job_gone)
     app.add_exception_handler(redis.RedisError, _store_down)
     app.add_exception_handler(StorageError, _store_down)
     app.add_exception_handler(ConnectionError, _store_down)

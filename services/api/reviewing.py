@@ -7,7 +7,7 @@ import hashlib
 
 from fastapi import HTTPException, status
 
-from dreammask.shared import keys
+from dreammask.shared import keys, quotas
 from dreammask.shared import review as rv
 from dreammask.shared.celery_app import TASK_PUBLISH
 from dreammask.shared.runtime import Runtime
@@ -55,6 +55,8 @@ def dataset_of_job(rt: Runtime, job_id: str) -> str:
 def request_version(rt: Runtime, job_id: str, reviewer: str, note: str | None = None) -> rv.DatasetVersion:
     """Reserve the next version number, record it as pending and queue its assembly (curation queue)."""
     dataset_of_job(rt, job_id)
+    # A version adds a dataset: refused once the tenant's storage quota is used up (429).
+    quotas.check_stored_bytes(rt.redis, rt.tracker.spec(job_id).tenant, quotas.Limits.from_settings(rt.settings))
     with rt.redis.lock(f"dreammask:version-lock:{job_id}", timeout=30, blocking_timeout=30):
         existing = rv.list_versions(rt.store, job_id)
         n = max([1, *(v.version for v in existing)]) + 1

@@ -66,7 +66,7 @@ def list_versions(dataset_id: str, rt: RuntimeDep, tenant: TenantDep) -> dict[st
 
 
 @router.post("/v1/datasets/{dataset_id}/versions", status_code=status.HTTP_202_ACCEPTED,
-             responses=responses(404, 413, 422, **_NO_DATASET))
+             responses=responses(404, 413, 422, 429, **_NO_DATASET))
 def publish(dataset_id: str, body: VersionIn, request: Request, rt: RuntimeDep, tenant: TenantDep) -> dict:
     job_id = _job_of_dataset(rt, dataset_id, tenant)
     rec = reviewing.request_version(rt, job_id, _reviewer(request, tenant), body.note)
