@@ -59,12 +59,19 @@ def request_version(rt: Runtime, job_id: str, reviewer: str, note: str | None = 
     quotas.check_stored_bytes(rt.redis, rt.tracker.spec(job_id).tenant, quotas.Limits.from_settings(rt.settings))
     with rt.redis.lock(f"dreammask:version-lock:{job_id}", timeout=30, blocking_timeout=30):
         existing = rv.list_versions(rt.store, job_id)
-        n = max([1, *(v.version for v in existing)]) + 1
+        # Numbers are never reused, not even those of deleted versions: a dataset id names one content.
+        last = rt.store.get_json(_last_version(job_id)) if rt.store.exists(_last_version(job_id)) else 1
+        n = max([1, int(last), *(v.version for v in existing)]) + 1
+        rt.store.put_json(_last_version(job_id), n)
         record = rv.DatasetVersion(job_id=job_id, version=n, dataset_id=rv.version_dataset_id(job_id, n),
                                    who=reviewer, note=note)
         rt.store.put_json(rv.version(job_id, n), record)
     rt.dispatcher.send(TASK_PUBLISH, job_id, n)
     return record
+
+
+def _last_version(job_id: str) -> str:
+    return keys.job_prefix(job_id) + "last-version.json"
 
 
 def versions(rt: Runtime, job_id: str) -> list[dict]:
