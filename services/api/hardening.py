@@ -9,16 +9,17 @@ import logging
 from typing import Any
 
 import redis
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dreammask.shared.jobs import JobNotFound
 from dreammask.shared.settings import Settings
 from dreammask.shared.storage import StorageError
 
-from .deps import tenant_for_authorization
+from .deps import AUTHENTICATED_TENANT, authenticate
 
 log = logging.getLogger("dreammask.api")
 
@@ -62,7 +63,7 @@ def _json(status: int, content: dict, headers: dict | None = None) -> JSONRespon
 
 class GateMiddleware:
     """Pure ASGI, so it runs before FastAPI reads the body: 401 for a body-carrying request under /v1
-    without a valid key, 413 past `max_request_bytes` (by Content-Length, or counted while reading),
+    without a valid key (429 while its address or key prefix is throttled), 413 past `max_request_bytes` (by Content-Length, or counted while reading),
     422 for JSON holding a lone UTF-16 surrogate (it cannot be stored as UTF-8)."""
 
     def __init__(self, app, settings: Settings):
@@ -73,10 +74,13 @@ class GateMiddleware:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if scope["path"].startswith("/v1/") and tenant_for_authorization(
-                self.settings, headers.get("authorization")) is None:
-            return await _json(401, {"detail": "missing or invalid API key: send 'Authorization: Bearer <key>'"},
-                               {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        if scope["path"].startswith("/v1/"):
+            rt = scope["app"].state.runtime
+            try:
+                tenant = await run_in_threadpool(authenticate, rt, self.settings, scope, headers.get("authorization"))
+            except HTTPException as e:
+                return await _json(e.status_code, {"detail": e.detail}, e.headers)(scope, receive, send)
+            scope.setdefault("state", {})[AUTHENTICATED_TENANT] = tenant
         limit = self.settings.max_request_bytes
         too_large = _json(413, {"detail": f"the request body is larger than {limit} bytes; send less "
                                           f"(DREAMMASK_MAX_REQUEST_BYTES)"})

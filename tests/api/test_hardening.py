@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -39,13 +40,15 @@ def _run_gate(settings, headers: dict, chunks: list[bytes]):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/jobs",
+    runtime = SimpleNamespace(runtime=build_runtime(settings))
+    scope = {"type": "http", "method": "POST", "path": "/v1/jobs", "client": ("127.0.0.1", 50000),
+             "app": SimpleNamespace(state=runtime),
              "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
     asyncio.run(GateMiddleware(app, settings)(scope, receive, send))
     return sent[0]["status"], reads[0], called[0]
 
 
-def test_authentication_and_size_limit_come_before_the_body_is_read(api_settings):
+def test_authentication_and_size_limit_come_before_the_body_is_read(api_settings, redis_client):
     big = [b"x" * 1024] * 4096  # 4 MiB
     assert _run_gate(api_settings, {}, big) == (401, 0, False)
     assert _run_gate(api_settings, {"Authorization": "Bearer nope"}, big) == (401, 0, False)
