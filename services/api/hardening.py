@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 import redis
@@ -24,14 +25,22 @@ from .deps import AUTHENTICATED_TENANT, authenticate
 log = logging.getLogger("dreammask.api")
 
 EXCERPT_CHARS = 80
+# Integers past 64 bits are refused at parse: no field of the API needs them, and storage, numpy and
+# Redis would each fail on them differently.
+MAX_JSON_INT = 2**63 - 1
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 RETRY_AFTER_S = "5"
 
 
 def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> Any:
-    """A JSON-safe, short stand-in for a piece of client input (lone surrogates escaped)."""
-    if isinstance(value, (int, float, bool)) or value is None:
+    """A JSON-safe, short stand-in for a piece of client input (lone surrogates escaped, non-finite and
+    very long numbers as text)."""
+    if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, int):
+        return value if abs(value) <= MAX_JSON_INT else f"{str(value)[:20]}… ({len(str(abs(value)))} digits)"
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=True, default=str)
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
@@ -52,6 +61,56 @@ def _lone_surrogate_path(obj: Any, path: tuple = ()) -> tuple | None:
     if isinstance(obj, list):
         for i, v in enumerate(obj):
             hit = _lone_surrogate_path(v, (*path, i))
+            if hit is not None:
+                return hit
+    return None
+
+
+class _Refused:
+    """Stands for a number JSON cannot carry faithfully, found while parsing (see `parse_json`)."""
+
+    def __init__(self, text: str, kind: str, msg: str):
+        self.text, self.kind, self.msg = text, kind, msg
+
+
+def _parse_constant(name: str) -> _Refused:
+    return _Refused(name, "finite_number", f"{name} is not a number JSON allows; send a finite number")
+
+
+def _parse_float(text: str):
+    value = float(text)
+    if math.isfinite(value):
+        return value
+    return _Refused(text, "finite_number", f"{excerpt(text, 40)} is out of range for a number (it overflows "
+                                           "to infinity); send a finite number")
+
+
+def _parse_int(text: str):
+    digits = text.lstrip("-")
+    if len(digits) > 19 or abs(int(text)) > MAX_JSON_INT:
+        return _Refused(text, "int_too_large", f"integer of {len(digits)} digits is out of range; send a number "
+                                               f"between -{MAX_JSON_INT} and {MAX_JSON_INT}")
+    return int(text)
+
+
+def parse_json(body: bytes) -> Any:
+    """json.loads, with NaN, Infinity, numbers that overflow a float and integers past 64 bits replaced by
+    markers (`_Refused`) that `_refused_path` finds: they are refused with a 422 naming their field before
+    any model sees them (a model would accept some, and their echo would break the error body)."""
+    return json.loads(body, parse_constant=_parse_constant, parse_float=_parse_float, parse_int=_parse_int)
+
+
+def _refused_path(obj: Any, path: tuple = ()) -> tuple[tuple, _Refused] | None:
+    if isinstance(obj, _Refused):
+        return path, obj
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            hit = _refused_path(v, (*path, k))
+            if hit is not None:
+                return hit
+    if isinstance(obj, list):
+        for i, v in enumerate(obj):
+            hit = _refused_path(v, (*path, i))
             if hit is not None:
                 return hit
     return None
@@ -105,9 +164,15 @@ class GateMiddleware:
         body = b"".join(chunks)
         if body and "json" in headers.get("content-type", ""):
             try:
-                parsed = json.loads(body)
+                parsed = parse_json(body)
             except (ValueError, RecursionError):
                 parsed = None  # FastAPI answers 422 for malformed JSON
+            refused = _refused_path(parsed) if parsed is not None else None
+            if refused is not None:
+                loc, bad = refused
+                return await _json(422, {"detail": [{
+                    "loc": ["body", *_safe_loc(loc)], "type": bad.kind, "msg": bad.msg,
+                    "input": excerpt(bad.text, 40)}]})(scope, receive, send)
             loc = _lone_surrogate_path(parsed) if parsed is not None else None
             if loc is not None:
                 return await _json(422, {"detail": [{
@@ -129,10 +194,14 @@ class GateMiddleware:
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     detail = []
     for e in exc.errors():
-        item = {"loc": _safe_loc(e.get("loc", ())), "msg": excerpt(str(e.get("msg", "")), 300),
-                "type": e.get("type", "value_error")}
-        if "input" in e:
-            item["input"] = excerpt(e["input"])
+        try:
+            item = {"loc": _safe_loc(e.get("loc", ())), "msg": excerpt(str(e.get("msg", "")), 300),
+                    "type": str(e.get("type", "value_error"))}
+            if "input" in e:
+                item["input"] = excerpt(e["input"])
+            json.dumps(item, allow_nan=False)
+        except Exception:  # noqa: BLE001 - the echo of an input must never turn a 422 into a 500
+            item = {"loc": ["body"], "msg": "invalid input (it could not be echoed)", "type": "value_error"}
         detail.append(item)
     return _json(422, {"detail": detail})
 
