@@ -88,4 +88,6 @@ TenantDep = Annotated[str, Depends(get_tenant)]
 
 
 def base_url(request: Request, settings: Settings) -> str:
+    """Where links point: DREAMMASK_PUBLIC_BASE_URL, else the request's own Host, which the trusted-host
+    check (hosts.py) already found in DREAMMASK_ALLOWED_HOSTS."""
     return (settings.public_base_url or str(request.base_url)).rstrip("/")

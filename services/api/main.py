@@ -12,6 +12,7 @@ from dreammask.shared.runtime import Runtime, build_runtime
 from dreammask.shared.settings import Settings, get_settings
 
 from . import hardening, quotas
+from .hosts import TrustedHostMiddleware
 from .metrics import metrics_middleware
 from .routes import datasets, deletion, health, jobs, reviews, ui
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.middleware("http")(metrics_middleware)
     hardening.install(app, settings)
     quotas.install(app)
+    app.add_middleware(TrustedHostMiddleware, settings=settings)  # outermost: before anything else runs
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(datasets.router)

@@ -98,7 +98,7 @@ def test_category_names_are_nfkc_normalised_and_confusables_refused(api, alice):
 def test_job_routes_are_503_with_a_reason_when_redis_is_down(api_settings, api, alice):
     job_id = api.post("/v1/jobs", json=SPEC, headers=alice).json()["job_id"]
     dead = api_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
-    with TestClient(create_app(dead, build_runtime(dead))) as c:
+    with TestClient(create_app(dead, build_runtime(dead)), base_url="http://localhost") as c:
         for method, path in [("get", f"/v1/jobs/{job_id}"), ("post", f"/v1/jobs/{job_id}/cancel"),
                              ("post", f"/v1/jobs/{job_id}/resume")]:
             r = getattr(c, method)(path, headers=alice)
@@ -111,7 +111,7 @@ def test_job_routes_are_503_with_a_reason_when_redis_is_down(api_settings, api, 
 
 def test_job_routes_are_503_with_a_reason_when_storage_is_down(api_settings, alice):
     store = S3ObjectStore(f"127.0.0.1:{free_port()}", "k", "s", "dreammask", create_bucket=False, timeout_s=0.3, retries=0)
-    with TestClient(create_app(api_settings, build_runtime(api_settings, store=store))) as c:
+    with TestClient(create_app(api_settings, build_runtime(api_settings, store=store)), base_url="http://localhost") as c:
         for method, path, body in [("get", "/v1/jobs/j20260101000000deadbeef", None), ("get", "/v1/jobs", None),
                                    ("post", "/v1/jobs", SPEC), ("get", "/v1/datasets/j20260101000000deadbeef", None)]:
             kw = {"json": body} if body else {}
@@ -129,7 +129,7 @@ def test_readyz_reports_a_stalled_store_within_its_deadline(redis_url):
         s = Settings(redis_url=redis_url, api_keys=KEYS)
         store = S3ObjectStore(f"127.0.0.1:{stalled.getsockname()[1]}", "k", "s", "dreammask", create_bucket=False,
                               timeout_s=30, retries=2)
-        with TestClient(create_app(s, build_runtime(s, store=store))) as c:
+        with TestClient(create_app(s, build_runtime(s, store=store)), base_url="http://localhost") as c:
             r = c.get("/readyz")
             again = c.get("/readyz")
     finally:
