@@ -39,7 +39,8 @@ def record_decision(rt: Runtime, job_id: str, scene_id: str, instance_id: int | 
     # Two reviewers on one sample: read-modify-write under a lock, so neither decision is lost.
     with rt.redis.lock(f"dreammask:review-lock:{job_id}:{scene_id}", timeout=30, blocking_timeout=30):
         rec = rt.store.try_get_model(key, rv.SampleReview) or rv.SampleReview(job_id=job_id, scene_id=scene_id)
-        rec.apply(rv.ReviewEvent(instance_id=instance_id, decision=decision, who=reviewer, at=utcnow()))
+        rec.apply(rv.ReviewEvent(instance_id=instance_id, decision=decision, who=reviewer, at=utcnow()),
+                  keep=rt.settings.review_history_limit)
         rt.store.put_json(key, rec)
     return rec
 
