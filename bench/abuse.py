@@ -102,8 +102,11 @@ async def _slow_client(port: int, source: str, head: bytes, dribble: bytes, give
 
     reading = asyncio.ensure_future(read_all())
     how = "never cut"
+    # A connection over the per-address cap is answered 429 at once: see it before writing anything
+    # (writing into a connection the server closed resets it, and the answer would be lost).
+    await asyncio.wait([reading], timeout=0.2)
     try:
-        if head:
+        if head and not reading.done():
             writer.write(head)
             await writer.drain()
         for i in range(len(dribble)):
@@ -149,9 +152,14 @@ def slow_case(url: str, port: int, n: int, addresses: int, head: bytes, dribble:
     return {**out, **probe.summary()}
 
 
-def login_flood(url: str, attempts: int) -> dict:
+def _client_from(url: str, source: str) -> httpx.Client:
+    """An HTTP client whose connections come from `source` (another loopback address: another client)."""
+    return httpx.Client(base_url=url, timeout=10, transport=httpx.HTTPTransport(local_address=source))
+
+
+def login_flood(url: str, attempts: int, source: str) -> dict:
     codes, first_429 = [], None
-    with Probe(url) as probe, httpx.Client(base_url=url, timeout=10) as c:
+    with Probe(url) as probe, _client_from(url, source) as c:
         for i in range(attempts):
             form = c.get("/ui/login")
             token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
@@ -161,32 +169,37 @@ def login_flood(url: str, attempts: int) -> dict:
                 first_429 = i + 1
         # The form is single-use: replaying the last one is refused whatever the key.
         replay = c.post("/ui/login", data={"api_key": "guess", "csrf_token": token}, follow_redirects=False)
-    return {"attempts": attempts, "codes": _count(codes), "first_429_at_attempt": first_429,
+    return {"attempts": attempts, "source": source, "codes": _count(codes), "first_429_at_attempt": first_429,
             "replayed_form": replay.status_code, **probe.summary()}
 
 
-def bearer_flood(url: str, attempts: int) -> dict:
+def bearer_flood(url: str, attempts: int, source: str) -> dict:
     codes, first_429 = [], None
-    with Probe(url) as probe, httpx.Client(base_url=url, timeout=10) as c:
+    with Probe(url) as probe, _client_from(url, source) as c:
         for i in range(attempts):
             r = c.get("/v1/jobs", headers={"Authorization": f"Bearer wrong-{i:06d}"})
             codes.append(r.status_code)
             if r.status_code == 429 and first_429 is None:
                 first_429 = i + 1
-    return {"attempts": attempts, "codes": _count(codes), "first_429_at_attempt": first_429, **probe.summary()}
+    return {"attempts": attempts, "source": source, "codes": _count(codes), "first_429_at_attempt": first_429,
+            **probe.summary()}
 
 
-def submit_burst(url: str, key: str, n: int) -> dict:
+def submit_burst(url: str, key: str, n: int, source: str) -> dict:
     def submit(_):
-        with httpx.Client(base_url=url, timeout=30) as c:
+        with _client_from(url, source) as c:
             return c.post("/v1/jobs", json=SPEC, headers={"Authorization": f"Bearer {key}"})
 
     with Probe(url) as probe, ThreadPoolExecutor(min(n, 32)) as pool:
         responses = list(pool.map(submit, range(n)))
     refused = [r for r in responses if r.status_code == 429]
+    # A 429 is the quota (JSON naming it) or, for connections past the per-address cap, the server's
+    # plain-text refusal.
+    quota = [r for r in refused if r.headers.get("content-type", "").startswith("application/json")]
     return {"submitted": n, "codes": _count([r.status_code for r in responses]),
-            "quotas_named": sorted({r.json().get("quota") for r in refused}),
-            "retry_after_s": sorted({int(r.headers.get("Retry-After", 0)) for r in refused}), **probe.summary()}
+            "refused_by_quota": len(quota), "refused_by_connection_cap": len(refused) - len(quota),
+            "quotas_named": sorted({r.json().get("quota") for r in quota}),
+            "retry_after_s": sorted({int(r.headers.get("Retry-After", 0)) for r in quota}), **probe.summary()}
 
 
 def _count(codes: list[int]) -> dict[str, int]:
@@ -223,11 +236,12 @@ def main(argv=None) -> dict:
                      b"\r\nContent-Length: 1000000\r\n\r\n")
         rows["slow_body"] = slow_case(url, port, n, addresses, body_head, b"x" * 200, 4 * grace_s + 5, grace_s)
         print("slow_body", rows["slow_body"], flush=True)
-        rows["login_flood"] = login_flood(url, 60 if fast else 200)
+        # Each flood from an address of its own, as separate clients would be; the probe stays on 127.0.0.1.
+        rows["login_flood"] = login_flood(url, 60 if fast else 200, "127.0.0.20")
         print("login_flood", rows["login_flood"], flush=True)
-        rows["bearer_flood"] = bearer_flood(url, 60 if fast else 500)
+        rows["bearer_flood"] = bearer_flood(url, 60 if fast else 500, "127.0.0.21")
         print("bearer_flood", rows["bearer_flood"], flush=True)
-        rows["submit_burst"] = submit_burst(url, plat.api_key, 20 if fast else 50)
+        rows["submit_burst"] = submit_burst(url, plat.api_key, 20 if fast else 50, "127.0.0.22")
         print("submit_burst", rows["submit_burst"], flush=True)
     finally:
         plat.stop()
