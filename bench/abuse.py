@@ -214,6 +214,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--fast", action="store_true", help="few connections, 2 s deadlines")
     ap.add_argument("--connections", type=int, default=None, help="slow connections per case")
     ap.add_argument("--addresses", type=int, default=None, help="loopback addresses the attackers use")
+    ap.add_argument("--api-nofile", type=int, default=None,
+                    help="open-files limit of the API process (e.g. 256, as a small container might have)")
     args = ap.parse_args(argv)
     fast = args.fast
     n = args.connections or (40 if fast else 300)
@@ -227,6 +229,11 @@ def main(argv=None) -> dict:
     plat = LocalPlatform(root, services=(), supervisor=False, env=limits)
     plat.start()
     try:
+        if args.api_nofile:
+            import resource
+
+            api = next(p for name, p in plat.procs if name == "api")
+            resource.prlimit(api.pid, resource.RLIMIT_NOFILE, (args.api_nofile, args.api_nofile))
         url, port = plat.api_url, int(plat.api_url.rsplit(":", 1)[1])
         rows = {}
         head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 200 + b"\r\n\r\n"
@@ -247,6 +254,7 @@ def main(argv=None) -> dict:
         plat.stop()
     summary = {
         "bench": "abuse", "fast": fast, "limits": {k[len("DREAMMASK_"):].lower(): v for k, v in limits.items()},
+        "api_nofile": args.api_nofile,
         **rows,
         "never_cut": rows["slow_headers"]["never_cut"] + rows["slow_body"]["never_cut"],
         "healthz_failures": sum(r["healthz_failures"] for r in rows.values()),

@@ -65,10 +65,26 @@ def follow_up_s(settings) -> float:
     return float(max(limits) + settings.visibility_timeout_s)
 
 
+# A deletion whose first pass has not finished after this long was interrupted (the API process died):
+# the supervisor finishes it.
+FIRST_PASS_TIMEOUT_S = 300.0
+
+
 def _register(r, kind: str, owner: str, tenant: str, prefixes: list[str], single: list[str], until: float,
               wait: bool = False) -> None:
     r.hset(DELETIONS_KEY, f"{kind}|{owner}", json.dumps(
-        {"tenant": tenant, "prefixes": prefixes, "keys": single, "until": until, "wait": wait}))
+        {"tenant": tenant, "prefixes": prefixes, "keys": single, "until": until, "wait": wait,
+         "started": time.time(), "first_pass_done": False}))
+
+
+def _first_pass_done(r, kind: str, owner: str) -> None:
+    """The deleting process removed what existed: from now on, what the supervisor finds had landed since."""
+    member = f"{kind}|{owner}"
+    raw = r.hget(DELETIONS_KEY, member)
+    if raw:
+        entry = json.loads(raw)
+        entry["first_pass_done"] = True
+        r.hset(DELETIONS_KEY, member, json.dumps(entry))
 
 
 def _remove(store, prefixes: list[str], single: list[str]) -> int:
@@ -107,6 +123,7 @@ def delete_job(rt, job_id: str, *, reason: str = "deleted by the client", who: s
     out.objects = _remove(store, [], [marker, keys.spec(job_id)])
     tr._specs.pop(job_id, None)
     out.objects += _remove(store, prefixes, [])
+    _first_pass_done(r, "job", job_id)
     _forget_job(rt, tenant, job_id)
     audit.info("delete job=%s tenant=%s objects=%d cancelled=%s by=%s reason=%s", job_id, tenant, out.objects,
                out.cancelled, who or "-", reason)
@@ -220,6 +237,7 @@ def delete_training(rt, training_id: str, *, tenant: str, stale_after_s: float =
         return out
     _register(r, "training", training_id, tenant, [prefix], [marker], until)
     out.objects = _remove(store, [prefix], [marker])
+    _first_pass_done(r, "training", training_id)
     quotas.measured(r, tenant, "training", training_id, None)
     audit.info("delete training=%s tenant=%s objects=%d by=%s reason=%s", training_id, tenant, out.objects,
                who or "-", reason)
@@ -244,9 +262,18 @@ def sweep_deletions(rt, now: float | None = None, stale_after_s: float = 900.0) 
                 continue
             n = _remove(store, entry["prefixes"], entry["keys"])
             quotas.measured(r, entry["tenant"], kind, owner, None)
-            entry["wait"] = False
+            entry["wait"], entry["first_pass_done"] = False, True
             r.hset(DELETIONS_KEY, member, json.dumps(entry))
             audit.info("delete training=%s tenant=%s objects=%d (it stopped)", owner, entry["tenant"], n)
+            continue
+        if not entry.get("first_pass_done", True):
+            if now - entry.get("started", 0) < FIRST_PASS_TIMEOUT_S:
+                continue  # the deleting process is still at it: deleting alongside would count its objects
+            # Interrupted: finish it (what is found was there before the deletion, not landed after it).
+            _remove(store, entry["prefixes"], entry["keys"])
+            entry["first_pass_done"] = True
+            r.hset(DELETIONS_KEY, member, json.dumps(entry))
+            log.warning("%s %s: finished a deletion that was interrupted", kind, owner)
             continue
         n = _remove(store, entry["prefixes"], entry["keys"])
         if n:

@@ -249,9 +249,24 @@ def config(app=APP, host: str = "127.0.0.1", port: int = 8000, settings=None, lo
         timeout_keep_alive=5, **kw)
 
 
+def raise_open_files_limit() -> int:
+    """Every connection is a file descriptor: take the hard limit the process is allowed (often 1024 soft
+    against a far larger hard limit), so it takes many addresses' worth of capped connections to run out."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError, OSError):  # pragma: no cover - not on Linux, or not allowed
+        return -1
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
     import uvicorn
 
+    raise_open_files_limit()
     uvicorn.Server(config(APP, host=host, port=port, log_level=log_level)).run()
 
 

@@ -246,3 +246,18 @@ def test_trainings_are_deleted_and_a_running_one_after_it_stopped(plat):
     assert {k: v for k, v in checksums(plat.rt.store).items()} == {
         k: v for k, v in before.items() if done not in k and running not in k}
     assert plat.get(f"/v1/trainings/{theirs}", headers=BOB).status_code == 200
+
+
+def test_a_deletion_in_progress_is_left_to_its_process_and_an_interrupted_one_finished(plat):
+    store, r = plat.rt.store, plat.r
+    store.put_bytes("jobs/jdead/images/s00000.png", b"x")
+    store.put_bytes("jobs/jother/images/s00000.png", b"y")
+    deletion._register(r, "job", "jdead", "alice", ["jobs/jdead/"], [], until=1e12)
+    entry = deletion.pending_deletions(r)["job|jdead"]
+    # Still being deleted by the API process: the supervisor neither deletes nor counts.
+    assert deletion.sweep_deletions(plat.rt, now=entry["started"] + 1) == {}
+    assert store.exists("jobs/jdead/images/s00000.png")
+    # The process died half-way: the supervisor finishes it; what it removes had not landed afterwards.
+    assert deletion.sweep_deletions(plat.rt, now=entry["started"] + deletion.FIRST_PASS_TIMEOUT_S + 1) == {}
+    assert not store.exists("jobs/jdead/images/s00000.png") and r.get(deletion.LANDED_KEY) is None
+    assert store.exists("jobs/jother/images/s00000.png")
