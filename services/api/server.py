@@ -263,10 +263,18 @@ def raise_open_files_limit() -> int:
         return -1
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def serve(host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", workers: int = 1) -> None:
     import uvicorn
 
     raise_open_files_limit()
+    if workers > 1:
+        # Worker processes rebuild their server from the config: the module-level protocol class, which
+        # reads its limits from the settings in each of them.
+        from dreammask.shared.settings import get_settings
+
+        uvicorn.run(APP, host=host, port=port, log_level=log_level, workers=workers, http=GuardedHttpProtocol,
+                    proxy_headers=True, forwarded_allow_ips=get_settings().forwarded_allow_ips, timeout_keep_alive=5)
+        return
     uvicorn.Server(config(APP, host=host, port=port, log_level=log_level)).run()
 
 
@@ -275,8 +283,9 @@ def main(argv=None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--workers", type=int, default=1, help="processes (each with its own per-address counts)")
     args = ap.parse_args(argv)
-    serve(args.host, args.port, args.log_level)
+    serve(args.host, args.port, args.log_level, args.workers)
 
 
 if __name__ == "__main__":
