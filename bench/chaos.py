@@ -11,6 +11,15 @@ controls. Then, one job of `--scenes` scenes per fault:
   storage_refused  the S3 endpoint refuses connections for 90 s
   storage_stalled  the S3 endpoint accepts connections and never answers, for 100 s
 
+and two cases on tenants rather than faults (`--faults quota,deletion`):
+
+  quota          a burst of concurrent submissions past the active-jobs quota of one tenant, while
+                 another tenant submits too: exactly the quota is accepted, the rest is 429 naming it,
+                 the other tenant is unaffected, and a slot frees when a job ends
+  deletion       a job deleted while its scenes are being annotated: afterwards nothing of it is left in
+                 storage (what landed after the deletion is counted and removed by the supervisor), and
+                 every file of the tenant's other job and of the other tenant keeps its exact bytes
+
 A first job with no fault (`none`) is the baseline. For each: scenes lost (neither output nor recorded failure), duplicated (a scene twice in the dataset),
 failed, seconds from the end of the fault to the end of the job, whether a person had to act (the job
 did not end by itself within the deadline), how much longer the job took than the baseline (time to finish
@@ -20,6 +29,7 @@ Nothing calls `resume`. Goal: 0, 0, 0, <= 120 s, never, exact.
 
     python bench/chaos.py                 # all five faults, 200 scenes each (about 25 minutes on 2 cores)
     python bench/chaos.py --short         # 24 scenes, kill9 (4 kills) and flushdb, fast supervisor timings
+    python bench/chaos.py --short --faults quota,deletion --scenes 12
 
 Last line: one JSON object.
 """
@@ -27,6 +37,7 @@ Last line: one JSON object.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -37,8 +48,10 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import psutil
 import redis
 
@@ -47,6 +60,9 @@ from dreammask.shared import keys
 from dreammask.shared.storage.s3 import S3ObjectStore
 
 SERVICES = ("association", "synthesis", "annotation", "curation")
+CASES = ("quota", "deletion")  # cases on tenants, reported apart from the faults
+OTHER_KEY = "other-tenant-key"
+QUOTA_ACTIVE_JOBS = 3
 TRAIN = ["person", "dog", "car", "tree", "building", "chair", "table", "bus", "cat", "road", "sky", "grass",
          "bicycle", "boat", "bottle", "cup", "horse", "bird", "train", "truck"]
 
@@ -169,6 +185,9 @@ class Chaos:
             "DREAMMASK_STORAGE_BACKEND": "s3", "DREAMMASK_S3_ENDPOINT": f"127.0.0.1:{self.proxy.port}",
             "DREAMMASK_S3_ACCESS_KEY": "testing", "DREAMMASK_S3_SECRET_KEY": "testing",
             "DREAMMASK_S3_BUCKET": "chaos", "DREAMMASK_LAYOUT_BATCH_SIZE": "8",
+            # Two tenants (the quota and deletion cases), and a small job quota to run into.
+            "DREAMMASK_API_KEYS": json.dumps({"local-dev-key": "local", OTHER_KEY: "other"}),
+            "DREAMMASK_QUOTA_ACTIVE_JOBS": str(QUOTA_ACTIVE_JOBS),
         }
         if short:
             # Fast timings, so the test suite's run takes a few minutes: same mechanisms.
@@ -325,6 +344,99 @@ class Chaos:
             "supervisor_interventions": len(interventions),
         }
 
+    # ------------------------------------------------------------ cases on tenants
+    def _submit_as(self, key: str, spec: dict) -> httpx.Response:
+        with httpx.Client(base_url=self.platform.api_url, timeout=60,
+                          headers={"Authorization": f"Bearer {key}"}) as c:
+            return c.post("/v1/jobs", json=spec)
+
+    def _wait(self, job_ids: list[str], deadline_s: float) -> dict[str, str]:
+        t0, states = time.monotonic(), {}
+        while time.monotonic() - t0 < deadline_s:
+            for j in job_ids:
+                try:
+                    states[j] = self.state(j)["state"]
+                except Exception:  # noqa: BLE001 - read again
+                    pass
+            if all(states.get(j) in ("succeeded", "failed", "cancelled") for j in job_ids):
+                break
+            time.sleep(0.5)
+        return states
+
+    def _small(self, seed: int, scenes: int = 4) -> dict:
+        return {"train_categories": TRAIN, "num_novel": max(1, scenes // 2), "images_per_category": 2,
+                "image_size": 64, "seed": seed}
+
+    def quota(self, scenes: int, deadline_s: float) -> dict:
+        other = self._submit_as(OTHER_KEY, self._small(900))
+        burst = QUOTA_ACTIVE_JOBS + 4
+        with ThreadPoolExecutor(burst) as pool:
+            responses = list(pool.map(lambda i: self._submit_as("local-dev-key", self._small(1000 + i)),
+                                      range(burst)))
+        accepted = [r.json()["job_id"] for r in responses if r.status_code == 202]
+        refused = [r for r in responses if r.status_code == 429]
+        states = self._wait(accepted + ([other.json()["job_id"]] if other.status_code == 202 else []), deadline_s)
+        again = self._submit_as("local-dev-key", self._small(2000))
+        if again.status_code == 202:
+            self._wait([again.json()["job_id"]], deadline_s)
+        return {
+            "case": "quota", "quota_active_jobs": QUOTA_ACTIVE_JOBS, "submitted": burst,
+            "accepted": len(accepted), "refused_429": len(refused),
+            "other_status": [r.status_code for r in responses if r.status_code not in (202, 429)],
+            "quotas_named": sorted({r.json().get("quota") for r in refused}),
+            "retry_after_s": sorted({int(r.headers.get("Retry-After", 0)) for r in refused}),
+            "other_tenant_accepted": other.status_code == 202,
+            "jobs_succeeded": sum(1 for st in states.values() if st == "succeeded"),
+            "accepted_after_jobs_ended": again.status_code == 202,
+        }
+
+    def _checksums(self, skip_job: str | None) -> dict[str, str]:
+        out = {}
+        for k in self.store.list(""):
+            if skip_job and (k.startswith((f"jobs/{skip_job}/", f"datasets/ds-{skip_job}/",
+                                           f"datasets/ds-{skip_job}-v")) or k.endswith(f"/jobs/{skip_job}")):
+                continue
+            out[k] = hashlib.sha256(self.store.get_bytes(k)).hexdigest()
+        return out
+
+    def _victim_keys(self, job_id: str) -> int:
+        return sum(1 for _ in self.store.list(keys.job_prefix(job_id))) + \
+            sum(1 for _ in self.store.list(keys.dataset_prefix(keys.dataset_id_for_job(job_id))))
+
+    def deletion(self, scenes: int, deadline_s: float) -> dict:
+        mine = self._submit_as("local-dev-key", self._small(3000)).json()["job_id"]
+        theirs = self._submit_as(OTHER_KEY, self._small(3001)).json()["job_id"]
+        self._wait([mine, theirs], deadline_s)
+        per = max(2, scenes // 4)
+        victim = self.platform.submit({"train_categories": TRAIN, "num_novel": max(1, scenes // per),
+                                       "images_per_category": per, "image_size": 64, "seed": 3002})
+        t0 = time.monotonic()
+        while self.produced(victim)[0] < max(1, scenes // 3) and time.monotonic() - t0 < deadline_s:
+            time.sleep(0.3)
+        before = self._checksums(skip_job=victim)
+        landed_before = int(self.redis.get("dreammask:deletions:landed") or 0)
+        r = self.platform.client.delete(f"/v1/jobs/{victim}")
+        t_del = time.monotonic()
+        left_now = self._victim_keys(victim)
+        # Work in flight finishes its batch; the supervisor sweeps the job's prefixes again meanwhile.
+        seen_max = left_now
+        while time.monotonic() - t_del < (20 if self.short else 60):
+            seen_max = max(seen_max, self._victim_keys(victim))
+            time.sleep(1.0)
+        left = self._victim_keys(victim)
+        after = self._checksums(skip_job=victim)
+        changed = sum(1 for k, v in before.items() if after.get(k) != v)
+        new = sorted(set(after) - set(before))
+        return {
+            "case": "deletion", "status": r.status_code, "deleted_objects": r.json().get("objects"),
+            "was_running": r.json().get("cancelled"), "objects_left_at_once": left_now,
+            "max_objects_seen_after": seen_max, "objects_left": left,
+            "landed_after_deletion": int(self.redis.get("dreammask:deletions:landed") or 0) - landed_before,
+            "others_files": len(before), "others_changed_or_lost": changed, "others_new_files": len(new),
+            "victim_listed": victim in {j["job_id"] for j in self.platform.client.get("/v1/jobs").json()["items"]},
+            "kept_job_state": self.state(mine)["state"], "other_tenant_job_state": self.state(theirs)["state"],
+        }
+
     def selection(self, job_id: str) -> dict:
         """The dataset card's selection counts (empty when the job made no dataset)."""
         key = keys.dataset_file(keys.dataset_id_for_job(job_id), keys.CARD_JSON)
@@ -358,7 +470,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--short", action="store_true", help="24 scenes, two faults, fast supervisor timings")
     ap.add_argument("--scenes", type=int, default=None)
-    ap.add_argument("--faults", default=None, help="comma-separated subset")
+    ap.add_argument("--faults", default=None, help="comma-separated subset; also the cases quota, deletion")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     scenes = args.scenes or (24 if args.short else 200)
@@ -368,9 +480,13 @@ def main(argv=None) -> dict:
     deadline = 240 if args.short else 420
     root = Path(tempfile.mkdtemp(prefix="dreammask-chaos-"))
     chaos = Chaos(root, short=args.short, seed=args.seed)
-    rows = []
+    rows, cases = [], []
     try:
-        for fault in faults:
+        for case in [f for f in faults if f in CASES]:
+            result = getattr(chaos, case)(scenes, deadline)
+            cases.append(result)
+            print(f"{case:<16} {json.dumps(result)}", flush=True)
+        for fault in [f for f in faults if f not in CASES]:
             row = chaos.scenario(fault, scenes, deadline)
             rows.append(row)
             print(f"{row['fault']:<16} state={row['state']} scenes={row['scenes']} lost={row['lost']} "
@@ -397,7 +513,7 @@ def main(argv=None) -> dict:
               f"{str(r['person_needed']):>7} {str(r['counters_exact']):>6} {r['dataset_images']:>7} "
               f"{str(r['dropped_by_selection']):>8}")
     rows_f = [r for r in rows if r["fault"] != "none"] or rows
-    worst = max((r["time_to_finish_s"] or float("inf")) for r in rows_f)
+    worst = max(((r["time_to_finish_s"] or float("inf")) for r in rows_f), default=float("inf"))
     summary = {
         "bench": "chaos", "short": args.short, "scenes_per_job": scenes, "faults": len(rows),
         "lost": sum(r["lost"] for r in rows), "duplicated": sum(r["duplicated"] for r in rows),
@@ -410,6 +526,9 @@ def main(argv=None) -> dict:
         "curation_complete": all(r["curation_complete"] for r in rows),
         "goal_max_time_to_finish_s": 120,
         "rows": rows,
+        "cases": cases,
+        # Of the cases: another tenant's (or the deleted job's sibling's) files changed or lost.
+        "other_tenant_lost": sum(c.get("others_changed_or_lost", 0) for c in cases),
     }
     print(json.dumps(summary))
     return summary

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import redis
 
-from . import keys
+from . import keys, quotas
 from .chain import DEFAULT_CHAIN, Chain
 from .plan import PlanMissing
 from .schemas import (
@@ -58,12 +58,13 @@ class JobTracker:
         return ":".join((self.prefix, "job", job_id, *parts))
 
     # ------------------------------------------------------------ creation and reading
-    def create(self, spec: JobSpec, tenant: str, train_categories: list[str],
-               limits: JobLimits | None = None) -> StoredJobSpec:
-        """Store a new job. `limits`: those the spec was checked against at submission (kept with it)."""
+    def create(self, spec: JobSpec, tenant: str, train_categories: list[str], limits: JobLimits | None = None,
+               job_id: str | None = None) -> StoredJobSpec:
+        """Store a new job. `limits`: those the spec was checked against at submission (kept with it);
+        `job_id` when the caller chose it first (a quota reservation)."""
         now = utcnow()
         stored = StoredJobSpec(
-            job_id=new_job_id(), tenant=tenant, created_at=now, spec=spec, train_categories=train_categories,
+            job_id=job_id or new_job_id(), tenant=tenant, created_at=now, spec=spec, train_categories=train_categories,
             limits=limits,
         )
         job_id = stored.job_id
@@ -152,6 +153,9 @@ class JobTracker:
                 self.flush_pending_failures(job_id)
                 self.retire(job_id, st)
                 self.r.srem(self.active_key, job_id)
+                # The tenant's job slot frees now; what the job stored is measured by the supervisor.
+                quotas.release_job(self.r, st.tenant, job_id)
+                quotas.schedule_measure(self.r, st.tenant, "job", job_id)
             else:
                 if was_terminal:
                     # Reopened (resume): the job takes messages again; its counters come back from storage.

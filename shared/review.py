@@ -305,9 +305,12 @@ class SampleReview(Versioned):
     scene_id: str
     sample: ReviewMark | None = None
     instances: dict[str, ReviewMark] = Field(default_factory=dict)  # instance id (as text) -> mark
-    history: list[ReviewEvent] = Field(default_factory=list)
+    history: list[ReviewEvent] = Field(default_factory=list)  # the latest decisions, oldest first
+    history_dropped: int = 0  # older decisions no longer kept (the marks above still reflect them)
 
-    def apply(self, event: ReviewEvent) -> None:
+    def apply(self, event: ReviewEvent, keep: int | None = None) -> None:
+        """Apply a decision; keep at most `keep` events of history (DREAMMASK_REVIEW_HISTORY_LIMIT), counting
+        the rest, so a sample decided thousands of times stays a small record and a small page."""
         mark = None if event.decision == "clear" else ReviewMark(decision=event.decision, who=event.who, at=event.at)
         if event.instance_id is None:
             self.sample = mark
@@ -316,6 +319,10 @@ class SampleReview(Versioned):
         else:
             self.instances[str(event.instance_id)] = mark
         self.history.append(event)
+        if keep is not None and len(self.history) > keep:
+            drop = len(self.history) - keep
+            del self.history[:drop]
+            self.history_dropped += drop
 
 
 def read_reviews(store: ObjectStore, job_id: str) -> dict[str, SampleReview]:

@@ -71,7 +71,9 @@ _lock = threading.Lock()
 
 
 def build_runtime(settings: Settings | None = None, dispatcher: Dispatcher | None = None,
-                  store: ObjectStore | None = None, chain: Chain = DEFAULT_CHAIN) -> Runtime:
+                  store: ObjectStore | None = None, chain: Chain = DEFAULT_CHAIN,
+                  guard_cancelled: bool = False) -> Runtime:
+    """`guard_cancelled` (the workers): writes of a cancelled job's outputs are refused (guarded_store.py)."""
     s = settings or get_settings()
     store = store or store_from_settings(s)
     r = redis.Redis.from_url(s.redis_url, socket_timeout=10, socket_connect_timeout=5,
@@ -80,7 +82,13 @@ def build_runtime(settings: Settings | None = None, dispatcher: Dispatcher | Non
         from .celery_app import create_celery_app
 
         dispatcher = CeleryDispatcher(create_celery_app(s))
-    return Runtime(settings=s, store=store, redis=r, tracker=JobTracker(store, r, chain=chain, keys_ttl_s=s.job_keys_ttl_s), dispatcher=dispatcher)
+    tracker = JobTracker(store, r, chain=chain, keys_ttl_s=s.job_keys_ttl_s)
+    if guard_cancelled:
+        from .guarded_store import CancelGuardStore
+
+        store = CancelGuardStore(store, tracker.is_cancelled)
+        tracker.store = store
+    return Runtime(settings=s, store=store, redis=r, tracker=tracker, dispatcher=dispatcher)
 
 
 def get_runtime() -> Runtime:
@@ -89,7 +97,7 @@ def get_runtime() -> Runtime:
     if _runtime is None:
         with _lock:
             if _runtime is None:
-                _runtime = build_runtime()
+                _runtime = build_runtime(guard_cancelled=True)
     return _runtime
 
 

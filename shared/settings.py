@@ -74,6 +74,50 @@ class Settings(BaseSettings):
     # Largest request body the API reads (413 beyond, before reading it).
     max_request_bytes: int = Field(1_048_576, ge=1024)
 
+    # Hosts the API answers for (the Host header; a port is ignored). URLs it hands out are built from
+    # public_base_url when set (its host is allowed too), else from the request's (allowed) Host.
+    # Another Host gets 400. "*" allows any; "*.example.com" any subdomain. docs/security.md.
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "::1"])
+
+    # Per-tenant quotas (0: no limit), counted atomically in Redis (shared/quotas.py): jobs not yet
+    # finished, scenes submitted per UTC day, and bytes stored (jobs, their datasets and versions,
+    # trainings). Over a quota a submission gets 429 with Retry-After and the quota's name.
+    quota_active_jobs: int = Field(10, ge=0)
+    quota_scenes_per_day: int = Field(100_000, ge=0)
+    quota_stored_bytes: int = Field(100 * 1024**3, ge=0)
+
+    # Retention (days; 0 keeps forever), applied by the supervisor every `retention_interval_s`:
+    # cancelled and failed jobs (with their datasets), and versions never published (pending or failed).
+    retention_cancelled_jobs_days: float = Field(30.0, ge=0)
+    retention_failed_jobs_days: float = Field(30.0, ge=0)
+    retention_unpublished_versions_days: float = Field(7.0, ge=0)
+    retention_interval_s: float = Field(3600.0, gt=0)
+
+    # Slow clients, enforced by the API's own HTTP protocol (services/api/server.py): the request line
+    # and headers must arrive within `header_timeout_s`; a body must keep `min_body_rate_bytes_s` after
+    # `body_grace_s`; a response the client does not read for `send_timeout_s` is dropped; at most
+    # `max_connections_per_client` open connections per client address (0: no cap, for an API that
+    # only a reverse proxy reaches: the proxy caps per client then).
+    header_timeout_s: float = Field(10.0, gt=0)
+    min_body_rate_bytes_s: int = Field(1024, ge=1)
+    body_grace_s: float = Field(10.0, gt=0)
+    send_timeout_s: float = Field(60.0, gt=0)
+    max_connections_per_client: int = Field(64, ge=0)
+    # Addresses whose X-Forwarded-For / X-Forwarded-Proto the API believes (uvicorn's
+    # forwarded_allow_ips): the reverse proxy in front of it, never "*" when clients reach it directly.
+    forwarded_allow_ips: str = "127.0.0.1"
+
+    # Authentication throttling (services/api/throttle.py): after `auth_max_failures` failed keys within
+    # `auth_failure_window_s` from one client address, or with one key prefix, further attempts get 429
+    # for `auth_backoff_s`, doubling with each further failure up to `auth_backoff_max_s`.
+    auth_max_failures: int = Field(10, ge=1)
+    auth_failure_window_s: int = Field(900, ge=1)
+    auth_backoff_s: int = Field(30, ge=1)
+    auth_backoff_max_s: int = Field(3600, ge=1)
+
+    # Review history kept per sample: the last N decisions; older ones are counted, not kept.
+    review_history_limit: int = Field(50, ge=1, le=10_000)
+
     # /metrics answers only with `Authorization: Bearer <metrics_token>`; unset, it is off (404).
     metrics_token: SecretStr | None = None
     # Label submissions by tenant: tenant names then reach whoever scrapes the metrics.

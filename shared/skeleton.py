@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .chain import batches
+from .guarded_store import JobCancelled
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,16 @@ def run_scene_stage(rt, stage: str, job_id: str, scene_ids: list[str], work: Sce
         t0 = time.perf_counter()
         try:
             result = work(rt, job_id, todo)
+        except JobCancelled:
+            return {"skipped": "cancelled"}
         except PartialWork as e:
+            if isinstance(e.cause, JobCancelled) or tr.is_cancelled(job_id):
+                return {"skipped": "cancelled"}
             tr.mark_done(job_id, stage, e.result.done, time.perf_counter() - t0)
             raise e.cause from None
+        if tr.is_cancelled(job_id):
+            # Cancelled while the work ran: its writes were refused; record and forward nothing.
+            return {"skipped": "cancelled"}
         seconds = time.perf_counter() - t0
         answered = set(result.done) | set(result.failed)
         for sid in todo:
@@ -131,7 +139,12 @@ def run_job_stage(rt, stage: str, job_id: str, work: JobWork) -> dict:
     if skip:
         return {"skipped": skip}
     # The work counts its own seconds: a redelivered per-job message that only re-sends must not add any.
-    result = work(rt, job_id)
+    try:
+        result = work(rt, job_id)
+    except JobCancelled:
+        return {"skipped": "cancelled"}
+    if tr.is_cancelled(job_id):
+        return {"skipped": "cancelled"}
     nxt = chain.next_of(stage)
     if result.proceed and nxt is not None:
         if nxt.per_scene:

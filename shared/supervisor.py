@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from . import deletion, quotas
 from . import orchestration as orch
 from .celery_app import QUEUES
 from .lease import UNACKED_INDEX
@@ -46,6 +47,11 @@ class Sweep:
     healed: dict[str, str] = field(default_factory=dict)
     gave_up: dict[str, int] = field(default_factory=dict)
     skipped: str | None = None
+    # Housekeeping (shared/deletion.py, shared/quotas.py): objects removed after their deletion, stored
+    # bytes measured, what retention deleted.
+    landed_after_deletion: dict[str, int] = field(default_factory=dict)
+    measured: int = 0
+    retention: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Supervisor:
@@ -144,7 +150,28 @@ class Supervisor:
                 log.warning("job %s: storage unavailable, checked next time: %s", job_id, e)
             except LookupError:
                 self.r.srem(self.rt.tracker.active_key, job_id)
+        self._housekeeping(out)
         return out
+
+    def _housekeeping(self, out: Sweep) -> None:
+        """Deletions finished (and what landed after them removed), stored bytes measured, retention
+        applied, quota counters rebuilt after Redis lost them. One failing part never stops the others
+        nor the healing."""
+        now = time.time()
+        stale = _trainer_stale_after_s()
+        parts = (
+            ("deletions", lambda: out.landed_after_deletion.update(deletion.sweep_deletions(self.rt, now, stale))),
+            ("quota recount", lambda: None if quotas.counted(self.r) else quotas.recount(self.rt)),
+            ("measure", lambda: setattr(out, "measured", deletion.measure_due(self.rt, now))),
+            ("retention", lambda: out.retention.update(deletion.apply_retention(self.rt, now))),
+        )
+        for name, fn in parts:
+            try:
+                fn()
+            except (redis.RedisError, StorageError) as e:
+                log.warning("%s skipped, a store is unavailable: %s", name, e)
+            except Exception:  # noqa: BLE001 - housekeeping must not stop the supervisor
+                log.exception("%s failed", name)
 
     def _check(self, job_id: str, now: float, in_flight: int, out: Sweep) -> None:
         tr = self.rt.tracker
@@ -218,6 +245,16 @@ class Supervisor:
                 stop.wait(interval_s)
             else:
                 time.sleep(interval_s)
+
+
+def _trainer_stale_after_s() -> float:
+    """When a training without a heartbeat counts as stopped (the trainer's setting, where installed)."""
+    try:
+        from dreammask.trainer.settings import TrainerSettings
+
+        return float(TrainerSettings().trainer_stale_after_s)
+    except Exception:  # noqa: BLE001 - no trainer code in this image: its default
+        return 900.0
 
 
 def _job_of_message(raw) -> str | None:

@@ -55,12 +55,21 @@ class StageTask(celery.Task):
                              max_retries=max_retries, **options)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
+        from .guarded_store import JobCancelled
         from .runtime import get_runtime
         from .skeleton import trigger_finisher
 
         job_id = args[0] if args else kwargs.get("job_id")
         scene_ids = args[1] if len(args) > 1 else kwargs.get("scene_ids")
         reason = f"{self.stage} failed: {type(exc).__name__}: {exc}"
+        try:
+            cancelled = isinstance(exc, JobCancelled) or bool(job_id and get_runtime().tracker.is_cancelled(job_id))
+        except Exception:  # noqa: BLE001 - Redis away: record the failure as usual
+            cancelled = False
+        if cancelled:
+            # The job was cancelled or deleted while this task ran: nothing to record.
+            log.info("task %s (%s) for job %s stopped: the job was cancelled", self.name, task_id, job_id)
+            return
         if isinstance(exc, TRANSIENT_ERRORS):
             # Not a permanent cause: the scenes stay outstanding (no output, no failure) and the supervisor
             # re-enqueues them once the job stops progressing; it gives up only after repeated heals.

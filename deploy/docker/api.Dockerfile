@@ -33,4 +33,6 @@ EXPOSE 8000
 # Liveness only: /readyz also checks Redis and storage, which is what orchestrators ask separately.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
-CMD ["uvicorn", "dreammask.services.api.main:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--forwarded-allow-ips", "*"]
+# uvicorn serving dreammask.services.api.main:app with the API's own HTTP protocol (slow clients cut:
+# DREAMMASK_HEADER_TIMEOUT_S, ...); it believes X-Forwarded-* only from DREAMMASK_FORWARDED_ALLOW_IPS.
+CMD ["python", "-m", "dreammask.services.api.server", "--host", "0.0.0.0", "--port", "8000"]

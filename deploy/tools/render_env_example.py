@@ -35,6 +35,7 @@ HEADER = """\
 # ---------------------------------------------------------------- compose only (not DreamMask settings)
 IMAGE_REGISTRY=dreammask
 IMAGE_TAG=0.1.0
+# The port clients reach the API at: the edge (nginx) publishes it; the API itself is not published.
 API_PORT=8000
 # Port of MinIO's S3 API on the host; clients download presigned URLs from it.
 S3_PUBLIC_PORT=9000
@@ -74,6 +75,10 @@ DREAMMASK_PRESIGN_EXPIRY_S=3600
 DREAMMASK_TASK_TIME_LIMIT_S=3600
 DREAMMASK_VISIBILITY_TIMEOUT_S=60
 DREAMMASK_ALLOW_HUB_DOWNLOADS=false
+# The URL clients reach the API at (the edge's port, API_PORT): the links the API hands out use it.
+DREAMMASK_PUBLIC_BASE_URL=http://localhost:8000
+# Host names the API answers for (the Host header clients send); any other gets 400. Add yours.
+DREAMMASK_ALLOWED_HOSTS=["localhost", "127.0.0.1"]
 # The name vLLM serves the model under (--served-model-name) and the association workers ask for.
 DREAMMASK_LLM_MODEL=Qwen/Qwen2.5-7B-Instruct
 """

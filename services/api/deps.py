@@ -11,6 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from dreammask.shared.runtime import Runtime
 from dreammask.shared.settings import Settings
 
+from . import throttle
+
 _bearer = HTTPBearer(auto_error=False, description="API key (DREAMMASK_API_KEYS / DREAMMASK_API_KEYS_FILE)")
 
 
@@ -24,6 +26,8 @@ def get_runtime_dep(request: Request) -> Runtime:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime_dep)]
+# Where the gate leaves the tenant it authenticated, in the request's scope state.
+AUTHENTICATED_TENANT = "dreammask_tenant"
 
 
 def tenant_for_authorization(settings: Settings, authorization: str | None) -> str | None:
@@ -40,24 +44,50 @@ def tenant_for_authorization(settings: Settings, authorization: str | None) -> s
     return tenant
 
 
+UNAUTHORIZED = "missing or invalid API key: send 'Authorization: Bearer <key>'"
+
+
+def authenticate(rt, settings: Settings, scope, authorization: str | None, where: str = "bearer") -> str:
+    """The tenant of a request's bearer key, throttled (services/api/throttle.py): 429 while its address is
+    locked, 401 for no key or a wrong one (a wrong one is counted, and is a 429 once its address or its
+    key prefix is locked)."""
+    scheme, _, given = (authorization or "").partition(" ")
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+    addr = throttle.client_addr(scope)
+    try:
+        throttle.check(rt.redis, addr, where)
+    except throttle.Throttled as e:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, e.detail,
+                            headers={"Retry-After": str(e.retry_after_s)}) from None
+    tenant = tenant_for_authorization(settings, authorization)
+    if tenant is None:
+        locked = throttle.failed(rt.redis, settings, addr, given, where, scope.get("path", ""))
+        if locked:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, throttle.Throttled(locked).detail,
+                                headers={"Retry-After": str(locked)})
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+    return tenant
+
+
 def get_tenant(
+    request: Request,
     settings: SettingsDep,
+    rt: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    tenant = None
-    if credentials is not None:
-        tenant = tenant_for_authorization(settings, f"{credentials.scheme} {credentials.credentials}")
-    if tenant is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing or invalid API key: send 'Authorization: Bearer <key>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return tenant
+    # A request with a body was authenticated (and throttled) before its body was read (hardening.py).
+    known = request.scope.get("state", {}).get(AUTHENTICATED_TENANT)
+    if known:
+        return known
+    return authenticate(rt, settings, request.scope, request.headers.get("authorization"))
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
 
 
 def base_url(request: Request, settings: Settings) -> str:
+    """Where links point: DREAMMASK_PUBLIC_BASE_URL, else the request's own Host, which the trusted-host
+    check (hosts.py) already found in DREAMMASK_ALLOWED_HOSTS."""
     return (settings.public_base_url or str(request.base_url)).rstrip("/")

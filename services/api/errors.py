@@ -36,7 +36,22 @@ class UnavailableBody(BaseModel):
     training_id: str | None = Field(None, description="the saved training: POST /v1/trainings/{id}/resume later")
 
 
+class TooManyBody(BaseModel):
+    """429: a quota is used up, or too many failed authentications came from this address or key prefix.
+    `Retry-After` says when to try again."""
+
+    detail: str
+    quota: str | None = Field(None, description="the quota: 'active_jobs', 'scenes_per_day' or 'stored_bytes' "
+                                                "(absent for authentication throttling)")
+    limit: int | None = None
+    used: int | None = None
+    retry_after_s: int | None = None
+
+
 _ERRORS: dict[int, tuple[type[BaseModel], str, dict]] = {
+    400: (ErrorBody, "The Host header names a host this API does not serve (DREAMMASK_ALLOWED_HOSTS).",
+          {"detail": "unknown Host 'evil.example'; this API answers for the hosts in DREAMMASK_ALLOWED_HOSTS "
+                     "and DREAMMASK_PUBLIC_BASE_URL"}),
     401: (ErrorBody, "No API key, or one this deployment does not know (header `Authorization: Bearer <key>`).",
           {"detail": "missing or invalid API key: send 'Authorization: Bearer <key>'"}),
     403: (ErrorBody, "The key is known but may not do this.", {"detail": "this key may not do that"}),
@@ -50,6 +65,11 @@ _ERRORS: dict[int, tuple[type[BaseModel], str, dict]] = {
     422: (ValidationErrorBody, "The request names a field to change: `loc` says where, `msg` what to change.",
           {"detail": [{"loc": ["body", "backends", "synthesis"], "type": "value_error",
                        "msg": "backend 'gligen' is not deployed here; choose one of: preview"}]}),
+    429: (TooManyBody, "A quota of the tenant is used up (the body names it), or authentication failed too "
+                       "often from this address or with this key prefix; see Retry-After.",
+          {"detail": "quota active_jobs exceeded: 10 of this tenant's jobs are not finished and the quota is 10; "
+                     "wait for one to finish, or cancel one (DREAMMASK_QUOTA_ACTIVE_JOBS)",
+           "quota": "active_jobs", "limit": 10, "used": 10, "retry_after_s": 60}),
     503: (UnavailableBody, "The broker (Redis) or object storage is unavailable; retry later (see Retry-After).",
           {"detail": "object storage is unavailable (StorageError); retry later", "unavailable": "storage"}),
 }
@@ -67,5 +87,6 @@ def responses(*codes: int, **examples: dict) -> dict[int | str, dict[str, Any]]:
     return out
 
 
-# What every /v1 route can answer: no key, a body past the size limit, a store or the broker down.
-V1_ERRORS = (401, 503)
+# What every /v1 route can answer: an unknown Host, no key, authentication throttled, a store or the
+# broker down.
+V1_ERRORS = (400, 401, 429, 503)

@@ -6,31 +6,42 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 import redis
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dreammask.shared.jobs import JobNotFound
 from dreammask.shared.settings import Settings
 from dreammask.shared.storage import StorageError
 
-from .deps import tenant_for_authorization
+from .deps import AUTHENTICATED_TENANT, authenticate
 from .suggest import suggest
 
 log = logging.getLogger("dreammask.api")
 
 EXCERPT_CHARS = 80
+# Integers past 64 bits are refused at parse: no field of the API needs them, and storage, numpy and
+# Redis would each fail on them differently.
+MAX_JSON_INT = 2**63 - 1
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 RETRY_AFTER_S = "5"
 
 
 def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> Any:
-    """A JSON-safe, short stand-in for a piece of client input (lone surrogates escaped)."""
-    if isinstance(value, (int, float, bool)) or value is None:
+    """A JSON-safe, short stand-in for a piece of client input (lone surrogates escaped, non-finite and
+    very long numbers as text)."""
+    if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, int):
+        return value if abs(value) <= MAX_JSON_INT else f"{str(value)[:20]}… ({len(str(abs(value)))} digits)"
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=True, default=str)
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
@@ -56,13 +67,63 @@ def _lone_surrogate_path(obj: Any, path: tuple = ()) -> tuple | None:
     return None
 
 
+class _Refused:
+    """Stands for a number JSON cannot carry faithfully, found while parsing (see `parse_json`)."""
+
+    def __init__(self, text: str, kind: str, msg: str):
+        self.text, self.kind, self.msg = text, kind, msg
+
+
+def _parse_constant(name: str) -> _Refused:
+    return _Refused(name, "finite_number", f"{name} is not a number JSON allows; send a finite number")
+
+
+def _parse_float(text: str):
+    value = float(text)
+    if math.isfinite(value):
+        return value
+    return _Refused(text, "finite_number", f"{excerpt(text, 40)} is out of range for a number (it overflows "
+                                           "to infinity); send a finite number")
+
+
+def _parse_int(text: str):
+    digits = text.lstrip("-")
+    if len(digits) > 19 or abs(int(text)) > MAX_JSON_INT:
+        return _Refused(text, "int_too_large", f"integer of {len(digits)} digits is out of range; send a number "
+                                               f"between -{MAX_JSON_INT} and {MAX_JSON_INT}")
+    return int(text)
+
+
+def parse_json(body: bytes) -> Any:
+    """json.loads, with NaN, Infinity, numbers that overflow a float and integers past 64 bits replaced by
+    markers (`_Refused`) that `_refused_path` finds: they are refused with a 422 naming their field before
+    any model sees them (a model would accept some, and their echo would break the error body)."""
+    return json.loads(body, parse_constant=_parse_constant, parse_float=_parse_float, parse_int=_parse_int)
+
+
+def _refused_path(obj: Any, path: tuple = ()) -> tuple[tuple, _Refused] | None:
+    if isinstance(obj, _Refused):
+        return path, obj
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            hit = _refused_path(v, (*path, k))
+            if hit is not None:
+                return hit
+    if isinstance(obj, list):
+        for i, v in enumerate(obj):
+            hit = _refused_path(v, (*path, i))
+            if hit is not None:
+                return hit
+    return None
+
+
 def _json(status: int, content: dict, headers: dict | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content=content, headers=headers)
 
 
 class GateMiddleware:
     """Pure ASGI, so it runs before FastAPI reads the body: 401 for a body-carrying request under /v1
-    without a valid key, 413 past `max_request_bytes` (by Content-Length, or counted while reading),
+    without a valid key (429 while its address or key prefix is throttled), 413 past `max_request_bytes` (by Content-Length, or counted while reading),
     422 for JSON holding a lone UTF-16 surrogate (it cannot be stored as UTF-8)."""
 
     def __init__(self, app, settings: Settings):
@@ -73,10 +134,13 @@ class GateMiddleware:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if scope["path"].startswith("/v1/") and tenant_for_authorization(
-                self.settings, headers.get("authorization")) is None:
-            return await _json(401, {"detail": "missing or invalid API key: send 'Authorization: Bearer <key>'"},
-                               {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        if scope["path"].startswith("/v1/"):
+            rt = scope["app"].state.runtime
+            try:
+                tenant = await run_in_threadpool(authenticate, rt, self.settings, scope, headers.get("authorization"))
+            except HTTPException as e:
+                return await _json(e.status_code, {"detail": e.detail}, e.headers)(scope, receive, send)
+            scope.setdefault("state", {})[AUTHENTICATED_TENANT] = tenant
         limit = self.settings.max_request_bytes
         too_large = _json(413, {"detail": f"the request body is larger than {limit} bytes; send less "
                                           f"(DREAMMASK_MAX_REQUEST_BYTES)"})
@@ -101,9 +165,15 @@ class GateMiddleware:
         body = b"".join(chunks)
         if body and "json" in headers.get("content-type", ""):
             try:
-                parsed = json.loads(body)
+                parsed = parse_json(body)
             except (ValueError, RecursionError):
                 parsed = None  # FastAPI answers 422 for malformed JSON
+            refused = _refused_path(parsed) if parsed is not None else None
+            if refused is not None:
+                loc, bad = refused
+                return await _json(422, {"detail": [{
+                    "loc": ["body", *_safe_loc(loc)], "type": bad.kind, "msg": bad.msg,
+                    "input": excerpt(bad.text, 40)}]})(scope, receive, send)
             loc = _lone_surrogate_path(parsed) if parsed is not None else None
             if loc is not None:
                 return await _json(422, {"detail": [{
@@ -125,10 +195,14 @@ class GateMiddleware:
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     detail = []
     for e in exc.errors():
-        item = {"loc": _safe_loc(e.get("loc", ())), "msg": excerpt(suggest(request, e), 300),
-                "type": e.get("type", "value_error")}
-        if "input" in e:
-            item["input"] = excerpt(e["input"])
+        try:
+            item = {"loc": _safe_loc(e.get("loc", ())), "msg": excerpt(suggest(request, e), 300),
+                    "type": str(e.get("type", "value_error"))}
+            if "input" in e:
+                item["input"] = excerpt(e["input"])
+            json.dumps(item, allow_nan=False)
+        except Exception:  # noqa: BLE001 - the echo of an input must never turn a 422 into a 500
+            item = {"loc": ["body"], "msg": "invalid input (it could not be echoed)", "type": "value_error"}
         detail.append(item)
     return _json(422, {"detail": detail})
 
@@ -149,6 +223,11 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _json(500, {"detail": f"internal error ({type(exc).__name__}); it was logged"})
 
 
+async def _job_gone(request: Request, exc: JobNotFound) -> JSONResponse:
+    # A job deleted while another API process still held its spec in cache: as missing as any other.
+    return _json(404, {"detail": f"no job {excerpt(str(exc.args[0]) if exc.args else '', 60)!r}"})
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, (str, dict, list)) else str(exc.detail)
     return _json(exc.status_code, {"detail": detail}, getattr(exc, "headers", None))
@@ -157,6 +236,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 def install(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(JobNotFound, _job_gone)
     app.add_exception_handler(redis.RedisError, _store_down)
     app.add_exception_handler(StorageError, _store_down)
     app.add_exception_handler(ConnectionError, _store_down)

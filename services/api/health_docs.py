@@ -31,6 +31,9 @@ HEALTH_RESPONSES = {
                    {"detail": "send 'Authorization: Bearer <DREAMMASK_METRICS_TOKEN>'"}),
         404: _json(ErrorBody, "metrics are off on this deployment (no DREAMMASK_METRICS_TOKEN)",
                    {"detail": "metrics are off: set DREAMMASK_METRICS_TOKEN and scrape with that bearer token"}),
+        429: _json(ErrorBody, "too many wrong tokens from this address (see Retry-After)",
+                   {"detail": "too many failed authentication attempts from this address or with this key; "
+                              "retry in 30 s"}),
     },
 }
 

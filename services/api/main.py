@@ -11,9 +11,10 @@ from fastapi import FastAPI
 from dreammask.shared.runtime import Runtime, build_runtime
 from dreammask.shared.settings import Settings, get_settings
 
-from . import hardening
+from . import hardening, quotas
+from .hosts import TrustedHostMiddleware
 from .metrics import metrics_middleware
-from .routes import datasets, health, jobs, reviews, ui
+from .routes import datasets, deletion, health, jobs, reviews, ui
 
 log = logging.getLogger("dreammask.api")
 
@@ -44,10 +45,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.runtime = runtime
     app.middleware("http")(metrics_middleware)
     hardening.install(app, settings)
+    quotas.install(app)
+    app.add_middleware(TrustedHostMiddleware, settings=settings)  # outermost: before anything else runs
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(datasets.router)
     app.include_router(reviews.router)
+    app.include_router(deletion.router)
     app.include_router(ui.router)
     app.include_router(ui.root_router)
     for module in OPTIONAL_ROUTERS:

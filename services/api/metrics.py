@@ -24,6 +24,10 @@ JOBS_SUBMITTED = Counter("dreammask_jobs_submitted_total", "Jobs accepted", ["te
 
 def count_submission(tenant: str, settings) -> None:
     JOBS_SUBMITTED.labels(tenant=tenant if settings.metrics_tenant_labels else "all").inc()
+# Failed keys (compared and wrong) and attempts refused while throttled, by where (bearer, ui_login, metrics).
+AUTH_FAILURES = Counter("dreammask_auth_failures_total", "Wrong API keys or tokens", ["where"], registry=REGISTRY)
+AUTH_THROTTLED = Counter("dreammask_auth_throttled_total", "Authentication attempts refused while throttled",
+                         ["where"], registry=REGISTRY)
 QUEUE_DEPTH = Gauge("dreammask_queue_depth", "Messages waiting per Celery queue", ["queue"], registry=REGISTRY)
 
 

@@ -7,7 +7,7 @@ import hashlib
 
 from fastapi import HTTPException, status
 
-from dreammask.shared import keys
+from dreammask.shared import keys, quotas
 from dreammask.shared import review as rv
 from dreammask.shared.celery_app import TASK_PUBLISH
 from dreammask.shared.runtime import Runtime
@@ -39,7 +39,8 @@ def record_decision(rt: Runtime, job_id: str, scene_id: str, instance_id: int | 
     # Two reviewers on one sample: read-modify-write under a lock, so neither decision is lost.
     with rt.redis.lock(f"dreammask:review-lock:{job_id}:{scene_id}", timeout=30, blocking_timeout=30):
         rec = rt.store.try_get_model(key, rv.SampleReview) or rv.SampleReview(job_id=job_id, scene_id=scene_id)
-        rec.apply(rv.ReviewEvent(instance_id=instance_id, decision=decision, who=reviewer, at=utcnow()))
+        rec.apply(rv.ReviewEvent(instance_id=instance_id, decision=decision, who=reviewer, at=utcnow()),
+                  keep=rt.settings.review_history_limit)
         rt.store.put_json(key, rec)
     return rec
 
@@ -72,7 +73,13 @@ def request_version(rt: Runtime, job_id: str, reviewer: str,
                 return record, False
             record.state, record.error = "pending", None  # publish it again, under the same number
         else:
-            n = max([1, *(v.version for v in existing)]) + 1
+            # A version adds a dataset: refused once the tenant's storage quota is used up (429).
+            quotas.check_stored_bytes(rt.redis, rt.tracker.spec(job_id).tenant,
+                                      quotas.Limits.from_settings(rt.settings))
+            # Numbers are never reused, not even those of deleted versions: a dataset id names one content.
+            last = rt.store.get_json(_last_version(job_id)) if rt.store.exists(_last_version(job_id)) else 1
+            n = max([1, int(last), *(v.version for v in existing)]) + 1
+            rt.store.put_json(_last_version(job_id), n)
             snapshot = {sid: r.model_copy(update={"history": []}) for sid, r in reviews.items()}
             rt.store.put_json(rv.version_marks(job_id, n),
                               rv.VersionMarks(job_id=job_id, version=n, digest=digest, reviews=snapshot))
@@ -91,6 +98,10 @@ def _first_version(rt: Runtime, job_id: str) -> rv.DatasetVersion | None:
     return rv.DatasetVersion(job_id=job_id, version=1, dataset_id=first, state="published", created_at=m.created_at,
                              published_at=m.created_at, who="curation", images=m.images, instances=m.instances,
                              note="as curated by the selection rules", content_digest=rv.NO_MARKS_DIGEST)
+
+
+def _last_version(job_id: str) -> str:
+    return keys.job_prefix(job_id) + "last-version.json"
 
 
 def versions(rt: Runtime, job_id: str) -> list[dict]:

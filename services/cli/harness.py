@@ -168,7 +168,8 @@ class LocalPlatform:
         env = self.env()
         api_port = self.api_port or free_port()
         self.api_url = f"http://127.0.0.1:{api_port}"
-        self._spawn("api", [sys.executable, "-m", "uvicorn", "dreammask.services.api.main:app",
+        # The API as deployments serve it: uvicorn with the protocol that cuts slow clients.
+        self._spawn("api", [sys.executable, "-m", "dreammask.services.api.server",
                             "--host", self.api_host, "--port", str(api_port), "--log-level", "warning"], env)
         workers = [(svc, f"dreammask.services.{svc}.worker", svc) for svc in self.services] + self.extra_workers
         beats = []

@@ -191,10 +191,10 @@ def demo(
 @app.command()
 def api(host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="TCP port")] = 8000):
-    """Serve the API (production: uvicorn/gunicorn behind a proxy)."""
-    import uvicorn
+    """Serve the API (uvicorn with the API's own protocol: slow clients are cut; docs/security.md)."""
+    from dreammask.services.api.server import serve
 
-    uvicorn.run("dreammask.services.api.main:app", host=host, port=port)
+    serve(host=host, port=port)
 
 
 app.command("worker")(worker_command)

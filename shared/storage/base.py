@@ -60,6 +60,14 @@ class ObjectStore(ABC):
     def size(self, key: str) -> int:
         return len(self.get_bytes(key))
 
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """(key, size in bytes) of every object under the prefix; backends list sizes without reading."""
+        for k in self.list(prefix):
+            try:
+                yield k, self.size(k)
+            except ObjectNotFound:  # deleted since it was listed
+                continue
+
     def put_file(self, key: str, path: str | os.PathLike, content_type: str = "application/octet-stream") -> None:
         """Store a local file's content. Backends override this to stream it (no whole copy in memory)."""
         self.put_bytes(key, Path(path).read_bytes(), content_type)

@@ -71,6 +71,27 @@ class LocalObjectStore(ObjectStore):
                     keys.append(rel)
         return iter(sorted(keys))
 
+    def list_sizes(self, prefix: str = ""):
+        for k in self.list(prefix):
+            try:
+                yield k, (self.root / k).stat().st_size
+            except FileNotFoundError:
+                continue
+
+    def delete_prefix(self, prefix: str) -> int:
+        n = super().delete_prefix(prefix)
+        # Leave no empty folders behind (a deleted job's tree), deepest first; a folder a writer is
+        # filling again is not empty and stays.
+        if prefix.endswith("/"):
+            top = self._path(prefix.rstrip("/"))
+            if top.is_dir():
+                for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+                    try:
+                        os.rmdir(dirpath)
+                    except OSError:
+                        pass
+        return n
+
     def ping(self) -> None:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK):
             raise StorageError(f"storage directory {self.root} is missing or not writable")

@@ -111,6 +111,16 @@ class S3ObjectStore(ObjectStore):
             raise StorageError(f"object storage unreachable: {e}") from e
         return iter(sorted(keys))
 
+    def list_sizes(self, prefix: str = ""):
+        objects = self._call(self.client.list_objects, self.bucket, prefix=prefix, recursive=True)
+        try:
+            found = [(o.object_name, o.size or 0) for o in objects]
+        except S3Error as e:
+            raise StorageError(f"S3 error {e.code}: {e.message}") from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise StorageError(f"object storage unreachable: {e}") from e
+        return iter(sorted(found))
+
     def ping(self) -> None:
         try:
             ok = self._call(self.client.bucket_exists, self.bucket)

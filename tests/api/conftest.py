@@ -20,7 +20,7 @@ def api_settings(tmp_path, redis_url):
 def api(api_settings, redis_client):
     rt = build_runtime(api_settings)
     app = create_app(api_settings, rt)
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://api.test") as client:
         client.rt = rt
         yield client
 

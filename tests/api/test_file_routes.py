@@ -32,7 +32,7 @@ def client(request, tmp_path, redis_url, redis_client):
     rt.store.put_json("datasets/ds-x/manifest.json", DatasetManifest(
         dataset_id="ds-x", job_id="j-x", tenant="alice", created_at=utcnow(), categories=[], images=0,
         instances=0, files={}))
-    with TestClient(create_app(s, rt)) as c:
+    with TestClient(create_app(s, rt), base_url="http://localhost") as c:
         yield c
 
 

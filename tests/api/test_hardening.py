@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -39,13 +40,15 @@ def _run_gate(settings, headers: dict, chunks: list[bytes]):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/jobs",
+    runtime = SimpleNamespace(runtime=build_runtime(settings))
+    scope = {"type": "http", "method": "POST", "path": "/v1/jobs", "client": ("127.0.0.1", 50000),
+             "app": SimpleNamespace(state=runtime),
              "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
     asyncio.run(GateMiddleware(app, settings)(scope, receive, send))
     return sent[0]["status"], reads[0], called[0]
 
 
-def test_authentication_and_size_limit_come_before_the_body_is_read(api_settings):
+def test_authentication_and_size_limit_come_before_the_body_is_read(api_settings, redis_client):
     big = [b"x" * 1024] * 4096  # 4 MiB
     assert _run_gate(api_settings, {}, big) == (401, 0, False)
     assert _run_gate(api_settings, {"Authorization": "Bearer nope"}, big) == (401, 0, False)
@@ -95,7 +98,7 @@ def test_category_names_are_nfkc_normalised_and_confusables_refused(api, alice):
 def test_job_routes_are_503_with_a_reason_when_redis_is_down(api_settings, api, alice):
     job_id = api.post("/v1/jobs", json=SPEC, headers=alice).json()["job_id"]
     dead = api_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
-    with TestClient(create_app(dead, build_runtime(dead))) as c:
+    with TestClient(create_app(dead, build_runtime(dead)), base_url="http://localhost") as c:
         for method, path in [("get", f"/v1/jobs/{job_id}"), ("post", f"/v1/jobs/{job_id}/cancel"),
                              ("post", f"/v1/jobs/{job_id}/resume")]:
             r = getattr(c, method)(path, headers=alice)
@@ -108,7 +111,7 @@ def test_job_routes_are_503_with_a_reason_when_redis_is_down(api_settings, api, 
 
 def test_job_routes_are_503_with_a_reason_when_storage_is_down(api_settings, alice):
     store = S3ObjectStore(f"127.0.0.1:{free_port()}", "k", "s", "dreammask", create_bucket=False, timeout_s=0.3, retries=0)
-    with TestClient(create_app(api_settings, build_runtime(api_settings, store=store))) as c:
+    with TestClient(create_app(api_settings, build_runtime(api_settings, store=store)), base_url="http://localhost") as c:
         for method, path, body in [("get", "/v1/jobs/j20260101000000deadbeef", None), ("get", "/v1/jobs", None),
                                    ("post", "/v1/jobs", SPEC), ("get", "/v1/datasets/j20260101000000deadbeef", None)]:
             kw = {"json": body} if body else {}
@@ -126,7 +129,7 @@ def test_readyz_reports_a_stalled_store_within_its_deadline(redis_url):
         s = Settings(redis_url=redis_url, api_keys=KEYS)
         store = S3ObjectStore(f"127.0.0.1:{stalled.getsockname()[1]}", "k", "s", "dreammask", create_bucket=False,
                               timeout_s=30, retries=2)
-        with TestClient(create_app(s, build_runtime(s, store=store))) as c:
+        with TestClient(create_app(s, build_runtime(s, store=store)), base_url="http://localhost") as c:
             r = c.get("/readyz")
             again = c.get("/readyz")
     finally:

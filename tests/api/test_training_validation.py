@@ -30,7 +30,7 @@ def client(tmp_path, redis_url, redis_client, monkeypatch):
     m = rt.store.get_json(f"datasets/{ds}/manifest.json")
     rt.store.put_json(f"datasets/{ds}/manifest.json", {**m, "tenant": "alice"})
     rt.tracker.transition(job.job_id, JobState.succeeded, "done", dataset_id=ds)
-    with TestClient(create_app(s, rt)) as c:
+    with TestClient(create_app(s, rt), base_url="http://localhost") as c:
         c.ds = ds
         c.redis = redis_client
         yield c

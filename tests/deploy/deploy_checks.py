@@ -403,11 +403,12 @@ def compose_rule_errors(raw: dict, env: dict[str, str] | None = None) -> list[st
                             f"DREAMMASK_TASK_TIME_LIMIT_S ({time_limit:.0f}s) so warm shutdown finishes the task")
             errs += preload_errors(where, svc_env, queue)
 
-        # Published ports: the API and MinIO's S3 port face clients; the rest stays on the loopback.
+        # Published ports: the edge (the API's reverse proxy) and MinIO's S3 port face clients; the rest,
+        # the API included, is reached through them or stays on the loopback.
         for port in svc.get("ports") or []:
             p = str(port)
             public = not p.startswith("127.0.0.1:")
-            if public and not (name.startswith("api") or (name == "minio" and p.endswith(":9000"))):
+            if public and not (name.startswith("edge") or (name == "minio" and p.endswith(":9000"))):
                 errs.append(f"{where}: publishes {p} on every interface; bind it to 127.0.0.1")
 
     # Every profile runs the whole platform: an API and one worker per queue.

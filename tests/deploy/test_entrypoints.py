@@ -33,10 +33,18 @@ def test_every_referenced_module_exists():
     assert missing == {}, f"modules named in deployment files but absent from the package: {missing}"
 
 
-def test_api_app_is_importable_by_uvicorn_path():
-    text = (DOCKER_DIR / "api.Dockerfile").read_text()
-    assert "dreammask.services.api.main:app" in text
+def test_api_is_served_with_the_protocol_that_cuts_slow_clients():
+    """Every way the API is started goes through dreammask.services.api.server (uvicorn with the deadlines)."""
+    from dreammask.services.api import server
+
+    assert server.APP == "dreammask.services.api.main:app"
     assert importlib.util.find_spec("dreammask.services.api.main") is not None
+    docker = [line for line in (DOCKER_DIR / "api.Dockerfile").read_text().splitlines() if line.startswith("CMD")]
+    assert docker and "dreammask.services.api.server" in docker[-1]
+    k8s = (K8S_DIR / "base" / "api.yaml").read_text()
+    assert '"-m", "dreammask.services.api.server"' in k8s and "uvicorn dreammask" not in k8s
+    for path in (COMPOSE_FILE, DOCKER_DIR / "api.Dockerfile", K8S_DIR / "base" / "api.yaml"):
+        assert '"uvicorn", "dreammask.services.api.main:app"' not in path.read_text(), path
 
 
 def test_trainer_job_arguments_parse_with_train_net():

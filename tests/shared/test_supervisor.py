@@ -162,3 +162,35 @@ def test_finished_jobs_leave_the_watch_list(rt):
     assert job_id in rt.tracker.active_jobs()
     rt.tracker.cancel(job_id)
     assert job_id not in rt.tracker.active_jobs()
+
+
+def test_a_sweep_does_the_housekeeping(rt, redis_client):
+    """Each sweep also finishes deletions (removing what landed after them), measures the stored bytes of
+    finished jobs for the quotas, applies retention once per interval, and recounts the quota counters
+    when Redis lost them."""
+    from datetime import timedelta
+
+    from dreammask.shared import deletion, quotas
+    from dreammask.shared.schemas import JobStatus, utcnow
+
+    kept = _job(rt, {"layout": 2})
+    gone = _job(rt, {"layout": 2})
+    old = _job(rt, {})
+    rt.tracker.transition(kept, JobState.cancelled, "by the client")
+    rt.tracker.transition(old, JobState.failed, "broken")
+    st = rt.store.get_model(keys.status(old), JobStatus)
+    st.updated_at = utcnow() - timedelta(days=rt.settings.retention_failed_jobs_days + 1)
+    rt.store.put_json(keys.status(old), st)
+    deletion.delete_job(rt, gone)
+    rt.store.put_bytes(keys.layout(gone, "s00003"), b"{}")  # landed after the deletion
+    sup = Supervisor(rt, clock=Clock())
+    out = sup.sweep()
+    assert out.landed_after_deletion == {f"job|{gone}": 1}
+    assert not any(gone in k for k in rt.store.list(""))
+    assert out.retention == {"jobs": [old], "versions": []} and not rt.store.exists(keys.spec(old))
+    assert out.measured >= 1
+    assert quotas.usage(redis_client, "t")[kept] == quotas.measure_job(rt.store, kept) > 0
+    # Redis lost the quota counters: the next sweep counts them again from storage.
+    redis_client.delete(quotas.bytes_key("t"), quotas.COUNTED_KEY)
+    sup.sweep()
+    assert quotas.stored_bytes(redis_client, "t") == quotas.measure_job(rt.store, kept)

@@ -25,7 +25,7 @@ def client(tmp_path, redis_url, redis_client):
     m = rt.store.get_json("datasets/ds-alice/manifest.json")
     m["tenant"] = "alice"
     rt.store.put_json("datasets/ds-alice/manifest.json", m)
-    with TestClient(create_app(settings, rt)) as c:
+    with TestClient(create_app(settings, rt), base_url="http://localhost") as c:
         c.rt = rt
         c.redis = redis_client
         yield c

@@ -8,9 +8,10 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Annotated
 
 import redis
-from fastapi import APIRouter, Header, HTTPException, Response
+from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
+from .. import throttle
 from ..deps import RuntimeDep, SettingsDep
 from ..metrics import render_metrics
 
@@ -70,14 +71,23 @@ def readyz(rt: RuntimeDep):
 
 
 @router.get("/metrics")
-def metrics(rt: RuntimeDep, settings: SettingsDep,
+def metrics(request: Request, rt: RuntimeDep, settings: SettingsDep,
             authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> Response:
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
     if not token:
         raise HTTPException(404, "metrics are off: set DREAMMASK_METRICS_TOKEN and scrape with that bearer token")
     scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise HTTPException(401, "send 'Authorization: Bearer <DREAMMASK_METRICS_TOKEN>'",
-                            headers={"WWW-Authenticate": "Bearer"})
-    body, content_type = render_metrics(rt)
-    return Response(body, media_type=content_type)
+    given = given.strip()
+    addr = throttle.client_addr(request.scope)
+    wait = throttle.locked_for(rt.redis, addr) if given else 0
+    if not wait and scheme.lower() == "bearer" and hmac.compare_digest(
+            given.encode("utf-8", "surrogateescape"), token.encode()):
+        body, content_type = render_metrics(rt)
+        return Response(body, media_type=content_type)
+    if given and not wait:
+        wait = throttle.failed(rt.redis, settings, addr, given, "metrics", request.url.path)
+    if wait:
+        throttle.throttled("metrics")
+        raise HTTPException(429, throttle.Throttled(wait).detail, headers={"Retry-After": str(wait)})
+    raise HTTPException(401, "send 'Authorization: Bearer <DREAMMASK_METRICS_TOKEN>'",
+                        headers={"WWW-Authenticate": "Bearer"})

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from dreammask.shared import keys
 from dreammask.shared import orchestration as orch
-from dreammask.shared.jobs import JobNotFound
+from dreammask.shared.jobs import JobNotFound, new_job_id
 from dreammask.shared.schemas import (
     JobSpec,
     JobState,
@@ -23,6 +23,7 @@ from dreammask.shared.schemas import (
 from dreammask.shared.storage import ObjectNotFound
 
 from .. import errors
+from .. import quotas as quota
 from ..deps import RuntimeDep, SettingsDep, TenantDep, base_url
 from ..metrics import count_submission
 from ..streaming import object_response
@@ -61,11 +62,17 @@ def _view(rt, request: Request, settings, stored: StoredJobSpec, detail: bool = 
     )
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView, responses=errors.responses(413, 422))
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView, responses=errors.responses(413, 422, 429))
 def submit_job(spec: Annotated[JobSpec, Body(openapi_examples=JOB_SPEC_EXAMPLES)], request: Request, response: Response, rt: RuntimeDep, settings: SettingsDep,
                tenant: TenantDep):
     train, limits = check_spec(spec, settings)
-    stored = rt.tracker.create(spec, tenant, train, limits)
+    job_id = new_job_id()
+    quota.reserve_job(rt, settings, tenant, job_id, spec)  # 429 over a quota
+    try:
+        stored = rt.tracker.create(spec, tenant, train, limits, job_id=job_id)
+    except BaseException:
+        quota.unreserve_job(rt, tenant, job_id, spec)
+        raise
     try:
         orch.start(rt, stored.job_id)
     except Exception as e:  # noqa: BLE001 - broker down: keep the job, say how to continue
@@ -119,12 +126,17 @@ def cancel_job(job_id: str, request: Request, rt: RuntimeDep, settings: Settings
 
 
 @router.post("/{job_id}/resume", status_code=status.HTTP_202_ACCEPTED, response_model=ResumeResult,
-             responses=errors.responses(404, 409, 422, **_NO_JOB))
+             responses=errors.responses(404, 409, 422, 429, **_NO_JOB))
 def resume_job(job_id: str, request: Request, rt: RuntimeDep, settings: SettingsDep, tenant: TenantDep):
     stored = _owned_spec(rt, job_id, tenant)
+    reopened = rt.tracker.status(job_id).state in (JobState.failed, JobState.cancelled)
+    if reopened:
+        quota.reserve_slot(rt, settings, tenant, job_id)  # running again: it takes a job slot (429 if none)
     try:
         enqueued = orch.resume(rt, job_id)
     except orch.CannotResume as e:
+        if reopened:
+            quota.release_slot(rt, tenant, job_id)
         raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
     return {"job": _view(rt, request, settings, stored), "enqueued": enqueued}
 

@@ -67,7 +67,7 @@ def list_versions(dataset_id: str, rt: RuntimeDep, tenant: TenantDep) -> dict[st
 
 @router.post("/v1/datasets/{dataset_id}/versions", status_code=status.HTTP_202_ACCEPTED,
              responses={200: {"description": "the marks in force were published already: that version"},
-                        **responses(404, 413, 422, **_NO_DATASET)})
+                        **responses(404, 413, 422, 429, **_NO_DATASET)})
 def publish(dataset_id: str, body: VersionIn, request: Request, response: Response, rt: RuntimeDep,
             tenant: TenantDep) -> dict:
     """A new version from the review marks in force (202, assembled in the background), or the version that

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, st
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from dreammask.shared import keys
+from dreammask.shared import deletion, keys, quotas
 from dreammask.shared.celery_app import TASK_TRAIN
 from dreammask.shared.schemas import DatasetManifest, Transition, utcnow
 from dreammask.shared.storage import ObjectNotFound
@@ -31,9 +31,11 @@ from dreammask.trainer.service.schemas import (
 )
 from dreammask.trainer.service.settings import TrainerSettings
 
+from .. import reviewing
 from ..deps import RuntimeDep, SettingsDep, TenantDep, base_url
 from ..errors import V1_ERRORS, responses
 from ..views import TRAINING_SPEC_EXAMPLES, MetricsLines, Page
+from .deletion import DeletionResult
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/trainings", tags=["trainings"], responses=responses(*V1_ERRORS))
@@ -221,7 +223,7 @@ def _enqueue(rt, training_id: str) -> JSONResponse | None:
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingView, responses=responses(
-    413, 422, e422={"detail": [{"loc": ["body", "config"], "type": "value_error", "msg": "no config 'big.yaml'; "
+    413, 422, 429, e422={"detail": [{"loc": ["body", "config"], "type": "value_error", "msg": "no config 'big.yaml'; "
                                 "shipped configs: dreammask_convnext_large.yaml, fcclip_convnext_large.yaml"}]}))
 def submit_training(spec: Annotated[TrainingSpec, Body(openapi_examples=TRAINING_SPEC_EXAMPLES)], request: Request, response: Response, rt: RuntimeDep,
                     settings: SettingsDep, tenant: TenantDep):
@@ -232,7 +234,9 @@ def submit_training(spec: Annotated[TrainingSpec, Body(openapi_examples=TRAINING
 
 def _submit(spec: TrainingSpec, request: Request, response: Response, rt, settings, tenant: str):
     _check(spec, rt, tenant, TrainerSettings(), settings)
+    quotas.check_stored_bytes(rt.redis, tenant, quotas.Limits.from_settings(settings))  # 429 once full
     st = create_training(rt.store, tenant, spec)
+    quotas.schedule_measure(rt.redis, tenant, "training", st.training_id, delay_s=60)
     failed = _enqueue(rt, st.training_id)
     if failed is not None:
         return failed
@@ -339,3 +343,19 @@ def resume_training(training_id: str, request: Request, rt: RuntimeDep, settings
     if failed is not None:
         return failed
     return _view(rt, request, settings, stored)
+
+
+@router.delete("/{training_id}", response_model=DeletionResult, responses={
+    202: {"model": DeletionResult, "description": "the training is running: it is cancelled now and deleted once "
+                                                  "it stopped"},
+    **responses(404, 422, **_NO_TRAINING)})
+def delete_training(training_id: str, request: Request, rt: RuntimeDep, tenant: TenantDep):
+    """Delete a training: its checkpoints, metrics and record. A running one is cancelled first (202) and
+    removed by the supervisor once it stopped (or its heartbeat went stale)."""
+    _owned(rt, training_id, tenant)
+    out = deletion.delete_training(rt, training_id, tenant=tenant,
+                                   stale_after_s=TrainerSettings().trainer_stale_after_s,
+                                   who=reviewing.who(tenant, request.headers.get("authorization", "").partition(" ")[2]))
+    if out.pending:
+        return JSONResponse(status_code=status.HTTP_202_ACCEPTED, content=out.as_dict())
+    return out.as_dict()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import secrets
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -33,7 +32,7 @@ from dreammask.shared.schemas import (
 from dreammask.shared.storage import ObjectNotFound
 from dreammask.shared.timefmt import timestamp
 
-from .. import reviewing
+from .. import reviewing, throttle
 from ..deps import RuntimeDep, SettingsDep
 from ..streaming import object_response
 from ..ui import markdown, plots
@@ -169,20 +168,47 @@ def root():
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, next: str | None = None, error: str | None = None):  # noqa: A002
-    token = secrets.token_urlsafe(24)
-    resp = page(request, "login.html", None, status_code=401 if error else 200, login_csrf=token,
-                next=_safe_next(next), error=error)
-    resp.set_cookie(ses.LOGIN_CSRF_COOKIE, token, max_age=1800, **ses.cookie_args(request))
+def login_form(request: Request, rt: RuntimeDep, next: str | None = None, error: str | None = None):  # noqa: A002
+    return _login_page(request, rt, next, error, 401 if error else 200)
+
+
+def _login_page(request: Request, rt, next_: str | None, error: str | None, status_code: int) -> Response:
+    token = ses.issue_login_csrf(rt)  # single-use: each attempt posts a fresh form
+    resp = page(request, "login.html", None, status_code=status_code, login_csrf=token,
+                next=_safe_next(next_), error=error)
+    resp.set_cookie(ses.LOGIN_CSRF_COOKIE, token, max_age=ses.LOGIN_CSRF_TTL_S, **ses.cookie_args(request))
     return resp
+
+
+def _form_text(form, name: str, required: bool = True) -> str | None:
+    """A text field of the login form: a file (or anything else) sent in its place is a 422 naming it."""
+    values = form.getlist(name)
+    if not values:
+        if required:
+            raise HTTPException(422, f"{name}: missing; send the login form's {name} field")
+        return None
+    if len(values) > 1 or not isinstance(values[0], str):
+        raise HTTPException(422, f"{name}: must be one text field (not a file, not repeated)")
+    return values[0]
 
 
 @router.post("/login")
 async def login(request: Request, rt: RuntimeDep, settings: SettingsDep):
-    form = await request.form()
-    ses.check_csrf(request.cookies.get(ses.LOGIN_CSRF_COOKIE), form.get("csrf_token"))
-    target = _safe_next(form.get("next"))
-    sess = ses.create(rt, settings, str(form.get("api_key") or "").strip())
+    form = await request.form(max_files=4, max_fields=20)
+    token = _form_text(form, "csrf_token")
+    api_key, target = _form_text(form, "api_key", required=False), _safe_next(_form_text(form, "next", required=False))
+    ses.use_login_csrf(rt, request.cookies.get(ses.LOGIN_CSRF_COOKIE), token)
+    api_key = (api_key or "").strip()
+    addr = throttle.client_addr(request.scope)
+    wait = throttle.locked_for(rt.redis, addr) if api_key else 0
+    sess = ses.create(rt, settings, api_key) if not wait else None
+    if sess is None and api_key and not wait:
+        wait = throttle.failed(rt.redis, settings, addr, api_key, "ui_login", request.url.path)
+    if wait:
+        throttle.throttled("ui_login")
+        resp = _login_page(request, rt, target, f"too many failed attempts; try again in {wait} s", 429)
+        resp.headers["Retry-After"] = str(wait)
+        return resp
     if sess is None:
         return RedirectResponse("/ui/login?" + urlencode({"next": target, "error": "unknown API key"}),
                                 status.HTTP_303_SEE_OTHER)

@@ -5,7 +5,8 @@ id, in a cookie marked HttpOnly (scripts cannot read it) and SameSite=Strict (ot
 The session keeps the tenant, a reviewer name, a hash of the key (so a key removed from the configuration
 ends its sessions) and a CSRF token. Every state change (POST) must carry that token, as the form field
 `csrf_token` or the header `X-CSRF-Token`; the login form itself is protected by a double-submit token in
-a short-lived cookie of its own."""
+a short-lived cookie of its own, which is also single-use (spent in Redis by the attempt that posts it).
+Failed logins are counted and throttled like failed bearer keys (services/api/throttle.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from ..reviewing import who
 SESSION_COOKIE = "dm_session"
 LOGIN_CSRF_COOKIE = "dm_login_csrf"
 SESSION_TTL_S = 12 * 3600
+LOGIN_CSRF_TTL_S = 1800
 
 
 def _key_hash(key: str) -> str:
@@ -76,9 +78,31 @@ def destroy(rt: Runtime, sid: str) -> None:
 
 
 def check_csrf(expected: str | None, given: str | None) -> None:
-    if not expected or not given or not hmac.compare_digest(expected.encode(), given.encode()):
+    if (not isinstance(expected, str) or not isinstance(given, str) or not expected or not given
+            or not hmac.compare_digest(expected.encode("utf-8", "surrogateescape"),
+                                       given.encode("utf-8", "surrogateescape"))):
         raise HTTPException(status.HTTP_403_FORBIDDEN,
                             "CSRF token missing or wrong: reload the page and try again")
+
+
+def _login_csrf_key(token: str) -> str:
+    return f"dreammask:ui:login-csrf:{hashlib.sha256(token.encode()).hexdigest()}"
+
+
+def issue_login_csrf(rt: Runtime) -> str:
+    """A login form's token: valid once, for LOGIN_CSRF_TTL_S (kept in Redis until used)."""
+    token = secrets.token_urlsafe(24)
+    rt.redis.set(_login_csrf_key(token), 1, ex=LOGIN_CSRF_TTL_S)
+    return token
+
+
+def use_login_csrf(rt: Runtime, cookie: str | None, given: str | None) -> None:
+    """The login form's double-submit check, and the token spent: a second post of the same form is a 403
+    (each attempt needs a fresh form, so replaying one form does not make guesses cheaper)."""
+    check_csrf(cookie, given)
+    if not rt.redis.delete(_login_csrf_key(given)):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            "this login form was already used or has expired: reload the page and try again")
 
 
 def cookie_args(request: Request) -> dict:

@@ -1,0 +1,64 @@
+"""The API's side of the per-tenant quotas (shared/quotas.py): reserve before a job is written, give the
+reservation back if writing it failed, and answer a submission over a quota with 429, `Retry-After` and a
+body that names the quota."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from dreammask.shared import quotas
+from dreammask.shared.schemas import JobSpec
+
+log = logging.getLogger("dreammask.api")
+
+
+def reserve_job(rt, settings, tenant: str, job_id: str, spec: JobSpec) -> None:
+    """Raises quotas.QuotaExceeded (429) when the job would take the tenant over a quota.
+
+    With Redis (the broker) down the job is saved unreserved, as before quotas existed: it cannot be
+    queued either, and the answer tells the client to resume it later, which takes a job slot then."""
+    try:
+        quotas.reserve_job(rt.redis, tenant, job_id, spec.num_scenes,
+                           quotas.job_bytes_estimate(spec.num_scenes, spec.image_size),
+                           quotas.Limits.from_settings(settings))
+    except redis.ConnectionError as e:
+        log.warning("job %s saved without a quota reservation: the broker is unavailable (%s)", job_id, e)
+
+
+def unreserve_job(rt, tenant: str, job_id: str, spec: JobSpec) -> None:
+    """The job could not be written after its reservation: give back the slot, the scenes and the bytes."""
+    try:
+        quotas.release_job(rt.redis, tenant, job_id)
+        quotas.set_usage(rt.redis, tenant, job_id, None)
+        rt.redis.decrby(quotas.scenes_key(tenant, quotas.utc_day()), spec.num_scenes)
+    except Exception:  # noqa: BLE001 - Redis away too: the supervisor's recount corrects it
+        log.warning("could not give back the quota reservation of job %s", job_id)
+
+
+def reserve_slot(rt, settings, tenant: str, job_id: str) -> None:
+    """A job resumed after it ended needs a job slot again (no scenes: they were counted at submission)."""
+    lim = quotas.Limits.from_settings(settings)
+    quotas.reserve_job(rt.redis, tenant, job_id, 0, 0, quotas.Limits(lim.active_jobs, 0, 0))
+
+
+def release_slot(rt, tenant: str, job_id: str) -> None:
+    quotas.release_job(rt.redis, tenant, job_id)
+
+
+def check_stored_bytes(rt, settings, tenant: str) -> None:
+    quotas.check_stored_bytes(rt.redis, tenant, quotas.Limits.from_settings(settings))
+
+
+async def _over_quota(request: Request, exc: quotas.QuotaExceeded) -> JSONResponse:
+    log.info("%s %s: %s", request.method, request.url.path, exc.message)
+    return JSONResponse(status_code=429, headers={"Retry-After": str(exc.retry_after_s)}, content={
+        "detail": exc.message, "quota": exc.quota, "limit": exc.limit, "used": exc.used,
+        "retry_after_s": exc.retry_after_s})
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(quotas.QuotaExceeded, _over_quota)

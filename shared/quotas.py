@@ -1,0 +1,287 @@
+"""Per-tenant quotas, counted in Redis: jobs not yet finished, scenes submitted per UTC day, bytes stored.
+
+A submission reserves its share of every quota in one Lua script, so concurrent submissions cannot both
+take the last slot: the script reads the three counters, and either refuses naming the first quota that
+would be exceeded or adds the job to the tenant's active set, its scenes to today's count and an estimate
+of its bytes to the tenant's usage, all at once.
+
+    dreammask:quota:{tenant}:active          SET of the tenant's unfinished job ids
+    dreammask:quota:{tenant}:scenes:{day}    scenes submitted that UTC day (expires after two days)
+    dreammask:quota:{tenant}:bytes           HASH owner -> bytes (owner: a job or training id), and
+                                             `_total`, their sum, kept in the same scripts
+    dreammask:quota:measure                  ZSET "tenant|kind|id" -> when to measure it in storage
+
+A job leaves the active set when it turns terminal (`JobTracker.transition`) and is queued for measuring;
+the supervisor measures what it really stored (its job folder, its dataset and versions) and replaces the
+estimate. A deleted job or training gives its bytes back at once. If Redis loses these keys, the
+supervisor counts everything again from storage (`recount`); only today's scene count starts from zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import redis
+
+from . import keys
+
+log = logging.getLogger("dreammask.quotas")
+
+MEASURE_KEY = "dreammask:quota:measure"
+COUNTED_KEY = "dreammask:quota:counted"  # present while the counters are known to match storage
+TOTAL = "_total"
+# A job's bytes before it is measured: its scenes at this many bytes per pixel (the rendered PNG, its copy
+# in the dataset, the label map, thumbnails and records: about 1 MiB per 512 x 512 scene).
+BYTES_PER_PIXEL_ESTIMATE = 4
+# Retry-After when a job slot is what is missing: when one frees depends on the tenant's jobs.
+ACTIVE_RETRY_S = 60
+# Retry-After when storage is full: nothing frees it but a deletion (or retention).
+BYTES_RETRY_S = 3600
+
+
+def _k(tenant: str, *parts: str) -> str:
+    return ":".join(("dreammask:quota", keys.check_id(tenant, "tenant"), *parts))
+
+
+def active_key(tenant: str) -> str:
+    return _k(tenant, "active")
+
+
+def scenes_key(tenant: str, day: str) -> str:
+    return _k(tenant, "scenes", day)
+
+
+def bytes_key(tenant: str) -> str:
+    return _k(tenant, "bytes")
+
+
+def utc_day(now: float | None = None) -> str:
+    return datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).strftime("%Y%m%d")
+
+
+def seconds_to_utc_midnight(now: float | None = None) -> int:
+    t = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+    midnight = (t + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, int((midnight - t).total_seconds()) + 1)
+
+
+def job_bytes_estimate(num_scenes: int, image_size: int) -> int:
+    return int(num_scenes) * int(image_size) ** 2 * BYTES_PER_PIXEL_ESTIMATE
+
+
+# KEYS: active set, today's scenes, bytes hash. ARGV: job id, scenes, bytes estimate, limit active, limit
+# scenes, limit bytes (0: none), TTL of the day counter. Returns {quota, used} or {"ok", 0}.
+_RESERVE = """
+local lim_active, lim_scenes, lim_bytes = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local active = redis.call('SCARD', KEYS[1])
+if lim_active > 0 and redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 and active + 1 > lim_active then
+  return {'active_jobs', tostring(active)}
+end
+local scenes = tonumber(redis.call('GET', KEYS[2]) or '0')
+if lim_scenes > 0 and scenes + tonumber(ARGV[2]) > lim_scenes then
+  return {'scenes_per_day', tostring(scenes)}
+end
+local used = tonumber(redis.call('HGET', KEYS[3], '_total') or '0')
+if lim_bytes > 0 and used + tonumber(ARGV[3]) > lim_bytes then
+  return {'stored_bytes', redis.call('HGET', KEYS[3], '_total') or '0'}
+end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('INCRBY', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[7])
+local old = redis.call('HGET', KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('HINCRBY', KEYS[3], '_total', ARGV[3])
+if old then redis.call('HINCRBY', KEYS[3], '_total', '-' .. old) end
+return {'ok', '0'}
+"""
+
+# KEYS: bytes hash. ARGV: owner, bytes ('' deletes the owner). Keeps `_total` the sum, atomically.
+_SET_USAGE = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('HINCRBY', KEYS[1], '_total', ARGV[2])
+end
+if old then redis.call('HINCRBY', KEYS[1], '_total', '-' .. old) end
+return redis.call('HGET', KEYS[1], '_total') or '0'
+"""
+
+
+@dataclass
+class Limits:
+    active_jobs: int
+    scenes_per_day: int
+    stored_bytes: int
+
+    @classmethod
+    def from_settings(cls, s) -> Limits:
+        return cls(s.quota_active_jobs, s.quota_scenes_per_day, s.quota_stored_bytes)
+
+
+class QuotaExceeded(Exception):
+    """A submission over one of the tenant's quotas: which, its limit, what is used, when to retry."""
+
+    def __init__(self, quota: str, limit: int, used: int, retry_after_s: int, message: str):
+        super().__init__(message)
+        self.quota, self.limit, self.used, self.retry_after_s, self.message = (
+            quota, limit, used, retry_after_s, message)
+
+
+def _exceeded(quota: str, used: int, lim: Limits, asked: int, now: float) -> QuotaExceeded:
+    if quota == "active_jobs":
+        return QuotaExceeded(quota, lim.active_jobs, used, ACTIVE_RETRY_S,
+                             f"quota active_jobs exceeded: {used} of this tenant's jobs are not finished and "
+                             f"the quota is {lim.active_jobs}; wait for one to finish, or cancel one "
+                             f"(DREAMMASK_QUOTA_ACTIVE_JOBS)")
+    if quota == "scenes_per_day":
+        return QuotaExceeded(quota, lim.scenes_per_day, used, seconds_to_utc_midnight(now),
+                             f"quota scenes_per_day exceeded: {used} scenes submitted today (UTC) and this job "
+                             f"asks for {asked}; the quota is {lim.scenes_per_day} per day, counted afresh at "
+                             f"midnight UTC (DREAMMASK_QUOTA_SCENES_PER_DAY)")
+    return QuotaExceeded(quota, lim.stored_bytes, used, BYTES_RETRY_S,
+                         f"quota stored_bytes exceeded: this tenant stores {used} bytes, this would need about "
+                         f"{asked} more, and the quota is {lim.stored_bytes}; delete jobs, datasets or "
+                         f"trainings you no longer need (DELETE /v1/...) (DREAMMASK_QUOTA_STORED_BYTES)")
+
+
+def reserve_job(r: redis.Redis, tenant: str, job_id: str, scenes: int, est_bytes: int, lim: Limits,
+                now: float | None = None) -> None:
+    """Take a job slot, its scenes of today's budget and its estimated bytes, or raise QuotaExceeded."""
+    now = time.time() if now is None else now
+    quota, used = r.eval(_RESERVE, 3, active_key(tenant), scenes_key(tenant, utc_day(now)), bytes_key(tenant),
+                         job_id, int(scenes), int(est_bytes), lim.active_jobs, lim.scenes_per_day,
+                         lim.stored_bytes, 2 * 86400)
+    quota = quota.decode() if isinstance(quota, bytes) else quota
+    if quota != "ok":
+        asked = int(scenes) if quota == "scenes_per_day" else int(est_bytes)
+        raise _exceeded(quota, int(used), lim, asked, now)
+
+
+def check_stored_bytes(r: redis.Redis, tenant: str, lim: Limits) -> None:
+    """For what adds data without a reservation of its own (a training, a version): refuse once full."""
+    used = stored_bytes(r, tenant)
+    if lim.stored_bytes and used >= lim.stored_bytes:
+        raise _exceeded("stored_bytes", used, lim, 0, time.time())
+
+
+def release_job(r: redis.Redis, tenant: str, job_id: str) -> None:
+    """The job finished (or was deleted): its slot frees; its bytes are measured later."""
+    r.srem(active_key(tenant), job_id)
+
+
+def active_jobs(r: redis.Redis, tenant: str) -> set[str]:
+    return {m.decode() if isinstance(m, bytes) else m for m in r.smembers(active_key(tenant))}
+
+
+def scenes_today(r: redis.Redis, tenant: str, now: float | None = None) -> int:
+    return int(r.get(scenes_key(tenant, utc_day(now))) or 0)
+
+
+def stored_bytes(r: redis.Redis, tenant: str) -> int:
+    return int(r.hget(bytes_key(tenant), TOTAL) or 0)
+
+
+def usage(r: redis.Redis, tenant: str) -> dict[str, int]:
+    raw = r.hgetall(bytes_key(tenant))
+    return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+
+
+def set_usage(r: redis.Redis, tenant: str, owner: str, nbytes: int | None) -> int:
+    """Record what an owner (job or training id) stores; None forgets it. Returns the tenant's total."""
+    return int(r.eval(_SET_USAGE, 1, bytes_key(tenant), owner, "" if nbytes is None else int(nbytes)))
+
+
+# ------------------------------------------------------------ measuring what is stored
+
+def _member(tenant: str, kind: str, owner: str) -> str:
+    return f"{tenant}|{kind}|{owner}"
+
+
+def schedule_measure(r: redis.Redis, tenant: str, kind: str, owner: str, delay_s: float = 0.0) -> None:
+    """Ask the supervisor to measure a job's or training's bytes in storage (soon, or after a delay)."""
+    r.zadd(MEASURE_KEY, {_member(tenant, kind, owner): time.time() + delay_s})
+
+
+def due_measures(r: redis.Redis, now: float | None = None, limit: int = 200) -> list[tuple[str, str, str]]:
+    now = time.time() if now is None else now
+    out = []
+    for m in r.zrangebyscore(MEASURE_KEY, "-inf", now, start=0, num=limit):
+        m = m.decode() if isinstance(m, bytes) else m
+        tenant, kind, owner = m.split("|", 2)
+        out.append((tenant, kind, owner))
+    return out
+
+
+def measured(r: redis.Redis, tenant: str, kind: str, owner: str, nbytes: int | None) -> None:
+    set_usage(r, tenant, owner, nbytes)
+    r.zrem(MEASURE_KEY, _member(tenant, kind, owner))
+
+
+def job_keys_prefixes(store, job_id: str) -> list[str]:
+    """Every prefix that holds a job's bytes: its folder, its dataset and each published version's."""
+    from .review import list_versions
+
+    prefixes = [keys.job_prefix(job_id), keys.dataset_prefix(keys.dataset_id_for_job(job_id))]
+    for v in list_versions(store, job_id):
+        prefixes.append(keys.dataset_prefix(v.dataset_id))
+    return prefixes
+
+
+def measure_prefixes(store, prefixes: list[str]) -> int:
+    return sum(size for p in prefixes for _k, size in store.list_sizes(p))
+
+
+def measure_job(store, job_id: str) -> int:
+    return measure_prefixes(store, job_keys_prefixes(store, job_id))
+
+
+def measure_training(store, training_id: str) -> int:
+    return measure_prefixes(store, [keys.training_prefix(training_id)])
+
+
+def recount(rt) -> dict[str, int]:
+    """Rebuild every tenant's counters from storage (after Redis lost them): the unfinished jobs, and the
+    bytes of every job and training. Today's scene count cannot be rebuilt exactly and is left as it is."""
+    store, r, tr = rt.store, rt.redis, rt.tracker
+    totals: dict[str, dict[str, int]] = {}
+    active: dict[str, set[str]] = {}
+    for k in store.list("tenants/"):
+        parts = k.split("/")
+        if len(parts) != 4 or parts[2] not in ("jobs", "trainings"):
+            continue
+        tenant, kind, owner = parts[1], parts[2], parts[3]
+        try:
+            if kind == "jobs":
+                nbytes = measure_job(store, owner)
+                try:
+                    if not tr.status(owner).state.terminal:
+                        active.setdefault(tenant, set()).add(owner)
+                except LookupError:
+                    pass
+            else:
+                nbytes = measure_training(store, owner)
+        except ValueError:  # a marker with an id that is not one
+            continue
+        totals.setdefault(tenant, {})[owner] = nbytes
+    for tenant in set(totals) | set(active):
+        owners = totals.get(tenant, {})
+        pipe = r.pipeline()
+        pipe.delete(bytes_key(tenant), active_key(tenant))
+        if owners:
+            pipe.hset(bytes_key(tenant), mapping={**owners, TOTAL: sum(owners.values())})
+        if active.get(tenant):
+            pipe.sadd(active_key(tenant), *active[tenant])
+        pipe.execute()
+    r.set(COUNTED_KEY, json.dumps({"at": time.time(), "tenants": len(totals)}))
+    log.info("quota counters rebuilt from storage for %d tenants", len(totals))
+    return {t: sum(o.values()) for t, o in totals.items()}
+
+
+def counted(r: redis.Redis) -> bool:
+    return bool(r.exists(COUNTED_KEY))
