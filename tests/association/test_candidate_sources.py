@@ -18,11 +18,11 @@ import dreammask.services.association as association_pkg
 import dreammask.shared as shared_pkg
 from dreammask.shared.schemas import normalise_name
 from dreammask.shared.vocabulary import LVIS_IMAGE_COUNTS, STUFF_FILE, VOCAB_FILES, candidate_vocabulary
-from dreammask.trainer.data.vocabulary import DATASET_VOCABULARIES, load_vocabulary_file
+from dreammask.trainer.data.vocabulary import available_vocabularies, load_vocabulary_file
 
 VOCAB_DIR = Path(shared_pkg.__file__).parent / "data" / "vocab"
 TRAINING_VOCABULARIES = {"coco_panoptic"}  # what models are trained on, not scored on
-EVALUATION = sorted(set(DATASET_VOCABULARIES.values()) - TRAINING_VOCABULARIES)
+EVALUATION = sorted(set(available_vocabularies()) - TRAINING_VOCABULARIES)
 
 # A legitimate source shares generic names with an evaluation list (wall, sky, car...): at most 53 % of
 # Cityscapes' 19 classes and 46 % of any larger list's. A copy, or a list derived from one, covers far
