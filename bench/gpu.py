@@ -728,14 +728,13 @@ def compile_child(spec: dict) -> None:
     from dreammask.services.synthesis.backends.gligen import GligenRenderer
     from dreammask.services.synthesis.settings import SynthesisSettings
     from dreammask.shared.schemas import SynthesisParams
-    from dreammask.shared.settings import Settings
 
     if spec["tiny"]:
         torch.set_num_threads(1)
     emit("imported", import_s=round(time.perf_counter() - t, 2))
     device, size, b = spec["device"], spec["size"], spec["batch"]
     t = time.perf_counter()
-    r = GligenRenderer.from_settings(Settings(), SynthesisSettings())
+    r = GligenRenderer.from_settings(SynthesisSettings())
     load_s = time.perf_counter() - t
     t = time.perf_counter()
     r.warmup()

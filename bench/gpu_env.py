@@ -29,7 +29,7 @@ MODULES = (
     "torch", "torchvision", "numpy", "PIL", "pydantic", "pydantic_settings", "diffusers", "transformers",
     "safetensors", "accelerate", "open_clip", "ftfy", "segment_anything", "cv2", "scipy", "timm", "fvcore",
     "iopath", "yacs", "pycocotools.mask", "celery", "redis", "minio",
-    "dreammask.services.synthesis.backends.gligen", "dreammask.services.synthesis.compilation",
+    "dreammask.services.synthesis.backends.gligen", "dreammask.services.synthesis.compilation", "dreammask.services.synthesis.fill_compile_cache",
     "dreammask.services.annotation.backends.sam", "dreammask.services.annotation.backends.clip",
     "dreammask.trainer.modeling",
 )

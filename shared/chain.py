@@ -37,7 +37,8 @@ class StageDef:
     `(runtime, job_id) -> JobResult` for a per-job one; the skeleton does everything else around it.
     `output` is the key of the stage's output: `output(job_id, scene_id)` for a per-scene stage (its
     existence makes the stage skip that scene), `output(job_id)` for a per-job stage (its existence counts
-    the stage done). `batch_size` names the `Settings` field that sizes the batches sent to this stage.
+    the stage done). Declare it as a function (`shared/keys.py`) or as a path inside the job's folder,
+    `"stamps/{scene}.json"` (per scene) or `"report.json"` (per job), which becomes that function. `batch_size` names the `Settings` field that sizes the batches sent to this stage.
     `seed_salt` gives a stage that draws random numbers its own stream per scene (`shared/seeding.py`);
     `backends` names the backend registries it draws from (`shared/registry.py`), so their preloading
     happens on its service's workers."""
@@ -47,13 +48,17 @@ class StageDef:
     verb: str
     scope: Scope
     handler: str
-    output: Callable[..., str]
+    output: Callable[..., str] | str
     next: str | None = None
     batch_size: str | None = None
     seed_salt: int | None = None
     backends: tuple[str, ...] = ()
     description: str = ""
     _work: list = field(default_factory=list, init=False, repr=False, compare=False)  # the handler, once resolved
+
+    def __post_init__(self):
+        if isinstance(self.output, str):
+            object.__setattr__(self, "output", _job_key(self.name, self.scope, self.output))
 
     @property
     def task(self) -> str:
@@ -204,6 +209,19 @@ class Chain:
             else:
                 stages.append(st)
         return Chain(stages)
+
+
+def _job_key(stage: str, scope: str, template: str) -> Callable[..., str]:
+    """The output key function of a path inside the job's folder ("stamps/{scene}.json")."""
+    per_scene = "{scene}" in template
+    if per_scene != (scope == "scene") or template.replace("{scene}", "").count("{") or template.startswith("/"):
+        raise ChainError(f"stage {stage!r}: output {template!r} must be a path inside the job's folder, with "
+                         "{scene} exactly where a per-scene stage's key names the scene (and nowhere for a "
+                         "per-job stage)")
+    if per_scene:
+        return lambda job_id, scene_id: keys.job_prefix(job_id) + template.format(
+            scene=keys.check_id(scene_id, "scene id"))
+    return lambda job_id: keys.job_prefix(job_id) + template
 
 
 def _check_stage(st: StageDef) -> None:

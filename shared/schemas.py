@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from .formats import EXPORTERS
+
 SCHEMA_VERSION = 1
 
 # Letters of any script, digits, spaces and a little punctuation seen in real category lists
@@ -142,10 +144,10 @@ class SynthesisParams(Model):
     )
 
 
-# Dataset export formats (the curation service's exporters, services/curation/exporters/); a job names the
-# ones it wants in `exports`, all by default.
-EXPORT_FORMATS = ("coco_instances", "coco_panoptic", "processed_dataset", "card", "yolo", "hf_parquet")
-ExportFormat = Literal["coco_instances", "coco_panoptic", "processed_dataset", "card", "yolo", "hf_parquet"]
+# Dataset export formats, as declared in shared/formats.py (the curation service's exporters); a job names
+# the ones it wants in `exports`, all by default.
+EXPORT_FORMATS = tuple(EXPORTERS)
+ExportFormat = Literal[EXPORT_FORMATS]  # type: ignore[valid-type]  # the declared names, as an enum
 
 
 class JobSpec(Versioned):

@@ -1,21 +1,28 @@
-"""The one core `Settings` of the platform (environment variables prefixed `DREAMMASK_`).
+"""The platform's settings (environment variables prefixed `DREAMMASK_`), in one pattern:
 
-Services that need more keep their own `BaseSettings` subclass with the same prefix next to their code
-(e.g. `dreammask.services.synthesis.settings`); `all_settings_classes()` lists them for the deployment
-checks, which compare the variables set in compose and Kubernetes against these fields.
+* `Settings` holds what every process reads (broker, storage, limits, batch sizes, models directory...);
+* a service that needs more declares `class <Service>Settings(Settings)` in its `settings.py` (light imports
+  only), so one object carries the core fields and the service's;
+* a component handed settings takes its own class's view of them with `<Service>Settings.of(settings)`: the
+  object itself when it is one, else that class read from the environment over the given core values (so a
+  runtime's or a test's core settings carry over); `.of()` alone gives the process-wide instance.
+
+`all_settings_classes()` lists the classes for the deployment checks, which compare the variables set in
+compose and Kubernetes against their fields.
 """
 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "DREAMMASK_"
+_S = TypeVar("_S", bound="Settings")
 
 # Embedded defaults: real, light algorithms that need no weights, no GPU and no system services.
 EMBEDDED_BACKENDS: dict[str, str] = {
@@ -204,6 +211,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    @classmethod
+    def of(cls: type[_S], settings: Settings | None = None) -> _S:
+        """This class's view of `settings` (see the module's docstring)."""
+        if settings is None:
+            return _from_environment(cls)
+        if isinstance(settings, cls):
+            return settings
+        return cls(**{name: getattr(settings, name) for name in Settings.model_fields})
+
     def job_limits(self):
         """The limits a job is checked against at submission (`JobLimits`)."""
         from .schemas import JobLimits
@@ -228,16 +244,22 @@ class Settings(BaseSettings):
         return keys
 
 
-@lru_cache(maxsize=1)
+@cache
+def _from_environment(cls: type[_S]) -> _S:
+    return cls()
+
+
 def get_settings() -> Settings:
-    return Settings()
+    """The process-wide core settings."""
+    return Settings.of()
 
 
-def all_settings_classes() -> list[type[BaseSettings]]:
-    """Every settings class of the platform; services register theirs by importing this module's list."""
+def all_settings_classes() -> list[type[Settings]]:
+    """Every settings class of the platform: the core one, then each service's (a subclass; its own fields
+    are those not in `Settings.model_fields`)."""
     import importlib
 
-    classes: list[type[BaseSettings]] = [Settings]
+    classes: list[type[Settings]] = [Settings]
     for module in SERVICE_SETTINGS_MODULES:
         try:
             mod = importlib.import_module(module)
@@ -246,8 +268,7 @@ def all_settings_classes() -> list[type[BaseSettings]]:
         classes += [
             obj
             for obj in vars(mod).values()
-            if isinstance(obj, type) and issubclass(obj, BaseSettings) and obj is not BaseSettings
-            and obj.__module__ == mod.__name__
+            if isinstance(obj, type) and issubclass(obj, Settings) and obj.__module__ == mod.__name__
         ]
     return classes
 

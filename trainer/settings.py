@@ -6,14 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings
 
-from dreammask.shared.settings import settings_config
+from dreammask.shared.settings import Settings
 
 
-class TrainerSettings(BaseSettings):
-    model_config = settings_config()
-
+class TrainerSettings(Settings):
     # Processes per training on this worker: 1 runs the loop in the worker, more launch torchrun on the
     # worker's GPUs. Several nodes: see docs/training.md (torchrun on each node, train_net.py).
     trainer_gpus: int = Field(1, ge=1, le=64)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from dreammask.shared.settings import ENV_PREFIX, all_settings_classes
+from dreammask.shared.settings import ENV_PREFIX, Settings, all_settings_classes
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = ROOT / ".env.example"
@@ -119,8 +119,8 @@ def render() -> str:
             parts.append(f"# {doc[0]}")
         for name, field in cls.model_fields.items():
             key = ENV_PREFIX + name.upper()
-            if key in set_above:
-                continue
+            if key in set_above or (cls is not Settings and name in Settings.model_fields):
+                continue  # set above, or a core field a service's class inherits (listed with the core's)
             default = field.get_default(call_default_factory=True)
             parts.append(f"# {key}={env_value(default)}")
         parts.append("")

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings
 
 from dreammask.shared.devices import resolve_device as _resolve_device
-from dreammask.shared.settings import settings_config
+from dreammask.shared.settings import Settings
 
 # Prompt ensemble for the category texts; "{}" is replaced by the category name. A handful of CLIP's
 # ImageNet templates that suit single objects cut out of a scene.
@@ -32,9 +31,7 @@ DEFAULT_PROMPT_TEMPLATES = [
 ]
 
 
-class AnnotationSettings(BaseSettings):
-    model_config = settings_config()
-
+class AnnotationSettings(Settings):
     # ------------------------------------------------------------------ SAM
     # Checkpoint file (Meta's released `sam_vit_{h,l,b}_*.pth` state dicts), relative to the models dir.
     sam_checkpoint: Path = Path("sam/sam_vit_h_4b8939.pth")
@@ -104,12 +101,3 @@ class AnnotationSettings(BaseSettings):
 
 def resolve_device(requested: str | None, fallback: str = "auto") -> str:
     return _resolve_device(requested, fallback, setting="DREAMMASK_ANNOTATION_DEVICE")
-
-
-def settings_pair(settings=None):
-    """(core Settings, AnnotationSettings) for a backend's `from_settings`, whichever of them it was given."""
-    from dreammask.shared.settings import get_settings
-
-    core = settings if settings is not None and hasattr(settings, "models_dir") else get_settings()
-    ann = settings if isinstance(settings, AnnotationSettings) else AnnotationSettings()
-    return core, ann

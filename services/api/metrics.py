@@ -15,6 +15,8 @@ from prometheus_client import (
 
 from dreammask.shared.celery_app import QUEUES
 
+from .probes import quick_redis
+
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter("dreammask_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=REGISTRY)
 LATENCY = Histogram("dreammask_http_request_seconds", "HTTP request latency", ["route"], registry=REGISTRY)
@@ -34,9 +36,7 @@ QUEUE_DEPTH = Gauge("dreammask_queue_depth", "Messages waiting per Celery queue"
 def render_metrics(rt) -> tuple[bytes, str]:
     try:
         # A scrape must not hang on a stalled broker: a short-timeout client of the same Redis.
-        from .routes.health import _quick_redis
-
-        pipe = _quick_redis(rt).pipeline()
+        pipe = quick_redis(rt).pipeline()
         for q in QUEUES:
             pipe.llen(q)
         for q, n in zip(QUEUES, pipe.execute()):

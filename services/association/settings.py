@@ -11,14 +11,11 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings
 
-from dreammask.shared.settings import settings_config
+from dreammask.shared.settings import Settings
 
 
-class AssociationSettings(BaseSettings):
-    model_config = settings_config()
-
+class AssociationSettings(Settings):
     # ------------------------------------------------------------ the OpenAI-compatible server (vLLM)
     # Base URL up to and including `/v1`; the client posts to `{llm_base_url}/chat/completions`.
     llm_base_url: str = "http://llm:8000/v1"
@@ -89,7 +86,7 @@ class AssociationSettings(BaseSettings):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> AssociationSettings:
+    def _check_association(self) -> AssociationSettings:
         if self.cna_min_support > self.cna_rounds:
             raise ValueError(
                 f"DREAMMASK_CNA_MIN_SUPPORT ({self.cna_min_support}) must not exceed "

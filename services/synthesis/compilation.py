@@ -291,30 +291,3 @@ class UNetCompiler:
         self.status["state"] = "compiled"
         return compiled
 
-
-def main(argv=None) -> int:
-    """Fill the artifact cache once, on a machine like the workers' (same GPU model, same torch) where
-    the cache folder is writable: load GLIGEN as a worker does, compile, write the entry, print what
-    happened. `python -m dreammask.services.synthesis.compilation` with the workers' DREAMMASK_* settings."""
-    import argparse
-
-    from dreammask.shared.settings import get_settings
-
-    from .backends.gligen import GligenRenderer
-
-    argparse.ArgumentParser(description=main.__doc__.split("\n")[0]).parse_args(argv)
-    synthesis = SynthesisSettings().model_copy(update={"gligen_torch_compile": True,
-                                                       "gligen_compile_blocking_limit_s": float("inf")})
-    renderer = GligenRenderer.from_settings(get_settings(), synthesis)
-    try:
-        renderer.warmup()
-        status = renderer.compile_status
-    finally:
-        renderer.close()
-    print(json.dumps(status, indent=1))
-    ok = status.get("state") == "serving" and (status.get("cache") == "hit" or status.get("cache_saved"))
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

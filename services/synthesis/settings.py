@@ -9,18 +9,15 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings
 
-from dreammask.shared.settings import settings_config
+from dreammask.shared.settings import Settings
 
 # GLIGEN's grounding tokens: the position net was trained with at most 30 objects per image, and the
 # diffusers pipeline pads to exactly this many.
 GLIGEN_MAX_OBJECTS = 30
 
 
-class SynthesisSettings(BaseSettings):
-    model_config = settings_config()
-
+class SynthesisSettings(Settings):
     # The diffusers folder of a GLIGEN text-box *generation* checkpoint (model_index.json, unet/, vae/,
     # text_encoder/, tokenizer/, scheduler/). Relative paths are under DREAMMASK_MODELS_DIR.
     gligen_model_path: Path = Path("gligen/diffusers-generation-text-box")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import lru_cache
 
 from dreammask.shared import keys
 from dreammask.shared.backends import Failure
@@ -22,11 +21,6 @@ from .writer import SceneWriter
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=1)
-def writer_settings() -> SynthesisSettings:
-    return SynthesisSettings()
-
-
 def render_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:
     spec = rt.tracker.spec(job_id).spec
     result = SceneResult()
@@ -41,7 +35,7 @@ def render_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:
     plan = rt.tracker.plan(job_id)
     seeds = [scene_stage_seed(rt.chain, plan, sid, "synthesis") for sid in sids]
     model_info = renderer.describe()
-    ws = writer_settings()
+    ws = SynthesisSettings.of()  # the process's: the writer pool is sized per worker
     writer = SceneWriter(rt.store, ws.synthesis_writer_threads,
                          ws.synthesis_writer_threads * ws.synthesis_writer_queue_per_thread)
     try:

@@ -1,13 +1,13 @@
 """Adding a stage is one `StageDef` plus one module with its work (stamp_stage.py), nothing else: the stage
-gets its Celery task on its service's worker, runs in the in-process runner, is counted, listed by the API
-per scene, resumes from storage, and the finisher waits for it."""
+gets its Celery task on its service's worker, runs in the in-process runner, writes its declared output key,
+draws from its own seed, is counted, listed by the API per scene, resumes from storage, and the finisher
+waits for it."""
 
 from __future__ import annotations
 
 import json
 
 from fastapi.testclient import TestClient
-from stamp_stage import stamp_key
 
 from dreammask.services.api.main import create_app
 from dreammask.services.cli.inprocess import in_process_dispatcher, run_pending
@@ -15,13 +15,15 @@ from dreammask.shared import keys
 from dreammask.shared import orchestration as orch
 from dreammask.shared.celery_app import queue_of
 from dreammask.shared.chain import DEFAULT_CHAIN, StageDef
+from dreammask.shared.plan import scene_stage_seed
 from dreammask.shared.runtime import build_runtime, set_runtime
 from dreammask.shared.schemas import JobSpec, JobState
 from dreammask.shared.settings import Settings
 from dreammask.shared.worker import create_worker_app
 
-STAMP = StageDef("stamp", "curation", "stamp", "scene", "stamp_stage:stamp_work", stamp_key,
-                 batch_size="annotation_batch_size", description="a test-only stage after curation")
+STAMP = StageDef("stamp", "curation", "stamp", "scene", "stamp_stage:stamp_work", "stamps/{scene}.json",
+                 batch_size="annotation_batch_size", seed_salt=7, description="a test-only stage after curation")
+stamp_key = STAMP.output
 
 
 def test_a_job_runs_through_a_declared_extra_stage_and_resumes_it(tmp_path, redis_client, redis_url, shared_cache_dir):
@@ -67,8 +69,12 @@ def test_a_job_runs_through_a_declared_extra_stage_and_resumes_it(tmp_path, redi
         counts = rt.tracker.counts(job, 4)
         assert list(counts) == ["association", "layout", "synthesis", "annotation", "curation", "stamp", "assemble"]
         assert counts["stamp"].done == 4 and counts["assemble"].done == 1
-        for i in range(4):
-            rec = json.loads(rt.store.get_bytes(stamp_key(job, keys.scene_id(i))))
+        plan = rt.tracker.plan(job)
+        for sid in plan.scene_ids:
+            rec = json.loads(rt.store.get_bytes(stamp_key(job, sid)))
             assert rec["dataset_existed"] is False  # the finisher ran only after the last stamp
+            # Its own random stream, from the declared salt: not the layout's or the renderer's.
+            assert rec["seed"] == scene_stage_seed(chain, plan, sid, "stamp")
+            assert rec["seed"] not in {scene_stage_seed(chain, plan, sid, s) for s in ("layout", "synthesis")}
     finally:
         set_runtime(None)

@@ -54,7 +54,8 @@ def test_job_runs_end_to_end_through_workers(platform):
     scenes = p.client.get(f"/v1/jobs/{job_id}/scenes").json()
     assert scenes["total"] == 4
     first = scenes["items"][0]
-    assert first["stages"] == {"layout": "done", "synthesis": "done", "annotation": "done"}
+    # One status per per-scene stage of the chain, in its order.
+    assert first["stages"] == {"layout": "done", "synthesis": "done", "annotation": "done", "curation": "done"}
     assert first["instances"] and "quality" in first["instances"][0]["scores"]
     img = p.client.get(first["image_url"].replace(p.api_url, ""))
     assert img.status_code == 200 and img.content[:4] == b"\x89PNG"

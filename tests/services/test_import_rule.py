@@ -1,5 +1,7 @@
-"""No service imports another: a module under services/<service>/ imports only its own package, shared/
-and third-party code. What two services need lives in shared/ (see docs/architecture.md)."""
+"""The layout rules, checked statically: no service imports another (a module under services/<service>/
+imports only its own package, shared/ and third-party code; what two services need lives in shared/); no
+import cycle anywhere among the dreammask modules; services/ holds only the service packages and cli/, no
+loose module beside them (see docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
+REPO = Path(__file__).resolve().parents[2]
+SERVICES_DIR = REPO / "services"
+TOP_LEVEL = ("shared", "services", "trainer")  # the folders the dreammask namespace maps (setup.py)
 # services/cli/ holds the tools around the services (the command, demo, harness, in-process runner): it may
 # import every service; no service may import it.
 TOOLS = "cli"
@@ -80,3 +84,122 @@ def test_cli_and_demo_do_not_import_each_other():
 
     assert imports("main", "demo") and imports("demo", "client") and imports("main", "client")
     assert not imports("demo", "main") and not imports("client", "main") and not imports("client", "demo")
+
+
+# ---------------------------------------------------------------- cycles
+
+
+def module_names(root: Path) -> dict[str, tuple[Path, str]]:
+    """dreammask module name -> (file, the package its relative imports resolve against)."""
+    out = {}
+    for top in TOP_LEVEL:
+        for path in sorted((root / top).rglob("*.py")):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+                package = ".".join(["dreammask", *parts])
+            else:
+                package = ".".join(["dreammask", *parts[:-1]])
+            out[".".join(["dreammask", *parts])] = (path, package)
+    return out
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Module -> the dreammask modules it imports, at module level or inside functions alike (a deferred
+    import closes a circle at run time too); imports under `if TYPE_CHECKING:` are left out. `from pkg
+    import name` counts as importing `pkg.name` when that is a module, else `pkg`."""
+    modules = module_names(root)
+    graph: dict[str, set[str]] = {}
+    for name, (path, package) in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                for n in ast.walk(node)}
+        targets = set()
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                targets |= {f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else mod for a in node.names}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles():
+    graph = import_graph(REPO)
+    assert len(graph) > 100 and graph["dreammask.shared.runtime"] >= {"dreammask.shared.jobs"}
+    assert cycles(graph) == []
+
+
+def test_the_cycle_check_catches_a_deferred_import_circle(tmp_path):
+    for top in TOP_LEVEL:
+        (tmp_path / top).mkdir()
+        (tmp_path / top / "__init__.py").write_text("")
+    (tmp_path / "services" / "api").mkdir()
+    (tmp_path / "services" / "api" / "__init__.py").write_text("")
+    (tmp_path / "services" / "api" / "metrics.py").write_text(
+        "def render():\n    from .routes import health\n")
+    (tmp_path / "services" / "api" / "routes").mkdir()
+    (tmp_path / "services" / "api" / "routes" / "__init__.py").write_text("")
+    (tmp_path / "services" / "api" / "routes" / "health.py").write_text(
+        "from ..metrics import render\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+        "    from dreammask.shared import x\n")
+    (tmp_path / "shared" / "x.py").write_text("import dreammask.services.api.metrics\n")
+    graph = import_graph(tmp_path)
+    assert cycles(graph) == [["dreammask.services.api.metrics", "dreammask.services.api.routes.health"]]
+
+
+# ---------------------------------------------------------------- layout
+
+
+def test_services_holds_only_service_packages():
+    """Directly under services/: the API, a package per service of the chain, cli/ (the tools), and no module
+    of its own. (The training service lives in trainer/service/.)"""
+    from dreammask.shared.chain import DEFAULT_CHAIN
+
+    loose = [p.name for p in SERVICES_DIR.iterdir() if p.is_file() and p.suffix == ".py" and p.name != "__init__.py"]
+    assert loose == [], f"move {loose} into a service's package or services/cli/"
+    folders = sorted(p.name for p in SERVICES_DIR.iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert all((SERVICES_DIR / f / "__init__.py").exists() for f in folders), folders
+    assert set(folders) == {"api", *DEFAULT_CHAIN.services, TOOLS}

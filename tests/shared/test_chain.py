@@ -93,3 +93,15 @@ def test_a_handler_that_does_not_import_says_which_stage():
     st = StageDef("b", "curation", "b", "scene", "dreammask.services.curation.stage:no_such_function", keys.layout)
     with pytest.raises(ChainError, match="stage 'b': handler .*no_such_function"):
         st.work  # noqa: B018
+
+
+def test_an_output_declared_as_a_path_in_the_job_folder():
+    st = StageDef("stamp", "curation", "stamp", "scene", H, "stamps/{scene}.json")
+    assert st.output("j1", "s00003") == "jobs/j1/stamps/s00003.json"
+    assert st.output_prefix("j1") == ("jobs/j1/stamps/", ".json")
+    with pytest.raises(ValueError, match="invalid scene id"):
+        st.output("j1", "../x")
+    assert StageDef("report", "curation", "report", "job", H, "report.json").output("j1") == "jobs/j1/report.json"
+    for scope, template in (("scene", "stamps.json"), ("job", "stamps/{scene}.json"), ("scene", "x/{job}/{scene}")):
+        with pytest.raises(ChainError, match="inside the job's folder"):
+            StageDef("bad", "curation", "bad", scope, H, template)

@@ -26,11 +26,11 @@ def gligen_settings(gligen_models_dir):
     from dreammask.shared.settings import Settings
 
     core = Settings(models_dir=gligen_models_dir, device="cpu", allow_hub_downloads=False)
-    synthesis = SynthesisSettings(
+    synthesis = SynthesisSettings.of(core).model_copy(update=dict(
         gligen_model_path=Path(TINY_MODEL_SUBPATH),  # relative: resolved under models_dir, as deployed
         gligen_batch_size=2,
         gligen_warmup_image_size=TINY_IMAGE_SIZE,
-    )
+    ))
     return core, synthesis
 
 
@@ -38,8 +38,8 @@ def gligen_settings(gligen_models_dir):
 def gligen_renderer(gligen_settings):
     from dreammask.services.synthesis.backends.gligen import GligenRenderer
 
-    core, synthesis = gligen_settings
-    renderer = GligenRenderer.from_settings(core, synthesis)
+    _, synthesis = gligen_settings
+    renderer = GligenRenderer.from_settings(synthesis)
     renderer.warmup()
     yield renderer
     renderer.close()

@@ -137,8 +137,8 @@ def test_one_seed_per_layout_is_the_callers_contract(gligen_renderer):
 
 
 def test_lifecycle_load_warm_close(gligen_settings):
-    core, synthesis = gligen_settings
-    renderer = GligenRenderer.from_settings(core, synthesis)
+    _, synthesis = gligen_settings
+    renderer = GligenRenderer.from_settings(synthesis)
     assert not renderer.ready()  # loaded, not yet warmed up
     renderer.warmup()  # a one-step render
     assert renderer.ready()

@@ -51,11 +51,11 @@ def _fresh_dynamo():
 
 
 def compiled_renderer(gligen_settings, **update) -> GligenRenderer:
-    core, synthesis = gligen_settings
+    _, synthesis = gligen_settings
     settings = synthesis.model_copy(update={"gligen_torch_compile": True, "gligen_batch_size": 2,
                                             "gligen_compile_cache": False,
                                             "gligen_compile_blocking_limit_s": 1e9, **update})
-    return GligenRenderer.from_settings(core, settings)
+    return GligenRenderer.from_settings(settings)
 
 
 @pytest.mark.parametrize("backend,scope", [("aot_eager", "unet"), ("eager", "blocks")])
@@ -271,7 +271,7 @@ def test_cache_key_depends_on_what_the_graphs_depend_on():
 
 
 def test_the_cache_can_be_filled_once_from_the_command_line(gligen_models_dir, tmp_path):
-    """`python -m dreammask.services.synthesis.compilation` with the workers' settings writes the entry
+    """`python -m dreammask.services.synthesis.fill_compile_cache` with the workers' settings writes the entry
     that their (read-only) cache folder will then hold."""
     from tiny_gligen import TINY_MODEL_SUBPATH
 
@@ -281,7 +281,7 @@ def test_the_cache_can_be_filled_once_from_the_command_line(gligen_models_dir, t
            "DREAMMASK_GLIGEN_WARMUP_IMAGE_SIZE": str(TINY_IMAGE_SIZE), "DREAMMASK_GLIGEN_COMPILE_BACKEND": "eager",
            "DREAMMASK_GLIGEN_COMPILE_SCOPE": "blocks", "DREAMMASK_GLIGEN_COMPILE_CACHE_DIR": str(cache_dir),
            "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-m", "dreammask.services.synthesis.compilation"], capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "dreammask.services.synthesis.fill_compile_cache"], capture_output=True,
                        text=True, timeout=600, env=env)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     status = json.loads(p.stdout)

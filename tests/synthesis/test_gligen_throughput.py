@@ -274,14 +274,14 @@ def test_compiled_unet_is_warmed_for_every_batch_size_and_never_recompiles(glige
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    core, synthesis = gligen_settings
+    _, synthesis = gligen_settings
     settings = synthesis.model_copy(update={"gligen_torch_compile": True, "gligen_compile_backend": "eager",
                                             "gligen_batch_size": 2, "gligen_compile_shapes": "all",
                                             "gligen_compile_cache": False,
                                             "gligen_compile_blocking_limit_s": 1e9})
     torch._dynamo.reset()
     counters.clear()
-    renderer = GligenRenderer.from_settings(core, settings)
+    renderer = GligenRenderer.from_settings(settings)
     try:
         assert renderer.describe()["torch_compile"] is True
         renderer.warmup()

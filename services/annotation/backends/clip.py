@@ -36,7 +36,7 @@ import numpy as np
 from dreammask.shared.backends import ScoreBackend
 from dreammask.shared.schemas import normalise_name
 
-from ..settings import DEFAULT_PROMPT_TEMPLATES, resolve_device, settings_pair
+from ..settings import DEFAULT_PROMPT_TEMPLATES, AnnotationSettings, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -275,14 +275,14 @@ class ClipScores(ScoreBackend):
 
     @classmethod
     def from_settings(cls, settings=None) -> ClipScores:
-        core, ann = settings_pair(settings)
+        ann = AnnotationSettings.of(settings)
         return cls.load(
             ann.clip_model,
-            ann.resolve(ann.clip_pretrained, core.models_dir),
-            ann.resolve(ann.clip_model_config, core.models_dir),
-            device=resolve_device(ann.annotation_device, getattr(core, "device", "auto")),
+            ann.resolve(ann.clip_pretrained, ann.models_dir),
+            ann.resolve(ann.clip_model_config, ann.models_dir),
+            device=resolve_device(ann.annotation_device, ann.device),
             fp16=ann.annotation_fp16,
-            allow_hub_downloads=bool(getattr(core, "allow_hub_downloads", False)),
+            allow_hub_downloads=ann.allow_hub_downloads,
             templates=ann.clip_prompt_templates,
             mask_weight=ann.clip_mask_weight,
             crop_margin=ann.clip_crop_margin,

@@ -33,7 +33,7 @@ import numpy as np
 from dreammask.shared.backends import MaskBackend, MaskResult
 
 from ..mask_ops import clean_mask
-from ..settings import resolve_device, settings_pair
+from ..settings import AnnotationSettings, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -313,12 +313,12 @@ class SamMasks(MaskBackend):
 
     @classmethod
     def from_settings(cls, settings=None) -> SamMasks:
-        core, ann = settings_pair(settings)
+        ann = AnnotationSettings.of(settings)
         return cls.load(
-            ann.resolve(ann.sam_checkpoint, core.models_dir),
+            ann.resolve(ann.sam_checkpoint, ann.models_dir),
             ann.sam_model_type,
-            ann.resolve(ann.sam_architecture, core.models_dir),
-            device=resolve_device(ann.annotation_device, getattr(core, "device", "auto")),
+            ann.resolve(ann.sam_architecture, ann.models_dir),
+            device=resolve_device(ann.annotation_device, ann.device),
             fp16=ann.annotation_fp16,
             decoder_batch_size=ann.sam_decoder_batch_size,
             encoder_batch_size=ann.sam_encoder_batch_size,

@@ -7,13 +7,13 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Annotated
 
-import redis
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
 from .. import throttle
 from ..deps import RuntimeDep, SettingsDep
 from ..metrics import render_metrics
+from ..probes import quick_redis
 
 router = APIRouter(tags=["health"])
 
@@ -22,22 +22,6 @@ READY_DEADLINE_S = 1.5
 _checks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz")
 _in_flight: dict[str, Future] = {}
 _lock = threading.Lock()
-_fast_redis: dict[int, redis.Redis] = {}
-
-
-def _quick_redis(rt) -> redis.Redis:
-    """A client of the same Redis with short timeouts and no retries, for the probe only."""
-    key = id(rt.redis)
-    client = _fast_redis.get(key)
-    if client is None:
-        kw = dict(rt.redis.connection_pool.connection_kwargs)
-        kw.update(socket_timeout=1.0, socket_connect_timeout=1.0, retry_on_timeout=False)
-        kw.pop("retry", None)
-        pool = redis.ConnectionPool(connection_class=rt.redis.connection_pool.connection_class, **kw)
-        client = _fast_redis[key] = redis.Redis(connection_pool=pool, retry=None)
-    return client
-
-
 def _submit(name: str, fn) -> Future:
     # A probe stuck on a stalled store is not started again: the next readyz reports it still waiting.
     with _lock:
@@ -54,7 +38,7 @@ def healthz() -> dict:
 
 @router.get("/readyz")
 def readyz(rt: RuntimeDep):
-    probes = {"broker": _submit(f"broker:{id(rt)}", lambda: _quick_redis(rt).ping()),
+    probes = {"broker": _submit(f"broker:{id(rt)}", lambda: quick_redis(rt).ping()),
               "storage": _submit(f"storage:{id(rt)}", rt.store.ping)}
     wait(list(probes.values()), timeout=READY_DEADLINE_S)
     checks = {}

@@ -26,7 +26,8 @@ class LLMAssociation(AssociationBackend):
 
     @classmethod
     def from_settings(cls, settings) -> LLMAssociation:
-        return cls(settings, AssociationSettings())
+        s = AssociationSettings.of(settings)
+        return cls(s, s)
 
     @property
     def embedder(self):
@@ -78,7 +79,8 @@ class LLMLayoutPlanner(LayoutBackend):
 
     @classmethod
     def from_settings(cls, settings) -> LLMLayoutPlanner:
-        return cls(settings, AssociationSettings())
+        s = AssociationSettings.of(settings)
+        return cls(s, s)
 
     def plan(self, requests: list[LayoutRequest]) -> list[SceneLayout | Failure]:
         return plan_layouts(self.engine, self.settings, self.core, requests, self.name, self._prompts)

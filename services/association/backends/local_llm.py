@@ -138,9 +138,9 @@ class TransformersEngine(Engine):
         }
 
 
-def _engine_from(core) -> tuple[AssociationSettings, TransformersEngine]:
-    s = AssociationSettings()
-    return s, TransformersEngine(s.local_model_path(core.models_dir), s)
+def _engine_from(settings) -> tuple[AssociationSettings, TransformersEngine]:
+    s = AssociationSettings.of(settings)
+    return s, TransformersEngine(s.local_model_path(s.models_dir), s)
 
 
 class LocalLLMAssociation(AssociationBackend):
@@ -154,7 +154,7 @@ class LocalLLMAssociation(AssociationBackend):
     @classmethod
     def from_settings(cls, settings) -> LocalLLMAssociation:
         s, engine = _engine_from(settings)
-        return cls(settings, s, engine)
+        return cls(s, s, engine)
 
     @property
     def embedder(self):
@@ -190,7 +190,7 @@ class LocalLLMLayoutPlanner(LayoutBackend):
     @classmethod
     def from_settings(cls, settings) -> LocalLLMLayoutPlanner:
         s, engine = _engine_from(settings)
-        return cls(settings, s, engine)
+        return cls(s, s, engine)
 
     def plan(self, requests: list[LayoutRequest]) -> list[SceneLayout | Failure]:
         return plan_layouts(self.engine, self.settings, self.core, requests, self.name, self._prompts)

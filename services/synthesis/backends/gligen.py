@@ -74,22 +74,19 @@ class GligenRenderer(RenderBackend):
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def from_settings(cls, settings=None, synthesis: SynthesisSettings | None = None) -> GligenRenderer:
-        from dreammask.shared.settings import get_settings
-
+    def from_settings(cls, settings=None) -> GligenRenderer:
         from ..model_loading import apply_memory_options, load_pipeline, model_revision, plan_load
 
-        core = settings if settings is not None and hasattr(settings, "models_dir") else get_settings()
-        synthesis = synthesis or (settings if isinstance(settings, SynthesisSettings) else SynthesisSettings())
+        synthesis = SynthesisSettings.of(settings)
         t0 = time.perf_counter()
-        plan = plan_load(synthesis, core.models_dir, device=core.device,
-                         allow_hub_downloads=core.allow_hub_downloads)
+        plan = plan_load(synthesis, synthesis.models_dir, device=synthesis.device,
+                         allow_hub_downloads=synthesis.allow_hub_downloads)
         pipe = load_pipeline(plan)
         options = apply_memory_options(pipe, synthesis)
         revision = model_revision(Path(plan.source)) if plan.local else {"revision": f"hub:{plan.source}"}
         log.info("gligen loaded from %s (%s, %s on %s) in %.1fs", plan.source, revision.get("revision"),
                  plan.dtype, plan.device, time.perf_counter() - t0)
-        return cls(pipe, synthesis, plan=plan, revision=revision, options=options, models_dir=core.models_dir)
+        return cls(pipe, synthesis, plan=plan, revision=revision, options=options, models_dir=synthesis.models_dir)
 
     def warmup(self) -> None:
         """Render once before the first task is taken (allocates the kernels' workspaces). With
