@@ -407,13 +407,15 @@ class Chaos:
         mine = self._submit_as("local-dev-key", self._small(3000)).json()["job_id"]
         theirs = self._submit_as(OTHER_KEY, self._small(3001)).json()["job_id"]
         self._wait([mine, theirs], deadline_s)
+        # Everyone else's files are hashed before the victim starts (they do not change while it runs):
+        # hashing them between "enough scenes landed" and the delete gave a small job time to finish.
+        before = self._checksums(None)
         per = max(2, scenes // 4)
         victim = self.platform.submit({"train_categories": TRAIN, "num_novel": max(1, scenes // per),
                                        "images_per_category": per, "image_size": 64, "seed": 3002})
         t0 = time.monotonic()
         while self.produced(victim)[0] < max(1, scenes // 3) and time.monotonic() - t0 < deadline_s:
-            time.sleep(0.3)
-        before = self._checksums(skip_job=victim)
+            time.sleep(0.1)
         landed_before = int(self.redis.get("dreammask:deletions:landed") or 0)
         r = self.platform.client.delete(f"/v1/jobs/{victim}")
         t_del = time.monotonic()

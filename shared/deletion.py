@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 
 from . import keys, quotas
 from . import review as rv
+from .jobs import SUPERVISOR_STATE_KEY
 from .schemas import JobState
 from .storage import ObjectNotFound
 
@@ -131,13 +132,11 @@ def delete_job(rt, job_id: str, *, reason: str = "deleted by the client", who: s
 
 
 def _forget_job(rt, tenant: str, job_id: str) -> None:
-    from .supervisor import STATE_KEY
-
     tr, r = rt.tracker, rt.redis
     pipe = r.pipeline()
     pipe.delete(*tr._counter_keys(job_id), tr._k(job_id, "transient"), tr._k(job_id, "pending-failures"))
     pipe.srem(tr.active_key, job_id)
-    pipe.hdel(STATE_KEY, job_id)
+    pipe.hdel(SUPERVISOR_STATE_KEY, job_id)
     pipe.execute()
     quotas.release_job(r, tenant, job_id)
     quotas.measured(r, tenant, "job", job_id, None)

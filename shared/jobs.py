@@ -31,6 +31,9 @@ from .storage import ObjectNotFound, ObjectStore, StorageError
 
 log = logging.getLogger(__name__)
 PLAN_CACHE = 8  # plans kept per process (a 20 000-scene plan is about 2 MB of JSON)
+# The supervisor's progress record per job (job -> {"sig", "since", "heals"}); here, beside the job's other
+# Redis state, because deleting a job forgets it too.
+SUPERVISOR_STATE_KEY = "dreammask:supervisor:progress"
 
 
 class JobNotFound(LookupError):

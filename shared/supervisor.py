@@ -28,6 +28,7 @@ import redis
 from . import deletion, quotas
 from . import orchestration as orch
 from .celery_app import QUEUES
+from .jobs import SUPERVISOR_STATE_KEY as STATE_KEY
 from .lease import UNACKED_INDEX
 from .runtime import Runtime
 from .schemas import JobState
@@ -37,7 +38,6 @@ from .storage import StorageError
 log = logging.getLogger("dreammask.supervisor")
 
 LOCK_KEY = "dreammask:supervisor:lock"
-STATE_KEY = "dreammask:supervisor:progress"  # job -> {"sig", "since", "heals"}
 SCANNED_KEY = "dreammask:supervisor:scanned"  # present while Redis still holds the active-job set
 
 

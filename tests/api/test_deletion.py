@@ -48,6 +48,17 @@ def submit(c, headers, **over) -> str:
     return r.json()["job_id"]
 
 
+def publish_a_reviewed_version(c, job_id: str, headers, note: str | None = None) -> None:
+    """A reviewer rejects the first annotated scene, then publishes: a new version (202), since publishing
+    marks that did not change returns the version that holds them."""
+    scene = next(iter(sorted(k.rsplit("/", 1)[1].split(".")[0] for k in c.rt.store.list(f"jobs/{job_id}/annotations/"))))
+    r = c.post(f"/v1/jobs/{job_id}/reviews", json={"scene_id": scene, "instance_id": None, "decision": "reject"},
+               headers=headers)
+    assert r.status_code == 201, r.text
+    body = {"note": note} if note else {}
+    assert c.post(f"/v1/datasets/ds-{job_id}/versions", json=body, headers=headers).status_code == 202
+
+
 def checksums(store) -> dict[str, str]:
     return {k: hashlib.sha256(store.get_bytes(k)).hexdigest() for k in store.list("")}
 
@@ -66,7 +77,7 @@ def test_deleting_a_job_removes_all_of_it_and_nothing_of_anyone_else(plat):
     plat.run()
     for j, h in ((a1, ALICE), (a2, ALICE), (b1, BOB)):
         assert plat.get(f"/v1/jobs/{j}", headers=h).json()["state"] == "succeeded"
-    assert plat.post(f"/v1/datasets/ds-{a1}/versions", json={"note": "v2"}, headers=ALICE).status_code == 202
+    publish_a_reviewed_version(plat, a1, ALICE, note="v2")
     plat.run()
     before = checksums(plat.rt.store)
     mine = {k for k in before if belongs_to_job(k, a1)}
@@ -127,7 +138,7 @@ def test_deleting_a_running_job_cancels_it_first(plat):
 def test_datasets_and_versions_are_deleted_one_by_one(plat):
     a1, b1 = submit(plat, ALICE), submit(plat, BOB, seed=9)
     plat.run()
-    assert plat.post(f"/v1/datasets/ds-{a1}/versions", json={}, headers=ALICE).status_code == 202
+    publish_a_reviewed_version(plat, a1, ALICE)
     plat.run()
     before = checksums(plat.rt.store)
     v2 = {k for k in before if k.startswith(f"datasets/ds-{a1}-v2/")} | {rv.version(a1, 2)}
@@ -139,7 +150,7 @@ def test_datasets_and_versions_are_deleted_one_by_one(plat):
     assert plat.delete(f"/v1/datasets/ds-{a1}/versions/2", headers=ALICE).status_code == 404
 
     # A version still being assembled cannot be deleted.
-    assert plat.post(f"/v1/datasets/ds-{a1}/versions", json={}, headers=ALICE).status_code == 202
+    publish_a_reviewed_version(plat, a1, ALICE)
     r = plat.delete(f"/v1/datasets/ds-{a1}/versions/3", headers=ALICE)
     assert r.status_code == 409 and "still being assembled" in r.json()["detail"]
     plat.run()

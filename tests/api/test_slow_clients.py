@@ -103,7 +103,9 @@ def test_headers_sent_at_one_byte_a_second_are_cut_at_the_deadline(live):
     request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * 60 + b"\r\n\r\n"
     (cut, seconds, answer), probes = attack(live, request, give_up_s=4 * LIMITS.header_timeout_s)
     assert cut, "a client sending its headers at 1 byte/s was never cut"
-    assert seconds >= LIMITS.header_timeout_s  # not before its deadline
+    # Not before its deadline. The server's clock starts when it accepts the connection, a moment before this
+    # client's (which starts once connect() returned): hence the small allowance.
+    assert seconds >= LIMITS.header_timeout_s - 0.2
     assert answer.startswith(b"HTTP/1.1 408") and b"headers not complete" in answer
     assert probes and all(p == 200 for p in probes), probes
     assert live["protocol"].cuts["headers"] == 1

@@ -50,7 +50,7 @@ def test_a_job_runs_through_a_declared_extra_stage_and_resumes_it(tmp_path, redi
         assert out["done"] == 2
         stamped = {sid for sid in map(keys.scene_id, range(4)) if rt.store.exists(stamp_key(job, sid))}
         assert stamped == set(args[1])
-        with TestClient(create_app(s, rt)) as api:
+        with TestClient(create_app(s, rt), base_url="http://127.0.0.1") as api:
             page = api.get(f"/v1/jobs/{job}/scenes", headers={"Authorization": "Bearer k"}).json()
         assert [list(item["stages"]) for item in page["items"]] == [
             ["layout", "synthesis", "annotation", "curation", "stamp"]] * 4

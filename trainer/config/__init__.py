@@ -8,12 +8,9 @@
 
 from .build import (
     TINY_PRESET,
-    ConfigError,
     build_training_cfg,
     get_training_cfg,
     merge_overrides,
-    resolve_config_file,
-    shipped_configs,
 )
 from .defaults import (
     CLIP_PIXEL_MEAN,
@@ -21,10 +18,13 @@ from .defaults import (
     CONFIGS_DIR,
     RANDOM_WEIGHTS_PREFIX,
     CfgNode,
+    ConfigError,
     add_dreammask_config,
     add_fcclip_config,
     add_trainer_config,
     get_cfg,
+    resolve_config_file,
+    shipped_configs,
 )
 
 __all__ = [

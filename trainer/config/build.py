@@ -16,33 +16,9 @@ from yacs.config import CfgNode as _YacsNode
 
 from dreammask.shared.suggest import closest
 
-from .defaults import CONFIGS_DIR, CfgNode, get_cfg
+from .defaults import CfgNode, ConfigError, get_cfg, resolve_config_file
 
 TINY_PRESET = "tiny_test"
-
-
-class ConfigError(ValueError):
-    """One or more problems, each with the input it came from (a tuple such as ("overrides", "SOLVER.X"))."""
-
-    def __init__(self, errors: list[tuple[tuple, str]]):
-        self.errors = list(errors)
-        super().__init__("; ".join(msg for _, msg in self.errors))
-
-
-def shipped_configs() -> list[str]:
-    return sorted(str(p.relative_to(CONFIGS_DIR)) for p in CONFIGS_DIR.rglob("*.yaml"))
-
-
-def resolve_config_file(name: str) -> str:
-    """A YAML path, or the name of a preset under trainer/configs/ (with or without .yaml)."""
-    p = Path(name)
-    if p.is_file():
-        return str(p)
-    for cand in (CONFIGS_DIR / name, CONFIGS_DIR / f"{name}.yaml"):
-        if cand.is_file():
-            return str(cand)
-    raise ConfigError([(("config",), f"config file {name!r} not found; give a path or a shipped config: "
-                                      f"{', '.join(shipped_configs())}")])
 
 
 def is_tiny_preset(name: str | None) -> bool:

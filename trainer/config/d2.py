@@ -7,8 +7,8 @@ then the preset and the command line merge as usual.
 
 from __future__ import annotations
 
-from .build import ConfigError, check_values, resolve_config_file
-from .defaults import add_trainer_config
+from .build import check_values
+from .defaults import ConfigError, add_trainer_config, resolve_config_file
 
 D2_META_ARCHITECTURE = "DreamMaskFCCLIP"
 

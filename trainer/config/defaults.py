@@ -27,13 +27,35 @@ CLIP_PIXEL_STD = [68.5005327, 66.6321579, 70.32316305]
 RANDOM_WEIGHTS_PREFIX = "random:"
 
 
+class ConfigError(ValueError):
+    """One or more problems, each with the input it came from (a tuple such as ("overrides", "SOLVER.X"))."""
+
+    def __init__(self, errors: list[tuple[tuple, str]]):
+        self.errors = list(errors)
+        super().__init__("; ".join(msg for _, msg in self.errors))
+
+
+def shipped_configs() -> list[str]:
+    return sorted(str(p.relative_to(CONFIGS_DIR)) for p in CONFIGS_DIR.rglob("*.yaml"))
+
+
+def resolve_config_file(name: str) -> str:
+    """A YAML path, or the name of a preset under trainer/configs/ (with or without .yaml)."""
+    p = Path(name)
+    if p.is_file():
+        return str(p)
+    for cand in (CONFIGS_DIR / name, CONFIGS_DIR / f"{name}.yaml"):
+        if cand.is_file():
+            return str(cand)
+    raise ConfigError([(("config",), f"config file {name!r} not found; give a path or a shipped config: "
+                                      f"{', '.join(shipped_configs())}")])
+
+
 class CfgNode(_FvcoreCfgNode):
     """fvcore's CfgNode (yaml + `_BASE_`): a bare preset name resolves against trainer/configs/, and a bad
     key names the file it came from."""
 
     def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
-        from .build import resolve_config_file
-
         path = resolve_config_file(str(cfg_filename))
         try:
             super().merge_from_file(path, allow_unsafe=allow_unsafe)

@@ -143,7 +143,7 @@ def evaluation_only(cfg, store: ObjectStore | None = None, prefix: str = "", mod
     writes `evaluation.json` and `evaluation.md` (per-class tables) under `prefix` of `store` (main process)
     and returns the evaluation."""
     from .fcclip_weights import load_fcclip_weights
-    from .train_loop import resolve_device, seed_everything
+    from .runtime import resolve_device, seed_everything
 
     if not str(cfg.MODEL.WEIGHTS):
         raise ValueError("evaluation needs MODEL.WEIGHTS: the checkpoint to evaluate")
