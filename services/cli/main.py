@@ -165,6 +165,40 @@ def resume(job_id: Annotated[str, typer.Argument(help="a job id")], json_out: Js
     console.print(f"follow it: dreammask watch {job_id}", soft_wrap=True)
 
 
+def _deletion_path(what: str) -> str:
+    """The DELETE route of an id, by its form: jobs `j…`, trainings `tr-…`, datasets `ds-…` (a published
+    version is `ds-…-vN`)."""
+    if what.startswith("tr-"):
+        return f"/v1/trainings/{what}"
+    if what.startswith("ds-"):
+        return f"/v1/datasets/{what}"
+    if what.startswith("j"):
+        return f"/v1/jobs/{what}"
+    raise CliError(f"{what!r} is not a job (j…), dataset (ds-…, ds-…-vN) or training (tr-…) id",
+                   "job ids: `dreammask list`; training ids: `dreammask trainings list`; a job's dataset is ds-<job id>")
+
+
+@app.command()
+def delete(what: Annotated[str, typer.Argument(help="a job (j…), dataset (ds-…; a version ds-…-vN) or "
+                                                      "training (tr-…) id")],
+           yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+           json_out: JsonOut = False, api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = ""):
+    """Delete a job (with its dataset and every version; cancelled first if it runs), one dataset or
+    version, or a training (with its checkpoints). Nothing of another job or tenant is touched."""
+    path = _deletion_path(what)
+    if not yes and not typer.confirm(f"delete {what} and everything stored under it?", default=False):
+        raise CliError("nothing deleted", "pass --yes to delete without being asked")
+    with api_client(api_url, api_key) as c:
+        out = check(c.delete(path))
+    if json_out:
+        print_json(out)
+        return
+    how = "cancelled, then deleted" if out.get("cancelled") else "deleted"
+    if out.get("pending"):
+        how = "cancelled; deleted once it has stopped"
+    console.print(f"{out['deleted']} {out['id']}: {how} ({out['objects']} objects removed)", soft_wrap=True)
+
+
 app.command("categories")(categories_command)
 app.command("scenes")(scenes_command)
 app.add_typer(trainings_app, name="trainings")

@@ -4,7 +4,10 @@ trainings, and downloads that stream, skip, resume and verify."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 from cli_helpers import KEY, cli, error_lines
@@ -263,3 +266,34 @@ def test_trainings_evaluate_prints_figures_and_a_seen_unseen_table(live_api, fin
         kept = [m for m in d.pending if m[0] != TASK_TRAIN]
         d.pending.clear()
         d.pending.extend(kept)
+
+
+def test_delete_asks_then_removes_one_job_and_nothing_else(live_api, finished_job, tmp_path):
+    env = _env(live_api)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({**SPEC, "seed": 11, "name": "to delete"}))
+    victim = json.loads(cli("submit", str(spec), "--json", env=env).stdout)["job_id"]
+    live_api.run_pending()
+    store = live_api.rt.store
+    assert any(True for _ in store.list(f"jobs/{victim}/"))
+
+    # Without --yes it asks; answering no deletes nothing.
+    r = subprocess.run([sys.executable, "-m", "dreammask.services.cli", "delete", victim], input="n\n",
+                       capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+    assert r.returncode != 0 and "nothing deleted" in r.stderr
+    assert any(True for _ in store.list(f"jobs/{victim}/"))
+
+    r = cli("delete", victim, "--yes", env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"job {victim}: deleted" in r.stdout
+    assert not any(True for _ in store.list(f"jobs/{victim}/"))
+    assert not any(True for _ in store.list(f"datasets/ds-{victim}/"))
+    assert live_api.client.get(f"/v1/jobs/{victim}").status_code == 404
+    # The other job and its dataset are untouched.
+    assert live_api.client.get(f"/v1/jobs/{finished_job['job_id']}").json()["state"] == "succeeded"
+    assert store.exists(f"datasets/ds-{finished_job['job_id']}/manifest.json")
+
+    r = cli("delete", "nonsense", "--yes", env=env)
+    assert r.returncode != 0 and "is not a job" in error_lines(r)[0]
+    r = cli("delete", victim, "--yes", env=env)  # gone: the API's 404, one clean line
+    assert r.returncode != 0 and len(error_lines(r)) <= 2
