@@ -192,7 +192,7 @@ class Floor:
         # the crops each chunk sends through CLIP (the views in use, every image of the chunk)
         mean_rgb = np.clip(np.round(clip.mean * 255.0), 0, 255)
         self.crops = []
-        for s in range(0, len(images), eb):
+        for s in range(0, len(images) if results is not None else 0, eb):
             parts = {"masked": [], "box": []}
             for img, lay, res in zip(images[s : s + eb], layouts[s : s + eb], results[s : s + eb], strict=True):
                 boxes = AnnotationPipeline._boxes(img, lay)
@@ -204,13 +204,13 @@ class Floor:
             self.crops.append(torch.from_numpy(crops).to(sam.device).permute(0, 3, 1, 2).float())
         self.n_crops = sum(len(c) for c in self.crops)
 
-    def encoder(self) -> float:
+    def encoder(self, batches=None) -> float:
         import torch
 
         with torch.inference_mode(), self.sam._autocast():
             sync(self.device)
             t = time.perf_counter()
-            for batch in self.batches:
+            for batch in batches if batches is not None else self.batches:
                 self.sam.model.image_encoder(batch)
             sync(self.device)
             return time.perf_counter() - t
@@ -262,25 +262,38 @@ def per_image_steps(steps: dict, n: int) -> dict:
             **{k: v for k, v in steps.items() if k.endswith(("_copies", "_bytes"))}}
 
 
-def clip_choice_costs(models: list[str], sam_kind: str, clip_kind: str, floor: Floor, instances: int,
-                      device: str, workdir: Path, repeats: int = 2) -> dict:
-    """CLIP's image encoder on one and on two crops per instance (`instances` of them) for each model,
-    timed like the floor's CLIP part, against SAM's encoder per image; the model in use included."""
+def inner_ratio(steps: dict) -> float:
+    """A run's wall time over its own encoder and CLIP device steps."""
+    return steps["wall_s"] / (steps["device_s"]["encoder"] + steps["device_s"]["clip"])
+
+
+def clip_choice_costs(models: list[str], clip_kind: str, floor: Floor, instances: int, device: str,
+                      workdir: Path, repeats: int = 2) -> dict:
+    """CLIP's image encoder on one and on two crops per instance (`instances`: one image's) for each model,
+    timed like the floor's CLIP part, in rounds with SAM's encoder on one image, so that each round's
+    ratios share its load; the model in use included. Per model the best times and the median ratios."""
     import torch
 
-    size = floor.clip.image_size
-    out = {}
+    clips = {name: floor.clip if name == clip_kind else build_clip_backend(name, device, workdir) for name in models}
+    crops = {name: torch.rand(2 * instances, 3, c.image_size, c.image_size, device=device) * 255
+             for name, c in clips.items()}
+    image = floor.batches[0][:1]
+    for name, c in clips.items():
+        time_clip(c, [crops[name][:2]], device)  # warm
+    sam_runs, runs = [], {name: {"one": [], "two": []} for name in models}
+    for _ in range(repeats):
+        sam_runs.append(floor.encoder(batches=[image]))
+        for name, c in clips.items():
+            runs[name]["one"].append(time_clip(c, [crops[name][:instances]], device))
+            runs[name]["two"].append(time_clip(c, [crops[name]], device))
+    out: dict = {"instances": instances, "sam_encoder_s_per_image": round(min(sam_runs), 4)}
     for name in models:
-        clip = floor.clip if name == clip_kind else build_clip_backend(name, device, workdir)
-        crops = torch.rand(2 * instances, 3, clip.image_size, clip.image_size, device=device) * 255
-        time_clip(clip, [crops[:2]], device)  # warm
-        one = min(time_clip(clip, [crops[:instances]], device) for _ in range(repeats))
-        two = min(time_clip(clip, [crops], device) for _ in range(repeats))
-        out[name] = {"image_size": clip.image_size, "one_crop_s": round(one, 4), "two_crops_s": round(two, 4)}
-        if clip is not floor.clip:
-            del clip
-    out["instances"] = instances
-    out["reference_crop_size"] = size
+        one, two = runs[name]["one"], runs[name]["two"]
+        out[name] = {
+            "image_size": clips[name].image_size, "one_crop_s": round(min(one), 4), "two_crops_s": round(min(two), 4),
+            "one_crop_to_sam_encoder": round(float(np.median([o / e for o, e in zip(one, sam_runs, strict=True)])), 4),
+            "two_crops_to_sam_encoder": round(float(np.median([t / e for t, e in zip(two, sam_runs, strict=True)])), 4),
+        }
     return out
 
 
@@ -302,6 +315,8 @@ def main(argv=None) -> dict:
                     help="the image encoder's attention in the annotation runs (the other is timed beside it)")
     ap.add_argument("--clip-choices", default="ViT-B-16,ViT-L-14",
                     help="CLIP models whose cost per image is measured (one and two crops per instance); '' none")
+    ap.add_argument("--choice-repeats", type=int, default=3, help="rounds of the CLIP choices with SAM's encoder")
+    ap.add_argument("--clip-choices-only", action="store_true", help="only the CLIP choices (and their SAM encoder)")
     ap.add_argument("--mask-stats", action="store_true", help="one untimed pass recording what the masks look like")
     ap.add_argument("--blob-masks", action="store_true", help="the steady state again with blob masks")
     args = ap.parse_args(argv)
@@ -329,6 +344,14 @@ def main(argv=None) -> dict:
 
     images, layouts = make_task(rng, args.images, args.size, args.boxes)
     n = len(images)
+    if args.clip_choices_only:
+        models = [c for c in args.clip_choices.split(",") if c] or [args.clip]
+        costs = clip_choice_costs(models, args.clip, Floor(sam, clip, images, layouts, None), args.boxes,
+                                  args.device, workdir, args.choice_repeats)
+        result = {"bench": "annotation", "sam": args.sam, "device": args.device, "image_size": args.size,
+                  "torch_threads": torch.get_num_threads(), "clip_choices_per_image": costs}
+        print(json.dumps(result))
+        return result
     # the task's masks, for the floor's crops (and a full-size warm-up on a GPU)
     results = sam.segment_many(images, [AnnotationPipeline._boxes(i, lay) for i, lay in zip(images, layouts,
                                                                                             strict=True)])
@@ -421,6 +444,10 @@ def main(argv=None) -> dict:
         "meets_goal": single_ratio <= GOAL_RATIO and steady_ratio <= GOAL_RATIO,
         # the earlier figure: the whole against the encoder alone (CLIP counted as overhead)
         "single_task_to_encoder_ratio": round(single_s / encoder_s, 4),
+        # cross-check that load from other processes cannot tilt: each run against the encoder and CLIP
+        # steps timed inside it
+        "single_task_ratio_to_inner_floor": round(inner_ratio(single_steps), 4),
+        "steady_ratio_to_inner_floor": round(inner_ratio(steady_steps), 4),
         "steps_per_image": per_image_steps(single_steps, n),
         "steady_steps_per_image": per_image_steps(steady_steps, n),
         "text_embed_s_once_per_job": round(text_s, 4),
@@ -447,13 +474,7 @@ def main(argv=None) -> dict:
     choices = [c for c in args.clip_choices.split(",") if c]
     if choices:
         models = choices + ([args.clip] if args.clip not in choices else [])
-        costs = clip_choice_costs(models, args.sam, args.clip, floor, args.boxes, args.device, workdir,
-                                  repeats=1 if args.device == "cpu" else 2)
-        per_image_encoder = encoder_s / n
-        for name in models:
-            c = costs[name]
-            c["one_crop_to_sam_encoder"] = round(c["one_crop_s"] / per_image_encoder, 4)
-            c["two_crops_to_sam_encoder"] = round(c["two_crops_s"] / per_image_encoder, 4)
+        costs = clip_choice_costs(models, args.clip, floor, args.boxes, args.device, workdir, args.choice_repeats)
         result["clip_choices_per_image"] = costs
         print(f"CLIP per image ({args.boxes} instances), one / two crops, against the SAM encoder: "
               + "; ".join(f"{m} {costs[m]['one_crop_to_sam_encoder']:.3f} / {costs[m]['two_crops_to_sam_encoder']:.3f}"

@@ -340,11 +340,7 @@ def part_annotation(args, clock: Clock, work: Path, out: dict) -> dict:
         skipped.append("encoder_rates")
     if fits(args.est_annotation_choices_s):
         models = ["tiny"] if tiny else ["ViT-B-16", "ViT-L-14"]
-        costs = clip_choice_costs(models, args.sam, args.clip, floor, n_box, device, work)
-        for name in models:  # per image: 8 instances against the encoder's time per image
-            for k in ("one_crop", "two_crops"):
-                costs[name][f"{k}_to_sam_encoder"] = round(costs[name][f"{k}_s"] / (min(enc) / n_img), 4)
-        res["clip_choices_per_image"] = costs
+        res["clip_choices_per_image"] = clip_choice_costs(models, args.clip, floor, n_box, device, work)
     else:
         skipped.append("clip_choices")
     res["skipped_to_fit"] = skipped

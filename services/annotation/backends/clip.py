@@ -200,14 +200,16 @@ def _masked(crop: np.ndarray, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
 
 
 def instance_crops(
-    image: np.ndarray, masks: list[np.ndarray], boxes: np.ndarray, size: int, margin: float, mean_rgb: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Box crops and masked crops, each (N, size, size, 3) uint8."""
+    image: np.ndarray, masks: list[np.ndarray], boxes: np.ndarray, size: int, margin: float, mean_rgb: np.ndarray,
+    views: tuple[str, ...] | None = None,
+):
+    """Box crops and masked crops, each (N, size, size, 3) uint8; with `views`, {view: crops} of those only."""
     import cv2
 
     fill = np.asarray(mean_rgb, dtype=np.uint8)
-    box_crops = np.empty((len(masks), size, size, 3), dtype=np.uint8)
-    masked_crops = np.empty_like(box_crops)
+    wanted = views or ("masked", "box")
+    box_crops = np.empty((len(masks), size, size, 3), dtype=np.uint8) if "box" in wanted else None
+    masked_crops = np.empty((len(masks), size, size, 3), dtype=np.uint8) if "masked" in wanted else None
     for i, (mask, box) in enumerate(zip(masks, boxes, strict=True)):
         mask = np.asarray(mask, dtype=bool)
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -216,8 +218,12 @@ def instance_crops(
         crop = _window(image, x0, y0, side, fill)
         keep = _window(mask.view(np.uint8), x0, y0, side, np.uint8(0))
         interp = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
-        cv2.resize(crop, (size, size), dst=box_crops[i], interpolation=interp)
-        cv2.resize(_masked(crop, keep, fill), (size, size), dst=masked_crops[i], interpolation=interp)
+        if box_crops is not None:
+            cv2.resize(crop, (size, size), dst=box_crops[i], interpolation=interp)
+        if masked_crops is not None:
+            cv2.resize(_masked(crop, keep, fill), (size, size), dst=masked_crops[i], interpolation=interp)
+    if views is not None:
+        return {"box": box_crops, "masked": masked_crops}
     return box_crops, masked_crops
 
 
@@ -555,19 +561,18 @@ class ClipScores(ScoreBackend):
         encoder in `batch_size` batches; the scores stay on the device until `finish`."""
         import torch
 
-        items = [(key, item) for key, item in items if item[3]]
-        if not items:
+        on_device = images_on_device if images_on_device is not None else [None] * len(items)
+        kept = [(key, item, dev) for (key, item), dev in zip(items, on_device, strict=True) if item[3]]
+        if not kept:
             return
         timer = scoring.run.timer
         views = VIEWS[self.views]
         mean_rgb = np.clip(np.round(self.mean * 255.0), 0, 255)
-        on_device = self.wants_device_images
         with torch.inference_mode():
-            if on_device:
+            if self.wants_device_images:
                 with timer.device_step("crops"):
                     per_image = []
-                    for n, (_, (image, masks, boxes, _)) in enumerate(items):
-                        dev = images_on_device[n] if images_on_device is not None else None
+                    for _, (image, masks, boxes, _), dev in kept:
                         dev = dev if dev is not None else Transfers(self.device, timer).upload(image)
                         wins = [m if isinstance(m, MaskWindow) else MaskWindow.from_mask(m) for m in masks]
                         per_image.append(device_crops(dev, wins, boxes, self.image_size, self.crop_margin,
@@ -576,19 +581,19 @@ class ClipScores(ScoreBackend):
             else:
                 with timer.host_step("crops"):
                     parts = {v: [] for v in views}
-                    for _, (image, masks, boxes, _) in items:
+                    for _, (image, masks, boxes, _), _ in kept:
                         full = [m.dense if isinstance(m, MaskWindow) else m for m in masks]
-                        box_crops, masked_crops = instance_crops(image, full, boxes, self.image_size,
-                                                                 self.crop_margin, mean_rgb)
-                        parts.get("masked", []).append(masked_crops)
-                        parts.get("box", []).append(box_crops)
+                        crops = instance_crops(image, full, boxes, self.image_size, self.crop_margin, mean_rgb,
+                                               views)
+                        for v in views:
+                            parts[v].append(crops[v])
                     crops = np.concatenate([c for v in views for c in parts[v]])
             with timer.device_step("clip"):
                 emb = self.image_embeddings(crops, timer)
-                n = len(emb) // len(views)
-                by_view = {v: emb[k * n : (k + 1) * n] for k, v in enumerate(views)}
-                scoring.tables.append(self._table(scoring, by_view, [item[3] for _, item in items]))
-        scoring.keys += [(key, len(item[3])) for key, item in items]
+                per_view = len(emb) // len(views)
+                by_view = {v: emb[k * per_view : (k + 1) * per_view] for k, v in enumerate(views)}
+                scoring.tables.append(self._table(scoring, by_view, [item[3] for _, item, _ in kept]))
+        scoring.keys += [(key, len(item[3])) for key, item, _ in kept]
 
     def _table(self, scoring: ScoringRun, by_view: dict, targets: list[list[str]]):
         """(N, columns) scores of a chunk's instances, on the device."""
