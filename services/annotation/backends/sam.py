@@ -433,10 +433,10 @@ class SamMasks(MaskBackend):
         todo = [k for k, (_, b) in enumerate(prepared) if len(b)]
         chunks = [todo[s : s + self.encoder_batch_size] for s in range(0, len(todo), self.encoder_batch_size)]
         with self._lock:
-            inputs = [run.pool.submit(self._host_inputs, [prepared[k][0] for k in c], run) for c in chunks]
+            inputs = {k: run.pool.submit(self._host_input, prepared[k][0], run) for k in todo}
             previous = None
-            for c, host_inputs in zip(chunks, inputs, strict=True):
-                current = self._queue_chunk(c, prepared, host_inputs.result(), run, keep_images)
+            for c in chunks:
+                current = self._queue_chunk(c, prepared, [inputs.pop(k).result() for k in c], run, keep_images)
                 if previous is not None:
                     yield previous.handed()
                 self._start_windows(current, run)
@@ -452,11 +452,11 @@ class SamMasks(MaskBackend):
         stack.enter_context(self._autocast())
         return stack
 
-    def _host_inputs(self, images: list[np.ndarray], run: DeviceRun):
-        """Each image resized as the encoder wants it (`ResizeLongestSide`), in memory ready for a
+    def _host_input(self, image: np.ndarray, run: DeviceRun):
+        """The image resized as the encoder wants it (`ResizeLongestSide`), in memory ready for a
         non-blocking upload."""
         with run.timer.host_step("prepare"):
-            return [run.transfers.pin(self.predictor.transform.apply_image(image)) for image in images]
+            return run.transfers.pin(self.predictor.transform.apply_image(image))
 
     def _queue_chunk(self, indices, prepared, host_inputs, run: DeviceRun, keep_images: bool) -> _Chunk:
         """Queue a chunk's encoder and decoder on the device, and the copy of its masks' boxes and scores."""
