@@ -72,6 +72,12 @@ class AnnotationSettings(Settings):
     # Context added around the instance's box on each side, as a fraction of the box size.
     clip_crop_margin: float = Field(0.1, ge=0.0, le=2.0)
     clip_batch_size: int = Field(64, ge=1, le=4096)  # crops per image-encoder call
+    # Crops per instance: "masked+box" (both, mixed by clip_mask_weight), "masked" or "box" (half the
+    # image-encoder work; the other crop's cosine is then not reported).
+    clip_views: Literal["masked+box", "masked", "box"] = "masked+box"
+    # Where the crops are cut and resized: "device" (from the image already on the GPU), "host" (OpenCV),
+    # "auto" (device on a GPU, host on the CPU).
+    clip_crops: Literal["auto", "device", "host"] = "auto"
     clip_text_batch_size: int = Field(256, ge=1, le=65536)  # prompts per text-encoder call
     clip_text_cache_size: int = Field(8, ge=1, le=1024)  # vocabularies whose text embeddings stay cached
 
@@ -80,6 +86,9 @@ class AnnotationSettings(Settings):
     annotation_device: str | None = None
     # Half precision on CUDA (always fp32 on the CPU).
     annotation_fp16: bool = True
+    # Threads for the host work done beside the device (image resizing, mask clean-up, RLE): -1 chooses
+    # (none on the CPU, where device and host share the cores; up to 8 on a GPU machine), 0 none.
+    annotation_host_threads: int = Field(-1, ge=-1, le=256)
 
     @field_validator("clip_prompt_templates")
     @classmethod

@@ -51,9 +51,17 @@ def test_gpu_bench_tiny_runs_every_part(tmp_path):
         assert v[name]["images_per_s"] > 0 and v[name]["pixel_diff_to_plain"]["max"] <= 1, (name, v[name])
     assert v["channels_last_fused_qkv_bf16"]["dtype"] == "bfloat16"
 
-    a = last["annotation"]
-    assert a["whole_to_encoder_ratio"] > 1 and a["decoder_boxes_per_call"] >= 64  # tiny embedding: all at once
-    assert set(a["encoder_images_per_s_by_batch"]) == {"1", "4"}
+    a = last["annotation"]  # the GPU worker's configuration on the CPU: a host pool, crops cut "on the device"
+    assert a["host_threads"] == 2 and a["clip_crops_on_device"] and a["encoder_batch_size"] == 2
+    assert a["decoder_boxes_per_call"] >= 64  # tiny embedding: all at once
+    assert a["floor_s"] > 0 and a["single_task_ratio"] > 0 and a["steady_ratio"] > 0 and a["tasks_steady"] == 4
+    steps = a["steps_single_task"]
+    assert {"encoder", "decoder", "crops", "clip"} <= set(steps["device_s"]) and steps["device_idle_s"] >= 0
+    assert steps["d2h_copies"] == 1 and {"cleanup", "rle"} <= set(steps["host_s"])
+    assert a["backends"]["sam"]["encoder_s"] > 0 and a["backends"]["clip"]["encoder_s"] > 0
+    assert a["mask_stats"]["masks"] == 32 and a["blob_masks"]["mask_stats"]["components_per_mask_median"] == 2
+    assert set(a["encoder_images_per_s_by_batch"]) == {"1", "4"} and a["encoder_sdpa_speedup"] > 0
+    assert a["clip_choices_per_image"]["tiny"]["two_crops_s"] > 0 and a["skipped_to_fit"] == []
 
     t = last["trainer"]  # the training smoke through the trainer's loop, then evaluation only on 8 images
     assert t["iterations"] == 6 and t["real_images"] > 0 and t["synthetic_images"] > 0 and t["iat"] is True

@@ -28,19 +28,47 @@ import threading
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dreammask.shared.backends import ScoreBackend
 from dreammask.shared.schemas import normalise_name
 
+from ..device_io import DeviceRun, InlineExecutor, StepTimer, Transfers, to_device
+from ..mask_ops import MaskWindow
 from ..settings import DEFAULT_PROMPT_TEMPLATES, AnnotationSettings, resolve_device
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 CLIP_VOCAB_SIZE = 49408  # the BPE vocabulary every OpenAI/LAION CLIP text tower is trained with
+
+# The crops each `clip_views` setting encodes (in this order), and the score columns it reports.
+VIEWS = {"masked+box": ("masked", "box"), "masked": ("masked",), "box": ("box",)}
+SCORE_KEYS = {
+    "masked+box": ("clip_cosine", "clip_prob", "clip_rank", "clip_cosine_mask", "clip_cosine_box"),
+    "masked": ("clip_cosine", "clip_prob", "clip_rank", "clip_cosine_mask"),
+    "box": ("clip_cosine", "clip_prob", "clip_rank", "clip_cosine_box"),
+}
+
+
+@dataclass
+class ScoringRun:
+    """One task's scoring: its vocabulary (with the targets it lacks), the text embeddings, and the score
+    tables of the chunks queued so far, still on the device."""
+
+    names: tuple[str, ...]
+    index: dict[str, int]
+    base: int  # names of the vocabulary itself; the rest are targets appended for some image
+    text: Any
+    run: DeviceRun
+    tables: list = field(default_factory=list)
+    keys: list[tuple[Any, int]] = field(default_factory=list)  # (item key, instances) per scored image
 
 
 def _tokenizer(context_length: int):
@@ -172,14 +200,16 @@ def _masked(crop: np.ndarray, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
 
 
 def instance_crops(
-    image: np.ndarray, masks: list[np.ndarray], boxes: np.ndarray, size: int, margin: float, mean_rgb: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Box crops and masked crops, each (N, size, size, 3) uint8."""
+    image: np.ndarray, masks: list[np.ndarray], boxes: np.ndarray, size: int, margin: float, mean_rgb: np.ndarray,
+    views: tuple[str, ...] | None = None,
+):
+    """Box crops and masked crops, each (N, size, size, 3) uint8; with `views`, {view: crops} of those only."""
     import cv2
 
     fill = np.asarray(mean_rgb, dtype=np.uint8)
-    box_crops = np.empty((len(masks), size, size, 3), dtype=np.uint8)
-    masked_crops = np.empty_like(box_crops)
+    wanted = views or ("masked", "box")
+    box_crops = np.empty((len(masks), size, size, 3), dtype=np.uint8) if "box" in wanted else None
+    masked_crops = np.empty((len(masks), size, size, 3), dtype=np.uint8) if "masked" in wanted else None
     for i, (mask, box) in enumerate(zip(masks, boxes, strict=True)):
         mask = np.asarray(mask, dtype=bool)
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -188,9 +218,88 @@ def instance_crops(
         crop = _window(image, x0, y0, side, fill)
         keep = _window(mask.view(np.uint8), x0, y0, side, np.uint8(0))
         interp = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
-        cv2.resize(crop, (size, size), dst=box_crops[i], interpolation=interp)
-        cv2.resize(_masked(crop, keep, fill), (size, size), dst=masked_crops[i], interpolation=interp)
+        if box_crops is not None:
+            cv2.resize(crop, (size, size), dst=box_crops[i], interpolation=interp)
+        if masked_crops is not None:
+            cv2.resize(_masked(crop, keep, fill), (size, size), dst=masked_crops[i], interpolation=interp)
+    if views is not None:
+        return {"box": box_crops, "masked": masked_crops}
     return box_crops, masked_crops
+
+
+def _resize_matrix(side: int, size: int, device) -> torch.Tensor:
+    """(size, side) weights that resize a line of `side` pixels to `size` as OpenCV does for the crops:
+    INTER_AREA when shrinking (each output pixel the mean of the input it covers, partial pixels by
+    their overlap, overlaps under 1e-3 dropped), INTER_CUBIC otherwise (A = -0.75, pixel centres
+    aligned, taps beyond the line clamped to its ends)."""
+    import torch
+
+    if side > size:
+        scale = side / size
+        lo = torch.arange(size, device=device, dtype=torch.float64)[:, None] * scale
+        j = torch.arange(side, device=device, dtype=torch.float64)[None, :]
+        overlap = (torch.minimum(lo + scale, j + 1) - torch.maximum(lo, j)).clamp(min=0)
+        return torch.where(overlap > 1e-3, overlap, 0.0).div(scale).float()
+    a = -0.75
+    fx = (torch.arange(size, device=device, dtype=torch.float64) + 0.5) * (side / size) - 0.5
+    ix = fx.floor()
+    t = fx - ix
+    w0 = ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a
+    w1 = ((a + 2) * t - (a + 3)) * t * t + 1
+    w2 = ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1
+    weights = torch.stack([w0, w1, w2, 1 - w0 - w1 - w2], dim=1)
+    taps = (ix[:, None] + torch.arange(-1, 3, device=device, dtype=torch.float64)).clamp(0, side - 1).long()
+    out = torch.zeros(size, side, device=device, dtype=torch.float64)
+    return out.scatter_add_(1, taps, weights).float()
+
+
+def device_crops(image, windows: list, boxes: np.ndarray, size: int, margin: float, mean_rgb: np.ndarray,
+                 views: tuple[str, ...] = ("masked", "box")) -> torch.Tensor:
+    """`instance_crops` on the device: `image` uint8 (H, W, 3) already there, each mask a `MaskWindow`
+    (only its tight box is uploaded). Returns float32 (len(views), N, 3, size, size) in [0, 255], rounded
+    like OpenCV's uint8 output. Same regions and padding as the host crops; each crop is two matrix products with
+    the resize weights of `_resize_matrix`, on the part of the region inside the image (the padding
+    and the masked-out pixels are the mean colour, added back after)."""
+    import torch
+
+    device = image.device
+    h, w = image.shape[:2]
+    fill = to_device(np.asarray(mean_rgb, dtype=np.float32), device).view(3, 1, 1)
+    pixels = image.permute(2, 0, 1).float() - fill  # (3, H, W), the mean colour at 0
+    n = len(windows)
+    out = fill.expand(len(views), n, 3, size, size).clone()
+    tight = [win.tight for win in windows]
+    # the masks' tight boxes, uploaded in one copy
+    parts = [win.data[t[1] - win.y0 : t[3] - win.y0, t[0] - win.x0 : t[2] - win.x0] if t is not None
+             else np.zeros((0, 0), bool) for win, t in zip(windows, tight, strict=True)]
+    flat = torch.from_numpy(np.concatenate([p.reshape(-1) for p in parts]).view(np.uint8)) if parts else None
+    if flat is not None and device.type == "cuda":
+        flat = flat.pin_memory().to(device, non_blocking=True)
+    offsets = np.cumsum([0] + [p.size for p in parts])
+    matrices: dict[int, torch.Tensor] = {}
+    for i, (box, t) in enumerate(zip(boxes, tight, strict=True)):
+        x0, y0, side = _square_region(box, t, margin)
+        sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+        if sx1 <= sx0 or sy1 <= sy0:
+            continue  # the region lies outside the image: both crops are the mean colour
+        if side not in matrices:
+            matrices[side] = _resize_matrix(side, size, device)
+        m = matrices[side]
+        my, mx = m[:, sy0 - y0 : sy1 - y0], m[:, sx0 - x0 : sx1 - x0]
+        region = pixels[:, sy0:sy1, sx0:sx1]
+        planes = []
+        for view in views:
+            if view == "box":
+                planes.append(region)
+                continue
+            keep = torch.zeros(sy1 - sy0, sx1 - sx0, dtype=torch.bool, device=device)
+            if t is not None:
+                keep[t[1] - sy0 : t[3] - sy0, t[0] - sx0 : t[2] - sx0] = \
+                    flat[offsets[i] : offsets[i + 1]].view(torch.bool).view(t[3] - t[1], t[2] - t[0])
+            planes.append(region * keep)
+        resized = my @ torch.stack(planes) @ mx.T  # (views, 3, size, size)
+        out[:, i] += resized
+    return out.round_().clamp_(0, 255)
 
 
 def _input_dtype(visual):
@@ -222,8 +331,17 @@ class ClipScores(ScoreBackend):
         text_batch_size: int = 256,
         text_cache_size: int = 8,
         info: dict[str, Any] | None = None,
+        views: str = "masked+box",
+        crops: str = "auto",
     ):
         import torch
+
+        if views not in VIEWS:
+            raise ValueError(f"views must be one of {sorted(VIEWS)}, got {views!r}")
+        if crops not in ("auto", "device", "host"):
+            raise ValueError(f"crops must be 'auto', 'device' or 'host', got {crops!r}")
+        self.views = views
+        self.crops = crops
 
         self.model = model
         self.tokenizer = tokenizer
@@ -241,6 +359,8 @@ class ClipScores(ScoreBackend):
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         self.mean = np.asarray(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)), dtype=np.float32)
         self.std = np.asarray(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)), dtype=np.float32)
+        # on the device once: a copy from the host per call would wait for the queued work first
+        self._mean_std = tuple(torch.as_tensor(v, device=self.device).view(1, 3, 1, 1) for v in (self.mean, self.std))
         self._text_cache: OrderedDict[tuple[str, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
         self.last_timings: dict[str, float] = {}
@@ -289,6 +409,8 @@ class ClipScores(ScoreBackend):
             batch_size=ann.clip_batch_size,
             text_batch_size=ann.clip_text_batch_size,
             text_cache_size=ann.clip_text_cache_size,
+            views=ann.clip_views,
+            crops=ann.clip_crops,
         )
 
     def warmup(self) -> None:
@@ -313,7 +435,7 @@ class ClipScores(ScoreBackend):
     def describe(self) -> dict[str, Any]:
         return {
             "backend": self.name, **self.info, "device": str(self.device), "mask_weight": self.mask_weight,
-            "templates": len(self.templates),
+            "templates": len(self.templates), "views": self.views,
         }
 
     def _autocast(self):
@@ -351,17 +473,21 @@ class ClipScores(ScoreBackend):
 
     # ------------------------------------------------------------------ images
 
-    def image_embeddings(self, crops: np.ndarray):
-        """(M, D) unit-norm embeddings of (M, S, S, 3) uint8 crops, in `batch_size` chunks."""
+    def image_embeddings(self, crops, timer: StepTimer | None = None):
+        """(M, D) unit-norm embeddings of crops, in `batch_size` chunks: (M, S, S, 3) uint8 host crops, or
+        (M, 3, S, S) float device crops in [0, 255]."""
         import torch
 
+        transfers = Transfers(self.device, timer)
+        mean, std = self._mean_std
         out = []
         with torch.inference_mode(), self._autocast():
             for start in range(0, len(crops), self.batch_size):
-                x = torch.from_numpy(crops[start : start + self.batch_size]).to(self.device)
-                x = x.permute(0, 3, 1, 2).float().div_(255.0)
-                mean = torch.as_tensor(self.mean, device=self.device).view(1, 3, 1, 1)
-                std = torch.as_tensor(self.std, device=self.device).view(1, 3, 1, 1)
+                part = crops[start : start + self.batch_size]
+                if isinstance(part, np.ndarray):
+                    x = transfers.upload(part).permute(0, 3, 1, 2).float().div_(255.0)
+                else:
+                    x = part.div(255.0)
                 x = ((x - mean) / std).to(self.dtype)
                 out.append(torch.nn.functional.normalize(self.model.encode_image(x).float(), dim=-1))
         return torch.cat(out)
@@ -381,78 +507,143 @@ class ClipScores(ScoreBackend):
         (image, masks, boxes, targets) per image. The crops of all images go through the image encoder
         together, `batch_size` per call, and every score is computed on the device and copied to the
         host in one transfer."""
-        import torch
+        checked = [self._check(*item) for item in items]
+        scoring = self.begin(vocabulary, [t for item in checked for t in item[3]])
+        self.score_chunk(scoring, list(enumerate(checked)))
+        out = self.finish(scoring)
+        return [out.get(k, []) for k in range(len(checked))]
 
+    @property
+    def wants_device_images(self) -> bool:
+        return self.crops == "device" or (self.crops == "auto" and self.device.type == "cuda")
+
+    @staticmethod
+    def timings(summary: dict) -> dict[str, float]:
+        """This backend's part of a run's `StepTimer.summary()`."""
+        dev, host = summary["device_s"], summary["host_s"]
+        return {"text_s": host.get("text", 0.0), "crops_s": dev.get("crops", 0.0) + host.get("crops", 0.0),
+                "encoder_s": dev.get("clip", 0.0),
+                "image_s": dev.get("crops", 0.0) + host.get("crops", 0.0) + dev.get("clip", 0.0)}
+
+    def _check(self, image, masks, boxes, targets):
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"the image must be uint8 RGB (H, W, 3); got {image.dtype} {image.shape}")
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if not (len(masks) == len(boxes) == len(targets)):
+            raise ValueError(
+                f"give one mask, box and target per instance; got {len(masks)} masks, {len(boxes)} boxes, "
+                f"{len(targets)} targets"
+            )
+        for m in masks:
+            shape = tuple(m.shape if isinstance(m, MaskWindow) else np.shape(m))
+            if shape != image.shape[:2]:
+                raise ValueError(f"mask shape {shape} differs from the image's {image.shape[:2]}")
+        masks = [m if isinstance(m, MaskWindow) else np.asarray(m, dtype=bool) for m in masks]
+        return image, masks, boxes, list(targets)
+
+    def begin(self, vocabulary: list[str], targets: list[str], run: DeviceRun | None = None) -> ScoringRun:
+        """Start scoring a task whose instances' target names are `targets` (all of them, in any order):
+        the vocabulary with the targets it lacks, and its text embeddings (cached per vocabulary)."""
         if self.model is None:
             raise RuntimeError("the CLIP backend was closed")
-        checked = []
-        for image, masks, boxes, targets in items:
-            image = np.asarray(image)
-            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-                raise ValueError(f"the image must be uint8 RGB (H, W, 3); got {image.dtype} {image.shape}")
-            boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-            if not (len(masks) == len(boxes) == len(targets)):
-                raise ValueError(
-                    f"give one mask, box and target per instance; got {len(masks)} masks, {len(boxes)} boxes, "
-                    f"{len(targets)} targets"
-                )
-            for m in masks:
-                if np.shape(m) != image.shape[:2]:
-                    raise ValueError(f"mask shape {np.shape(m)} differs from the image's {image.shape[:2]}")
-            checked.append((image, [np.asarray(m, dtype=bool) for m in masks], boxes, list(targets)))
-        all_targets = [t for _, _, _, ts in checked for t in ts]
-        if not all_targets:
-            return [[] for _ in checked]
+        run = run or DeviceRun(self.device, InlineExecutor())
+        names, index = self._vocabulary(vocabulary, targets)
+        with run.timer.host_step("text"):
+            text = self.text_embeddings(names) if targets else None
+        return ScoringRun(names=names, index=index, base=len(self._vocabulary(vocabulary, [])[0]), text=text,
+                          run=run)
 
-        names, index = self._vocabulary(vocabulary, all_targets)
-        t0 = time.perf_counter()
-        text = self.text_embeddings(names)
-        t1 = time.perf_counter()
+    def score_chunk(self, scoring: ScoringRun, items: list[tuple], images_on_device: list | None = None) -> None:
+        """Queue the scores of some images of the task: `items` holds (key, (image, masks, boxes, targets))
+        per image, masks as (H, W) arrays or `MaskWindow`s; `images_on_device` the same images on the device
+        (uint8 (H, W, 3)) when the crops are cut there. Every crop of the chunk goes through the image
+        encoder in `batch_size` batches; the scores stay on the device until `finish`."""
+        import torch
+
+        on_device = images_on_device if images_on_device is not None else [None] * len(items)
+        kept = [(key, item, dev) for (key, item), dev in zip(items, on_device, strict=True) if item[3]]
+        if not kept:
+            return
+        timer = scoring.run.timer
+        views = VIEWS[self.views]
         mean_rgb = np.clip(np.round(self.mean * 255.0), 0, 255)
-        box_parts, masked_parts = [], []
-        for image, masks, boxes, _ in checked:
-            if masks:
-                b, m = instance_crops(image, masks, boxes, self.image_size, self.crop_margin, mean_rgb)
-                box_parts.append(b)
-                masked_parts.append(m)
-        n = len(all_targets)
-        emb = self.image_embeddings(np.concatenate(masked_parts + box_parts))
-        emb_mask, emb_box = emb[:n], emb[n:]
-        combined = torch.nn.functional.normalize(
-            self.mask_weight * emb_mask + (1.0 - self.mask_weight) * emb_box, dim=-1
-        )
+        with torch.inference_mode():
+            if self.wants_device_images:
+                with timer.device_step("crops"):
+                    per_image = []
+                    for _, (image, masks, boxes, _), dev in kept:
+                        dev = dev if dev is not None else Transfers(self.device, timer).upload(image)
+                        wins = [m if isinstance(m, MaskWindow) else MaskWindow.from_mask(m) for m in masks]
+                        per_image.append(device_crops(dev, wins, boxes, self.image_size, self.crop_margin,
+                                                      mean_rgb, views))
+                    crops = torch.cat(per_image, dim=1).flatten(0, 1)  # every masked crop, then every box crop
+            else:
+                with timer.host_step("crops"):
+                    parts = {v: [] for v in views}
+                    for _, (image, masks, boxes, _), _ in kept:
+                        full = [m.dense if isinstance(m, MaskWindow) else m for m in masks]
+                        crops = instance_crops(image, full, boxes, self.image_size, self.crop_margin, mean_rgb,
+                                               views)
+                        for v in views:
+                            parts[v].append(crops[v])
+                    crops = np.concatenate([c for v in views for c in parts[v]])
+            with timer.device_step("clip"):
+                emb = self.image_embeddings(crops, timer)
+                per_view = len(emb) // len(views)
+                by_view = {v: emb[k * per_view : (k + 1) * per_view] for k, v in enumerate(views)}
+                scoring.tables.append(self._table(scoring, by_view, [item[3] for _, item, _ in kept]))
+        scoring.keys += [(key, len(item[3])) for key, item, _ in kept]
+
+    def _table(self, scoring: ScoringRun, by_view: dict, targets: list[list[str]]):
+        """(N, columns) scores of a chunk's instances, on the device."""
+        import torch
+
+        text, names, index = scoring.text, scoring.names, scoring.index
+        emb_mask, emb_box = by_view.get("masked"), by_view.get("box")
+        if emb_mask is not None and emb_box is not None:
+            combined = torch.nn.functional.normalize(
+                self.mask_weight * emb_mask + (1.0 - self.mask_weight) * emb_box, dim=-1
+            )
+        else:
+            combined = emb_mask if emb_mask is not None else emb_box
+        flat = [t for ts in targets for t in ts]
+        n = len(flat)
         cos = combined @ text.T  # (N, V)
         # Each image's softmax runs over the vocabulary plus its own targets (as scored alone): names
         # appended for another image's targets are masked out of its rows.
-        base = len(self._vocabulary(vocabulary, [])[0])
         allowed = np.zeros((n, len(names)), dtype=bool)
-        allowed[:, :base] = True
+        allowed[:, : scoring.base] = True
         row = 0
-        for _, _, _, targets in checked:
-            own = [index[t] for t in targets]
-            allowed[row : row + len(targets), own] = True
-            row += len(targets)
-        cos = cos.masked_fill(~torch.from_numpy(allowed).to(cos.device), float("-inf"))
+        for ts in targets:
+            allowed[row : row + len(ts), [index[t] for t in ts]] = True
+            row += len(ts)
+        cos = cos.masked_fill(~to_device(allowed, cos.device), float("-inf"))
         scale = self.model.logit_scale.detach().float().exp().clamp(max=100.0)
         probs = torch.softmax(scale * cos, dim=-1)
-        cols = torch.as_tensor([index[t] for t in all_targets], device=cos.device)
+        cols = to_device(np.array([index[t] for t in flat], dtype=np.int64), cos.device)
         rows = torch.arange(n, device=cos.device)
         at = cos[rows, cols]
-        table = torch.stack([
-            at,
-            probs[rows, cols],
-            1.0 + (cos > at[:, None]).sum(dim=1).float(),
-            (emb_mask * text[cols]).sum(dim=1),
-            (emb_box * text[cols]).sum(dim=1),
-        ], dim=1).cpu().tolist()  # the one host transfer
-        t2 = time.perf_counter()
-        self.last_timings = {"text_s": t1 - t0, "image_s": t2 - t1}
+        columns = [at, probs[rows, cols], 1.0 + (cos > at[:, None]).sum(dim=1).float()]
+        columns += [(e * text[cols]).sum(dim=1) for e in (emb_mask, emb_box) if e is not None]
+        return torch.stack(columns, dim=1)
 
-        out, k = [], 0
-        keys = ("clip_cosine", "clip_prob", "clip_rank", "clip_cosine_mask", "clip_cosine_box")
-        for _, _, _, targets in checked:
-            out.append([dict(zip(keys, table[k + i], strict=True)) for i in range(len(targets))])
-            k += len(targets)
+    def finish(self, scoring: ScoringRun) -> dict[Any, list[dict[str, float]]]:
+        """Every queued score, copied to the host in one transfer: {key: one dict per instance}."""
+        import torch
+
+        if not scoring.tables:
+            return {}
+        table = torch.cat(scoring.tables)
+        scoring.run.timer.count("d2h_copies")
+        scoring.run.timer.count("d2h_bytes", table.numel() * table.element_size())
+        table = table.cpu().tolist()  # the one host transfer
+        keys = SCORE_KEYS[self.views]
+        out, k = {}, 0
+        for key, n in scoring.keys:
+            out[key] = [dict(zip(keys, table[k + i], strict=True)) for i in range(n)]
+            k += n
+        self.last_timings = self.timings(scoring.run.timer.summary())
         return out
 
     @staticmethod

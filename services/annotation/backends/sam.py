@@ -22,8 +22,10 @@ import json
 import logging
 import threading
 import time
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import ExitStack, nullcontext
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,8 @@ import numpy as np
 
 from dreammask.shared.backends import MaskBackend, MaskResult
 
-from ..mask_ops import clean_mask
+from ..device_io import DeviceRun, Pending, host_pool, to_device
+from ..mask_ops import MaskWindow, WindowMaskResult, clean_window, window_bounds
 from ..settings import AnnotationSettings, resolve_device
 
 log = logging.getLogger(__name__)
@@ -257,6 +260,7 @@ class SamMasks(MaskBackend):
         info: dict[str, Any] | None = None,
         dtype=None,
         attention: str = "sdpa",
+        host_threads: int = -1,
     ):
         import torch
         from segment_anything import SamPredictor
@@ -286,6 +290,12 @@ class SamMasks(MaskBackend):
         self.info = dict(info or {})
         self.last_timings: dict[str, float] = {}
         self._lock = threading.Lock()  # the predictor holds one image's state at a time
+        # Threads for host work beside the device (-1: automatic, see `device_io.host_pool`).
+        self.host_threads = int(host_threads)
+        self._pool = None
+        # A benchmark's stand-in for the decoder's masks: (masks (N, H, W) bool, pixel boxes (N, 4)) ->
+        # masks, on the device. None in production.
+        self.mask_hook = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -326,6 +336,7 @@ class SamMasks(MaskBackend):
             min_region_area=ann.mask_min_region_area,
             min_hole_area=ann.mask_min_hole_area,
             attention=ann.sam_attention,
+            host_threads=ann.annotation_host_threads,
         )
 
     def warmup(self) -> None:
@@ -342,6 +353,9 @@ class SamMasks(MaskBackend):
         with self._lock:
             self.predictor = None
             self.model = None
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -363,11 +377,50 @@ class SamMasks(MaskBackend):
     def segment(self, image: np.ndarray, boxes: np.ndarray) -> list[MaskResult]:
         return self.segment_many([image], [boxes])[0]
 
-    def segment_many(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[list[MaskResult]]:
-        """Masks for the boxes of several images (a task's scenes): the image encoder runs on
-        `encoder_batch_size` images per call, then each image's boxes are decoded on its embedding."""
-        import torch
+    @property
+    def pool(self):
+        """The worker's threads for host work beside the device (`host_threads`; inline on the CPU)."""
+        if self._pool is None:
+            self._pool = host_pool(self.host_threads, self.device)
+        return self._pool
 
+    def new_run(self) -> DeviceRun:
+        return DeviceRun(self.device, self.pool)
+
+    def segment_many(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[list[MaskResult]]:
+        """Masks for the boxes of several images (a task's scenes), through `stream`."""
+        run = self.new_run()
+        out: list[list[MaskResult]] = [[] for _ in images]
+        chunks = self.stream(images, boxes, run)
+        try:
+            for chunk in chunks:
+                for k, futures in zip(chunk.indices, chunk.results, strict=True):
+                    out[k] = [f.result() for f in futures]
+        finally:
+            chunks.close()
+        self.last_timings = self.timings(run.timer.summary())
+        return out
+
+    @staticmethod
+    def timings(summary: dict) -> dict[str, float]:
+        """This backend's part of a run's `StepTimer.summary()`."""
+        dev, host = summary["device_s"], summary["host_s"]
+        return {"encoder_s": dev.get("encoder", 0.0), "decoder_s": dev.get("decoder", 0.0),
+                "cleanup_s": host.get("cleanup", 0.0), "prepare_s": host.get("prepare", 0.0),
+                "windows_s": dev.get("windows", 0.0)}
+
+    def stream(self, images: list[np.ndarray], boxes: list[np.ndarray], run: DeviceRun,
+               keep_images: bool = False) -> Iterator[MaskChunk]:
+        """The masks of a task's images, chunk by chunk (`encoder_batch_size` images per encoder call).
+
+        Chunk k is handed over once the encoder and decoder of chunk k + 1 are queued, so whoever works
+        on chunk k (scores, RLE) does it while the device encodes the next chunk. Per image, the
+        decoder's masks stay on the device: their boxes and scores come to the host in one small copy
+        per chunk, then each mask's window (its box and a one-pixel ring) in one copy per chunk on the
+        side stream, and the pool cleans each window (`clean_window`) as soon as the copy has landed.
+        The images are resized on the host by the pool ahead of the encoder, as `SamPredictor.set_image`
+        does. `keep_images`: also keep each image as given on the device (uint8 (H, W, 3)), for crops.
+        """
         if self.model is None:
             raise RuntimeError("the SAM backend was closed")
         if len(images) != len(boxes):
@@ -378,34 +431,107 @@ class SamMasks(MaskBackend):
             h, w = image.shape[:2]
             prepared.append((image, as_pixel_boxes(b, h, w)))
         todo = [k for k, (_, b) in enumerate(prepared) if len(b)]
-        decoded: dict[int, tuple] = {}
-        timings = {"encoder_s": 0.0, "decoder_s": 0.0, "cleanup_s": 0.0}
-        with self._lock, torch.inference_mode(), self._autocast():
-            for start in range(0, len(todo), self.encoder_batch_size):
-                chunk = todo[start : start + self.encoder_batch_size]
-                t0 = time.perf_counter()
-                features, sizes = self._encode([prepared[k][0] for k in chunk])
-                self._sync()
-                t1 = time.perf_counter()
-                for j, k in enumerate(chunk):
+        chunks = [todo[s : s + self.encoder_batch_size] for s in range(0, len(todo), self.encoder_batch_size)]
+        with self._lock:
+            inputs = {k: run.pool.submit(self._host_input, prepared[k][0], run) for k in todo}
+            previous = None
+            for c in chunks:
+                current = self._queue_chunk(c, prepared, [inputs.pop(k).result() for k in c], run, keep_images)
+                if previous is not None:
+                    yield previous.handed()
+                self._start_windows(current, run)
+                previous = current
+            if previous is not None:
+                yield previous.handed()
+
+    def _compute(self):
+        import torch
+
+        stack = ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(self._autocast())
+        return stack
+
+    def _host_input(self, image: np.ndarray, run: DeviceRun):
+        """The image resized as the encoder wants it (`ResizeLongestSide`), in memory ready for a
+        non-blocking upload."""
+        with run.timer.host_step("prepare"):
+            return run.transfers.pin(self.predictor.transform.apply_image(image))
+
+    def _queue_chunk(self, indices, prepared, host_inputs, run: DeviceRun, keep_images: bool) -> _Chunk:
+        """Queue a chunk's encoder and decoder on the device, and the copy of its masks' boxes and scores."""
+        import torch
+
+        tr, timer = run.transfers, run.timer
+        with self._compute():
+            uploaded = [tr.upload(x) for x in host_inputs]
+            with timer.device_step("encoder"):
+                features = self.model.image_encoder(torch.cat(
+                    [self.model.preprocess(x.permute(2, 0, 1).contiguous()[None]) for x in uploaded]))
+            kept = []
+            if keep_images:
+                for k, x in zip(indices, uploaded, strict=True):
+                    image = prepared[k][0]
+                    kept.append(x if tuple(x.shape[:2]) == image.shape[:2] else tr.upload(image))
+            decoded = []
+            with timer.device_step("decoder"):
+                for j, k in enumerate(indices):
                     image, b = prepared[k]
-                    decoded[k] = self._decode(b, image.shape[:2], features[j : j + 1], sizes[j])
-                t2 = time.perf_counter()
-                timings["encoder_s"] += t1 - t0
-                timings["decoder_s"] += t2 - t1
-                del features
-        t2 = time.perf_counter()
-        out: list[list[MaskResult]] = []
-        for k in range(len(prepared)):
-            results = []
-            if k in decoded:
-                for mask, iou, stab in zip(*decoded[k], strict=True):
-                    mask = clean_mask(mask, self.min_region_area, self.min_hole_area)
-                    results.append(MaskResult(mask=mask, scores={"pred_iou": float(iou), "stability": float(stab)}))
-            out.append(results)
-        timings["cleanup_s"] = time.perf_counter() - t2
-        self.last_timings = timings
-        return out
+                    decoded.append(self._decode_device(b, image.shape[:2], features[j : j + 1],
+                                                       tuple(uploaded[j].shape[:2])))
+                summary = torch.cat([_mask_summary(*d) for d in decoded])
+            done = tr.mark()
+            pending = tr.to_host(summary)
+        return _Chunk(indices=list(indices), decoded=decoded, summary=pending, done=done, images=kept)
+
+    def _start_windows(self, chunk: _Chunk, run: DeviceRun) -> None:
+        """Wait for the chunk's boxes (its decoder only), bring each mask's window to the host and queue
+        its clean-up in the pool."""
+        import torch
+
+        tr, timer = run.transfers, run.timer
+        with timer.host_step("wait"):
+            summary = chunk.summary.wait().numpy()
+        specs, pieces = [], []
+        row = 0
+        for j, (masks, _, _) in enumerate(chunk.decoded):
+            shape = (int(masks.shape[-2]), int(masks.shape[-1]))
+            for i in range(len(masks)):
+                r0, r1, c0, c1, nonempty, iou, stab = summary[row]
+                row += 1
+                y0, y1, x0, x1 = window_bounds((int(r0), int(r1)), (int(c0), int(c1)), shape) if nonempty \
+                    else (0, 0, 0, 0)
+                specs.append((j, y0, x0, (y1 - y0, x1 - x0), shape, float(iou), float(stab)))
+                pieces.append(masks[i, y0:y1, x0:x1])
+        if tr.cuda:
+            # One packed copy per chunk, queued on the side stream after the decoder: it runs beside the
+            # next chunk's encoder, which the main stream already holds.
+            with tr.on_side_stream(after=chunk.done) as side, self._compute(), timer.device_step("windows", side):
+                for masks, _, _ in chunk.decoded:
+                    masks.record_stream(side)
+                packed = torch.cat([p.reshape(-1) for p in pieces]).view(torch.uint8)
+                landed = tr.to_host(packed, side)
+            offsets = np.cumsum([0] + [p.numel() for p in pieces])
+            sources = [(landed, int(offsets[n])) for n in range(len(pieces))]
+        else:
+            sources = [(p.numpy(), None) for p in pieces]
+        chunk.results = [[] for _ in chunk.decoded]
+        for (j, y0, x0, size, shape, iou, stab), source in zip(specs, sources, strict=True):
+            chunk.results[j].append(run.pool.submit(self._finish_mask, source, y0, x0, size, shape, iou, stab,
+                                                    run.timer))
+        chunk.decoded = [(None, None, None)] * len(chunk.decoded)  # the device masks are no longer needed
+
+    def _finish_mask(self, source, y0, x0, size, shape, iou, stab, timer) -> WindowMaskResult:
+        t = time.perf_counter()
+        data, offset = source
+        if offset is not None:  # a pinned buffer on its way: wait for its event, read our slice
+            flat = data.wait().numpy()
+            data = flat[offset : offset + size[0] * size[1]].view(bool).reshape(size)
+        win = clean_window(MaskWindow(data.copy(), y0, x0, shape), self.min_region_area, self.min_hole_area)
+        _ = win.tight  # computed here, in the pool, for the crops
+        result = WindowMaskResult(mask=win.dense, scores={"pred_iou": iou, "stability": stab}, window=win)
+        timer.add_host("cleanup", time.perf_counter() - t)
+        return result
 
     # On the CPU, the batched decoder's copies of the image embedding (one per box) should stay about
     # cache-sized: beyond that the copies cost more than the per-call overhead batching saves.
@@ -441,16 +567,16 @@ class SamMasks(MaskBackend):
             batch.append(model.preprocess(x))
         return model.image_encoder(torch.cat(batch)), sizes
 
-    def _decode(self, boxes: np.ndarray, size: tuple[int, int], features=None, input_size=None):
-        """Best candidate mask, its predicted IoU and stability for each box, in `decoder_batch_size` chunks.
+    def _decode_device(self, boxes: np.ndarray, size: tuple[int, int], features, input_size):
+        """Best candidate mask (bool (N, H, W)), its predicted IoU and stability for each box, on the device,
+        in `decoder_chunk` chunks.
 
         The computation of `SamPredictor.predict_torch(boxes=..., multimask_output=True)` keeping the
         candidate with the highest predicted IoU, except that the image-only part of the decoder runs once
         per image (`sam_decoder`) and only the kept candidate is formed and upscaled to full resolution
         (a third of the interpolation work, which at 1024 px costs more than the decoder itself); the
-        tests check the masks are the same.
-        `features`/`input_size` default to the predictor's current image. Device results are copied to
-        the host once, after the last chunk.
+        tests check the masks are the same. `mask_hook`, when set, replaces the masks (a benchmark's
+        stand-in masks).
         """
         import torch
         from segment_anything.utils.amg import calculate_stability_score
@@ -458,11 +584,8 @@ class SamMasks(MaskBackend):
         from .sam_decoder import decode_boxes, prepare_image
 
         model, predictor = self.model, self.predictor
-        if features is None:
-            features, input_size = predictor.features, predictor.input_size
-        transformed = predictor.transform.apply_boxes_torch(
-            torch.as_tensor(boxes, dtype=torch.float32, device=self.device), size
-        ).to(self.dtype)
+        pixel_boxes = to_device(boxes, self.device, torch.float32)
+        transformed = predictor.transform.apply_boxes_torch(pixel_boxes, size).to(self.dtype)
         prepared = prepare_image(model, features)
         step = self.decoder_chunk(features[0].numel())
         upscale_rows = self.CPU_UPSCALE_ROWS if self.device.type == "cpu" else None
@@ -476,8 +599,17 @@ class SamMasks(MaskBackend):
             out_iou.append(iou.float())
             # 0/0 (no pixel above the lower threshold) is an empty, hence unstable, mask.
             out_stab.append(torch.nan_to_num(stab, nan=0.0))
-        return (torch.cat(out_masks).cpu().numpy(), torch.cat(out_iou).cpu().numpy(),
-                torch.cat(out_stab).cpu().numpy())
+        masks = torch.cat(out_masks)
+        if self.mask_hook is not None:
+            masks = self.mask_hook(masks, pixel_boxes)
+        return masks, torch.cat(out_iou), torch.cat(out_stab)
+
+    def _decode(self, boxes: np.ndarray, size: tuple[int, int], features=None, input_size=None):
+        """`_decode_device` on host arrays; `features`/`input_size` default to the predictor's image."""
+        if features is None:
+            features, input_size = self.predictor.features, self.predictor.input_size
+        masks, iou, stab = self._decode_device(boxes, size, features, input_size)
+        return masks.cpu().numpy(), iou.cpu().numpy(), stab.cpu().numpy()
 
     def _upscale(self, logits, input_size, original_size):
         """`Sam.postprocess_masks`, skipping its second resize when it would not change the size (a
@@ -491,11 +623,40 @@ class SamMasks(MaskBackend):
             x = F.interpolate(x, tuple(original_size), mode="bilinear", align_corners=False)
         return x
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            import torch
 
-            torch.cuda.synchronize(self.device)
+def _mask_summary(masks, iou, stab):
+    """(N, 7) float32 per mask: the rows [r0, r1) and columns [c0, c1) its pixels span, whether it has
+    any, its predicted IoU and stability; computed on the device, copied to the host in one piece."""
+    import torch
+
+    h, w = masks.shape[-2:]
+    rows, cols = masks.any(dim=2).to(torch.uint8), masks.any(dim=1).to(torch.uint8)
+    span = torch.stack([rows.argmax(dim=1), h - rows.flip(1).argmax(dim=1),
+                        cols.argmax(dim=1), w - cols.flip(1).argmax(dim=1), rows.amax(dim=1)], dim=1)
+    return torch.cat([span.float(), iou.float()[:, None], stab.float()[:, None]], dim=1)
+
+
+@dataclass
+class MaskChunk:
+    """What `SamMasks.stream` hands over per chunk: the images' indices in the task, per image the futures
+    of its masks' `WindowMaskResult` (cleaned), and the images on the device when asked for."""
+
+    indices: list[int]
+    results: list[list[Future]]
+    images: list
+
+
+@dataclass
+class _Chunk:
+    indices: list[int]
+    decoded: list
+    summary: Pending
+    done: Any
+    images: list
+    results: list[list[Future]] = field(default_factory=list)
+
+    def handed(self) -> MaskChunk:
+        return MaskChunk(self.indices, self.results, self.images)
 
 
 def save_tiny_sam(directory: Path, arch: SamArchitecture | None = None, seed: int = 0) -> Path:
