@@ -18,7 +18,7 @@ from .routes import datasets, health, jobs, reviews, ui
 log = logging.getLogger("dreammask.api")
 
 # Routers of optional services, included when their code is installed in this image.
-OPTIONAL_ROUTERS = ("dreammask.services.api.routes.trainings",)
+OPTIONAL_ROUTERS = ("dreammask.services.api.routes.trainings", "dreammask.services.api.routes.loops")
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:

@@ -203,6 +203,8 @@ def build_training_cfg(spec, settings) -> CfgNode:
     else:
         derived.update({"DATASETS.SYNTHETIC.IDS": list(spec.datasets), "DATASETS.TRAIN": list(spec.real_datasets),
                         "SOLVER.MAX_ITER": int(spec.iterations)})
+        if getattr(spec, "weights", None):
+            derived["MODEL.WEIGHTS"] = str(spec.weights)  # start from a checkpoint (the runner makes it local)
         if spec.synthetic_ratio is not None:
             derived["DATASETS.SYNTHETIC.RATIO"] = float(spec.synthetic_ratio)
         if not spec.real_datasets:
