@@ -111,3 +111,29 @@ def test_two_rounds_steer_train_on_and_record(platform_in_process):
     jobs = {k.split("/")[1] for k in rt.store.list("jobs/") if k.endswith("/spec.json")}
     assert jobs == {r1.job_id, r2.job_id}
     assert loop_id not in lp.active_loops(rt.store, rt.redis)
+
+
+@pytest.mark.integration
+def test_a_loop_through_the_platform_processes(platform, tmp_path):
+    """The same loop, one round, on real worker processes: the loop worker on its queue, the supervisor's
+    sweep as the only thing that looks at the loop again while it waits."""
+    import time
+
+    p = platform(extra_workers=[("training", "dreammask.trainer.service.worker", "training"),
+                                ("loop", "dreammask.services.loop.worker", "loop")],
+                 env={"DREAMMASK_SUPERVISOR_INTERVAL_S": "1", "DREAMMASK_TRAINER_CACHE_DIR": "cache/datasets",
+                      "DREAMMASK_TOY_WORLD_DIR": str(tmp_path / "toy-world")})
+    r = p.client.post("/v1/loops", json=loop_spec(rounds=1))
+    assert r.status_code == 202, r.text
+    loop_id = r.json()["loop_id"]
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        view = p.client.get(f"/v1/loops/{loop_id}").json()
+        if view["state"] in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(1)
+    assert view["state"] == "succeeded", (view, p.tail_logs())
+    r0, r1 = view["history"]
+    assert r1["allocation"] and sum(r1["allocation"].values()) == 3 and r1["trained_from"] == r0["training_id"]
+    assert p.client.get(f"/v1/trainings/{r1['training_id']}").json()["state"] == "succeeded"
+    assert p.client.get(f"/v1/jobs/{r1['job_id']}").json()["dataset_id"] == r1["dataset_id"]

@@ -108,8 +108,8 @@ def _check_real_datasets(spec: TrainingSpec, ts: TrainerSettings) -> list[dict]:
             if (field == "eval_datasets" and name.startswith("synthetic:")) or name in TOY_WORLD_DATASETS:
                 continue  # a curated dataset (checked by id above) or the toy world, drawn on demand
             if name not in BUILTIN:
-                known = ", ".join([*sorted(BUILTIN), *TOY_WORLD_DATASETS]) + (
-                    ", synthetic:<dataset id>" if field == "eval_datasets" else "")
+                known = ", ".join([*sorted(BUILTIN), *(["synthetic:<dataset id>"] if field == "eval_datasets" else []),
+                                   *TOY_WORLD_DATASETS])
                 errors.append(_err((field, i), f"unknown dataset {name!r}; registered: {known}"))
             elif root.is_dir() and missing_file(name, root) is not None:
                 errors.append(_err((field, i), f"{name!r} is registered but {missing_file(name, root)} is missing on "
