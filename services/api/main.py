@@ -13,7 +13,7 @@ from dreammask.shared.settings import Settings, get_settings
 
 from . import hardening
 from .metrics import metrics_middleware
-from .routes import datasets, health, jobs, reviews, ui, ui_loops
+from .routes import datasets, health, jobs, rerender, reviews, ui, ui_loops
 
 log = logging.getLogger("dreammask.api")
 
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     hardening.install(app, settings)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(rerender.router)
     app.include_router(datasets.router)
     app.include_router(reviews.router)
     app.include_router(ui_loops.router)  # before ui.router, whose last route answers every other /ui page

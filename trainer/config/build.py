@@ -84,7 +84,7 @@ def _set(cfg, key: str, value) -> None:
     if parts[-1] not in node:
         near = closest(parts[-1], node.keys())
         where = ".".join(parts[:-1])
-        raise ValueError(f"unknown config key {key!r}" + (f"; did you mean {where + '.' + near!r}?" if near
+        raise ValueError(f"unknown config key {key!r}" + (f"; did you mean {(where + '.' if where else '') + near!r}?" if near
                                                           else "; see docs/training.md for the keys"))
     node[parts[-1]] = _coerce(key, value, node[parts[-1]])
 

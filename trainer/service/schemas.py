@@ -12,7 +12,8 @@ from pydantic import Field, field_validator, model_validator
 from dreammask.shared import keys
 from dreammask.shared.schemas import JobState, Model, Transition, Versioned
 
-_KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)+$")
+# A config key: "SOLVER.BASE_LR", or a top-level one such as "SEED" (the builder checks it exists).
+_KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
 # A checkpoint of a training of this platform: "tr-<id>" (its last checkpoint) or "tr-<id>/model_0000100.pth".
 TRAINING_WEIGHTS_RE = re.compile(r"^(tr-[A-Za-z0-9_-]+)(?:/(model_\d{7}\.pth))?$")
 TrainingState = JobState  # queued, running, succeeded, failed, cancelled

@@ -58,6 +58,7 @@ def _view(rt, request: Request, settings, stored: StoredJobSpec, detail: bool = 
         errors=rt.tracker.failures(job_id, limit=20) if detail else [],
         dataset_id=st.dataset_id,
         dataset_url=f"{root}/v1/datasets/{st.dataset_id}" if st.dataset_id else None,
+        rerender_of=stored.rerender_of,
     )
 
 
