@@ -118,8 +118,8 @@ def run_base(task: dict) -> dict:
 def run_arm(task: dict) -> dict:
     """Rounds 1..R of one arm from the seed's shared round-0 model."""
     from dreammask.shared import loops as lp
-    from dreammask.shared.storage import LocalObjectStore
     from dreammask.shared.seeding import derive_seed
+    from dreammask.shared.storage import LocalObjectStore
     from dreammask.trainer.data.toy_world import TARGET, write_focus_dataset
 
     args, seed, arm, root = argparse.Namespace(**task["args"]), task["seed"], task["arm"], Path(task["root"])
@@ -225,9 +225,12 @@ def main(argv=None) -> dict:
             for run in pool.map(run_arm, tasks):
                 arms[run["seed"], run["arm"]] = run
                 last = run["rounds"][-1]
-                print(f"seed {run['seed']} {run['arm']:>7}: " + " | ".join(
-                    ", ".join(f"{k} {n}" for k, n in x["allocation"].items()) for x in run["rounds"])
-                    + "  -> test " + "  ".join(f"{t} {last[TEST].get(t, float('nan')):5.1f}" for t in TARGET), flush=True)
+                for x in run["rounds"]:
+                    print(f"seed {run['seed']} {run['arm']:>7} round {x['round']}: "
+                          + ", ".join(f"{k} {n}" for k, n in x["allocation"].items()) + "  -> val "
+                          + "  ".join(f"{t} {x[VAL].get(t, float('nan')):5.1f}" for t in TARGET), flush=True)
+                print(f"seed {run['seed']} {run['arm']:>7} test: "
+                      + "  ".join(f"{t} {last[TEST].get(t, float('nan')):5.1f}" for t in TARGET), flush=True)
     wall = time.perf_counter() - start
     summary = summarise(bases, arms)
     d = summary["loop_minus_uniform"]
@@ -244,7 +247,12 @@ def main(argv=None) -> dict:
         "floor": args.floor, "base_iters": args.base_iters, "iters": args.iters, "style_gap": args.style_gap,
         "weakest_k": WEAKEST_K, "means": summary["means"], "loop_minus_uniform": d,
         "allocations": {f"{s}/{a}": [x["allocation"] for x in arms[s, a]["rounds"]] for (s, a) in sorted(arms)},
-        "round0_val": {str(s): {t: round(bases[s][VAL].get(t, float("nan")), 2) for t in TARGET} for s in bases},
+        # per seed and arm, each round's allocation and the target classes' IoU after it (val steers, test reports)
+        "rounds_detail": {f"{s}/{a}": [{"allocation": x["allocation"],
+                                        "val": {t: x[VAL].get(t) for t in TARGET},
+                                        "test": {t: x[TEST].get(t) for t in TARGET}} for x in arms[s, a]["rounds"]]
+                          for (s, a) in sorted(arms)},
+        "round0_val": {str(s): {t: bases[s][VAL].get(t) for t in TARGET} for s in bases},
         "per_seed": summary["per_seed"],
         "seconds": round(wall, 1), "load_avg_start": round(load_before[0], 2),
         "load_avg_end": round(os.getloadavg()[0], 2),
