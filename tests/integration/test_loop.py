@@ -137,3 +137,35 @@ def test_a_loop_through_the_platform_processes(platform, tmp_path):
     assert r1["allocation"] and sum(r1["allocation"].values()) == 3 and r1["trained_from"] == r0["training_id"]
     assert p.client.get(f"/v1/trainings/{r1['training_id']}").json()["state"] == "succeeded"
     assert p.client.get(f"/v1/jobs/{r1['job_id']}").json()["dataset_id"] == r1["dataset_id"]
+
+
+@pytest.mark.integration
+def test_cancel_stops_the_loop_and_what_it_runs(platform_in_process):
+    settings, rt = platform_in_process()
+    with TestClient(create_app(settings, rt)) as api:
+        loop_id = api.post("/v1/loops", json=loop_spec(), headers=KEY).json()["loop_id"]
+        run_pending(rt, until=TASK_TRAIN)  # round 0's training is created and queued, not run
+        tid = lp.read_round(rt.store, loop_id, 0).training_id
+        r = api.post(f"/v1/loops/{loop_id}/cancel", headers=KEY)
+        assert r.status_code == 202 and r.json()["cancel_requested"]
+        rt.dispatcher.pending.popleft()  # the training message: the worker would find it cancelled
+        run_pending(rt)
+        st = lp.read_status(rt.store, loop_id)
+        assert st.state == lp.LoopState.cancelled and "round 0" in st.transitions[-1].reason
+        assert read_training_status(rt.store, tid).state.value == "cancelled"
+        assert loop_id not in lp.active_loops(rt.store, rt.redis)
+        assert api.post(f"/v1/loops/{loop_id}/cancel", headers=KEY).status_code == 409
+
+
+@pytest.mark.integration
+def test_a_failed_training_fails_the_loop_with_its_reason(platform_in_process):
+    settings, rt = platform_in_process()
+    with TestClient(create_app(settings, rt)) as api:
+        loop_id = api.post("/v1/loops", json=loop_spec(), headers=KEY).json()["loop_id"]
+        run_pending(rt, until=TASK_TRAIN)
+        tid = lp.read_round(rt.store, loop_id, 0).training_id
+        assert api.post(f"/v1/trainings/{tid}/cancel", headers=KEY).status_code == 202  # someone stops it
+        final = run_loop(rt, loop_id)
+        assert final.state == lp.LoopState.failed
+        assert final.error == f"round 0: training {tid} cancelled"
+        assert lp.read_round(rt.store, loop_id, 1) is None  # nothing after the failure
