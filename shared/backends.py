@@ -48,6 +48,11 @@ class Backend(ABC):
         """Provenance recorded with each output (model path, revision, dtype ...)."""
         return {"backend": self.name}
 
+    def weight_files(self) -> tuple[list[str], str | None]:
+        """The weight files this backend loaded and the folder to name them from (provenance: their SHA-256
+        is recorded with each output, `shared/provenance.py`). None loaded: ([], None)."""
+        return [], None
+
 
 # ------------------------------------------------------------------ association (CNA)
 

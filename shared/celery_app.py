@@ -8,12 +8,13 @@ from kombu import Queue
 from .chain import DEFAULT_CHAIN
 
 # One queue per service: those of the chain's stages (their task names come from the chain's `StageDef`s),
-# and the training service's, which runs outside the chain.
-QUEUES = (*DEFAULT_CHAIN.services, "training")
+# and those of the training service and of the closed loop, which run outside the chain.
+QUEUES = (*DEFAULT_CHAIN.services, "training", "loop")
 
 # Tasks outside the chain, sent by name (services never import each other).
 TASK_PUBLISH = "dreammask.curation.publish"  # a reviewed dataset version (not part of the chain)
 TASK_TRAIN = "dreammask.training.run"
+TASK_LOOP_ADVANCE = "dreammask.loop.advance"  # a closed loop's next step (services/loop/, docs/loop.md)
 
 
 def queue_of(task_name: str) -> str:

@@ -61,14 +61,15 @@ class JobTracker:
         return ":".join((self.prefix, "job", job_id, *parts))
 
     # ------------------------------------------------------------ creation and reading
-    def create(self, spec: JobSpec, tenant: str, train_categories: list[str], limits: JobLimits | None = None,
-               job_id: str | None = None) -> StoredJobSpec:
-        """Store a new job. `limits`: those the spec was checked against at submission (kept with it);
-        `job_id` when the caller chose it first (a quota reservation)."""
+    def create(self, spec: JobSpec, tenant: str, train_categories: list[str],
+               limits: JobLimits | None = None, *, job_id: str | None = None, **extra) -> StoredJobSpec:
+        """Store a new job. `limits`: those the spec was checked against at submission (kept with it).
+        `job_id`: one chosen beforehand (a caller that records the id before creating the job, so a retry
+        finds it instead of making a second); `extra`: further StoredJobSpec fields (`rerender_of`)."""
         now = utcnow()
         stored = StoredJobSpec(
-            job_id=job_id or new_job_id(), tenant=tenant, created_at=now, spec=spec, train_categories=train_categories,
-            limits=limits,
+            job_id=job_id or new_job_id(), tenant=tenant, created_at=now, spec=spec,
+            train_categories=train_categories, limits=limits, **extra,
         )
         job_id = stored.job_id
         self.store.put_json(keys.spec(job_id), stored)

@@ -84,6 +84,15 @@ def failure(job_id: str, sid: str) -> str:
     return job_prefix(job_id) + f"failures/{check_id(sid, 'scene id')}.json"
 
 
+def rerenders_prefix(job_id: str, sid: str) -> str:
+    """Markers of the re-render jobs made from a sample: `jobs/{job}/rerenders/{scene}/{new job}`."""
+    return job_prefix(job_id) + f"rerenders/{check_id(sid, 'scene id')}/"
+
+
+def rerender_marker(job_id: str, sid: str, new_job_id: str) -> str:
+    return rerenders_prefix(job_id, sid) + check_id(new_job_id, "job id")
+
+
 def tenant_job_marker(tenant: str, job_id: str) -> str:
     return f"tenants/{check_id(tenant, 'tenant')}/jobs/{check_id(job_id, 'job id')}"
 

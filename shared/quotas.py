@@ -285,3 +285,26 @@ def recount(rt) -> dict[str, int]:
 
 def counted(r: redis.Redis) -> bool:
     return bool(r.exists(COUNTED_KEY))
+
+
+# ------------------------------------------------------------ a new job (shared/submission.py)
+def reserve_new_job(rt, tenant: str, job_id: str, spec) -> None:
+    """Raises QuotaExceeded (the API answers 429) when the job would take the tenant over a quota.
+
+    With Redis (the broker) down the job is saved unreserved, as before quotas existed: it cannot be
+    queued either, and the answer tells the client to resume it later, which takes a job slot then."""
+    try:
+        reserve_job(rt.redis, tenant, job_id, spec.num_scenes, job_bytes_estimate(spec.num_scenes, spec.image_size),
+                    Limits.from_settings(rt.settings))
+    except redis.ConnectionError as e:
+        log.warning("job %s saved without a quota reservation: the broker is unavailable (%s)", job_id, e)
+
+
+def give_back_new_job(rt, tenant: str, job_id: str, spec) -> None:
+    """The job could not be written after its reservation: give back the slot, the scenes and the bytes."""
+    try:
+        release_job(rt.redis, tenant, job_id)
+        set_usage(rt.redis, tenant, job_id, None)
+        rt.redis.decrby(scenes_key(tenant, utc_day()), spec.num_scenes)
+    except Exception:  # noqa: BLE001 - Redis away too: the supervisor's recount corrects it
+        log.warning("could not give back the quota reservation of job %s", job_id)

@@ -167,6 +167,10 @@ class JobSpec(Versioned):
     synthesis: SynthesisParams = Field(default_factory=SynthesisParams)
     # Dataset formats to write (None: all of EXPORT_FORMATS); the card is always written.
     exports: list[ExportFormat] | None = None
+    # The categories to render and how many images of each, instead of num_novel and images_per_category:
+    # association proposes nothing and the plan renders these (the closed loop's jobs, docs/loop.md).
+    category_budget: dict[str, int] | None = Field(
+        None, description='e.g. {"awning": 12, "stairway": 3}: images per novel category, in this order')
 
     @field_validator("exports")
     @classmethod
@@ -179,6 +183,28 @@ class JobSpec(Versioned):
     def export_formats(self) -> list[str]:
         chosen = set(self.exports if self.exports is not None else EXPORT_FORMATS) | {"card"}
         return [f for f in EXPORT_FORMATS if f in chosen]
+
+    @field_validator("category_budget")
+    @classmethod
+    def _budget(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("give at least one category with its image count, or leave category_budget out")
+        out, seen = {}, {}
+        for name, count in v.items():
+            try:
+                clean = check_category_name(name)
+            except ValueError as e:
+                raise ValueError(f"{name[:40]!r}: {e}") from None
+            key = normalise_name(clean)
+            if key in seen:
+                raise ValueError(f"{clean!r} duplicates {seen[key]!r}; list each category once")
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10_000:
+                raise ValueError(f"{clean!r}: the image count must be an integer from 1 to 10000, not {count!r}")
+            seen[key] = clean
+            out[clean] = count
+        return out
 
     @field_validator("name")
     @classmethod
@@ -220,12 +246,25 @@ class JobSpec(Versioned):
             raise ValueError("give train_categories or a preset (e.g. 'coco_panoptic')")
         if self.train_categories is not None and self.preset is not None:
             raise ValueError("give train_categories or a preset, not both")
+        if self.category_budget is not None:
+            train = {normalise_name(t) for t in self.train_categories or []}
+            clash = [n for n in self.category_budget if normalise_name(n) in train]
+            if clash:
+                raise ValueError(f"category_budget: {clash[0]!r} is a training category; the budget lists novel "
+                                 "categories to render")
         return self
+
+    @property
+    def novel_asked(self) -> int:
+        """The novel categories asked for: the budget's, else num_novel."""
+        return len(self.category_budget) if self.category_budget is not None else self.num_novel
 
     @property
     def num_scenes(self) -> int:
         """The scenes asked for: an upper bound until association finds the novel categories (the job's plan
-        then holds the scenes it makes, `JobPlan.scenes`)."""
+        then holds the scenes it makes, `JobPlan.scenes`); exactly the budget's total with a budget."""
+        if self.category_budget is not None:
+            return sum(self.category_budget.values())
         return self.num_novel * self.images_per_category
 
 
@@ -253,15 +292,35 @@ class JobLimits(Model):
             if len(name) > self.max_category_name_length:
                 out.append((("train_categories", i), f"name is {len(name)} characters; the limit is "
                             f"{self.max_category_name_length} ({_env('max_category_name_length')})"))
-        if spec.num_novel > self.max_novel_categories:
+        if spec.category_budget is not None:
+            out += self._budget_violations(spec.category_budget, train)
+        elif spec.num_novel > self.max_novel_categories:
             out.append((("num_novel",), f"{spec.num_novel} novel categories; this deployment accepts at most "
                         f"{self.max_novel_categories} per job ({_env('max_novel_categories')})"))
-        if spec.num_scenes > self.max_scenes_per_job:
+        if spec.category_budget is not None and spec.num_scenes > self.max_scenes_per_job:
+            out.append((("category_budget",), f"{spec.num_scenes} images in all; this deployment accepts at most "
+                        f"{self.max_scenes_per_job} per job ({_env('max_scenes_per_job')})"))
+        elif spec.num_scenes > self.max_scenes_per_job:
             # A limit on the product of two fields: reported on the job as a whole, naming both.
             out.append(((), f"num_novel × images_per_category = {spec.num_novel} × {spec.images_per_category} = "
                         f"{spec.num_scenes} scenes; this deployment accepts at most {self.max_scenes_per_job} per "
                         f"job ({_env('max_scenes_per_job')}): lower num_novel or images_per_category"))
         out += self.render_violations(spec.synthesis, spec.image_size)
+        return out
+
+    def _budget_violations(self, budget: dict[str, int], train: list[str]) -> list[tuple[tuple[str | int, ...], str]]:
+        out: list[tuple[tuple[str | int, ...], str]] = []
+        if len(budget) > self.max_novel_categories:
+            out.append((("category_budget",), f"{len(budget)} categories; this deployment accepts at most "
+                        f"{self.max_novel_categories} novel categories per job ({_env('max_novel_categories')})"))
+        known = {normalise_name(t) for t in train}
+        for name in budget:
+            if len(name) > self.max_category_name_length:
+                out.append((("category_budget", name), f"name is {len(name)} characters; the limit is "
+                            f"{self.max_category_name_length} ({_env('max_category_name_length')})"))
+            if normalise_name(name) in known:  # a preset's categories are known only here
+                out.append((("category_budget", name), "is a training category; the budget lists novel "
+                            "categories to render"))
         return out
 
     def render_violations(self, params: SynthesisParams, image_size: int) -> list[tuple[tuple[str, ...], str]]:
@@ -284,6 +343,16 @@ def _env(field: str) -> str:
     return f"DREAMMASK_{field.upper()}"
 
 
+class RerenderOrigin(Model):
+    """What a re-render job renders again: a sample of another job, with the render seed to use (the origin's
+    unless overridden) and the overrides asked for (recorded as asked)."""
+
+    job_id: str
+    scene_id: str
+    render_seed: int
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
 class StoredJobSpec(Versioned):
     """The spec as stored: the client's spec with the resolved category list, its owner, and the limits it
     was checked against."""
@@ -294,6 +363,9 @@ class StoredJobSpec(Versioned):
     spec: JobSpec
     train_categories: list[str]
     limits: JobLimits | None = None  # None: stored before limits were recorded
+    # A re-render job (POST /v1/jobs/{id}/samples/{sid}/rerender): the sample it renders again. Set by the
+    # API, never by a client's spec.
+    rerender_of: RerenderOrigin | None = None
 
 
 class Transition(Model):
@@ -341,10 +413,19 @@ class CategorySet(Versioned):
 
 # ---------------------------------------------------------------- the job's plan
 
+class SceneRef(Model):
+    job_id: str
+    scene_id: str
+
+
 class PlannedScene(Model):
     scene_id: str
     novel_category: str
     seed: int  # the scene seed (shared/seeding.py): every stage's seed for this scene derives from it
+    # A stage's seed pinned rather than derived (stage name -> seed): a re-render renders with its origin's
+    # render seed, or the one asked for.
+    stage_seeds: dict[str, int] = Field(default_factory=dict)
+    origin: SceneRef | None = None  # a re-render: the sample it renders again
 
 
 class JobPlan(Versioned):
@@ -355,7 +436,9 @@ class JobPlan(Versioned):
 
     job_id: str
     job_seed: int
-    images_per_category: int
+    images_per_category: int | None = None  # None: a job with a category_budget (or a re-render)
+    # Images per novel category when the job gave a budget (the closed loop's allocation), in scene order.
+    category_budget: dict[str, int] | None = None
     scenes: list[PlannedScene]
     limits: JobLimits | None = None
     created_at: datetime = Field(default_factory=utcnow)
@@ -436,6 +519,10 @@ class RenderRecord(Versioned):
     model: dict[str, Any] = Field(default_factory=dict)  # path, revision hash, dtype ...
     params: dict[str, Any] = Field(default_factory=dict)  # what the backend reports it ran: scheduler class ...
     dropped_objects: list[LayoutObject] = Field(default_factory=list)
+    # What the render ran with beyond its parameters (shared/provenance.py): package versions (torch, diffusers,
+    # transformers, open_clip, segment-anything, dreammask) and the sha256 of every weight file the backend read.
+    environment: dict[str, Any] = Field(default_factory=dict)
+    origin: SceneRef | None = None  # a re-render: the sample it renders again
     seconds: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -598,3 +685,4 @@ class JobView(Model):
     errors: list[SceneFailure] = Field(default_factory=list)
     dataset_id: str | None = None
     dataset_url: str | None = None
+    rerender_of: RerenderOrigin | None = None  # a re-render job: the sample it renders again

@@ -1,6 +1,8 @@
 """The supervisor: heals jobs that stopped progressing, from the durable record, with no person involved.
 
-Every `supervisor_interval_s` it looks at each unfinished job. A job's progress is a signature of what
+Every `supervisor_interval_s` it looks at each unfinished job, and sends every unfinished closed loop
+(shared/loops.py) a `dreammask.loop.advance` message, unless one is already queued: a loop waits for its jobs
+and trainings by being looked at again, never by a sleeping thread. A job's progress is a signature of what
 it has produced (its Redis counters and the state in storage); a job whose signature has not changed for
 `stall_after_s` while no message of it is queued or running under a live lease is stalled: lost worker,
 lost Redis data, or tasks that ran out of retries during an outage. Healing writes failures kept in Redis
@@ -25,9 +27,9 @@ from dataclasses import dataclass, field
 
 import redis
 
-from . import deletion, quotas
+from . import deletion, loops, quotas
 from . import orchestration as orch
-from .celery_app import QUEUES
+from .celery_app import QUEUES, TASK_LOOP_ADVANCE
 from .jobs import SUPERVISOR_STATE_KEY as STATE_KEY
 from .lease import UNACKED_INDEX
 from .runtime import Runtime
@@ -52,6 +54,7 @@ class Sweep:
     landed_after_deletion: dict[str, int] = field(default_factory=dict)
     measured: int = 0
     retention: dict[str, list[str]] = field(default_factory=dict)
+    loops_advanced: int = 0
 
 
 class Supervisor:
@@ -150,8 +153,23 @@ class Supervisor:
                 log.warning("job %s: storage unavailable, checked next time: %s", job_id, e)
             except LookupError:
                 self.r.srem(self.rt.tracker.active_key, job_id)
+        try:
+            out.loops_advanced = self._tick_loops(in_flight)
+        except StorageError as e:
+            log.warning("loops: storage unavailable, ticked next time: %s", e)
         self._housekeeping(out)
         return out
+
+    def _tick_loops(self, in_flight: dict[str, int]) -> int:
+        """One advance message per unfinished loop that has none queued or running (messages carry the loop id
+        first, as jobs' carry the job id, so `_in_flight` counts them too)."""
+        n = 0
+        for loop_id in loops.active_loops(self.rt.store, self.r):
+            if in_flight.get(loop_id):
+                continue
+            self.rt.dispatcher.send(TASK_LOOP_ADVANCE, loop_id)
+            n += 1
+        return n
 
     def _housekeeping(self, out: Sweep) -> None:
         """Deletions finished (and what landed after them removed), stored bytes measured, retention

@@ -43,7 +43,10 @@ def preload(service: str) -> list[str]:
     for item in s.preload_backends:
         stage, _, name = item.partition(":")
         if QUEUE_OF_STAGE.get(stage) == service:
-            get_backend(stage, name, s)
+            from .provenance import environment
+
+            # Hash its weight files now, not in the first task (provenance: RenderRecord.environment).
+            environment(get_backend(stage, name, s))
             loaded.append(item)
     return loaded
 

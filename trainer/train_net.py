@@ -78,6 +78,9 @@ def main(argv=None) -> int:
             _write_rank_result(result)
             dist.destroy()
             return 0
+        from dreammask.trainer.service.runner import with_local_weights
+
+        cfg = with_local_weights(store, cfg, TrainerSettings())  # a training that starts from a checkpoint
         reporter = StatusReporter(store, args.training_id) if dist.is_main_process() else None
         result = train(cfg, store, prefix, progress_callback=reporter, resume=not args.no_resume,
                        data_store=_object_store() if args.output_dir else None)

@@ -14,12 +14,12 @@ from dreammask.shared.settings import Settings, get_settings
 from . import hardening, quotas
 from .hosts import TrustedHostMiddleware
 from .metrics import metrics_middleware
-from .routes import datasets, deletion, health, jobs, reviews, ui
+from .routes import datasets, deletion, health, jobs, rerender, reviews, ui, ui_loops
 
 log = logging.getLogger("dreammask.api")
 
 # Routers of optional services, included when their code is installed in this image.
-OPTIONAL_ROUTERS = ("dreammask.services.api.routes.trainings",)
+OPTIONAL_ROUTERS = ("dreammask.services.api.routes.trainings", "dreammask.services.api.routes.loops")
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -49,9 +49,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_middleware(TrustedHostMiddleware, settings=settings)  # outermost: before anything else runs
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(rerender.router)
     app.include_router(datasets.router)
     app.include_router(reviews.router)
     app.include_router(deletion.router)
+    app.include_router(ui_loops.router)  # before ui.router, whose last route answers every other /ui page
     app.include_router(ui.router)
     app.include_router(ui.root_router)
     for module in OPTIONAL_ROUTERS:

@@ -6,37 +6,12 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from dreammask.shared import quotas
-from dreammask.shared.schemas import JobSpec
 
 log = logging.getLogger("dreammask.api")
-
-
-def reserve_job(rt, settings, tenant: str, job_id: str, spec: JobSpec) -> None:
-    """Raises quotas.QuotaExceeded (429) when the job would take the tenant over a quota.
-
-    With Redis (the broker) down the job is saved unreserved, as before quotas existed: it cannot be
-    queued either, and the answer tells the client to resume it later, which takes a job slot then."""
-    try:
-        quotas.reserve_job(rt.redis, tenant, job_id, spec.num_scenes,
-                           quotas.job_bytes_estimate(spec.num_scenes, spec.image_size),
-                           quotas.Limits.from_settings(settings))
-    except redis.ConnectionError as e:
-        log.warning("job %s saved without a quota reservation: the broker is unavailable (%s)", job_id, e)
-
-
-def unreserve_job(rt, tenant: str, job_id: str, spec: JobSpec) -> None:
-    """The job could not be written after its reservation: give back the slot, the scenes and the bytes."""
-    try:
-        quotas.release_job(rt.redis, tenant, job_id)
-        quotas.set_usage(rt.redis, tenant, job_id, None)
-        rt.redis.decrby(quotas.scenes_key(tenant, quotas.utc_day()), spec.num_scenes)
-    except Exception:  # noqa: BLE001 - Redis away too: the supervisor's recount corrects it
-        log.warning("could not give back the quota reservation of job %s", job_id)
 
 
 def reserve_slot(rt, settings, tenant: str, job_id: str) -> None:

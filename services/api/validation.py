@@ -1,31 +1,18 @@
-"""Checks of a job spec against this deployment's limits and backends, once, at submission: a 422 that names
-the field and the limit. The spec's own format was checked by its schema; stages and backends trust both."""
+"""A job spec's problems with this deployment (its limits, the backends it runs) as the API's 422, naming the
+field and the limit. The checks live in `shared/submission.py`, which every job goes through (the API, the
+closed loop's rounds, re-renders); the spec's own format was checked by its schema, and stages and backends
+trust both."""
 
 from __future__ import annotations
 
 from fastapi.exceptions import RequestValidationError
 
-from dreammask.shared.schemas import JobLimits, JobSpec
-from dreammask.shared.settings import Settings
+from dreammask.shared.submission import Problem
 
 
 def _err(loc: tuple, msg: str) -> dict:
     return {"loc": ("body", *loc), "msg": msg, "type": "value_error"}
 
 
-def check_spec(spec: JobSpec, settings: Settings) -> tuple[list[str], JobLimits]:
-    """Raise RequestValidationError (422) listing every problem; return the resolved training categories and
-    the limits they were checked against (stored with the job)."""
-    from dreammask.shared.vocabulary import PRESETS
-
-    train = spec.train_categories if spec.train_categories is not None else PRESETS[spec.preset]()
-    limits = settings.job_limits()
-    errors = [_err(loc, msg) for loc, msg in limits.violations(spec, train)]
-    for stage, name in spec.backends.model_dump().items():
-        deployed = settings.deployed_backends.get(stage, [])
-        if name not in deployed:
-            errors.append(_err(("backends", stage),
-                               f"backend {name!r} is not deployed here; choose one of: {', '.join(deployed) or 'none'}"))
-    if errors:
-        raise RequestValidationError(errors)
-    return list(train), limits
+def problems_to_422(problems: list[Problem], prefix: tuple = ()) -> RequestValidationError:
+    return RequestValidationError([_err((*prefix, *loc), msg) for loc, msg in problems])

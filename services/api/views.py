@@ -107,3 +107,20 @@ TRAINING_SPEC_EXAMPLES = {
                   "iterations": 90000, "overrides": {"SOLVER.BASE_LR": 0.0001}},
     },
 }
+
+LOOP_SPEC_EXAMPLES = {
+    "toy world": {
+        "summary": "the toy world on a CPU: tiny model, embedded backends (docs/loop.md)",
+        "value": {"name": "toy loop", "train_categories": ["sky", "grass", "cat", "table"],
+                  "target": ["kite", "awning", "lamp", "bench", "ball"], "rounds": 2, "images_per_round": 20,
+                  "real_datasets": ["toy_world_train"], "eval_dataset": "toy_world_val",
+                  "job": {"image_size": 64}, "training": {"iterations": 100, "base_iterations": 200, "tiny": True}},
+    },
+    "from a checkpoint": {
+        "summary": "start from a training's checkpoint; floor and target IoU set",
+        "value": {"train_categories": ["sky", "grass", "cat", "table"], "target": ["kite", "awning"],
+                  "rounds": 3, "images_per_round": 40, "floor": 0.1, "target_iou": 80,
+                  "real_datasets": ["toy_world_train"], "eval_dataset": "toy_world_val",
+                  "weights": "tr-0123456789ab", "training": {"iterations": 200, "tiny": True}},
+    },
+}

@@ -11,7 +11,7 @@ from dreammask.shared.backends import Failure, LayoutRequest
 from dreammask.shared.plan import scene_stage_seed, write_plan
 from dreammask.shared.registry import backend_class, get_backend
 from dreammask.shared.runtime import Runtime
-from dreammask.shared.schemas import CategorySet, JobState, SceneLayout
+from dreammask.shared.schemas import CategorySet, JobState, NovelCategory, SceneLayout, StoredJobSpec
 from dreammask.shared.skeleton import JobResult, SceneResult
 
 from .pipeline import CategoryAssociationPipeline, LayoutPipeline
@@ -24,6 +24,15 @@ def associate_work(rt: Runtime, job_id: str) -> JobResult:
     tr.transition(job_id, JobState.running)
 
     cats = rt.store.try_get_model(keys.categories(job_id), CategorySet)
+    if cats is None and stored.rerender_of is not None:
+        cats = _rerender_setup(rt, stored)
+    elif cats is None and spec.category_budget is not None:
+        # The categories were chosen by the client (the closed loop's allocation): nothing to propose.
+        cats = CategorySet(job_id=job_id, backend="category_budget", train=stored.train_categories, novel=[
+            NovelCategory(name=name, nearest_train="", score=0.0, source="category_budget",
+                          reason=f"{count} images asked in the job's category_budget")
+            for name, count in spec.category_budget.items()])
+        rt.store.put_json(keys.categories(job_id), cats)
     if cats is None:
         backend = get_backend("association", spec.backends.association, rt.settings)
         t0 = time.perf_counter()
@@ -47,6 +56,19 @@ def associate_work(rt: Runtime, job_id: str) -> JobResult:
     return JobResult(scenes=plan.scene_ids,
                      batch_size=backend_class("layout", spec.backends.layout).preferred_batch_size,
                      info={"novel": len(cats.novel), "scenes": n_scenes})
+
+
+def _rerender_setup(rt: Runtime, stored: StoredJobSpec) -> CategorySet:
+    """A re-render job takes its origin's categories and the origin scene's layout as they are; its layout
+    stage then finds the layout written and passes the scene on to synthesis."""
+    o, job_id = stored.rerender_of, stored.job_id
+    layout = rt.store.get_model(keys.layout(o.job_id, o.scene_id), SceneLayout)
+    sid = keys.scene_id(0)
+    rt.store.put_json(keys.layout(job_id, sid), layout.model_copy(update={"job_id": job_id, "scene_id": sid,
+                                                                           "scene_index": 0}))
+    cats = rt.store.get_model(keys.categories(o.job_id), CategorySet).model_copy(update={"job_id": job_id})
+    rt.store.put_json(keys.categories(job_id), cats)
+    return cats
 
 
 def plan_layouts_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:

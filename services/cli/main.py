@@ -1,4 +1,4 @@
-"""The `dreammask` command: submit and follow jobs and trainings over the REST API, browse categories and
+"""The `dreammask` command: submit and follow jobs, trainings and closed loops over the REST API, browse categories and
 scenes, download datasets, run the platform (`up`, `api`, `worker`) or the demo. Failures print one or two
 lines and exit non-zero; `--debug` shows the traceback."""
 
@@ -13,6 +13,7 @@ import typer
 
 from .client import TERMINAL, follow
 from .download import download_dataset, download_dataset_command
+from .loops import loop_app
 from .platform import down_command, env_command, up_command, worker_command
 from .resources import categories_command, scenes_command, trainings_app
 from .support import (
@@ -202,6 +203,7 @@ def delete(what: Annotated[str, typer.Argument(help="a job (jâ€¦), dataset (ds-â
 app.command("categories")(categories_command)
 app.command("scenes")(scenes_command)
 app.add_typer(trainings_app, name="trainings")
+app.add_typer(loop_app, name="loop")
 app.command("download")(download_dataset_command)
 
 

@@ -34,13 +34,14 @@ LOCK_FILE = "up.lock"
 STATE_DIR = "state"
 KEY_FILE = "api-key"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-# The worker module of each queue; training is the trainer's worker (it imports torch).
+# The worker module of each queue; training is the trainer's worker (it imports torch), loop the closed loop's.
 WORKER_MODULES = {
     "association": "dreammask.services.association.worker",
     "synthesis": "dreammask.services.synthesis.worker",
     "annotation": "dreammask.services.annotation.worker",
     "curation": "dreammask.services.curation.worker",
     "training": "dreammask.trainer.service.worker",
+    "loop": "dreammask.services.loop.worker",  # the closed loop's steps (docs/loop.md)
 }
 Service = Enum("Service", {name: name for name in WORKER_MODULES}, type=str)
 

@@ -9,6 +9,7 @@ import time
 from dreammask.shared import keys
 from dreammask.shared.backends import Failure
 from dreammask.shared.plan import scene_stage_seed
+from dreammask.shared.provenance import environment
 from dreammask.shared.registry import get_backend
 from dreammask.shared.runtime import Runtime
 from dreammask.shared.schemas import RenderRecord, SceneLayout
@@ -35,6 +36,7 @@ def render_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:
     plan = rt.tracker.plan(job_id)
     seeds = [scene_stage_seed(rt.chain, plan, sid, "synthesis") for sid in sids]
     model_info = renderer.describe()
+    env = environment(renderer)  # package versions, weight hashes (hashed once per process)
     ws = SynthesisSettings.of()  # the process's: the writer pool is sized per worker
     writer = SceneWriter(rt.store, ws.synthesis_writer_threads,
                          ws.synthesis_writer_threads * ws.synthesis_writer_queue_per_thread)
@@ -54,7 +56,7 @@ def render_work(rt: Runtime, job_id: str, todo: list[str]) -> SceneResult:
                     job_id=job_id, scene_id=sid, image_key=image_key, layout_key=keys.layout(job_id, sid),
                     width=res.image.size[0], height=res.image.size[1], backend=renderer.name, seed=seed,
                     synthesis=spec.synthesis, model=model_info, params=res.info, dropped_objects=res.dropped,
-                    seconds=round(per_image, 4),
+                    environment=env, origin=plan.scene(sid).origin, seconds=round(per_image, 4),
                 )
                 # Encoded and stored while the renderer goes on with the next batch.
                 writer.submit(sid, keys.render_record(job_id, sid), record, image_key, res.image)

@@ -27,7 +27,7 @@ K8S_DIR = ROOT / "deploy" / "k8s"
 K8S_OVERLAYS = ("cpu", "gpu")
 K8S_VERSIONS = ("1.30", "1.37")  # oldest we support (preStop `sleep`), newest kubernetes-validate ships
 
-QUEUES = ("association", "synthesis", "annotation", "curation", "training")
+QUEUES = ("association", "synthesis", "annotation", "curation", "training", "loop")
 # The Celery app module that serves each queue.
 QUEUE_MODULE = {
     "association": "dreammask.services.association.worker",
@@ -35,9 +35,10 @@ QUEUE_MODULE = {
     "annotation": "dreammask.services.annotation.worker",
     "curation": "dreammask.services.curation.worker",
     "training": "dreammask.trainer.service.worker",
+    "loop": "dreammask.services.loop.worker",
 }
 # A training run is resumed from its checkpoint, not waited for: its grace period is exempt.
-QUEUES_WITH_WARM_SHUTDOWN = ("association", "synthesis", "annotation", "curation")
+QUEUES_WITH_WARM_SHUTDOWN = ("association", "synthesis", "annotation", "curation", "loop")
 
 # Which compose service runs the same workload as which Kubernetes Deployment, per profile/overlay.
 COMPOSE_TO_K8S = {
@@ -48,6 +49,7 @@ COMPOSE_TO_K8S = {
         "annotation-cpu": "annotation",
         "curation-cpu": "curation",
         "trainer-cpu": "trainer",
+        "loop-cpu": "loop",
     },
     "gpu": {
         "api-gpu": "api",
@@ -56,6 +58,7 @@ COMPOSE_TO_K8S = {
         "annotation-gpu": "annotation",
         "curation-gpu": "curation",
         "trainer": "trainer",
+        "loop-gpu": "loop",
     },
 }
 # Settings whose values (not only presence) must agree between compose and Kubernetes: they decide

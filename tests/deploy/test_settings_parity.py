@@ -49,7 +49,7 @@ def test_a_setting_added_to_env_example_only_is_caught(raw, overlays):
     errors = parity_errors(raw, overlays, env_text=text)
     assert "DREAMMASK_MAX_SCENES_PER_JOB reaches compose service api but not Deployment api (overlay cpu)" in errors
     # env_file feeds every DreamMask container, so every mapped workload reports it.
-    assert len(errors) == 12
+    assert len(errors) == 14  # 7 mapped workloads per profile (api, 5 workers with the loop, trainer)
 
 
 def test_a_setting_added_to_kubernetes_only_is_caught(raw, tmp_path):

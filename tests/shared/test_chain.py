@@ -47,7 +47,7 @@ def test_routing_queues_seeds_and_backends_are_derived_from_the_declarations():
     from dreammask.shared.schemas import Backends
     from dreammask.shared.seeding import SALTS
 
-    assert QUEUES == (*DEFAULT_CHAIN.services, "training") and SERVICES == DEFAULT_CHAIN.services
+    assert QUEUES == (*DEFAULT_CHAIN.services, "training", "loop") and SERVICES == DEFAULT_CHAIN.services
     assert all(queue_of(st.task) == st.queue for st in DEFAULT_CHAIN)
     assert QUEUE_OF_STAGE == {"association": "association", "layout": "association", "synthesis": "synthesis",
                               "masks": "annotation", "scores": "annotation"}

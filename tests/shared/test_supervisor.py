@@ -194,3 +194,19 @@ def test_a_sweep_does_the_housekeeping(rt, redis_client):
     redis_client.delete(quotas.bytes_key("t"), quotas.COUNTED_KEY)
     sup.sweep()
     assert quotas.stored_bytes(redis_client, "t") == quotas.measure_job(rt.store, kept)
+
+
+def test_every_unfinished_loop_gets_one_advance_per_sweep(rt):
+    from dreammask.shared import loops as lp
+
+    spec = lp.LoopSpec(train_categories=["sky"], target=["kite"], rounds=1, images_per_round=2,
+                       real_datasets=["toy_world_train"], eval_dataset="toy_world_val", training={"iterations": 1})
+    running = lp.create_loop(rt.store, rt.redis, "t", spec, ["sky"]).loop_id
+    done = lp.create_loop(rt.store, rt.redis, "t", spec, ["sky"])
+    lp.transition(rt.store, done, lp.LoopState.succeeded, "done")
+    rt.redis.delete(lp.ACTIVE_KEY, lp.SCANNED_KEY)  # Redis lost the set: rebuilt from a scan of storage
+    sup = Supervisor(rt, clock=Clock())
+    assert sup.sweep().loops_advanced == 1
+    assert _queued(rt)["loop"] == [[running]]
+    # Its message is still queued: the next sweep sends no second one.
+    assert sup.sweep().loops_advanced == 0 and len(_queued(rt)["loop"]) == 1

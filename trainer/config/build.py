@@ -60,7 +60,7 @@ def _set(cfg, key: str, value) -> None:
     if parts[-1] not in node:
         near = closest(parts[-1], node.keys())
         where = ".".join(parts[:-1])
-        raise ValueError(f"unknown config key {key!r}" + (f"; did you mean {where + '.' + near!r}?" if near
+        raise ValueError(f"unknown config key {key!r}" + (f"; did you mean {(where + '.' if where else '') + near!r}?" if near
                                                           else "; see docs/training.md for the keys"))
     node[parts[-1]] = _coerce(key, value, node[parts[-1]])
 
@@ -179,6 +179,8 @@ def build_training_cfg(spec, settings) -> CfgNode:
     else:
         derived.update({"DATASETS.SYNTHETIC.IDS": list(spec.datasets), "DATASETS.TRAIN": list(spec.real_datasets),
                         "SOLVER.MAX_ITER": int(spec.iterations)})
+        if getattr(spec, "weights", None):
+            derived["MODEL.WEIGHTS"] = str(spec.weights)  # start from a checkpoint (the runner makes it local)
         if spec.synthetic_ratio is not None:
             derived["DATASETS.SYNTHETIC.RATIO"] = float(spec.synthetic_ratio)
         if not spec.real_datasets:

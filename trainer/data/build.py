@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dreammask.shared.schemas import normalise_name
 
-from . import register_coco_panoptic, register_synthetic  # noqa: F401 - fill the catalog
+from . import register_coco_panoptic, register_synthetic, toy_world  # noqa: F401 - fill the catalog
 from .catalog import DatasetCatalog
 from .coco_panoptic import DatasetMetadata
 from .mapper import PanopticDatasetMapper

@@ -129,17 +129,23 @@ def write_toy_dataset(store: ObjectStore, dataset_id: str, num_images: int = 4, 
                       domain: str | None = None, max_things: int = 2, style_gap: float = 1.0) -> DatasetManifest:
     """domain: how the images look, "real" (the default, whatever is_synthetic says) or "synthetic";
     style_gap: how far the synthetic look is from the real one (0 = the real style, 1 = the default)."""
+    domain = domain or "real"
+    rng = np.random.default_rng(seed)
+    scenes = [draw_scene(size, rng, categories, max_things=max_things, domain=domain, style_gap=style_gap)
+              for _ in range(num_images)]
+    return write_scenes(store, dataset_id, scenes, size, categories, is_synthetic=is_synthetic, job_id=job_id)
+
+
+def write_scenes(store: ObjectStore, dataset_id: str, scenes: list, size: int, categories,
+                 is_synthetic: bool = True, job_id: str = "toy-job") -> DatasetManifest:
+    """Drawn scenes ([(image, ids, segments)] as `draw_scene` gives them) written in the export layout: images,
+    id PNGs, COCO panoptic and instances JSON, the manifest last."""
     from pycocotools import mask as mask_utils
 
-    domain = domain or "real"
-
-    rng = np.random.default_rng(seed)
     images, annotations, instances = [], [], []
     ann_id = 1
-    for i in range(num_images):
+    for i, (image, ids, segments) in enumerate(scenes):
         scene = keys.scene_id(i)
-        image, ids, segments = draw_scene(size, rng, categories, max_things=max_things, domain=domain,
-                                          style_gap=style_gap)
         store.put_bytes(keys.dataset_file(dataset_id, f"{keys.IMAGES_DIR}/{scene}.png"), _png(image), "image/png")
         store.put_bytes(keys.dataset_file(dataset_id, f"{keys.PANOPTIC_DIR}/{scene}.png"), _png(id2rgb(ids)), "image/png")
         images.append({"id": i + 1, "file_name": f"{scene}.png", "width": size, "height": size,
@@ -167,7 +173,7 @@ def write_toy_dataset(store: ObjectStore, dataset_id: str, num_images: int = 4, 
         dataset_id=dataset_id, job_id=job_id, tenant="toy", created_at=datetime.now(timezone.utc),
         categories=[DatasetCategory(id=cid, name=name, is_novel=novel, isthing=int(thing))
                     for cid, name, thing, novel, _c in categories],
-        images=num_images, instances=len(instances),
+        images=len(scenes), instances=len(instances),
         files={"coco_panoptic": keys.dataset_file(dataset_id, keys.COCO_PANOPTIC),
                "coco_instances": keys.dataset_file(dataset_id, keys.COCO_INSTANCES)},
         is_synthetic=is_synthetic,

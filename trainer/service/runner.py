@@ -95,6 +95,7 @@ def run_training_job(store: ObjectStore, training_id: str, settings: TrainerSett
         else:
             from dreammask.trainer.engine.launch import train
 
+            cfg = with_local_weights(store, cfg, settings)
             result = train(cfg, store, keys.training_prefix(training_id),
                            progress_callback=StatusReporter(store, training_id))
     except Exception as e:  # noqa: BLE001 - every failure ends in the record with its reason
@@ -146,17 +147,27 @@ def resolve_weights(store: ObjectStore, weights: str, cache_dir: str | Path) -> 
     return str(path)
 
 
+def with_local_weights(store: ObjectStore, cfg, settings: TrainerSettings):
+    """The config with MODEL.WEIGHTS made a local file (a training's checkpoint is copied from storage into the
+    cache); unchanged when it names none."""
+    from dreammask.trainer.config import merge_overrides
+
+    if not str(cfg.MODEL.WEIGHTS):
+        return cfg
+    cfg = cfg.clone()
+    cfg.defrost()
+    merge_overrides(cfg, {"MODEL.WEIGHTS": resolve_weights(store, str(cfg.MODEL.WEIGHTS), settings.trainer_cache_dir)})
+    return cfg
+
+
 def run_evaluation(store: ObjectStore, training_id: str, cfg, settings: TrainerSettings,
                    data_store: ObjectStore | None = None) -> dict:
     """An evaluation job (every process of it): its weights made local, scored on DATASETS.TEST in fp32;
     evaluation.json and evaluation.md land under trainings/{id}/. Returns the figures per dataset."""
-    from dreammask.trainer.config import merge_overrides
     from dreammask.trainer.data import register_synthetic
     from dreammask.trainer.engine.evaluate import evaluation_only
 
-    cfg = cfg.clone()
-    cfg.defrost()
-    merge_overrides(cfg, {"MODEL.WEIGHTS": resolve_weights(store, str(cfg.MODEL.WEIGHTS), settings.trainer_cache_dir)})
+    cfg = with_local_weights(store, cfg, settings)
     register_synthetic.use_store(data_store or store, settings.trainer_cache_dir)
     evaluation = evaluation_only(cfg, store, keys.training_prefix(training_id))
     return {"weights": evaluation["weights"], "weights_report": evaluation["weights_report"]["summary"],

@@ -12,7 +12,8 @@ from pydantic import Field, field_validator, model_validator
 from dreammask.shared import keys
 from dreammask.shared.schemas import JobState, Model, Transition, Versioned
 
-_KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)+$")
+# A config key: "SOLVER.BASE_LR", or a top-level one such as "SEED" (the builder checks it exists).
+_KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)*$")
 # A checkpoint of a training of this platform: "tr-<id>" (its last checkpoint) or "tr-<id>/model_0000100.pth".
 TRAINING_WEIGHTS_RE = re.compile(r"^(tr-[A-Za-z0-9_-]+)(?:/(model_\d{7}\.pth))?$")
 TrainingState = JobState  # queued, running, succeeded, failed, cancelled
@@ -32,8 +33,9 @@ class TrainingSpec(Versioned):
     config: str | None = Field(None, max_length=200, description="preset under trainer/configs/")
     overrides: dict[str, Any] = Field(default_factory=dict, description='e.g. {"SOLVER.BASE_LR": 5e-5}')
     iterations: int | None = Field(None, ge=1, description="trainer iterations (a training needs them)")
-    # The checkpoint an evaluation scores: "tr-<id>" (that training's last checkpoint), "tr-<id>/model_NNNNNNN.pth",
-    # or a file under the trainer's models directory (FC-CLIP's released checkpoint, e.g. "fcclip/fcclip_cocopan.pth").
+    # The checkpoint an evaluation scores, or a training starts from (its model weights; the optimizer starts
+    # afresh): "tr-<id>" (that training's last checkpoint), "tr-<id>/model_NNNNNNN.pth", or a file under the
+    # trainer's models directory (FC-CLIP's released checkpoint, e.g. "fcclip/fcclip_cocopan.pth").
     weights: str | None = Field(None, max_length=300)
     synthetic_ratio: float | None = Field(None, ge=0.0, le=1.0)
     tiny: bool = Field(False, description="the tiny random model (demos, tests)")

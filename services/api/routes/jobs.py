@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from dreammask.shared import keys
 from dreammask.shared import orchestration as orch
-from dreammask.shared.jobs import JobNotFound, new_job_id
+from dreammask.shared.jobs import JobNotFound
 from dreammask.shared.schemas import (
     JobSpec,
     JobState,
@@ -21,13 +21,14 @@ from dreammask.shared.schemas import (
     StoredJobSpec,
 )
 from dreammask.shared.storage import ObjectNotFound
+from dreammask.shared.submission import SubmissionRejected, create_job
 
 from .. import errors
 from .. import quotas as quota
 from ..deps import RuntimeDep, SettingsDep, TenantDep, base_url
 from ..metrics import count_submission
 from ..streaming import object_response
-from ..validation import check_spec
+from ..validation import problems_to_422
 from ..views import JOB_SPEC_EXAMPLES, CategoriesView, JobList, ResumeResult, SceneList
 
 log = logging.getLogger(__name__)
@@ -59,20 +60,17 @@ def _view(rt, request: Request, settings, stored: StoredJobSpec, detail: bool = 
         errors=rt.tracker.failures(job_id, limit=20) if detail else [],
         dataset_id=st.dataset_id,
         dataset_url=f"{root}/v1/datasets/{st.dataset_id}" if st.dataset_id else None,
+        rerender_of=stored.rerender_of,
     )
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobView, responses=errors.responses(413, 422, 429))
 def submit_job(spec: Annotated[JobSpec, Body(openapi_examples=JOB_SPEC_EXAMPLES)], request: Request, response: Response, rt: RuntimeDep, settings: SettingsDep,
                tenant: TenantDep):
-    train, limits = check_spec(spec, settings)
-    job_id = new_job_id()
-    quota.reserve_job(rt, settings, tenant, job_id, spec)  # 429 over a quota
     try:
-        stored = rt.tracker.create(spec, tenant, train, limits, job_id=job_id)
-    except BaseException:
-        quota.unreserve_job(rt, tenant, job_id, spec)
-        raise
+        stored = create_job(rt, spec, tenant)  # 429 over a quota (quotas.QuotaExceeded, answered in main.py)
+    except SubmissionRejected as e:
+        raise problems_to_422(e.problems) from None
     try:
         orch.start(rt, stored.job_id)
     except Exception as e:  # noqa: BLE001 - broker down: keep the job, say how to continue

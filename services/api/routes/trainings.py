@@ -53,9 +53,9 @@ def _err(loc: tuple, msg: str) -> dict:
 def _check(spec: TrainingSpec, rt, tenant: str, ts: TrainerSettings, settings=None) -> None:
     """Everything the API can check before queueing: a 422 naming each field to change and what exists."""
     errors = []
-    if spec.kind == "evaluate":
+    if spec.kind == "evaluate" or spec.weights:
         errors += _check_weights_to_evaluate(spec, rt, tenant, settings)
-    elif not spec.datasets and not spec.real_datasets:
+    if spec.kind == "train" and not spec.datasets and not spec.real_datasets:
         errors.append(_err(("datasets",), "give at least one dataset (curated dataset ids) or real_datasets"))
     missing = []
     for i, ds in enumerate(spec.datasets):
@@ -100,16 +100,18 @@ def _check_real_datasets(spec: TrainingSpec, ts: TrainerSettings) -> list[dict]:
     root (one machine, shared volume), their prepared files must be there too."""
     try:
         from dreammask.trainer.data.builtin import BUILTIN, datasets_root, missing_file
+        from dreammask.trainer.data.toy_world import TOY_WORLD_DATASETS
     except ImportError:
         return []
     root = datasets_root(str(ts.trainer_datasets_root) if ts.trainer_datasets_root else None)
     errors = []
     for field in ("real_datasets", "eval_datasets"):
         for i, name in enumerate(getattr(spec, field)):
-            if field == "eval_datasets" and name.startswith("synthetic:"):
-                continue
+            if (field == "eval_datasets" and name.startswith("synthetic:")) or name in TOY_WORLD_DATASETS:
+                continue  # a curated dataset (checked by id above) or the toy world, drawn on demand
             if name not in BUILTIN:
-                known = ", ".join(sorted(BUILTIN)) + (", synthetic:<dataset id>" if field == "eval_datasets" else "")
+                known = ", ".join([*sorted(BUILTIN), *(["synthetic:<dataset id>"] if field == "eval_datasets" else []),
+                                   *TOY_WORLD_DATASETS])
                 errors.append(_err((field, i), f"unknown dataset {name!r}; registered: {known}"))
             elif root.is_dir() and missing_file(name, root) is not None:
                 errors.append(_err((field, i), f"{name!r} is registered but {missing_file(name, root)} is missing on "

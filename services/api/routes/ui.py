@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from dreammask.shared import keys
 from dreammask.shared import review as rv
@@ -34,6 +34,7 @@ from dreammask.shared.timefmt import timestamp
 
 from .. import reviewing, throttle
 from ..deps import RuntimeDep, SettingsDep
+from ..rerender import RerenderRequest, rerender_sample, rerenders_of
 from ..streaming import object_response
 from ..ui import markdown, plots
 from ..ui import session as ses
@@ -377,7 +378,27 @@ def sample_page(job_id: str, sid: str, request: Request, rt: RuntimeDep, sess: S
     metric = next((i.metric for i in summary.instances if i.metric), None) if summary else None
     return page(request, "sample.html", sess, job_id=job_id, ann=ann, layout=layout, summary=summary,
                 verdicts=verdicts, review=review, provenance=provenance, prev_sid=prev_sid, next_sid=next_sid,
-                score_names=score_names, metric=metric, thresholds=stored.spec.thresholds)
+                score_names=score_names, metric=metric, thresholds=stored.spec.thresholds,
+                origin=stored.rerender_of, rerenders=rerenders_of(rt, job_id, sid),
+                render_defaults={"seed": render.seed if render else None,
+                                 "steps": (render.synthesis or stored.spec.synthesis).steps if render else None,
+                                 "guidance_scale": (render.synthesis or stored.spec.synthesis).guidance_scale
+                                 if render else None,
+                                 "image_size": render.width if render else None})
+
+
+@router.post("/jobs/{job_id}/samples/{sid}/rerender")
+async def ui_rerender(job_id: str, sid: str, request: Request, rt: RuntimeDep, sess: CsrfSessionDep):
+    """The sample page's re-render form: blank fields keep the origin's value; then the new job's page."""
+    stored = _owned(rt, job_id, sess)
+    form = await request.form()
+    values = {k: str(form.get(k) or "").strip() for k in ("seed", "steps", "guidance_scale", "image_size")}
+    try:
+        body = RerenderRequest(**{k: v for k, v in values.items() if v})
+    except ValidationError as e:
+        raise RequestValidationError([{**x, "loc": ("body", *x["loc"])} for x in e.errors()]) from None
+    new = rerender_sample(rt, stored, sid, body)
+    return RedirectResponse(f"/ui/jobs/{new.job_id}", status.HTTP_303_SEE_OTHER)
 
 
 @router.get("/jobs/{job_id}/samples/{sid}/image.png")

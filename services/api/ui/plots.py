@@ -159,3 +159,42 @@ def counts_svg(rows: list[tuple[str, int, int]], width: int = 640) -> str:
                  f'<text x="{label_w + 74}" y="{y}" font-size="10">rejected</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def curves_svg(rounds: list[int], series: dict[str, list[float | None]], colours: dict[str, str],
+               dashed: set[str] | frozenset = frozenset(), width: int = 640, height: int = 300) -> str:
+    """Per-class IoU (0-100) across a loop's rounds: one line per class, a dot per round it was measured in
+    (with its value as a tooltip); `dashed` lines are the classes the loop does not steer (base classes)."""
+    left, right, top, bottom = 40, 150, 16, 34
+    pw, ph = width - left - right, height - top - bottom
+    n = max(len(rounds) - 1, 1)
+    x_of = lambda i: left + pw * i / n  # noqa: E731
+    y_of = lambda v: top + ph * (1 - v / 100.0)  # noqa: E731
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart curves" width="{width}" height="{height}" '
+             'role="img" aria-label="per-class IoU across rounds">']
+    for v in (0, 25, 50, 75, 100):
+        y = y_of(v)
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#ddd"/>'
+                     f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end">{v}</text>')
+    for i, r in enumerate(rounds):
+        parts.append(f'<text x="{x_of(i):.1f}" y="{top + ph + 14}" font-size="10" text-anchor="middle">{r}</text>')
+    parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 4}" font-size="10" text-anchor="middle">round</text>')
+    parts.append(f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="{AXIS}"/>'
+                 f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="{AXIS}"/>')
+    for k, (name, values) in enumerate(series.items()):
+        colour = colours.get(name, AXIS)
+        dash = ' stroke-dasharray="4 3"' if name in dashed else ""
+        pts = [(x_of(i), y_of(v), v) for i, v in enumerate(values) if v is not None]
+        parts.append(f'<g class="series" data-class="{escape(name)}">')
+        if len(pts) > 1:
+            path = " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in pts)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
+        for (x, y, v), i in zip(pts, [i for i, v in enumerate(values) if v is not None]):
+            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}" data-round="{rounds[i]}" '
+                         f'data-value="{v:.2f}"><title>{escape(name)}, round {rounds[i]}: IoU {v:.1f}</title></circle>')
+        ly = top + 12 + 15 * k
+        parts.append(f'<line x1="{left + pw + 12}" y1="{ly - 4}" x2="{left + pw + 30}" y2="{ly - 4}" '
+                     f'stroke="{colour}" stroke-width="2"{dash}/><text x="{left + pw + 34}" y="{ly}" '
+                     f'font-size="11">{escape(name)}</text></g>')
+    parts.append("</svg>")
+    return "".join(parts)

@@ -200,6 +200,15 @@ class GligenRenderer(RenderBackend):
             **({"compile_state": self._compiler.status["state"]} if self._compiler is not None else {}),
         }
 
+    def weight_files(self) -> tuple[list[str], str | None]:
+        """Every weight file of the local checkpoint folder (hashed once per process for provenance)."""
+        from ..model_loading import _WEIGHT_SUFFIXES
+
+        if self._plan is None or not self._plan.local:
+            return [], None
+        folder = Path(self._plan.source)
+        return [str(p) for p in folder.rglob("*") if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES)], str(folder)
+
     # ------------------------------------------------------------------ rendering
 
     def render(self, layouts: list[SceneLayout], seeds: list[int], params: SynthesisParams,
