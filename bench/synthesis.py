@@ -6,7 +6,7 @@ On one GLIGEN checkpoint loaded once (through the production loader, from a temp
     PNG + provenance record written per scene by the writer pool, progress counted in Redis;
   * ``diffusers``: `StableDiffusionGLIGENPipeline.__call__` on the same weights and settings, images kept
     in memory, nothing stored: the floor any wrapper pays. Both call the same loaded modules, with the
-    deployment's load options (on CUDA: channels-last and fused QKV, docs/synthesis.md), so the figure is
+    deployment's load options (on CUDA: fused QKV, docs/synthesis.md), so the figure is
     the service's overhead, not the options' gain (bench/gpu.py measures those).
 Two figures, kept apart so one cannot hide the other:
   * overhead, like with like: the service against diffusers AT THE SAME BATCH SIZE, at 1 and at --batch

@@ -182,7 +182,8 @@ def apply_memory_options(pipe, settings: SynthesisSettings) -> dict[str, Any]:
             # the separate weights stay (unfuse_qkv_projections goes back to them).
             pipe.unet.fuse_qkv_projections()
             pipe.vae.fuse_qkv_projections()
-    channels_last = settings.gligen_channels_last == "on" or (settings.gligen_channels_last == "auto" and on_cuda)
+    # "auto" is off: measured slower than the plain layout on an H200 (settings.py, docs/synthesis.md).
+    channels_last = settings.gligen_channels_last == "on"
     # Set either way, so options applied again to a loaded pipeline (the bench's variants) take effect.
     layout = torch.channels_last if channels_last else torch.contiguous_format
     pipe.unet.to(memory_format=layout)

@@ -47,9 +47,11 @@ class SynthesisSettings(Settings):
     gligen_vae_slicing: Literal["auto", "on", "off"] = "auto"
     gligen_enable_vae_tiling: bool = False
     # Channels-last weights and activations for the UNet's and the VAE's convolutions, and one projection
-    # for Q, K and V (K and V in cross-attention) in every attention layer. "auto": on CUDA only (the
-    # GPU's convolution and matmul kernels gain; on the CPU they do not). Images stay equal to the plain
-    # layout within the tolerance docs/synthesis.md states.
+    # for Q, K and V (K and V in cross-attention) in every attention layer. Images stay equal to the plain
+    # layout within the tolerance docs/synthesis.md states. Fused QKV "auto": on CUDA only (one H200,
+    # batch 16: 6.15 vs 6.03 images/s plain; no gain on the CPU). Channels-last "auto": off everywhere,
+    # because the same H200 run measured it slower (5.70 vs 6.03 images/s alone, 5.69 vs 6.15 with fused
+    # QKV); "on" keeps it available for cards or versions where it measures faster.
     gligen_channels_last: Literal["auto", "on", "off"] = "auto"
     gligen_fuse_qkv: Literal["auto", "on", "off"] = "auto"
     # torch.compile of the UNet (docs/synthesis.md, "Compiled UNet"). A compiled copy sharing the

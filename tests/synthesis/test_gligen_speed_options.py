@@ -38,7 +38,7 @@ def render(pipe, settings, **update):
 def test_channels_last_and_fused_qkv_give_the_same_images(pipe, gligen_settings):
     _, synthesis = gligen_settings
     plain, options = render(pipe, synthesis)
-    assert options["channels_last"] is False and options["fused_qkv"] is False  # "auto" on the CPU: off
+    assert options["channels_last"] is False and options["fused_qkv"] is False  # "auto": off (CL everywhere, QKV on CPU)
 
     fused, options = render(pipe, synthesis, gligen_fuse_qkv="on")
     assert options["fused_qkv"] is True
