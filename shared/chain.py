@@ -4,7 +4,8 @@ random stream, the setting that sizes its batches, where its output lives, and t
 
 Everything else is derived from the declarations, never written out beside them: the Celery tasks each worker
 registers (`shared/worker.py`), the in-process runner (`services/cli/inprocess.py`), the harness's worker
-processes, routing and queues (`shared/celery_app.py`, `shared/registry.py`), per-stage seeds
+processes, routing and queues (`shared/celery_app.py`, `shared/registry.py`), the backend packages imported and the
+backends each worker preloads (`shared/registry.py`, `shared/worker.py`), per-stage seeds
 (`shared/seeding.py`, recorded in the job's plan), the skeleton that sends the next stage's messages and
 triggers the per-job stage after the last scene (`shared/skeleton.py`), `resume` (`shared/orchestration.py`),
 progress counts (`shared/jobs.py`) and the API's and CLI's per-stage listings. Stage modules hold only

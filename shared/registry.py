@@ -18,12 +18,21 @@ from .chain import DEFAULT_CHAIN
 BACKEND_STAGES = tuple(b for st in DEFAULT_CHAIN for b in st.backends)
 QUEUE_OF_STAGE = {b: st.queue for st in DEFAULT_CHAIN for b in st.backends}
 
-# Packages whose import registers the built-in backends (their __init__ must stay light).
-BUILTIN_BACKEND_PACKAGES = (
-    "dreammask.services.association.backends",
-    "dreammask.services.synthesis.backends",
-    "dreammask.services.annotation.backends",
-)
+
+
+def backend_packages(chain=DEFAULT_CHAIN) -> tuple[str, ...]:
+    """The packages whose import registers the built-in backends: `services/<service>/backends/` of each
+    service whose stages draw from a registry (their __init__ must stay light)."""
+    return tuple(f"dreammask.services.{svc}.backends" for svc in chain.services
+                 if any(st.backends for st in chain.stages_of(svc)))
+
+
+def backend_stages_of(service: str, chain=DEFAULT_CHAIN) -> tuple[str, ...]:
+    """The backend registries the stages `service` runs draw from: what its workers preload."""
+    return tuple(b for st in chain.stages_of(service) for b in st.backends)
+
+
+BUILTIN_BACKEND_PACKAGES = backend_packages()
 
 
 class UnknownBackend(LookupError):

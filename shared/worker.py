@@ -12,7 +12,8 @@ from pathlib import Path
 from celery import Celery, signals
 
 from .celery_app import create_celery_app
-from .registry import QUEUE_OF_STAGE, close_backends, get_backend, load_backend_plugins
+from .chain import DEFAULT_CHAIN
+from .registry import backend_stages_of, close_backends, get_backend, load_backend_plugins
 from .settings import get_settings
 from .tasks import register_stage_tasks
 
@@ -35,14 +36,16 @@ def _beat(path: Path, every_s: float = 10.0) -> None:
         _stop.wait(every_s)
 
 
-def preload(service: str) -> list[str]:
-    """Build the backends this service is configured to preload ("stage:name" in PRELOAD_BACKENDS)."""
+def preload(service: str, chain=None) -> list[str]:
+    """Build the backends this service is configured to preload ("stage:name" in PRELOAD_BACKENDS) among
+    those its stages in the chain draw from (`StageDef.backends`)."""
     s = get_settings()
     load_backend_plugins(s)
+    ours = backend_stages_of(service, chain or DEFAULT_CHAIN)
     loaded = []
     for item in s.preload_backends:
         stage, _, name = item.partition(":")
-        if QUEUE_OF_STAGE.get(stage) == service:
+        if stage in ours:
             from .provenance import environment
 
             # Hash its weight files now, not in the first task (provenance: RenderRecord.environment).
@@ -87,7 +90,7 @@ def create_worker_app(service: str, chain=None) -> Celery:
         if state["started"]:
             return
         state["started"] = True
-        loaded = preload(service)
+        loaded = preload(service, chain)
         log.info("%s worker process ready; preloaded backends: %s", service, loaded or "none")
         threading.Thread(target=_beat, args=(heartbeat_file(),), daemon=True).start()
 

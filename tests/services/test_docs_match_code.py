@@ -41,3 +41,19 @@ def test_every_file_the_docs_name_exists():
             if not (REPO / path).exists():
                 missing.append(f"{doc}: {path}")
     assert missing == []
+
+
+def _shared_table_modules() -> list[str]:
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = text.split("What several services need lives in `shared/`", 1)[1].split("\n\n", 2)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return [name for row in rows for name in re.findall(r"`([\w./]+)`", row.split("|")[1])]
+
+
+def test_the_shared_module_table_names_every_module_of_shared_and_nothing_else():
+    shared = REPO / "shared"
+    modules = {p.name for p in shared.glob("*.py") if p.name != "__init__.py"}
+    modules |= {f"{p.name}/" for p in shared.iterdir() if (p / "__init__.py").exists()}
+    listed = _shared_table_modules()
+    assert len(listed) == len(set(listed)), "a module is listed twice"
+    assert sorted(set(listed)) == sorted(modules)

@@ -16,6 +16,7 @@ from .backbone.clip_convnext import load_clip_backbone
 from .criterion import SetCriterion
 from .ensemble import geometric_ensemble, mask_pooling
 from .iat import ImaginationAidedTraining, pool_under_masks
+from .losses import build_weight_dict, enabled_losses
 from .matcher import HungarianMatcher
 from .registry import META_ARCH_REGISTRY, PIXEL_DECODER_REGISTRY, TRANSFORMER_DECODER_REGISTRY
 from .text_classifier import TextClassifier, templates_by_name
@@ -53,27 +54,23 @@ class FCCLIP(nn.Module):
         matcher = HungarianMatcher(
             mf.CLASS_WEIGHT, mf.MASK_WEIGHT, mf.DICE_WEIGHT, num_points=mf.TRAIN_NUM_POINTS
         )
-        weight_dict = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
         self.deep_supervision = bool(mf.DEEP_SUPERVISION)
-        if self.deep_supervision:  # one copy per earlier decoder layer: loss_ce_0, loss_mask_0, ...
-            base = dict(weight_dict)
-            for i in range(mf.DEC_LAYERS - 1):
-                weight_dict.update({f"{k}_{i}": v for k, v in base.items()})
         self.iat = (
             # "clip" banks CLIP image embeddings, which have the size of the query embeddings (embed_dim).
             ImaginationAidedTraining(1, embed_dim, dm.MEMORY_BANK_SIZE, str(dm.FEATURE_SOURCE))
             if dm.ENABLED else None
         )
-        if self.iat is not None:
-            weight_dict["loss_sra"] = float(dm.LAMBDA_SRA)  # λ enters here only: the criterion's L_sra is unweighted
+        # The losses and their weights, as LOSSES declares them (SRA's weight is λ, MODEL.DREAMMASK.LAMBDA_SRA).
+        losses = enabled_losses(cfg)
+        aux_layers = mf.DEC_LAYERS - 1 if self.deep_supervision else 0  # loss_ce_0, loss_mask_0, ...
         self.criterion = SetCriterion(
             matcher,
-            weight_dict,
+            build_weight_dict(cfg, losses, aux_layers),
             mf.NO_OBJECT_WEIGHT,
             mf.TRAIN_NUM_POINTS,
             mf.OVERSAMPLE_RATIO,
             mf.IMPORTANCE_SAMPLE_RATIO,
-            losses=("labels", "masks", "sra") if self.iat is not None else ("labels", "masks"),
+            losses=losses,
             iat=self.iat,
         )
 
