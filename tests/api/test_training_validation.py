@@ -90,3 +90,35 @@ def test_missing_weights_name_what_is_there(client):
 def test_a_valid_tiny_training_is_accepted(client):
     r = client.post("/v1/trainings", json={"datasets": [client.ds], "iterations": 2, "tiny": True}, headers=ALICE)
     assert r.status_code == 202, r.text
+
+
+def test_overrides_cannot_reach_the_workers_paths_devices_or_weights(client, monkeypatch):
+    """The builder's rule (request_overrides) answers at submission: each key named with what to use instead,
+    nothing queued. Before, these keys were merged last and won over the checked fields."""
+    monkeypatch.setenv("DREAMMASK_TRAINER_MAX_ITERATIONS", "1000")
+    issues = _issues(client.post("/v1/trainings", json={
+        "datasets": [client.ds], "iterations": 2, "tiny": True,
+        "overrides": {"MODEL.WEIGHTS": "/etc/shadow", "OUTPUT_DIR": "/srv", "DATASETS.ROOT": "/", "MODEL.DEVICE": "cuda:7",
+                      "SOLVER.MAX_ITER": 10 ** 9, "DATASETS.SYNTHETIC.IDS": ["ds-bobs"], "SOLVER.BASE_LR": 1e-4}},
+        headers=ALICE))
+    assert set(issues) == {"overrides.MODEL.WEIGHTS", "overrides.OUTPUT_DIR", "overrides.DATASETS.ROOT",
+                           "overrides.MODEL.DEVICE", "overrides.SOLVER.MAX_ITER", "overrides.DATASETS.SYNTHETIC.IDS"}
+    assert "`weights` field" in issues["overrides.MODEL.WEIGHTS"]
+    assert "at most 1000" in issues["overrides.SOLVER.MAX_ITER"]
+    assert "`datasets` field" in issues["overrides.DATASETS.SYNTHETIC.IDS"]
+    # an evaluation cannot swap the checkpoint it scores either
+    issues = _issues(client.post("/v1/trainings/evaluations", json={
+        "weights": "fcclip/fcclip_cocopan.pth", "eval_datasets": ["toy_world_val"], "tiny": True,
+        "overrides": {"MODEL.WEIGHTS": "/etc/shadow"}}, headers=ALICE))
+    assert "`weights` field" in issues["overrides.MODEL.WEIGHTS"]
+    assert client.redis.llen("training") == 0
+
+
+def test_more_gpus_than_the_deployment_runs_is_422(client, monkeypatch):
+    monkeypatch.setenv("DREAMMASK_TRAINER_GPUS", "2")
+    issues = _issues(client.post("/v1/trainings", json={"datasets": [client.ds], "iterations": 2, "tiny": True,
+                                                        "gpus": 4}, headers=ALICE))
+    assert "at most 2" in issues["gpus"] and "DREAMMASK_TRAINER_GPUS" in issues["gpus"]
+    r = client.post("/v1/trainings", json={"datasets": [client.ds], "iterations": 2, "tiny": True, "gpus": 2},
+                    headers=ALICE)
+    assert r.status_code == 202, r.text

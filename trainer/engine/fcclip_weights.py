@@ -184,6 +184,15 @@ def map_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tens
     return mapped, report
 
 
+REPORT_KEYS = ("summary", "loaded", "target_tensors", "missing", "unused", "shape_mismatch", "derived_buffers")
+
+
+def report_for_record(report: dict | None) -> dict | None:
+    """The weights report as a training's result and an evaluation's JSON carry it: every name of what did not
+    load (the log shows the first 50), without the checkpoint's `extra`."""
+    return None if report is None else {k: report[k] for k in REPORT_KEYS if k in report}
+
+
 def load_fcclip_weights(model: torch.nn.Module, path: str | Path) -> dict:
     """Load what maps; returns the report (also logged, naming what did not map) and the file's `extra`."""
     model = unwrap(model)

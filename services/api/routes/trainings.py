@@ -204,7 +204,7 @@ def _view(rt, request: Request, settings, stored: StoredTrainingSpec) -> Trainin
         created_at=st.created_at, updated_at=st.updated_at, iteration=st.iteration, max_iter=st.max_iter,
         losses=st.losses, latest_eval=st.latest_eval, checkpoint=st.checkpoint, metrics_url=f"{url}/metrics",
         transitions=st.transitions, error=st.error,
-        notes=list(dict.fromkeys([*spec_notes(stored.spec), *st.notes])),
+        notes=list(dict.fromkeys([*spec_notes(stored.spec), *st.notes])), result=st.result,
     )
 
 
