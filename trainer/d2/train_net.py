@@ -22,7 +22,14 @@ from dreammask.trainer.engine.optim import build_lr_scheduler as build_schedule
 
 from ..config.d2 import prepare_d2_config
 from . import meta_arch  # noqa: F401  (registers DreamMaskFCCLIP)
-from .parts import check_d2_args, d2_optimizer, d2_test, d2_train_data, load_fcclip_weights_into, vocabulary_kwargs
+from .parts import (
+    check_d2_args,
+    d2_optimizer,
+    d2_test,
+    d2_train_data,
+    load_fcclip_weights_into,
+    vocabulary_kwargs,
+)
 from .register import register_builtin_in_d2
 
 log = logging.getLogger("dreammask.trainer.d2")
