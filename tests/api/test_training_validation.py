@@ -65,6 +65,28 @@ def test_unknown_real_dataset_lists_the_registered_ones(client):
                                                         "eval_datasets": ["nope"]}, headers=ALICE))
     assert "coco_2017_train_panoptic" in issues["real_datasets.0"]
     assert "synthetic:<dataset id>" in issues["eval_datasets.0"]
+    # the action comes first, then the detail
+    assert issues["real_datasets.0"].startswith("use a registered dataset (did you mean 'coco_2017_val_panoptic'?), "
+                                                "not 'coco_2099_panoptic': ")
+    assert issues["eval_datasets.0"].startswith("use a registered dataset, not 'nope': synthetic:<dataset id>, ")
+    assert "…" not in issues["real_datasets.0"] + issues["eval_datasets.0"]  # under the API's 300 characters
+
+
+def test_a_near_miss_is_named_first(client):
+    issues = _issues(client.post("/v1/trainings", json={"datasets": [client.ds], "iterations": 2, "tiny": True,
+                                                        "real_datasets": ["coco_2017_train_panoptc"]}, headers=ALICE))
+    assert issues["real_datasets.0"].startswith("use a registered dataset (did you mean "
+                                                "'coco_2017_train_panoptic'?)")
+
+
+def test_the_toy_world_needs_no_registration(client):
+    issues = _issues(client.post("/v1/trainings", json={"datasets": [client.ds], "iterations": 2, "tiny": True,
+                                                        "real_datasets": ["toy_world_trian"]}, headers=ALICE))
+    assert "did you mean 'toy_world_train'?" in issues["real_datasets.0"]
+    r = client.post("/v1/trainings", json={"datasets": [client.ds], "iterations": 2, "tiny": True,
+                                           "real_datasets": ["toy_world_train"], "eval_datasets": ["toy_world_val"]},
+                    headers=ALICE)
+    assert r.status_code == 202, r.text
 
 
 def test_registered_real_dataset_missing_on_disk(client, tmp_path, monkeypatch):
@@ -75,6 +97,9 @@ def test_registered_real_dataset_missing_on_disk(client, tmp_path, monkeypatch):
                                                         "real_datasets": ["coco_2017_train_panoptic"]},
                                  headers=ALICE))
     assert "panoptic_train2017.json" in issues["real_datasets.0"] and "missing" in issues["real_datasets.0"]
+    # the command to run comes first, with the root the trainer reads
+    assert issues["real_datasets.0"].startswith(
+        f"prepare it on the trainer: `python -m dreammask.trainer.data.prepare coco --root {root}`")
 
 
 def test_missing_weights_name_what_is_there(client):
