@@ -33,7 +33,15 @@ def parse_args(argv=None):
                    help="evaluate MODEL.WEIGHTS on DATASETS.TEST (fp32); writes evaluation.json and evaluation.md")
     p.add_argument("--num-gpus", type=int, default=1, help="spawn this many local processes (without torchrun)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.eval_only and args.training_id:
+        # --training-id runs (or resumes) the stored training as recorded; silently dropping --eval-only would
+        # train when the user asked to score, so refuse the pair and name the ways to score a training.
+        p.error(f"--eval-only cannot be combined with --training-id (which runs or resumes training "
+                f"{args.training_id}); to score its checkpoint run `dreammask trainings evaluate {args.training_id} "
+                "--dataset NAME`, or `--eval-only --config-file PRESET MODEL.WEIGHTS <checkpoint file> "
+                "DATASETS.TEST \"('NAME',)\"`")
+    return args
 
 
 def _object_store():
@@ -56,7 +64,7 @@ def main(argv=None) -> int:
     from dreammask.trainer import distributed as dist
     from dreammask.trainer.engine.launch import train, train_local_processes
 
-    if args.eval_only and not args.training_id:
+    if args.eval_only:
         return _eval_only(args)
     if args.training_id:
         from dreammask.shared import keys

@@ -33,7 +33,7 @@ def test_submit_stores_the_loop_and_queues_its_first_step(api, alice, redis_clie
     ({"target": ["kyte"]}, ["body", "target", 0], "did you mean 'kite'"),
     ({"eval_dataset": "ade20k_panoptic_val"}, ["body", "eval_dataset"], "zero-shot evaluation set"),
     ({"eval_dataset": "synthetic:ds-nope"}, ["body", "eval_dataset"], "no dataset 'ds-nope'"),
-    ({"real_datasets": ["coco_val_typo"]}, ["body", "real_datasets", 0], "unknown dataset"),
+    ({"real_datasets": ["coco_val_typo"]}, ["body", "real_datasets", 0], "use a registered dataset"),
     ({"training": {"iterations": 3, "tiny": True, "overrides": {"SOLVER.BASE_LRR": 1.0}}},
      ["body", "training", "overrides", "SOLVER.BASE_LRR"], "did you mean 'SOLVER.BASE_LR'"),
     ({"images_per_round": 101}, ["body", "images_per_round"], "at most 100"),

@@ -149,3 +149,57 @@ def test_meta_architecture_is_ours_after_every_preset_merge(preset):
     DreamMaskFCCLIP, the name its registry knows, whatever the YAML or the command line says."""
     cfg = prepare_d2_config(d2_like_cfg(), preset, ["MODEL.META_ARCHITECTURE", "FCCLIP", "SOLVER.MAX_ITER", "7"])
     assert cfg.MODEL.META_ARCHITECTURE == "DreamMaskFCCLIP" and cfg.SOLVER.MAX_ITER == 7
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("MODEL.WEIGHTS", "/etc/passwd", "`weights` field"),
+    ("MODEL.DEVICE", "cuda:3", "`gpus` field"),
+    ("ENGINE.DIST_BACKEND", "nccl", "`gpus`"),
+    ("OUTPUT_DIR", "/srv/elsewhere", "trainings/<id>/"),
+    ("DATASETS.ROOT", "/home", "DREAMMASK_TRAINER_DATASETS_ROOT"),
+    ("DATASETS.SYNTHETIC.CACHE_DIR", "/tmp/x", "DREAMMASK_TRAINER_CACHE_DIR"),
+    ("MODEL.FC_CLIP.TEXT_CACHE_DIR", "/tmp/x", "deployment's"),
+    ("MODEL.FC_CLIP.CLIP_MODEL_CONFIG_PATHS", ["/tmp/x.json"], "CLIP_MODEL_NAME"),
+    ("DATASETS.SYNTHETIC.IDS", ["ds-of-someone-else"], "`datasets` field"),
+    ("DATASETS.TRAIN", ["coco_2017_train_panoptic"], "`real_datasets` field"),
+    ("DATASETS.TEST", ["coco_2017_val_panoptic"], "`eval_datasets` field"),
+    ("MODEL.FC_CLIP.CLIP_PRETRAINED_WEIGHTS", "../../etc/x.bin", "relative to the models directory"),
+    ("MODEL.FC_CLIP.CLIP_PRETRAINED_WEIGHTS", "/etc/x.bin", "relative to the models directory"),
+    ("SOLVER.MAX_ITER", 101, "at most 100"),
+    ("SOLVER.MAX_ITER", "1e9", "at most 100"),
+])
+def test_a_request_cannot_override_what_the_deployment_owns(key, value, says):
+    """The request's overrides go through one rule (request_overrides) in the builder the API's check and the
+    runner share: each refused key is named with what to use instead."""
+    settings = TrainerSettings(trainer_max_iterations=100)
+    spec = TrainingSpec(datasets=["ds-a"], iterations=3, tiny=True, overrides={key: value})
+    with pytest.raises(ConfigError) as e:
+        build_training_cfg(spec, settings)
+    assert [loc for loc, _ in e.value.errors] == [("overrides", key)]
+    assert key in e.value.errors[0][1] and says in e.value.errors[0][1]
+    # the operator's command line keeps every key (no deployment limit there)
+    cfg = get_training_cfg(tiny=True, overrides={key: value} if key != "SOLVER.MAX_ITER" else {key: 10 ** 6})
+    assert cfg is not None
+
+
+def test_a_request_may_still_override_the_recipe():
+    settings = TrainerSettings(trainer_max_iterations=100)
+    cfg = build_training_cfg(TrainingSpec(datasets=["ds-a"], iterations=3, tiny=True, overrides={
+        "SOLVER.MAX_ITER": 100, "SOLVER.BASE_LR": 5e-5, "MODEL.FC_CLIP.CLIP_PRETRAINED_WEIGHTS": "open_clip/x.bin",
+        "DATASETS.SYNTHETIC.RATIO": 0.25}), settings)
+    assert cfg.SOLVER.MAX_ITER == 100 and cfg.MODEL.FC_CLIP.CLIP_PRETRAINED_WEIGHTS == "open_clip/x.bin"
+
+
+def test_more_gpus_than_the_deployment_has_and_config_files_are_refused():
+    settings = TrainerSettings(trainer_gpus=2)
+    with pytest.raises(ConfigError) as e:
+        build_training_cfg(TrainingSpec(datasets=["ds-a"], iterations=3, tiny=True, gpus=8), settings)
+    assert e.value.errors[0][0] == ("gpus",) and "at most 2" in str(e.value) and "DREAMMASK_TRAINER_GPUS" in str(e.value)
+    assert build_training_cfg(TrainingSpec(datasets=["ds-a"], iterations=3, tiny=True, gpus=2), settings)
+    # a request names a preset, never a YAML file on the worker (which could set any key)
+    with pytest.raises(ConfigError) as e:
+        build_training_cfg(TrainingSpec(datasets=["ds-a"], iterations=3, config=str(CONFIG_DIR.parent / "configs" /
+                                                                                    "fcclip_convnext_large.yaml")),
+                           settings)
+    assert e.value.errors[0][0] == ("config",) and "tiny_test.yaml" in str(e.value)
+    assert build_training_cfg(TrainingSpec(datasets=["ds-a"], iterations=3, config="fcclip_convnext_large"), settings)

@@ -179,3 +179,18 @@ def test_d2_test_is_the_platform_evaluation_and_restores_the_training_vocabulary
                 assert value == d2[name][key] or (value != value and d2[name][key] != d2[name][key]), (name, key)
     assert trainer.model.class_names == trainer.vocabulary.names and trainer.model.training
     assert bank and all(torch.equal(b, dict(trainer.model.named_buffers())[n]) for n, b in bank.items())
+
+
+def test_d2_eval_only_with_resume_is_refused():
+    """detectron2's --eval-only --resume scores OUTPUT_DIR's last checkpoint; this entry scores MODEL.WEIGHTS,
+    so the pair is refused rather than scoring another checkpoint than expected."""
+    from argparse import Namespace
+
+    import pytest
+
+    from dreammask.trainer.d2.parts import check_d2_args
+
+    with pytest.raises(SystemExit, match="drop --resume"):
+        check_d2_args(Namespace(eval_only=True, resume=True))
+    check_d2_args(Namespace(eval_only=True, resume=False))
+    check_d2_args(Namespace(eval_only=False, resume=True))

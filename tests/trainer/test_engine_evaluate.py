@@ -128,3 +128,17 @@ def test_train_net_eval_only_command_line(tmp_path, capsys):
     assert json.loads((out / "evaluation.json").read_text())["datasets"]["eval_real_cli"]["classes"]
     buf = io.StringIO((out / "evaluation.md").read_text())
     assert buf.read().startswith("# Evaluation of model_0000003.pth")
+
+
+def test_train_net_refuses_eval_only_with_a_training_id(tmp_path, capsys):
+    """--training-id runs or resumes a stored training; with --eval-only it used to train anyway."""
+    import pytest
+
+    from dreammask.trainer.train_net import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--eval-only", "--training-id", "tr-abc", "--output-dir", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--eval-only cannot be combined with --training-id" in err and "dreammask trainings evaluate tr-abc" in err
+    assert not any(tmp_path.iterdir())  # nothing read, nothing written

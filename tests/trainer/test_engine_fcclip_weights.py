@@ -134,9 +134,10 @@ def test_full_size_names_written_back_are_fcclips_own_module_names():
     assert {p for p in FCCLIP_MODULES if any(n.startswith(p) for n in theirs)} == set(FCCLIP_MODULES)
 
 
-def _released_file(model, path, fmt: str) -> dict:
+def _released_file(model, path, fmt: str, protocol: int = pickle.DEFAULT_PROTOCOL) -> dict:
     """A checkpoint as FC-CLIP's release ships it, from a model of this project: FC-CLIP's names, numpy
-    arrays, detectron2's keys; plus the criterion buffer FC-CLIP saves."""
+    arrays, detectron2's keys; plus the criterion buffer FC-CLIP saves. `protocol`: the pickle protocol of a
+    `.pkl`."""
     from dreammask.trainer.engine.fcclip_weights import fpn_levels_of
 
     state = model.state_dict()
@@ -145,7 +146,7 @@ def _released_file(model, path, fmt: str) -> dict:
     weights["criterion.empty_weight"] = np.ones(len(model.class_names) + 1, np.float32)
     payload = {"model": weights, "__author__": "FC-CLIP", "matching_heuristics": True}
     if fmt == "pkl":
-        path.write_bytes(pickle.dumps(payload))
+        path.write_bytes(pickle.dumps(payload, protocol=protocol))
     else:
         torch.save(payload, path)
     return weights
@@ -166,6 +167,34 @@ def test_released_detectron2_file_with_numpy_arrays_loads_every_tensor(tmp_path,
     got = target.state_dict()
     for k, v in source.state_dict().items():
         assert torch.equal(got[k], v), k
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_pkl_weights_load_whatever_the_pickle_protocol(tmp_path, tiny_model_cfg, protocol):
+    """A `.pkl` in the released format loads under every protocol Python 3 writes: protocol 2 rebuilds bytes
+    through `_codecs.encode`, protocol 5 rebuilds arrays with `numeric._frombuffer` (both were refused)."""
+    from dreammask.trainer.testing import build_tiny_model
+
+    source, target = build_tiny_model(tiny_model_cfg, seed=1), build_tiny_model(tiny_model_cfg, seed=2)
+    path = tmp_path / f"fcclip_cocopan_p{protocol}.pkl"
+    _released_file(source, path, "pkl", protocol)
+    assert path.read_bytes()[:2] == bytes([0x80, protocol])  # the PROTO opcode: the file is what it claims
+    report = load_fcclip_weights(target, path)
+    assert report["missing"] == [] and report["unused"] == [] and report["shape_mismatch"] == []
+    assert report["loaded"] == report["target_tensors"] == len(source.state_dict())
+    got = target.state_dict()
+    for k, v in source.state_dict().items():
+        assert torch.equal(got[k], v), k
+
+
+def test_protocol_2_bytes_rebuild_only_through_latin1(tmp_path):
+    """The one codec call a protocol-2 pickle needs is allowed, no other codec."""
+    bad = tmp_path / "codec.pkl"
+    # {"model": {"x": _codecs.encode("eJwDAAAAAAE=", "base64")}} written by hand: a codec other than latin1
+    bad.write_bytes(b"\x80\x02}q\x00X\x05\x00\x00\x00modelq\x01}q\x02X\x01\x00\x00\x00xq\x03c_codecs\nencode\n"
+                    b"q\x04X\x0c\x00\x00\x00eJwDAAAAAAE=q\x05X\x06\x00\x00\x00base64q\x06\x86q\x07Rq\x08ss.")
+    with pytest.raises(pickle.UnpicklingError, match="base64"):
+        read_weights(bad)
 
 
 def test_several_fpn_levels_map_in_fcclips_order(tmp_path, tiny_model_cfg):

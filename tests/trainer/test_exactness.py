@@ -135,3 +135,44 @@ def test_seen_reference_is_the_first_training_datasets_names_read_from_its_vocab
     assert seen["person"] and seen["sofa"] and not seen["awning"] and not seen["chandelier"]
     none = get_training_cfg("tiny_test")
     assert seen_reference(none) == []  # no training dataset at all: nothing counts as seen
+
+
+def _cityscapes_release(root, h: int, w: int) -> None:
+    """One val image of Cityscapes' release layout (leftImg8bit, gtFine instanceIds), as small as it gets."""
+    city = root / "cityscapes"
+    img = city / "leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png"
+    img.parent.mkdir(parents=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(img)
+    raw = np.full((h, w), 7, np.uint16)  # road
+    raw[h // 2:, : w // 2] = 26000       # a car
+    ids = city / "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_instanceIds.png"
+    ids.parent.mkdir(parents=True)
+    Image.fromarray(raw).save(ids)
+
+
+def test_cityscapes_is_evaluated_at_its_own_size_through_the_evaluator(tmp_path, tiny_model_cfg):
+    """The whole path, not the mapper alone: the preparation command's output, registered under the standard
+    name, evaluated by evaluate_datasets, reaches the model at Cityscapes' 1024/2560 (FC-CLIP's
+    eval_cityscapes config); TEST.DATASET_SIZES off, at INPUT.MIN_SIZE_TEST/MAX_SIZE_TEST."""
+    from dreammask.trainer.data.prepare import cityscapes
+    from dreammask.trainer.engine.evaluate import evaluate_datasets
+    from dreammask.trainer.testing import build_tiny_model
+
+    _cityscapes_release(tmp_path, 16, 40)
+    cityscapes.prepare(tmp_path)
+    model = build_tiny_model(tiny_model_cfg, seed=0)
+    seen_sizes = []
+    model.register_forward_pre_hook(lambda _m, args: seen_sizes.append(tuple(args[0][0]["image"].shape[1:])))
+
+    def sizes(dataset_sizes: bool):
+        cfg = tiny_model_cfg.clone()
+        cfg.defrost()
+        cfg.DATASETS.ROOT, cfg.DATASETS.TEST, cfg.TEST.DATASET_SIZES = str(tmp_path), ("cityscapes_panoptic_val",), dataset_sizes
+        seen_sizes.clear()
+        results = evaluate_datasets(model, cfg, [], {})
+        assert "PQ" in results["cityscapes_panoptic_val"]  # scored, at the original resolution
+        return list(seen_sizes)
+
+    assert sizes(True) == [shortest_edge_size(16, 40, 1024, 2560)] == [(1024, 2560)]
+    small = (int(tiny_model_cfg.INPUT.MIN_SIZE_TEST), int(tiny_model_cfg.INPUT.MAX_SIZE_TEST))
+    assert sizes(False) == [shortest_edge_size(16, 40, *small)] != [(1024, 2560)]

@@ -152,3 +152,30 @@ def test_evaluate_a_trainings_checkpoint_as_a_job(client, tmp_path):
     assert [r["class"] for r in rows] == [r["class"] for r in trained["classes"]]
     assert all({"seen", "novel", "IoU", "PQ", "SQ", "RQ"} <= set(r) for r in rows)
     assert evaluation["weights"].endswith("model_0000002.pth") and "loaded" in evaluation["weights_report"]["summary"]
+
+
+def test_a_training_from_weights_shows_every_name_that_did_not_load(client, tmp_path):
+    """GET /v1/trainings/{id}: a finished training's `result` carries the weights report by name (missing,
+    unused, shape_mismatch), not only its counts."""
+    from dreammask.trainer.service.runner import run_training_job
+    from dreammask.trainer.service.settings import TrainerSettings
+
+    settings = TrainerSettings(trainer_cache_dir=tmp_path / "cache")
+    first = client.post("/v1/trainings", json={"datasets": ["ds-alice"], "iterations": 1, "tiny": True,
+                                               "overrides": {"ENGINE.CHECKPOINT_FROZEN": False}}, headers=ALICE)
+    tid = first.json()["training_id"]
+    assert run_training_job(client.rt.store, tid, settings)["state"] == "succeeded"
+    # other query counts: the query embeddings do not fit; the first checkpoint left the frozen CLIP out
+    r = client.post("/v1/trainings", json={"datasets": ["ds-alice"], "iterations": 1, "tiny": True, "weights": tid,
+                                           "overrides": {"MODEL.MASK_FORMER.NUM_OBJECT_QUERIES": 5}}, headers=ALICE)
+    assert r.status_code == 202, r.text
+    second = r.json()["training_id"]
+    assert client.get(f"/v1/trainings/{second}", headers=ALICE).json()["result"] is None  # not finished yet
+    assert run_training_job(client.rt.store, second, settings)["state"] == "succeeded"
+    report = client.get(f"/v1/trainings/{second}", headers=ALICE).json()["result"]["weights_report"]
+    assert {m["target"] for m in report["shape_mismatch"]} == {"predictor.query_feat.weight",
+                                                               "predictor.query_embed.weight"}
+    assert report["missing"] and all(n.startswith("backbone.clip_model.") or n.startswith("predictor.query_")
+                                     for n in report["missing"])
+    assert report["unused"] == [] and report["loaded"] + len(report["missing"]) == report["target_tensors"]
+    assert f"{len(report['missing'])} missing" in report["summary"]

@@ -85,3 +85,18 @@ def test_bad_spec_fails_with_its_reason(tmp_path):
         run_training_job(store, tid, _settings(tmp_path))
     st = read_status(store, tid)
     assert st.state.value == "failed" and "ds-none" in st.error
+
+
+def test_the_runner_applies_the_request_rule_to_a_stored_spec(tmp_path):
+    """A record written without the API (an old one, a script) meets the same rule: the training fails at once,
+    its error naming the key and what to use instead; nothing trains."""
+    store = LocalObjectStore(tmp_path / "objects")
+    write_toy_dataset(store, "ds-w", num_images=2, size=48)
+    spec = TrainingSpec(datasets=["ds-w"], iterations=2, tiny=True,
+                        overrides={"MODEL.WEIGHTS": str(tmp_path / "elsewhere.pth")})
+    tid = create_training(store, "alice", spec).training_id
+    with pytest.raises(ValueError):
+        run_training_job(store, tid, _settings(tmp_path))
+    st = read_status(store, tid)
+    assert st.state.value == "failed" and "MODEL.WEIGHTS" in st.error and "`weights` field" in st.error
+    assert not store.exists(f"trainings/{tid}/last_checkpoint")

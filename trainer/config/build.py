@@ -2,7 +2,8 @@
 
 `get_training_cfg(config_file, overrides)` serves the command line (`train_net`), benchmarks and tests;
 `build_training_cfg(spec, settings)` turns a stored training request into the same call and is what the
-API's check, the training runner and `train_net --training-id` use. Errors are `ConfigError`s that say
+API's check, the training runner and `train_net --training-id` use; what a request may override on a
+deployment is `request_overrides`' rule, applied there. Errors are `ConfigError`s that say
 which input (`config`, `tiny`, `overrides.<KEY>`) to change. No torch here.
 """
 
@@ -16,7 +17,7 @@ from yacs.config import CfgNode as _YacsNode
 
 from dreammask.shared.suggest import closest
 
-from .defaults import CfgNode, ConfigError, get_cfg, resolve_config_file
+from .defaults import CfgNode, ConfigError, get_cfg, resolve_config_file, shipped_configs
 
 TINY_PRESET = "tiny_test"
 
@@ -158,11 +159,102 @@ def get_training_cfg(config_file: str | None = None, overrides=None, *, tiny: bo
     return cfg
 
 
+# Keys a training request may not set through `overrides`, with what to use instead. The request's own fields
+# are checked where they are given (datasets owned by the caller, names registered, weights the caller may
+# read); an override of the same key would skip those checks. Folders and devices belong to the worker that
+# runs the training, not to whoever submits it. train_net's command line (an operator's tool) is not limited.
+REQUEST_FIXED_KEYS = {
+    "MODEL.WEIGHTS": "set the request's `weights` field instead ('tr-<id>', 'tr-<id>/model_NNNNNNN.pth' or a "
+                     "file under the models directory)",
+    "DATASETS.SYNTHETIC.IDS": "list curated datasets in the request's `datasets` field instead",
+    "DATASETS.TRAIN": "list real datasets in the request's `real_datasets` field instead",
+    "DATASETS.TEST": "list evaluation datasets in the request's `eval_datasets` field instead",
+    "MODEL.DEVICE": "the worker picks the device; ask for processes with the request's `gpus` field",
+    "ENGINE.DIST_BACKEND": "the worker picks the backend for its devices; ask for processes with `gpus`",
+    "OUTPUT_DIR": "a training writes under trainings/<id>/ in object storage, nothing else",
+    "DATASETS.ROOT": "the deployment sets the datasets root (DREAMMASK_TRAINER_DATASETS_ROOT)",
+    "DATASETS.SYNTHETIC.CACHE_DIR": "the deployment sets the cache (DREAMMASK_TRAINER_CACHE_DIR)",
+    "MODEL.FC_CLIP.TEXT_CACHE_DIR": "the worker's folders are the deployment's",
+    "MODEL.FC_CLIP.CLIP_MODEL_CONFIG_PATHS": "name a built-in open_clip model in MODEL.FC_CLIP.CLIP_MODEL_NAME instead",
+}
+
+
+def request_overrides(overrides, settings) -> tuple[dict, list[tuple[tuple, str]]]:
+    """(the overrides a training request may apply on this deployment, an error for each it may not). The
+    one rule for the API's check and the runner (through `build_training_cfg`): no key of REQUEST_FIXED_KEYS,
+    SOLVER.MAX_ITER at most the deployment's DREAMMASK_TRAINER_MAX_ITERATIONS, and CLIP weights only under
+    the models directory. Values are type-checked later, when merged."""
+    allowed, errors = {}, []
+    for key, value in dict(overrides or {}).items():
+        key = str(key)
+        if key in REQUEST_FIXED_KEYS:
+            errors.append((("overrides", key), f"remove {key} from overrides: {REQUEST_FIXED_KEYS[key]}"))
+            continue
+        if key == "SOLVER.MAX_ITER":
+            limit = int(settings.trainer_max_iterations)
+            n = _number(value)
+            if n is not None and n > limit:
+                errors.append((("overrides", key), f"give the length in the request's `iterations` field, at most "
+                                                   f"{limit} on this deployment (DREAMMASK_TRAINER_MAX_ITERATIONS); "
+                                                   f"{key} {value!r} is above it"))
+                continue
+        if key == "MODEL.FC_CLIP.CLIP_PRETRAINED_WEIGHTS" and not _under_models_dir(value):
+            errors.append((("overrides", key), f"give {key} as a path relative to the models directory "
+                                               f"(DREAMMASK_MODELS_DIR), without '..'; {value!r} reaches outside it"))
+            continue
+        allowed[key] = value
+    return allowed, errors
+
+
+def _number(value) -> float | None:
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _under_models_dir(value) -> bool:
+    from .defaults import RANDOM_WEIGHTS_PREFIX
+
+    text = str(value)
+    if text.startswith(RANDOM_WEIGHTS_PREFIX):
+        return True
+    parts = text.replace("\\", "/").split("/")
+    return bool(text) and not text.startswith(("/", "~")) and ".." not in parts and not Path(text).is_absolute()
+
+
+def check_request_limits(spec, settings) -> list[tuple[tuple, str]]:
+    """The deployment's limits on a request's own fields that only the trainer's settings know."""
+    errors = []
+    gpus = getattr(spec, "gpus", None)
+    if gpus is not None and gpus > int(settings.trainer_gpus):
+        errors.append((("gpus",), f"ask for at most {settings.trainer_gpus}, or leave gpus out to use them all: this "
+                                  f"deployment runs {settings.trainer_gpus} per training (DREAMMASK_TRAINER_GPUS), "
+                                  f"not {gpus}"))
+    config = getattr(spec, "config", None)
+    if config and not _is_shipped(config):
+        errors.append((("config",), f"use a shipped config: {', '.join(shipped_configs())}; {config!r} is not one "
+                                    "(a request names a preset, not a file)"))
+    return errors
+
+
+def _is_shipped(name: str) -> bool:
+    """A request names a preset of trainer/configs/, never a file on the worker (which could set any key)."""
+    text = str(name)
+    if text.startswith("/") or ".." in text.replace("\\", "/").split("/"):
+        return False
+    return text in shipped_configs() or f"{text}.yaml" in shipped_configs()
+
+
 def build_training_cfg(spec, settings) -> CfgNode:
     """The config of a training or evaluation request (trainer/service/schemas.py TrainingSpec) on a
     deployment (TrainerSettings): its preset, what the request asks (datasets, iterations, ratio; or the
     weights to evaluate), the deployment's folders, then the request's own overrides, which win."""
-    errors = []
+    errors = check_request_limits(spec, settings)
+    if any(loc == ("config",) for loc, _ in errors):
+        raise ConfigError(errors)  # nothing else can be built from a config that is not a preset
     if (spec.tiny or is_tiny_preset(spec.config)) and not settings.trainer_allow_tiny:
         errors.append((("tiny",), "this deployment does not run the tiny model (DREAMMASK_TRAINER_ALLOW_TINY)"))
     config = spec.config or (None if spec.tiny else settings.trainer_default_config)
@@ -192,8 +284,10 @@ def build_training_cfg(spec, settings) -> CfgNode:
                                     for loc, msg in e.errors]) from None
     if getattr(spec, "kind", "train") == "train" and spec.eval_datasets and int(cfg.TEST.EVAL_PERIOD) <= 0:
         merge_overrides(cfg, {"TEST.EVAL_PERIOD": int(spec.iterations)})  # evaluations asked: one at the end
+    overrides, refused = request_overrides(spec.overrides, settings)
+    errors += refused
     try:
-        merge_overrides(cfg, spec.overrides)
+        merge_overrides(cfg, overrides)
     except ConfigError as e:
         errors += e.errors
     if not errors:

@@ -9,6 +9,15 @@ from ..data.build import TrainData, Vocabulary, build_train_data
 from ..engine.optim import add_full_model_gradient_clipping, build_optimizer
 
 
+def check_d2_args(args) -> None:
+    """Flag pairs the detectron2 entry refuses. detectron2's `--eval-only --resume` scores OUTPUT_DIR's last
+    checkpoint; this entry's `--eval-only` scores MODEL.WEIGHTS (FC-CLIP's names mapped), so the pair would
+    silently score another checkpoint than the one a detectron2 user expects."""
+    if getattr(args, "eval_only", False) and getattr(args, "resume", False):
+        raise SystemExit("--eval-only scores MODEL.WEIGHTS and does not resume: drop --resume and set MODEL.WEIGHTS "
+                         "to the checkpoint to score (e.g. OUTPUT_DIR/model_final.pth)")
+
+
 def d2_train_data(cfg, rank: int = 0, world_size: int = 1) -> TrainData:
     """The platform's own training data: real datasets (DATASETS.TRAIN) and curated synthetic ones
     (DATASETS.SYNTHETIC.IDS) in one vocabulary (each dataset's class ids remapped into it by name), each

@@ -22,7 +22,14 @@ from dreammask.trainer.engine.optim import build_lr_scheduler as build_schedule
 
 from ..config.d2 import prepare_d2_config
 from . import meta_arch  # noqa: F401  (registers DreamMaskFCCLIP)
-from .parts import d2_optimizer, d2_test, d2_train_data, load_fcclip_weights_into, vocabulary_kwargs
+from .parts import (
+    check_d2_args,
+    d2_optimizer,
+    d2_test,
+    d2_train_data,
+    load_fcclip_weights_into,
+    vocabulary_kwargs,
+)
 from .register import register_builtin_in_d2
 
 log = logging.getLogger("dreammask.trainer.d2")
@@ -81,6 +88,7 @@ def setup(args):
 
 
 def main(args):
+    check_d2_args(args)
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)

@@ -142,7 +142,7 @@ def evaluation_only(cfg, store: ObjectStore | None = None, prefix: str = "", mod
     """Evaluate MODEL.WEIGHTS (FC-CLIP's released checkpoint or one of this trainer's) on DATASETS.TEST;
     writes `evaluation.json` and `evaluation.md` (per-class tables) under `prefix` of `store` (main process)
     and returns the evaluation."""
-    from .fcclip_weights import load_fcclip_weights
+    from .fcclip_weights import load_fcclip_weights, report_for_record
     from .runtime import resolve_device, seed_everything
 
     if not str(cfg.MODEL.WEIGHTS):
@@ -170,8 +170,7 @@ def evaluation_only(cfg, store: ObjectStore | None = None, prefix: str = "", mod
     results = evaluate_datasets(model, cfg, reference, trained, rank, world)
     out = {
         "weights": str(cfg.MODEL.WEIGHTS),
-        "weights_report": {k: report[k] for k in ("summary", "loaded", "target_tensors", "missing", "unused",
-                                                  "shape_mismatch")},
+        "weights_report": report_for_record(report),
         "seen_reference": len(reference),
         "seconds": round(time.perf_counter() - start, 3),
         "datasets": {name: {"metrics": _finite(summary(r)), "classes": r["classes"]} for name, r in results.items()},

@@ -73,16 +73,31 @@ def fpn_levels_of(state: dict) -> int:
     return len({m.group(2) for m in map(_OURS_FPN.match, state) if m}) or 1
 
 
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """What a protocol-2 pickle written by Python 3 calls to rebuild `bytes` (`_codecs.encode(s, "latin1")`),
+    limited to that one codec so a weights file cannot reach any other."""
+    if encoding.lower().replace("-", "").replace("_", "") != "latin1":
+        raise pickle.UnpicklingError(f"refusing _codecs.encode with codec {encoding!r} in a weights file")
+    return text.encode("latin1")
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """detectron2 `.pkl` weights are dicts of numpy arrays; nothing else may be constructed."""
+    """detectron2 `.pkl` weights are dicts of numpy arrays; nothing else may be constructed.
+
+    What a numpy array pickles to depends on the protocol: 2 to 4 call `multiarray._reconstruct` (and
+    protocol 2 from Python 3 rebuilds its bytes with `_codecs.encode`), 5 calls `numeric._frombuffer` on an
+    in-band buffer; numpy 2 spells the modules `numpy._core`, numpy 1 `numpy.core`."""
 
     ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     }
 
     def find_class(self, module, name):
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_bytes
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weights file")
@@ -167,6 +182,15 @@ def map_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tens
         f"{len(mismatched)} with other shapes"
     )
     return mapped, report
+
+
+REPORT_KEYS = ("summary", "loaded", "target_tensors", "missing", "unused", "shape_mismatch", "derived_buffers")
+
+
+def report_for_record(report: dict | None) -> dict | None:
+    """The weights report as a training's result and an evaluation's JSON carry it: every name of what did not
+    load (the log shows the first 50), without the checkpoint's `extra`."""
+    return None if report is None else {k: report[k] for k in REPORT_KEYS if k in report}
 
 
 def load_fcclip_weights(model: torch.nn.Module, path: str | Path) -> dict:

@@ -232,7 +232,7 @@ class Trainer:
             "real_images": self.data.num_real,
             "synthetic_images": self.data.num_synthetic,
             "synthetic_per_batch": self.data.sampler.synthetic_per_batch,
-            "weights_report": (self.weights_report or {}).get("summary"),
+            "weights_report": _report_for_record(self.weights_report),
             # A cheap fingerprint of the trained weights (processes of one DDP run must agree on it).
             "params_checksum": float(sum(p.detach().double().sum() for p in self.params)),
             "rank": self.rank,
@@ -260,3 +260,9 @@ class Trainer:
         self.latest_eval = {"iteration": self.iter + 1, **results}
         self.new_eval = {f"{ds}/{k}": v for ds, r in results.items() for k, v in summary(r).items()}
         return results
+
+
+def _report_for_record(report: dict | None) -> dict | None:
+    from .fcclip_weights import report_for_record
+
+    return report_for_record(report)

@@ -170,7 +170,7 @@ def run_evaluation(store: ObjectStore, training_id: str, cfg, settings: TrainerS
     cfg = with_local_weights(store, cfg, settings)
     register_synthetic.use_store(data_store or store, settings.trainer_cache_dir)
     evaluation = evaluation_only(cfg, store, keys.training_prefix(training_id))
-    return {"weights": evaluation["weights"], "weights_report": evaluation["weights_report"]["summary"],
+    return {"weights": evaluation["weights"], "weights_report": evaluation["weights_report"],
             "datasets": {name: d["metrics"] for name, d in evaluation["datasets"].items()}}
 
 

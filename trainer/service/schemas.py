@@ -163,6 +163,10 @@ class TrainingView(Model):
     transitions: list[Transition]
     error: str | None
     notes: list[str]
+    # Once finished: the run's summary (iteration, losses, checkpoint, seconds, ...), with `weights_report`
+    # naming every tensor of MODEL.WEIGHTS that did not load (missing, unused, shape_mismatch), or the
+    # evaluation's figures per dataset.
+    result: dict[str, Any] | None = None
 
 
 # ------------------------------------------------------------ keys under trainings/{id}/

@@ -172,7 +172,7 @@ def _check_round_training(spec: lp.LoopSpec, rt, tenant: str, settings) -> list[
     except ValueError as e:
         return [_err(("training",), str(e))]
     where = {"config": ("training", "config"), "tiny": ("training", "tiny"), "overrides": ("training", "overrides"),
-             "iterations": ("training", "iterations"), "eval_datasets": ("eval_dataset",)}
+             "iterations": ("training", "iterations"), "gpus": ("training", "gpus"), "eval_datasets": ("eval_dataset",)}
     errors = []
     for e in _check_real_datasets(req, ts) + _check_config(req, ts, settings) + (
             _check_weights_to_evaluate(req, rt, tenant, settings) if spec.weights else []):

@@ -15,6 +15,7 @@ from dreammask.shared import deletion, keys, quotas
 from dreammask.shared.celery_app import TASK_TRAIN
 from dreammask.shared.schemas import DatasetManifest, Transition, utcnow
 from dreammask.shared.storage import ObjectNotFound
+from dreammask.shared.suggest import closest
 from dreammask.trainer.service.record import create_training, is_stale, read_status, transition, write_status
 from dreammask.trainer.service.schemas import (
     TRAINING_WEIGHTS_RE,
@@ -110,13 +111,17 @@ def _check_real_datasets(spec: TrainingSpec, ts: TrainerSettings) -> list[dict]:
             if (field == "eval_datasets" and name.startswith("synthetic:")) or name in TOY_WORLD_DATASETS:
                 continue  # a curated dataset (checked by id above) or the toy world, drawn on demand
             if name not in BUILTIN:
-                known = ", ".join([*sorted(BUILTIN), *(["synthetic:<dataset id>"] if field == "eval_datasets" else []),
-                                   *TOY_WORLD_DATASETS])
-                errors.append(_err((field, i), f"unknown dataset {name!r}; registered: {known}"))
+                names = [*(["synthetic:<dataset id>"] if field == "eval_datasets" else []), *sorted(BUILTIN)]
+                near = closest(name, [*names, *TOY_WORLD_DATASETS])
+                hint = f" (did you mean {near!r}?)" if near else ""
+                # Messages are cut at 300 characters: the action and the name first, then the standard names
+                # (the toy world's, for demos and tests, only through the suggestion).
+                errors.append(_err((field, i), f"use a registered dataset{hint}, not {name!r}: {', '.join(names)}"))
             elif root.is_dir() and missing_file(name, root) is not None:
-                errors.append(_err((field, i), f"{name!r} is registered but {missing_file(name, root)} is missing on "
-                                               "this deployment; prepare it under DREAMMASK_TRAINER_DATASETS_ROOT "
-                                               f"(python -m dreammask.trainer.data.prepare {BUILTIN[name].prepare})"))
+                errors.append(_err((field, i), "prepare it on the trainer: `python -m dreammask.trainer.data.prepare "
+                                               f"{BUILTIN[name].prepare} --root {root}`; {name!r} is registered but "
+                                               f"{BUILTIN[name].required_file()} is missing under that root "
+                                               "(DREAMMASK_TRAINER_DATASETS_ROOT)"))
     return errors
 
 
@@ -204,7 +209,7 @@ def _view(rt, request: Request, settings, stored: StoredTrainingSpec) -> Trainin
         created_at=st.created_at, updated_at=st.updated_at, iteration=st.iteration, max_iter=st.max_iter,
         losses=st.losses, latest_eval=st.latest_eval, checkpoint=st.checkpoint, metrics_url=f"{url}/metrics",
         transitions=st.transitions, error=st.error,
-        notes=list(dict.fromkeys([*spec_notes(stored.spec), *st.notes])),
+        notes=list(dict.fromkeys([*spec_notes(stored.spec), *st.notes])), result=st.result,
     )
 
 
