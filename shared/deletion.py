@@ -7,8 +7,8 @@ tenant's key can match):
                Redis: its counters, supervisor state and quota entries (the cancel flag stays, with a TTL,
                so queued or running tasks of the job stop: shared/guarded_store.py)
     dataset    datasets/{id}/ (version 1: the curated dataset; vN: also jobs/{job}/versions/{N}.json)
-    training   trainings/{id}/, tenants/{t}/trainings/{id}; a running one is cancelled first and deleted
-               once it stopped (or its heartbeat went stale)
+    training   trainings/{id}/, tenants/{t}/trainings/{id}; its slot of the training quota; a running one
+               is cancelled first and deleted once it stopped (or its heartbeat went stale)
 
 A job still running is cancelled first. Work already in flight may still write an object after the
 deletion (a write past the cancel check, a training's last checkpoint): each deletion is recorded in
@@ -231,6 +231,10 @@ def delete_training(rt, training_id: str, *, tenant: str, stale_after_s: float =
         store.put_bytes(prefix + "cancel", datetime.now(timezone.utc).isoformat().encode(), "text/plain")
         _register(r, "training", training_id, tenant, [prefix], [marker], until, wait=True)
         out.cancelled = out.pending = True
+        if status is not None and status.get("state") == "queued":
+            # Holds no GPU yet (a worker that takes it now stops on the flag): its slot frees at once; a
+            # running one keeps its slot until it stopped.
+            quotas.release_training(r, tenant, training_id)
         audit.info("delete training=%s tenant=%s pending (cancelled, deleted once it stopped) by=%s reason=%s",
                    training_id, tenant, who or "-", reason)
         return out
@@ -238,6 +242,7 @@ def delete_training(rt, training_id: str, *, tenant: str, stale_after_s: float =
     out.objects = _remove(store, [prefix], [marker])
     _first_pass_done(r, "training", training_id)
     quotas.measured(r, tenant, "training", training_id, None)
+    quotas.release_training(r, tenant, training_id)
     audit.info("delete training=%s tenant=%s objects=%d by=%s reason=%s", training_id, tenant, out.objects,
                who or "-", reason)
     return out
@@ -261,6 +266,8 @@ def sweep_deletions(rt, now: float | None = None, stale_after_s: float = 900.0) 
                 continue
             n = _remove(store, entry["prefixes"], entry["keys"])
             quotas.measured(r, entry["tenant"], kind, owner, None)
+            # A lost training never gave its slot back: it goes with the training.
+            quotas.release_training(r, entry["tenant"], owner)
             entry["wait"], entry["first_pass_done"] = False, True
             r.hset(DELETIONS_KEY, member, json.dumps(entry))
             audit.info("delete training=%s tenant=%s objects=%d (it stopped)", owner, entry["tenant"], n)

@@ -1,4 +1,5 @@
-"""Per-tenant quotas, counted in Redis: jobs not yet finished, scenes submitted per UTC day, bytes stored.
+"""Per-tenant quotas, counted in Redis: jobs not yet finished, scenes submitted per UTC day, bytes stored,
+trainings not yet finished.
 
 A submission reserves its share of every quota in one Lua script, so concurrent submissions cannot both
 take the last slot: the script reads the three counters, and either refuses naming the first quota that
@@ -6,6 +7,8 @@ would be exceeded or adds the job to the tenant's active set, its scenes to toda
 of its bytes to the tenant's usage, all at once.
 
     dreammask:quota:{tenant}:active          SET of the tenant's unfinished job ids
+    dreammask:quota:{tenant}:trainings       ZSET of the tenant's unfinished training (and evaluation) ids
+                                             -> when the slot was taken
     dreammask:quota:{tenant}:scenes:{day}    scenes submitted that UTC day (expires after two days)
     dreammask:quota:{tenant}:bytes           HASH owner -> bytes (owner: a job or training id), and
                                              `_total`, their sum, kept in the same scripts
@@ -15,6 +18,13 @@ A job leaves the active set when it turns terminal (`JobTracker.transition`) and
 the supervisor measures what it really stored (its job folder, its dataset and versions) and replaces the
 estimate. A deleted job or training gives its bytes back at once. If Redis loses these keys, the
 supervisor counts everything again from storage (`recount`); only today's scene count starts from zero.
+
+A training (each holds a GPU) takes a slot of its own quota in another script, before its record is written
+(`shared/submission.start_training`: the API's `POST /v1/trainings` and evaluations, a loop round's training,
+a resume). It gives the slot back when it turns terminal (the worker, a cancel while queued, a failed
+enqueue) and when it is deleted. A slot whose training ended without giving it back (a worker killed
+between its last status write and the release) is reclaimed when the quota is found full: the slots are
+checked against the trainings' records then, so a lost release never locks a tenant out.
 """
 
 from __future__ import annotations
@@ -41,6 +51,11 @@ BYTES_PER_PIXEL_ESTIMATE = 4
 ACTIVE_RETRY_S = 60
 # Retry-After when storage is full: nothing frees it but a deletion (or retention).
 BYTES_RETRY_S = 3600
+# Retry-After when a training slot is missing: trainings last minutes to days; the client may cancel one.
+TRAINING_RETRY_S = 300
+# A slot whose training has no record yet is left alone this long: its record is being written.
+TRAINING_SLOT_GRACE_S = 300
+TRAINING_TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def _k(tenant: str, *parts: str) -> str:
@@ -49,6 +64,10 @@ def _k(tenant: str, *parts: str) -> str:
 
 def active_key(tenant: str) -> str:
     return _k(tenant, "active")
+
+
+def trainings_key(tenant: str) -> str:
+    return _k(tenant, "trainings")
 
 
 def scenes_key(tenant: str, day: str) -> str:
@@ -113,15 +132,28 @@ return redis.call('HGET', KEYS[1], '_total') or '0'
 """
 
 
+# KEYS: the trainings ZSET. ARGV: training id, limit (0: none), now. Returns -1 when the slot is taken, -2
+# when this training already held it (a redelivered loop step, a lost training resumed), else the slots used.
+_RESERVE_TRAINING = """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -2 end
+local used = redis.call('ZCARD', KEYS[1])
+local lim = tonumber(ARGV[2])
+if lim > 0 and used + 1 > lim then return used end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return -1
+"""
+
+
 @dataclass
 class Limits:
     active_jobs: int
     scenes_per_day: int
     stored_bytes: int
+    active_trainings: int = 0
 
     @classmethod
     def from_settings(cls, s) -> Limits:
-        return cls(s.quota_active_jobs, s.quota_scenes_per_day, s.quota_stored_bytes)
+        return cls(s.quota_active_jobs, s.quota_scenes_per_day, s.quota_stored_bytes, s.quota_active_trainings)
 
 
 class QuotaExceeded(Exception):
@@ -133,12 +165,18 @@ class QuotaExceeded(Exception):
             quota, limit, used, retry_after_s, message)
 
 
-def _exceeded(quota: str, used: int, lim: Limits, asked: int, now: float) -> QuotaExceeded:
+def exceeded(quota: str, used: int, lim: Limits, asked: int, now: float) -> QuotaExceeded:
     if quota == "active_jobs":
         return QuotaExceeded(quota, lim.active_jobs, used, ACTIVE_RETRY_S,
                              f"quota active_jobs exceeded: {used} of this tenant's jobs are not finished and "
                              f"the quota is {lim.active_jobs}; wait for one to finish, or cancel one "
                              f"(DREAMMASK_QUOTA_ACTIVE_JOBS)")
+    if quota == "active_trainings":
+        return QuotaExceeded(quota, lim.active_trainings, used, TRAINING_RETRY_S,
+                             f"quota active_trainings exceeded: {used} of this tenant's trainings and evaluations "
+                             f"are not finished and the quota is {lim.active_trainings}; wait for one to finish, "
+                             "cancel one (POST /v1/trainings/{id}/cancel) or delete one (DELETE /v1/trainings/{id})"
+                             " (DREAMMASK_QUOTA_ACTIVE_TRAININGS)")
     if quota == "scenes_per_day":
         return QuotaExceeded(quota, lim.scenes_per_day, used, seconds_to_utc_midnight(now),
                              f"quota scenes_per_day exceeded: {used} scenes submitted today (UTC) and this job "
@@ -160,14 +198,14 @@ def reserve_job(r: redis.Redis, tenant: str, job_id: str, scenes: int, est_bytes
     quota = quota.decode() if isinstance(quota, bytes) else quota
     if quota != "ok":
         asked = int(scenes) if quota == "scenes_per_day" else int(est_bytes)
-        raise _exceeded(quota, int(used), lim, asked, now)
+        raise exceeded(quota, int(used), lim, asked, now)
 
 
 def check_stored_bytes(r: redis.Redis, tenant: str, lim: Limits) -> None:
     """For what adds data without a reservation of its own (a training, a version): refuse once full."""
     used = stored_bytes(r, tenant)
     if lim.stored_bytes and used >= lim.stored_bytes:
-        raise _exceeded("stored_bytes", used, lim, 0, time.time())
+        raise exceeded("stored_bytes", used, lim, 0, time.time())
 
 
 def release_job(r: redis.Redis, tenant: str, job_id: str) -> None:
@@ -195,6 +233,73 @@ def usage(r: redis.Redis, tenant: str) -> dict[str, int]:
 def set_usage(r: redis.Redis, tenant: str, owner: str, nbytes: int | None) -> int:
     """Record what an owner (job or training id) stores; None forgets it. Returns the tenant's total."""
     return int(r.eval(_SET_USAGE, 1, bytes_key(tenant), owner, "" if nbytes is None else int(nbytes)))
+
+
+# ------------------------------------------------------------ trainings
+
+def _training_status(store, training_id: str) -> dict | None:
+    """A training's status.json as a dict (shared/ does not import the trainer's models); None: no record."""
+    from .storage import ObjectNotFound
+
+    try:
+        return store.get_json(keys.training_prefix(training_id) + "status.json")
+    except (ObjectNotFound, ValueError):
+        return None
+
+
+def _training_state(store, training_id: str) -> str | None:
+    st = _training_status(store, training_id)
+    return None if st is None else str(st.get("state"))
+
+
+def reclaim_training_slots(r: redis.Redis, store, tenant: str, now: float | None = None) -> list[str]:
+    """Free the slots of trainings that ended or are gone without giving theirs back; returns their ids.
+    A slot without a record is kept for TRAINING_SLOT_GRACE_S: its training may be being written."""
+    now = time.time() if now is None else now
+    freed = []
+    for member, taken in r.zrange(trainings_key(tenant), 0, -1, withscores=True):
+        tid = member.decode() if isinstance(member, bytes) else member
+        state = _training_state(store, tid)
+        if state in TRAINING_TERMINAL or (state is None and now - taken > TRAINING_SLOT_GRACE_S):
+            # Only this member goes: a concurrent reservation of another training is untouched.
+            r.zrem(trainings_key(tenant), tid)
+            freed.append(tid)
+    if freed:
+        log.info("tenant %s: training slots reclaimed from %s (ended without giving them back)", tenant, freed)
+    return freed
+
+
+def reserve_training(r: redis.Redis, tenant: str, training_id: str, lim: Limits, store=None,
+                     now: float | None = None) -> bool:
+    """Take a training slot for `training_id`, or raise QuotaExceeded (active_trainings). With `store`, a
+    full quota is first checked for slots of trainings that already ended (reclaim_training_slots).
+    Returns False when the training held its slot already."""
+    now = time.time() if now is None else now
+    used = int(r.eval(_RESERVE_TRAINING, 1, trainings_key(tenant), training_id, lim.active_trainings, now))
+    if used >= 0 and store is not None and reclaim_training_slots(r, store, tenant, now):
+        used = int(r.eval(_RESERVE_TRAINING, 1, trainings_key(tenant), training_id, lim.active_trainings, now))
+    if used >= 0:
+        raise exceeded("active_trainings", used, lim, 1, now)
+    return used == -1
+
+
+def release_training(r: redis.Redis, tenant: str, training_id: str) -> None:
+    """The training turned terminal or was deleted: its slot frees."""
+    r.zrem(trainings_key(tenant), training_id)
+
+
+def training_ended(r: redis.Redis, store, training_id: str) -> bool:
+    """After a run of the training (the worker, the in-process runner): give its slot back if its record
+    says it ended. Returns whether it did."""
+    st = _training_status(store, training_id)
+    if st is None or st.get("state") not in TRAINING_TERMINAL or not st.get("tenant"):
+        return False  # still running, or deleted (the deletion gave the slot back)
+    release_training(r, st["tenant"], training_id)
+    return True
+
+
+def active_trainings(r: redis.Redis, tenant: str) -> set[str]:
+    return {m.decode() if isinstance(m, bytes) else m for m in r.zrange(trainings_key(tenant), 0, -1)}
 
 
 # ------------------------------------------------------------ measuring what is stored
@@ -246,11 +351,13 @@ def measure_training(store, training_id: str) -> int:
 
 
 def recount(rt) -> dict[str, int]:
-    """Rebuild every tenant's counters from storage (after Redis lost them): the unfinished jobs, and the
-    bytes of every job and training. Today's scene count cannot be rebuilt exactly and is left as it is."""
+    """Rebuild every tenant's counters from storage (after Redis lost them): the unfinished jobs and
+    trainings, and the bytes of every job and training. Today's scene count cannot be rebuilt exactly and
+    is left as it is."""
     store, r, tr = rt.store, rt.redis, rt.tracker
     totals: dict[str, dict[str, int]] = {}
     active: dict[str, set[str]] = {}
+    training: dict[str, set[str]] = {}
     for k in store.list("tenants/"):
         parts = k.split("/")
         if len(parts) != 4 or parts[2] not in ("jobs", "trainings"):
@@ -266,17 +373,22 @@ def recount(rt) -> dict[str, int]:
                     pass
             else:
                 nbytes = measure_training(store, owner)
+                if _training_state(store, owner) not in (*TRAINING_TERMINAL, None):
+                    training.setdefault(tenant, set()).add(owner)
         except ValueError:  # a marker with an id that is not one
             continue
         totals.setdefault(tenant, {})[owner] = nbytes
-    for tenant in set(totals) | set(active):
+    now = time.time()
+    for tenant in set(totals) | set(active) | set(training):
         owners = totals.get(tenant, {})
         pipe = r.pipeline()
-        pipe.delete(bytes_key(tenant), active_key(tenant))
+        pipe.delete(bytes_key(tenant), active_key(tenant), trainings_key(tenant))
         if owners:
             pipe.hset(bytes_key(tenant), mapping={**owners, TOTAL: sum(owners.values())})
         if active.get(tenant):
             pipe.sadd(active_key(tenant), *active[tenant])
+        if training.get(tenant):
+            pipe.zadd(trainings_key(tenant), {t: now for t in training[tenant]})
         pipe.execute()
     r.set(COUNTED_KEY, json.dumps({"at": time.time(), "tenants": len(totals)}))
     log.info("quota counters rebuilt from storage for %d tenants", len(totals))

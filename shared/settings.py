@@ -87,11 +87,13 @@ class Settings(BaseSettings):
     allowed_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "::1"])
 
     # Per-tenant quotas (0: no limit), counted atomically in Redis (shared/quotas.py): jobs not yet
-    # finished, scenes submitted per UTC day, and bytes stored (jobs, their datasets and versions,
-    # trainings). Over a quota a submission gets 429 with Retry-After and the quota's name.
+    # finished, scenes submitted per UTC day, bytes stored (jobs, their datasets and versions,
+    # trainings), and trainings (evaluations included: each holds a GPU) not yet finished. Over a quota a
+    # submission gets 429 with Retry-After and the quota's name.
     quota_active_jobs: int = Field(10, ge=0)
     quota_scenes_per_day: int = Field(100_000, ge=0)
     quota_stored_bytes: int = Field(100 * 1024**3, ge=0)
+    quota_active_trainings: int = Field(2, ge=0)
 
     # Retention (days; 0 keeps forever), applied by the supervisor every `retention_interval_s`:
     # cancelled and failed jobs (with their datasets), and versions never published (pending or failed).

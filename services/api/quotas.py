@@ -28,11 +28,18 @@ def check_stored_bytes(rt, settings, tenant: str) -> None:
     quotas.check_stored_bytes(rt.redis, tenant, quotas.Limits.from_settings(settings))
 
 
+def body(exc: quotas.QuotaExceeded) -> dict:
+    return {"detail": exc.message, "quota": exc.quota, "limit": exc.limit, "used": exc.used,
+            "retry_after_s": exc.retry_after_s}
+
+
+# The 429 of the training routes in the OpenAPI document, made by the code that makes the real one.
+TRAINING_QUOTA_EXAMPLE = body(quotas.exceeded("active_trainings", 2, quotas.Limits(0, 0, 0, 2), 1, 0.0))
+
+
 async def _over_quota(request: Request, exc: quotas.QuotaExceeded) -> JSONResponse:
     log.info("%s %s: %s", request.method, request.url.path, exc.message)
-    return JSONResponse(status_code=429, headers={"Retry-After": str(exc.retry_after_s)}, content={
-        "detail": exc.message, "quota": exc.quota, "limit": exc.limit, "used": exc.used,
-        "retry_after_s": exc.retry_after_s})
+    return JSONResponse(status_code=429, headers={"Retry-After": str(exc.retry_after_s)}, content=body(exc))
 
 
 def install(app: FastAPI) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from dreammask.shared import quotas
 from dreammask.shared.celery_app import TASK_LOOP_ADVANCE, TASK_PUBLISH, TASK_TRAIN
 from dreammask.shared.chain import DEFAULT_CHAIN, Chain
 from dreammask.shared.runtime import InProcessDispatcher, Runtime
@@ -39,7 +40,10 @@ def _train(settings, rt: Runtime, training_id: str) -> dict:
     from dreammask.trainer.service.runner import run_training_job
     from dreammask.trainer.service.settings import TrainerSettings
 
-    return run_training_job(rt.store, training_id, settings or TrainerSettings())
+    try:
+        return run_training_job(rt.store, training_id, settings or TrainerSettings())
+    finally:
+        quotas.training_ended(rt.redis, rt.store, training_id)  # as the worker's task does
 
 
 def _advance_loop(rt: Runtime, loop_id: str) -> dict:

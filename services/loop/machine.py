@@ -21,7 +21,6 @@ make a second one. Two advances of one loop never run at once (a Redis lock per 
 from __future__ import annotations
 
 import logging
-import uuid
 
 import redis
 from redis.exceptions import LockError
@@ -34,7 +33,13 @@ from dreammask.shared.quotas import QuotaExceeded
 from dreammask.shared.runtime import Runtime
 from dreammask.shared.schemas import DatasetManifest, JobState, utcnow
 from dreammask.shared.storage import ObjectNotFound
-from dreammask.shared.submission import SubmissionRejected, create_job
+from dreammask.shared.submission import (
+    SubmissionRejected,
+    create_job,
+    new_training_id,
+    start_training,
+    training_stopped,
+)
 from dreammask.shared.tasks import TRANSIENT_ERRORS
 from dreammask.trainer.service import record as training_record
 from dreammask.trainer.service.schemas import (
@@ -90,8 +95,9 @@ def _advance(rt: Runtime, loop_id: str) -> dict:
             done.append(f"failed: {e}")
             break
         except QuotaExceeded as e:
-            # The round's job waits for the tenant's quota (a slot frees when a job ends): said once in the
-            # record, and tried again at the next advance (the supervisor sends one every sweep).
+            # The round's job or training waits for the tenant's quota (a slot frees when a job or training
+            # ends): said once in the record, and tried again at the next advance (the supervisor sends one
+            # every sweep).
             reason = f"round {st.round} waits for a quota: {e.message}"
             if not st.transitions or st.transitions[-1].reason != reason:
                 lp.transition(store, st, st.state, reason)
@@ -240,17 +246,19 @@ def _evaluation_spec(rt: Runtime, stored: lp.StoredLoopSpec) -> TrainingSpec:
 
 
 def _ensure_training(rt: Runtime, stored: lp.StoredLoopSpec, rnd: lp.LoopRound, make_spec) -> None:
-    """The round's training: its id recorded first, then its record, then its message (each once)."""
+    """The round's training: its id recorded first, then its slot of the tenant's training quota and its
+    record (quotas.QuotaExceeded: the round waits), then its message (each once)."""
     store = rt.store
     if rnd.training_id is None:
-        rnd.training_id = f"tr-{uuid.uuid4().hex[:12]}"
+        rnd.training_id = new_training_id()
         lp.write_round(store, rnd)
     if not store.exists(spec_key(rnd.training_id)):
         try:
             spec = make_spec()
         except ValueError as e:
             raise LoopFailed(f"round {rnd.round}: its training request is refused: {e}") from None
-        training_record.create_training(store, stored.tenant, spec, training_id=rnd.training_id)
+        start_training(rt, stored.tenant, lambda tid: training_record.create_training(
+            store, stored.tenant, spec, training_id=tid), training_id=rnd.training_id)
     if not rnd.training_sent:
         rt.dispatcher.send(TASK_TRAIN, rnd.training_id)
         rnd.training_sent = True
@@ -321,6 +329,7 @@ def _cancel(rt: Runtime, st: lp.LoopStatus) -> None:
                 rt.store.put_bytes(cancel_key(st.training_id), utcnow().isoformat().encode(), "text/plain")
                 if ts.state == TrainingState.queued:
                     training_record.transition(rt.store, ts, TrainingState.cancelled, "its loop was cancelled")
+                    training_stopped(rt, ts.tenant, st.training_id)
         except ObjectNotFound:
             pass
     lp.transition(rt.store, st, lp.LoopState.cancelled, f"cancelled in round {st.round} ({st.step})")

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from dreammask.services.api.main import create_app
 from dreammask.services.cli.inprocess import in_process_dispatcher, run_loop, run_pending
 from dreammask.shared import loops as lp
+from dreammask.shared import quotas
 from dreammask.shared.celery_app import TASK_LOOP_ADVANCE, TASK_TRAIN
 from dreammask.shared.runtime import build_runtime, set_runtime
 from dreammask.shared.schemas import JobPlan
@@ -198,3 +199,42 @@ def test_a_rounds_job_counts_against_the_quota_and_waits_for_it(platform_in_proc
     final = run_loop(rt, loop_id)
     assert final.state == lp.LoopState.succeeded, final
     assert lp.read_round(rt.store, loop_id, 1).job_id == r1.job_id and rt.store.exists(f"jobs/{r1.job_id}/spec.json")
+
+
+@pytest.mark.integration
+def test_a_rounds_training_counts_against_the_training_quota_and_waits_for_it(platform_in_process):
+    """A loop's training is a training like any other: over the tenant's quota of unfinished trainings the
+    round waits (said once, nothing created), and starts its training once a slot is free."""
+    settings, rt = platform_in_process(quota_active_trainings=1)
+    with TestClient(create_app(settings, rt), base_url="http://api.test") as api:
+        # The tenant's one training slot is taken by a training of its own, queued (never delivered).
+        busy = api.post("/v1/trainings", json={"real_datasets": ["toy_world_train"], "iterations": 2, "tiny": True},
+                        headers=KEY)
+        assert busy.status_code == 202, busy.text
+        rt.dispatcher.pending.clear()
+        loop_id = api.post("/v1/loops", json=loop_spec(rounds=1), headers=KEY).json()["loop_id"]
+        for _ in range(3):  # every advance finds the quota used up
+            run_pending(rt)
+            rt.dispatcher.send(TASK_LOOP_ADVANCE, loop_id)
+        run_pending(rt)
+        st = lp.read_status(rt.store, loop_id)
+        assert not st.state.terminal and st.step == "start", st
+        waits = [t.reason for t in st.transitions if "waits for a quota" in (t.reason or "")]
+        assert len(waits) == 1 and "active_trainings" in waits[0], st.transitions
+        r0 = lp.read_round(rt.store, loop_id, 0)
+        assert r0.training_id is not None and not rt.store.exists(f"trainings/{r0.training_id}/spec.json")
+
+        # The busy training is cancelled: the next advance starts the round's training in the freed slot.
+        assert api.post(f"/v1/trainings/{busy.json()['training_id']}/cancel", headers=KEY).status_code == 202
+    rt.dispatcher.send(TASK_LOOP_ADVANCE, loop_id)
+    run_pending(rt, until=TASK_TRAIN)
+    st = lp.read_status(rt.store, loop_id)
+    assert st.step == "training" and st.training_id == r0.training_id, st
+    assert read_training_status(rt.store, r0.training_id).state.value == "queued"
+    assert quotas.active_trainings(rt.redis, "alice") == {r0.training_id}
+    # Cancelling the loop cancels its queued training, which frees the slot.
+    rt.store.put_bytes(lp.cancel_key(loop_id), b"1")
+    rt.dispatcher.handlers[TASK_LOOP_ADVANCE](rt, loop_id)
+    assert lp.read_status(rt.store, loop_id).state == lp.LoopState.cancelled
+    assert read_training_status(rt.store, r0.training_id).state.value == "cancelled"
+    assert quotas.active_trainings(rt.redis, "alice") == set()

@@ -31,5 +31,24 @@ def run(self, training_id: str) -> dict:
 
     from .runner import run_training_job
 
-    result = run_training_job(store_from_settings(), training_id, _settings)
+    store = store_from_settings()
+    try:
+        result = run_training_job(store, training_id, _settings)
+    finally:
+        _give_back_slot(store, training_id)
     return {"training_id": training_id, "state": result["state"], "iteration": result["iteration"]}
+
+
+def _give_back_slot(store, training_id: str) -> None:
+    """The training ended (succeeded, failed, cancelled): its tenant's training slot frees now. If Redis is
+    away, the next submission over the quota finds the training ended and reclaims the slot."""
+    import redis
+
+    from dreammask.shared import quotas
+    from dreammask.shared.settings import get_settings
+
+    try:
+        with redis.Redis.from_url(get_settings().redis_url) as r:
+            quotas.training_ended(r, store, training_id)
+    except Exception as e:  # noqa: BLE001 - never turn a finished training into a failed task
+        log.warning("training %s: could not give its quota slot back (%s); reclaimed later", training_id, e)

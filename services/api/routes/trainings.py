@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, st
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from dreammask.shared import deletion, keys, quotas
+from dreammask.shared import deletion, keys, quotas, submission
 from dreammask.shared.celery_app import TASK_TRAIN
 from dreammask.shared.schemas import DatasetManifest, Transition, utcnow
 from dreammask.shared.storage import ObjectNotFound
@@ -35,6 +35,7 @@ from dreammask.trainer.service.settings import TrainerSettings
 from .. import reviewing
 from ..deps import RuntimeDep, SettingsDep, TenantDep, base_url
 from ..errors import V1_ERRORS, responses
+from ..quotas import TRAINING_QUOTA_EXAMPLE
 from ..views import TRAINING_SPEC_EXAMPLES, MetricsLines, Page
 from .deletion import DeletionResult
 
@@ -221,6 +222,7 @@ def _enqueue(rt, training_id: str) -> JSONResponse | None:
         st = read_status(rt.store, training_id)
         st.error = f"broker unavailable at submission: {e}"
         transition(rt.store, st, TrainingState.failed, st.error)
+        submission.training_stopped(rt, st.tenant, training_id)
         return JSONResponse(status_code=503, content={
             "detail": f"the training was saved as {training_id} but could not be queued (broker unavailable); "
                       f"POST /v1/trainings/{training_id}/resume when the broker is back",
@@ -230,7 +232,7 @@ def _enqueue(rt, training_id: str) -> JSONResponse | None:
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingView, responses=responses(
-    413, 422, 429, e422={"detail": [{"loc": ["body", "config"], "type": "value_error", "msg": "no config 'big.yaml'; "
+    413, 422, 429, e429=TRAINING_QUOTA_EXAMPLE, e422={"detail": [{"loc": ["body", "config"], "type": "value_error", "msg": "no config 'big.yaml'; "
                                 "shipped configs: dreammask_convnext_large.yaml, fcclip_convnext_large.yaml"}]}))
 def submit_training(spec: Annotated[TrainingSpec, Body(openapi_examples=TRAINING_SPEC_EXAMPLES)], request: Request, response: Response, rt: RuntimeDep,
                     settings: SettingsDep, tenant: TenantDep):
@@ -241,8 +243,8 @@ def submit_training(spec: Annotated[TrainingSpec, Body(openapi_examples=TRAINING
 
 def _submit(spec: TrainingSpec, request: Request, response: Response, rt, settings, tenant: str):
     _check(spec, rt, tenant, TrainerSettings(), settings)
-    quotas.check_stored_bytes(rt.redis, tenant, quotas.Limits.from_settings(settings))  # 429 once full
-    st = create_training(rt.store, tenant, spec)
+    # 429 (quotas.QuotaExceeded) over the tenant's unfinished trainings or once its storage is full
+    st = submission.start_training(rt, tenant, lambda tid: create_training(rt.store, tenant, spec, training_id=tid))
     quotas.schedule_measure(rt.redis, tenant, "training", st.training_id, delay_s=60)
     failed = _enqueue(rt, st.training_id)
     if failed is not None:
@@ -253,7 +255,7 @@ def _submit(spec: TrainingSpec, request: Request, response: Response, rt, settin
 
 
 @router.post("/evaluations", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingView, responses=responses(
-    413, 422, e422={"detail": [{"loc": ["body", "weights"], "type": "value_error",
+    413, 422, 429, e429=TRAINING_QUOTA_EXAMPLE, e422={"detail": [{"loc": ["body", "weights"], "type": "value_error",
                                 "msg": "training tr-abc has no checkpoint yet"}]}))
 def submit_evaluation(req: EvaluationRequest, request: Request, response: Response, rt: RuntimeDep,
                       settings: SettingsDep, tenant: TenantDep):
@@ -320,32 +322,40 @@ def get_metrics(training_id: str, rt: RuntimeDep, tenant: TenantDep,
 @router.post("/{training_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingView,
              responses=responses(404, 409, 422, **_NO_TRAINING))
 def cancel_training(training_id: str, request: Request, rt: RuntimeDep, settings: SettingsDep, tenant: TenantDep):
-    """Sets the cancel flag; a running loop stops at its next status check and keeps a checkpoint."""
+    """Sets the cancel flag; a running loop stops at its next status check and keeps a checkpoint. A queued
+    or lost (no heartbeat) one is cancelled at once, which frees its slot of the training quota."""
     stored = _owned(rt, training_id, tenant)
     st = read_status(rt.store, training_id)
     if st.state.terminal:
         raise HTTPException(status.HTTP_409_CONFLICT, f"training {training_id} already {st.state.value}")
     rt.store.put_bytes(cancel_key(training_id), utcnow().isoformat().encode(), "text/plain")
-    if st.state == TrainingState.queued:
-        transition(rt.store, st, TrainingState.cancelled, "cancelled while queued")
+    if st.state == TrainingState.queued or is_stale(st, TrainerSettings()):
+        transition(rt.store, st, TrainingState.cancelled,
+                   "cancelled while queued" if st.state == TrainingState.queued else "cancelled while lost")
+        submission.training_stopped(rt, tenant, training_id)
     return _view(rt, request, settings, stored)
 
 
 @router.post("/{training_id}/resume", status_code=status.HTTP_202_ACCEPTED, response_model=TrainingView,
-             responses=responses(404, 409, 422, **_NO_TRAINING))
+             responses=responses(404, 409, 422, 429, e429=TRAINING_QUOTA_EXAMPLE, **_NO_TRAINING))
 def resume_training(training_id: str, request: Request, rt: RuntimeDep, settings: SettingsDep,
                     tenant: TenantDep):
-    """Queue a failed, cancelled or lost (no heartbeat) training again; it resumes from last_checkpoint."""
+    """Queue a failed, cancelled or lost (no heartbeat) training again; it resumes from last_checkpoint. It
+    takes a slot of the training quota again (429 when none is free)."""
     stored = _owned(rt, training_id, tenant)
     st = read_status(rt.store, training_id)
     lost = st.state == TrainingState.running and is_stale(st, TrainerSettings())
     if st.state not in (TrainingState.failed, TrainingState.cancelled) and not lost:
         raise HTTPException(status.HTTP_409_CONFLICT,
                             f"training {training_id} is {st.state.value}; only failed, cancelled or lost ones resume")
-    rt.store.delete(cancel_key(training_id))
-    st.transitions.append(Transition(state=TrainingState.queued, at=utcnow(), reason="resumed"))
-    st.state, st.error, st.worker = TrainingState.queued, None, None
-    write_status(rt.store, st)
+
+    def requeue(_tid: str) -> None:
+        rt.store.delete(cancel_key(training_id))
+        st.transitions.append(Transition(state=TrainingState.queued, at=utcnow(), reason="resumed"))
+        st.state, st.error, st.worker = TrainingState.queued, None, None
+        write_status(rt.store, st)
+
+    submission.start_training(rt, tenant, requeue, training_id=training_id, new_data=False)
     failed = _enqueue(rt, training_id)
     if failed is not None:
         return failed
