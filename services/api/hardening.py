@@ -117,6 +117,17 @@ def _refused_path(obj: Any, path: tuple = ()) -> tuple[tuple, _Refused] | None:
     return None
 
 
+def parsed_as_json(content_types: list[str]) -> bool:
+    """Whether FastAPI may read a body sent with these Content-Type values (every one the request carries)
+    as JSON, erring towards yes: it does without a Content-Type or with an empty one, and for any
+    `application/json` or `application/<anything>+json` in any case and with any parameters (charset...).
+    The gate must look at every body FastAPI parses, or NaN gets past it under another spelling of the
+    type; a body it scans needlessly is only refused when it holds what no route accepts anyway."""
+    if not content_types or not content_types[0].strip():
+        return True
+    return any("json" in v.lower() for v in content_types)
+
+
 def _json(status: int, content: dict, headers: dict | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content=content, headers=headers)
 
@@ -134,6 +145,7 @@ class GateMiddleware:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        content_types = [v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == b"content-type"]
         if scope["path"].startswith("/v1/"):
             rt = scope["app"].state.runtime
             try:
@@ -163,7 +175,7 @@ class GateMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if body and "json" in headers.get("content-type", ""):
+        if body and parsed_as_json(content_types):
             try:
                 parsed = parse_json(body)
             except (ValueError, RecursionError):
@@ -190,6 +202,38 @@ class GateMiddleware:
             return await receive()
 
         return await self.app(scope, replay, send)
+
+
+def header_bytes(scope) -> int:
+    """The request's header block as sent: each name and value, with ": " and its line end."""
+    return sum(len(k) + len(v) + 4 for k, v in scope.get("headers", []))
+
+
+class HeaderLimitMiddleware:
+    """431 for a request whose headers pass `max_header_bytes` (DREAMMASK_MAX_HEADER_BYTES), before anything
+    reads them: large cookies or forged headers would otherwise cost every layer behind it (the host check,
+    authentication, the routes) memory and time. The API's HTTP protocol (server.py) cuts headers that
+    never end; this answers those that do end, under any server."""
+
+    def __init__(self, app, settings: Settings):
+        self.app = app
+        self.limit = settings.max_header_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            size = header_bytes(scope)
+            if size > self.limit:
+                log.warning("%s %s: request headers of %d bytes refused (limit %d)", scope.get("method"),
+                            excerpt(scope.get("path", ""), 80), size, self.limit)
+                return await _json(431, {"detail": header_limit_message(size, self.limit)})(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def header_limit_message(size: int | None, limit: int) -> str:
+    what = f"are {size} bytes" if size is not None else "did not end"
+    return (f"the request headers {what}, more than this API accepts ({limit} bytes, "
+            f"DREAMMASK_MAX_HEADER_BYTES); send fewer or shorter headers (a client sending large cookies: "
+            f"clear this site's cookies)")
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

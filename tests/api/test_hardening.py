@@ -77,6 +77,34 @@ def test_lone_surrogates_are_a_422_not_a_500(api, alice, raw):
     assert "surrogate" in r.json()["detail"][0]["msg"]
 
 
+# Every way a client may label a JSON body that FastAPI still parses as JSON (no type or an empty one, any
+# case, parameters, `+json` suffixes), and a request naming two types: the gate must see what FastAPI sees.
+JSON_TYPES = [
+    [("Content-Type", "application/json; charset=utf-8")],
+    [("Content-Type", "Application/JSON")],
+    [("Content-Type", "APPLICATION/JSON;CHARSET=UTF-8")],
+    [("Content-Type", "application/vnd.api+json")],
+    [("Content-Type", "application/merge-patch+json; charset=utf-8")],
+    [("Content-Type", "")],
+    [],
+    [("Content-Type", "application/json"), ("Content-Type", "text/plain")],
+]
+
+
+@pytest.mark.parametrize("content_type", JSON_TYPES, ids=lambda h: "+".join(v for _k, v in h) or "none")
+@pytest.mark.parametrize("raw, field", [
+    ('{"train_categories": ["dog"], "num_novel": NaN}', "num_novel"),
+    ('{"train_categories": ["dog"], "thresholds": {"min_score": Infinity}}', "min_score"),
+    ('{"train_categories": ["dog"], "seed": -Infinity}', "seed"),
+])
+def test_non_finite_numbers_are_a_422_naming_the_field_under_any_json_type(api, alice, content_type, raw, field):
+    r = api.post("/v1/jobs", content=raw.encode(), headers=[*alice.items(), *content_type])
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"][0]
+    assert detail["type"] == "finite_number" and detail["loc"][-1] == field, detail
+    assert "send a finite number" in detail["msg"]
+
+
 def test_422_quotes_only_an_excerpt(api, alice):
     huge = "a" * 500_000
     r = api.post("/v1/jobs", json={**SPEC, "unknown_field": huge}, headers=alice)
@@ -138,3 +166,14 @@ def test_readyz_reports_a_stalled_store_within_its_deadline(redis_url):
     assert r.json()["checks"]["broker"] == "ok"
     assert "no answer within" in r.json()["checks"]["storage"]
     assert json.loads(again.text)["checks"]["storage"].startswith("unreachable")
+
+
+def test_request_headers_past_the_limit_are_a_431_naming_the_setting(api_settings, redis_client):
+    s = api_settings.model_copy(update={"max_header_bytes": 2048})
+    with TestClient(create_app(s, build_runtime(s)), base_url="http://api.test") as c:
+        assert c.get("/healthz", headers={"X-Pad": "a" * 1500}).status_code == 200
+        # Many small headers count together, as one large one does; before authentication and the host check.
+        r = c.get("/v1/jobs", headers=[("X-Pad", "a" * 100)] * 30 + [("Host", "evil.example")])
+        assert r.status_code == 431, r.text
+        assert "DREAMMASK_MAX_HEADER_BYTES" in r.json()["detail"] and "2048 bytes" in r.json()["detail"]
+        assert c.get("/healthz", headers={"Cookie": "x=" + "a" * 3000}).status_code == 431
