@@ -144,6 +144,19 @@ return -1
 """
 
 
+# KEYS: bytes hash. ARGV: owner, bytes to add, limit (0: none). Adds them to the owner and `_total` unless
+# that takes the total past the limit. Returns {quota, used} or {"ok", total}.
+_ADD_BYTES = """
+local lim, add = tonumber(ARGV[3]), tonumber(ARGV[2])
+local used = tonumber(redis.call('HGET', KEYS[1], '_total') or '0')
+if lim > 0 and used + add > lim then
+  return {'stored_bytes', redis.call('HGET', KEYS[1], '_total') or '0'}
+end
+redis.call('HINCRBY', KEYS[1], ARGV[1], add)
+return {'ok', tostring(redis.call('HINCRBY', KEYS[1], '_total', add))}
+"""
+
+
 @dataclass
 class Limits:
     active_jobs: int
@@ -206,6 +219,22 @@ def check_stored_bytes(r: redis.Redis, tenant: str, lim: Limits) -> None:
     used = stored_bytes(r, tenant)
     if lim.stored_bytes and used >= lim.stored_bytes:
         raise exceeded("stored_bytes", used, lim, 0, time.time())
+
+
+def version_bytes_estimate(num_scenes: int, image_size: int) -> int:
+    """A dataset version before it is measured: a copy of the job's images and their labels, about half of
+    what a job stores per scene (the job also keeps its rendered images, records and thumbnails)."""
+    return job_bytes_estimate(num_scenes, image_size) // 2
+
+
+def reserve_bytes(r: redis.Redis, tenant: str, owner: str, nbytes: int, lim: Limits) -> None:
+    """Add an estimate of what is about to be stored (a dataset version) to an owner's bytes, or raise
+    QuotaExceeded when it would take the tenant past the quota. Atomic, so concurrent publishes cannot
+    both take the last bytes; the supervisor's measurement of the owner replaces the estimate."""
+    quota, used = r.eval(_ADD_BYTES, 1, bytes_key(tenant), owner, int(nbytes), lim.stored_bytes)
+    quota = quota.decode() if isinstance(quota, bytes) else quota
+    if quota != "ok":
+        raise exceeded(quota, int(used), lim, int(nbytes), time.time())
 
 
 def release_job(r: redis.Redis, tenant: str, job_id: str) -> None:

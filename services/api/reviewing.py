@@ -47,10 +47,12 @@ def record_decision(rt: Runtime, job_id: str, scene_id: str, instance_id: int | 
 
 def dataset_of_job(rt: Runtime, job_id: str) -> str:
     st = rt.tracker.status(job_id)
-    if st.state != JobState.succeeded or not st.dataset_id:
+    if st.state != JobState.succeeded:
         raise HTTPException(status.HTTP_409_CONFLICT,
                             f"job {job_id} is {st.state.value}: a version can be published once it succeeded")
-    return st.dataset_id
+    # Version 1 may have been deleted (the record then names no dataset): versions are made from the job's
+    # curated records, not from version 1, so publishing goes on.
+    return st.dataset_id or keys.dataset_id_for_job(job_id)
 
 
 def request_version(rt: Runtime, job_id: str, reviewer: str,
@@ -64,21 +66,26 @@ def request_version(rt: Runtime, job_id: str, reviewer: str,
         reviews = rv.read_reviews(rt.store, job_id)
         digest = rv.marks_digest(reviews)
         if digest == rv.NO_MARKS_DIGEST:
-            return _first_version(rt, job_id), False
+            first = _first_version(rt, job_id)
+            if first is not None:
+                return first, False
+            # Version 1 was deleted: the curated content is published again as a new version (below).
         existing = rv.list_versions(rt.store, job_id)
         same = [v for v in existing if v.content_digest == digest]
+        if same and same[-1].state != "failed":
+            return same[-1], False
+        # A version adds a dataset: its estimated bytes count in the tenant's stored-bytes quota at once
+        # (429 naming the quota when they do not fit), until the supervisor measures the job after the
+        # assembly (`publish_version` asks for that).
+        spec = rt.tracker.spec(job_id)
+        quotas.reserve_bytes(rt.redis, spec.tenant, job_id,
+                             quotas.version_bytes_estimate(spec.spec.num_scenes, spec.spec.image_size),
+                             quotas.Limits.from_settings(rt.settings))
         if same:
             record = same[-1]
-            if record.state != "failed":
-                return record, False
             record.state, record.error = "pending", None  # publish it again, under the same number
         else:
-            # A version adds a dataset: refused once the tenant's storage quota is used up (429).
-            quotas.check_stored_bytes(rt.redis, rt.tracker.spec(job_id).tenant,
-                                      quotas.Limits.from_settings(rt.settings))
-            # Numbers are never reused, not even those of deleted versions: a dataset id names one content.
-            last = rt.store.get_json(_last_version(job_id)) if rt.store.exists(_last_version(job_id)) else 1
-            n = max([1, int(last), *(v.version for v in existing)]) + 1
+            n = _next_version_number(rt, job_id, existing)
             rt.store.put_json(_last_version(job_id), n)
             snapshot = {sid: r.model_copy(update={"history": []}) for sid, r in reviews.items()}
             rt.store.put_json(rv.version_marks(job_id, n),
@@ -98,6 +105,17 @@ def _first_version(rt: Runtime, job_id: str) -> rv.DatasetVersion | None:
     return rv.DatasetVersion(job_id=job_id, version=1, dataset_id=first, state="published", created_at=m.created_at,
                              published_at=m.created_at, who="curation", images=m.images, instances=m.instances,
                              note="as curated by the selection rules", content_digest=rv.NO_MARKS_DIGEST)
+
+
+def _next_version_number(rt: Runtime, job_id: str, existing: list[rv.DatasetVersion]) -> int:
+    """Numbers are never reused, not even those of deleted versions (a dataset id names one content): past
+    the last number handed out, every version record, and every marks snapshot (which outlive a deleted
+    version, so a job published before `last-version.json` existed is covered too)."""
+    last = rt.store.get_json(_last_version(job_id)) if rt.store.exists(_last_version(job_id)) else 1
+    marks = rv.version_marks(job_id, 0).rsplit("/", 1)[0] + "/"
+    snapshots = [int(k.rsplit("/", 1)[1].split(".")[0]) for k in rt.store.list(marks)
+                 if k.rsplit("/", 1)[1].split(".")[0].isdigit()]
+    return max([1, int(last), *(v.version for v in existing), *snapshots]) + 1
 
 
 def _last_version(job_id: str) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 
-from dreammask.shared import keys
+from dreammask.shared import keys, quotas
 from dreammask.shared import review as rv
 from dreammask.shared.masks import load_rgb
 from dreammask.shared.runtime import Runtime
@@ -76,7 +76,19 @@ def publish_version(rt: Runtime, job_id: str, n: int) -> dict:
         record.state, record.error = "failed", f"{type(e).__name__}: {e}"
         store.put_json(rv.version(job_id, n), record)
         raise
+    finally:
+        _measure_soon(rt, job_id)
     return result
+
+
+def _measure_soon(rt: Runtime, job_id: str) -> None:
+    """The version's bytes were reserved as an estimate when it was requested: the supervisor measures the
+    job (its folder, its datasets and every version) and the measurement replaces the estimate, for a
+    failed assembly too (what it wrote before failing counts until it is deleted)."""
+    try:
+        quotas.schedule_measure(rt.redis, rt.tracker.spec(job_id).tenant, "job", job_id)
+    except Exception:  # noqa: BLE001 - the estimate then stands until the job is measured for another reason
+        log.warning("could not ask for job %s to be measured after publishing", job_id)
 
 
 def _publish(rt: Runtime, job_id: str, record: rv.DatasetVersion) -> dict:

@@ -272,3 +272,79 @@ def test_a_deletion_in_progress_is_left_to_its_process_and_an_interrupted_one_fi
     assert deletion.sweep_deletions(plat.rt, now=entry["started"] + deletion.FIRST_PASS_TIMEOUT_S + 1) == {}
     assert not store.exists("jobs/jdead/images/s00000.png") and r.get(deletion.LANDED_KEY) is None
     assert store.exists("jobs/jother/images/s00000.png")
+
+
+def _publish_marks(c, job_id: str, scene: str, decision: str):
+    r = c.post(f"/v1/jobs/{job_id}/reviews", json={"scene_id": scene, "instance_id": None, "decision": decision},
+               headers=ALICE)
+    assert r.status_code == 201, r.text
+    return c.post(f"/v1/datasets/ds-{job_id}/versions", json={}, headers=ALICE)
+
+
+def test_publishing_after_version_1_is_deleted_gives_new_numbers_never_reused(plat):
+    a1 = submit(plat, ALICE)
+    plat.run()
+    scenes = sorted(k.rsplit("/", 1)[1].split(".")[0] for k in plat.rt.store.list(f"jobs/{a1}/annotations/"))
+    assert _publish_marks(plat, a1, scenes[0], "reject").json()["version"] == 2
+    plat.run()
+    v2_files = checksums(plat.rt.store)
+    v2_files = {k: v for k, v in v2_files.items() if k.startswith(f"datasets/ds-{a1}-v2/")}
+    assert plat.delete(f"/v1/datasets/ds-{a1}", headers=ALICE).status_code == 200
+
+    # Version 1's id still names the job: its versions are listed, and the same marks give version 2 back.
+    r = plat.get(f"/v1/datasets/ds-{a1}/versions", headers=ALICE)
+    assert r.status_code == 200 and [v["version"] for v in r.json()["items"]] == [2], r.text
+    r = plat.post(f"/v1/datasets/ds-{a1}/versions", json={}, headers=ALICE)
+    assert r.status_code == 200 and r.json()["version"] == 2, r.text
+    # No marks left: the curated content again, as a new version (version 1 is gone), not a 500.
+    r = _publish_marks(plat, a1, scenes[0], "clear")
+    assert r.status_code == 202 and r.json()["version"] == 3, r.text
+    plat.run()
+    assert plat.get(f"/v1/datasets/ds-{a1}-v3", headers=ALICE).status_code == 200
+    # Deleted numbers are not handed out again, even when the record of the last number is lost.
+    for n in (3, 2):
+        assert plat.delete(f"/v1/datasets/ds-{a1}/versions/{n}", headers=ALICE).status_code == 200
+    plat.rt.store.delete(f"jobs/{a1}/last-version.json")
+    r = _publish_marks(plat, a1, scenes[-1], "reject")
+    assert r.status_code == 202 and r.json()["version"] == 4, r.text
+    plat.run()
+    items = plat.get(f"/v1/datasets/ds-{a1}-v4/versions", headers=ALICE).json()["items"]
+    assert [(v["version"], v["state"]) for v in items] == [(4, "published")]
+    # Nothing was overwritten: version 2's files were deleted with it, none reappeared under its id.
+    assert v2_files and not any(k.startswith(f"datasets/ds-{a1}-v2/") for k in plat.rt.store.list("datasets/"))
+    # Another tenant cannot use a deleted version 1's id to reach the job.
+    assert plat.get(f"/v1/datasets/ds-{a1}/versions", headers=BOB).status_code == 404
+    assert plat.post(f"/v1/datasets/ds-{a1}/versions", json={}, headers=BOB).status_code == 404
+
+
+def test_versions_count_in_the_stored_bytes_quota(plat):
+    a1 = submit(plat, ALICE)
+    plat.run()
+    deletion.measure_due(plat.rt)
+    job_bytes = quotas.stored_bytes(plat.r, "alice")
+    spec = plat.rt.tracker.spec(a1).spec
+    estimate = quotas.version_bytes_estimate(spec.num_scenes, spec.image_size)
+    scenes = sorted(k.rsplit("/", 1)[1].split(".")[0] for k in plat.rt.store.list(f"jobs/{a1}/annotations/"))
+
+    # The request reserves the version's estimated bytes at once...
+    assert _publish_marks(plat, a1, scenes[0], "reject").status_code == 202
+    assert quotas.stored_bytes(plat.r, "alice") == job_bytes + estimate
+    # ...and once it is assembled the supervisor measures it: its dataset's bytes are the tenant's.
+    plat.run()
+    assert deletion.measure_due(plat.rt) >= 1
+    v2 = quotas.measure_prefixes(plat.rt.store, [keys.dataset_prefix(f"ds-{a1}-v2")])
+    # (the job's folder grew a little too: the review, the version's record and its marks)
+    assert v2 > 0 and quotas.stored_bytes(plat.r, "alice") == quotas.measure_job(plat.rt.store, a1) >= job_bytes + v2
+
+    # A publish that would not fit is refused with 429, naming the quota and what to do; nothing is made.
+    plat.rt.settings.quota_stored_bytes = quotas.stored_bytes(plat.r, "alice") + estimate - 1
+    r = _publish_marks(plat, a1, scenes[-1], "reject")
+    assert r.status_code == 429 and r.json()["quota"] == "stored_bytes", r.text
+    assert "delete" in r.json()["detail"] and "DREAMMASK_QUOTA_STORED_BYTES" in r.json()["detail"]
+    assert int(r.headers["Retry-After"]) > 0
+    assert [v["version"] for v in plat.get(f"/v1/datasets/ds-{a1}/versions", headers=ALICE).json()["items"]] == [1, 2]
+    # Deleting version 2 gives its bytes back (measured again), and the publish then fits.
+    assert plat.delete(f"/v1/datasets/ds-{a1}/versions/2", headers=ALICE).status_code == 200
+    deletion.measure_due(plat.rt)
+    assert quotas.stored_bytes(plat.r, "alice") == quotas.measure_job(plat.rt.store, a1) < job_bytes + v2
+    assert plat.post(f"/v1/datasets/ds-{a1}/versions", json={}, headers=ALICE).status_code == 202

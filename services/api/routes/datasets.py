@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from dreammask.shared import keys
+from dreammask.shared.deletion import parse_dataset_id
 from dreammask.shared.schemas import DatasetManifest
 from dreammask.shared.storage import LocalObjectStore, ObjectNotFound
 
@@ -29,6 +30,24 @@ def owned_manifest(rt, dataset_id: str, tenant: str) -> DatasetManifest:
     if m is None or m.tenant != tenant:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset {dataset_id!r}")
     return m
+
+
+def owned_job_of_dataset(rt, dataset_id: str, tenant: str) -> str:
+    """The job a dataset id names, for the routes of its versions: from the dataset's manifest, or, once
+    version 1 (`ds-{job}`) is deleted, from the id itself when the tenant owns that job (its other versions
+    are still listed, published and deleted under it). Anything else is a 404, as for a missing dataset."""
+    try:
+        return owned_manifest(rt, dataset_id, tenant).job_id
+    except HTTPException:
+        pass
+    try:
+        job_id, n = parse_dataset_id(dataset_id)
+        stored = rt.tracker.spec(job_id) if n == 1 else None
+    except (ValueError, LookupError):
+        stored = None
+    if stored is None or stored.tenant != tenant:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset {dataset_id!r}")
+    return job_id
 
 
 @router.get("/{dataset_id}", responses=responses(404, 422, **_NO_DATASET))

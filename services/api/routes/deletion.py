@@ -15,7 +15,7 @@ from dreammask.shared import deletion
 from .. import reviewing
 from ..deps import RuntimeDep, TenantDep
 from ..errors import V1_ERRORS, responses
-from .datasets import owned_manifest
+from .datasets import owned_job_of_dataset, owned_manifest
 from .jobs import _owned_spec
 
 router = APIRouter(responses=responses(*V1_ERRORS))
@@ -80,7 +80,7 @@ def delete_version(dataset_id: str, version: Annotated[int, Path(ge=1, le=100_00
                    rt: RuntimeDep, tenant: TenantDep):
     """Delete version N of a job's dataset (any of its dataset ids names the job); a version still being
     assembled is a 409. Version 1 is the curated dataset itself."""
-    job_id = owned_manifest(rt, dataset_id, tenant).job_id
-    if version >= 2 and not any(v["version"] == version for v in reviewing.versions(rt, job_id)):
+    job_id = owned_job_of_dataset(rt, dataset_id, tenant)
+    if not any(v["version"] == version for v in reviewing.versions(rt, job_id)):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {dataset_id} has no version {version}")
     return _delete_dataset(rt, request, tenant, job_id, version)

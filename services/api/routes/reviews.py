@@ -13,7 +13,7 @@ from dreammask.shared import review as rv
 from .. import reviewing
 from ..deps import RuntimeDep, TenantDep
 from ..errors import V1_ERRORS, responses
-from .datasets import owned_manifest
+from .datasets import owned_job_of_dataset
 from .jobs import _owned_spec
 
 router = APIRouter(tags=["reviews"], responses=responses(*V1_ERRORS))
@@ -56,7 +56,7 @@ def post_review(job_id: str, body: ReviewIn, request: Request, rt: RuntimeDep, t
 
 
 def _job_of_dataset(rt, dataset_id: str, tenant: str) -> str:
-    return owned_manifest(rt, dataset_id, tenant).job_id
+    return owned_job_of_dataset(rt, dataset_id, tenant)
 
 
 @router.get("/v1/datasets/{dataset_id}/versions", responses=responses(404, 422, **_NO_DATASET))
