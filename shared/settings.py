@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     max_guidance_scale: float = Field(20.0, ge=0.0, le=100.0)
     # Largest request body the API reads (413 beyond, before reading it).
     max_request_bytes: int = Field(1_048_576, ge=1024)
+    # Largest total of request header bytes (names, values, ": " and line ends; the request line not
+    # counted) the API reads: 431 beyond. The API's HTTP protocol also closes a connection whose request
+    # line and headers pass this plus 8 KiB before they end, so they are never buffered beyond it.
+    max_header_bytes: int = Field(32_768, ge=1024)
 
     # Hosts the API answers for (the Host header; a port is ignored). URLs it hands out are built from
     # public_base_url when set (its host is allowed too), else from the request's (allowed) Host.

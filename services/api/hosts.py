@@ -55,7 +55,7 @@ def host_allowed(host: str, allowed: list[str]) -> bool:
 
 
 class TrustedHostMiddleware:
-    """Pure ASGI, outermost: a request for an unknown host goes no further than a 400."""
+    """Pure ASGI, outermost but for the header-size limit: a request for an unknown host goes no further than a 400."""
 
     def __init__(self, app, settings: Settings):
         self.app = app

@@ -46,7 +46,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.middleware("http")(metrics_middleware)
     hardening.install(app, settings)
     quotas.install(app)
-    app.add_middleware(TrustedHostMiddleware, settings=settings)  # outermost: before anything else runs
+    app.add_middleware(TrustedHostMiddleware, settings=settings)
+    # Outermost: oversized headers are refused before anything (the host check included) reads them.
+    app.add_middleware(hardening.HeaderLimitMiddleware, settings=settings)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(rerender.router)

@@ -10,6 +10,9 @@ descriptor) for as long as the client likes, and a few hundred such connections 
 - whose body falls below `min_body_rate_bytes_s` once `body_grace_s` have passed (the body may take
   `body_grace_s + received / min_body_rate_bytes_s` seconds): 408;
 - that does not read its response for `send_timeout_s` (the socket's send buffer stays full);
+- whose request line and headers pass `max_header_bytes` + 8 KiB before they end: 431 (neither of
+  uvicorn's parsers bounds them otherwise; headers that end under that are checked exactly, against
+  `max_header_bytes`, by hardening.HeaderLimitMiddleware);
 
 and refuses a connection beyond `max_connections_per_client` open ones from the same address (429, then
 closed). Every cut is logged with the client's address and why.
@@ -40,6 +43,8 @@ except ImportError:  # pragma: no cover - h11 only
 log = logging.getLogger("dreammask.api.server")
 
 APP = "dreammask.services.api.main:app"
+# What a request line (method, URL, version) may add to the header limit before the protocol cuts.
+REQUEST_LINE_ALLOWANCE = 8192
 
 
 @dataclass(frozen=True)
@@ -49,11 +54,17 @@ class ClientLimits:
     body_grace_s: float = 10.0
     send_timeout_s: float = 60.0
     max_connections_per_client: int = 64
+    max_header_bytes: int = 32_768
 
     @classmethod
     def from_settings(cls, s) -> ClientLimits:
         return cls(s.header_timeout_s, s.min_body_rate_bytes_s, s.body_grace_s, s.send_timeout_s,
-                   s.max_connections_per_client)
+                   s.max_connections_per_client, s.max_header_bytes)
+
+    @property
+    def max_head_bytes(self) -> int:
+        """Request line and headers together, as they arrive: the header limit plus room for the line."""
+        return self.max_header_bytes + REQUEST_LINE_ALLOWANCE
 
 
 def _raw_response(status: str, message: str, extra: str = "") -> bytes:
@@ -86,7 +97,7 @@ class _Deadlines:
         self._timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
         self._counted_as = None
-        self._phase, self._cycle, self._body_bytes = "", None, 0
+        self._phase, self._cycle, self._body_bytes, self._head_bytes = "", None, 0, 0
         self._phase_start = time.monotonic()
         addr = self.client[0] if self.client else None
         if addr is not None and lim.max_connections_per_client:
@@ -110,8 +121,17 @@ class _Deadlines:
     def data_received(self, data: bytes) -> None:
         if self._phase == "body":
             self._body_bytes += len(data)
+        elif self._phase == "headers":
+            self._head_bytes += len(data)
         super().data_received(data)
         self._sync()
+        lim = self._limits()
+        if self._phase == "headers" and self._head_bytes > lim.max_head_bytes and not self.transport.is_closing():
+            # Still no end of headers: cut now rather than let the parser buffer without bound.
+            from .hardening import header_limit_message
+
+            self._cut("header_size", f"request line and headers past {lim.max_head_bytes} bytes without an end",
+                      "431 Request Header Fields Too Large", body=header_limit_message(None, lim.max_header_bytes))
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -145,7 +165,7 @@ class _Deadlines:
             self._enter("app")
 
     def _enter(self, phase: str) -> None:
-        self._phase, self._phase_start, self._body_bytes = phase, time.monotonic(), 0
+        self._phase, self._phase_start, self._body_bytes, self._head_bytes = phase, time.monotonic(), 0, 0
         self._schedule()
 
     def _deadline(self) -> float | None:
@@ -193,14 +213,14 @@ class _Deadlines:
         if self.flow.write_paused and not self.transport.is_closing():
             self._cut("send", f"response not read for {self._limits().send_timeout_s:g} s", None)
 
-    def _cut(self, why: str, detail: str, status: str | None, extra: str = "") -> None:
+    def _cut(self, why: str, detail: str, status: str | None, extra: str = "", body: str | None = None) -> None:
         self.cuts[why] += 1
         addr = self.client[0] if self.client else "?"
         log.warning("slow client %s cut: %s", addr, detail)
         cycle = self.cycle
         if status is not None and (cycle is None or cycle.response_complete or not cycle.response_started):
             try:
-                self.transport.write(_raw_response(status, detail + "\n", extra))
+                self.transport.write(_raw_response(status, (body or detail) + "\n", extra))
             except Exception:  # noqa: BLE001 - the socket may be gone already
                 pass
         self._cancel_timers()
@@ -246,7 +266,14 @@ def config(app=APP, host: str = "127.0.0.1", port: int = 8000, settings=None, lo
         http=protocol or protocol_for(ClientLimits.from_settings(s)),
         proxy_headers=True, forwarded_allow_ips=s.forwarded_allow_ips,
         # An idle keep-alive connection closes after this; a started request is under the deadlines above.
-        timeout_keep_alive=5, **kw)
+        timeout_keep_alive=5, h11_max_incomplete_event_size=_h11_head_limit(s), **kw)
+
+
+def _h11_head_limit(s) -> int:
+    # h11 refuses (400) an unfinished head past its own limit (16 KiB by default), counted while it parses a
+    # read: set past ours plus one read of the event loop (256 KiB), so the protocol's 431 comes first and the
+    # header limit means the same under either parser.
+    return s.max_header_bytes + REQUEST_LINE_ALLOWANCE + (256 << 10) + 1
 
 
 def raise_open_files_limit() -> int:
@@ -272,8 +299,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", wo
         # reads its limits from the settings in each of them.
         from dreammask.shared.settings import get_settings
 
+        s = get_settings()
         uvicorn.run(APP, host=host, port=port, log_level=log_level, workers=workers, http=GuardedHttpProtocol,
-                    proxy_headers=True, forwarded_allow_ips=get_settings().forwarded_allow_ips, timeout_keep_alive=5)
+                    proxy_headers=True, forwarded_allow_ips=s.forwarded_allow_ips, timeout_keep_alive=5,
+                    h11_max_incomplete_event_size=_h11_head_limit(s))
         return
     uvicorn.Server(config(APP, host=host, port=port, log_level=log_level)).run()
 

@@ -160,3 +160,67 @@ def test_connections_per_client_address_are_capped(live):
         s.settimeout(5)
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert s.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+def _serve(tmp_path, redis_url, base):
+    s = Settings(redis_url=redis_url, storage_root=tmp_path / "objects", api_keys={"key-alice": "alice"},
+                 max_header_bytes=4096)
+    app = create_app(s, build_runtime(s))
+    port = free_port()
+    protocol = server.protocol_for(server.ClientLimits.from_settings(s), base)
+    srv = uvicorn.Server(server.config(app, port=port, settings=s, log_level="warning", protocol=protocol))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert time.monotonic() < deadline and t.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    return srv, t, port, protocol
+
+
+def _exchange(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(5)
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass  # cut while sending: what it answered before is still readable
+        answer = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+            if b"\r\n\r\n" in answer and b"connection: close" not in answer.lower():
+                break
+    return answer
+
+
+PROTOCOLS = [server.GuardedH11Protocol] + ([server.GuardedHttpToolsProtocol]
+                                           if server.HttpToolsProtocol is not None else [])
+
+
+@pytest.mark.parametrize("base", PROTOCOLS, ids=lambda b: b.__name__)
+def test_request_headers_past_the_limit_are_a_431(tmp_path, redis_url, redis_client, base):
+    srv, t, port, protocol = _serve(tmp_path, redis_url, base)
+    try:
+        line = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        # Under the limit: served.
+        assert _exchange(port, line + b"X-Pad: " + b"a" * 3000 + b"\r\n\r\n").startswith(b"HTTP/1.1 200")
+        # Past it, headers that end: 431 with what to change.
+        answer = _exchange(port, line + b"X-Pad: " + b"a" * 2000 + b"\r\nX-Pad2: " + b"b" * 3000 + b"\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+        assert b"DREAMMASK_MAX_HEADER_BYTES" in answer and b"4096 bytes" in answer
+        # Headers that never end: cut as soon as they pass the limit and the request line's allowance,
+        # long before the header deadline, and never buffered beyond that.
+        t0 = time.monotonic()
+        answer = _exchange(port, line + b"X-Pad: " + b"a" * (1 << 20))
+        assert answer.startswith(b"HTTP/1.1 431") and b"did not end" in answer, answer[:200]
+        assert time.monotonic() - t0 < 3 and protocol.cuts["header_size"] == 1
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    finally:
+        srv.should_exit = True
+        t.join(10)
