@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -9,6 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .base import ObjectNotFound, ObjectStore, StorageError
+
+# Linux's limits (bytes): one path component, and a whole path. A key past them cannot name a file here, so
+# reading it is "not found" (not an OSError, which the API would answer with a 5xx); writing it is refused.
+NAME_MAX = 255
+PATH_MAX = 4096
+
+
+def _too_long(e: OSError) -> bool:
+    # A file system with lower limits (eCryptfs: 143 bytes a name) says so only when asked.
+    return e.errno == errno.ENAMETOOLONG
 
 
 class LocalObjectStore(ObjectStore):
@@ -21,8 +32,27 @@ class LocalObjectStore(ObjectStore):
             raise ValueError(f"invalid object key: {key!r}")
         return self.root / key
 
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    @staticmethod
+    def _fits(path: Path) -> bool:
+        raw = os.fsencode(path)
+        return len(raw) < PATH_MAX and all(len(part) <= NAME_MAX for part in raw.split(b"/"))
+
+    def _read_path(self, key: str) -> Path:
+        """The path of a key to read: ObjectNotFound for a key no file can have (too long)."""
         path = self._path(key)
+        if not self._fits(path):
+            raise ObjectNotFound(key)
+        return path
+
+    def _write_path(self, key: str) -> Path:
+        path = self._path(key)
+        if not self._fits(path):
+            raise ValueError(f"invalid object key: too long for the file system ({len(key.encode())} bytes, at most "
+                             f"{NAME_MAX} bytes between slashes): {key[:80]!r}…")
+        return path
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._write_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename: readers never see half an object, as with S3.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -35,7 +65,7 @@ class LocalObjectStore(ObjectStore):
             raise
 
     def put_file(self, key: str, path, content_type: str = "application/octet-stream") -> None:
-        target = self._path(key)
+        target = self._write_path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         os.close(fd)
@@ -48,15 +78,29 @@ class LocalObjectStore(ObjectStore):
 
     def get_bytes(self, key: str) -> bytes:
         try:
-            return self._path(key).read_bytes()
+            return self._read_path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(key) from None
+        except OSError as e:
+            if _too_long(e):
+                raise ObjectNotFound(key) from None
+            raise
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        try:
+            return self._read_path(key).is_file()
+        except ObjectNotFound:
+            return False
+        except OSError as e:
+            if _too_long(e):
+                return False
+            raise
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        try:
+            self._read_path(key).unlink(missing_ok=True)
+        except ObjectNotFound:
+            pass  # no file can have that name: nothing to delete
 
     def list(self, prefix: str = "") -> Iterator[str]:
         # Walk only the directory the prefix names (its part up to the last '/'), not the whole store.
@@ -98,13 +142,16 @@ class LocalObjectStore(ObjectStore):
 
     def size(self, key: str) -> int:
         try:
-            return self._path(key).stat().st_size
-        except FileNotFoundError:
+            return self._read_path(key).stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(key) from None
+        except OSError as e:
+            if _too_long(e):
+                raise ObjectNotFound(key) from None
+            raise
 
     def local_path(self, key: str) -> Path:
         """Where the object lives on disk (the API streams these with a file response)."""
-        path = self._path(key)
-        if not path.is_file():
+        if not self.exists(key):
             raise ObjectNotFound(key)
-        return path
+        return self._path(key)

@@ -12,7 +12,14 @@ from minio.error import S3Error
 
 from .base import ObjectNotFound, ObjectStore, StorageError
 
-_MISSING = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
+# Read errors that mean "no such object": a key S3 could never have stored (too long) among them.
+_MISSING = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound", "KeyTooLongError"}
+# S3's (and MinIO's) limit on a key, in UTF-8 bytes: longer keys are not found without asking the server.
+MAX_KEY_BYTES = 1024
+
+
+def _fits(key: str) -> bool:
+    return len(key.encode("utf-8", "surrogatepass")) <= MAX_KEY_BYTES
 
 
 def _http(timeout_s: float, retries: int) -> urllib3.PoolManager:
@@ -73,14 +80,22 @@ class S3ObjectStore(ObjectStore):
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise StorageError(f"object storage unreachable: {e}") from e
 
+    def _writable(self, key: str) -> None:
+        if not _fits(key):
+            raise ValueError(f"invalid object key: longer than S3's {MAX_KEY_BYTES} bytes: {key[:80]!r}…")
+
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self._writable(key)
         self._call(self.client.put_object, self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
 
     def put_file(self, key: str, path, content_type: str = "application/octet-stream") -> None:
         # fput_object uploads in parts: a large export never sits whole in memory.
+        self._writable(key)
         self._call(self.client.fput_object, self.bucket, key, str(path), content_type=content_type)
 
     def get_bytes(self, key: str) -> bytes:
+        if not _fits(key):
+            raise ObjectNotFound(key)
         resp = self._call(self.client.get_object, self.bucket, key, key=key)
         try:
             return resp.read()
@@ -89,6 +104,8 @@ class S3ObjectStore(ObjectStore):
             resp.release_conn()
 
     def exists(self, key: str) -> bool:
+        if not _fits(key):
+            return False
         try:
             self._call(self.client.stat_object, self.bucket, key, key=key)
             return True
@@ -96,9 +113,13 @@ class S3ObjectStore(ObjectStore):
             return False
 
     def size(self, key: str) -> int:
+        if not _fits(key):
+            raise ObjectNotFound(key)
         return self._call(self.client.stat_object, self.bucket, key, key=key).size
 
     def delete(self, key: str) -> None:
+        if not _fits(key):
+            return  # S3 never stored it
         self._call(self.client.remove_object, self.bucket, key)
 
     def list(self, prefix: str = "") -> Iterator[str]:

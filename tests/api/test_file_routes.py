@@ -68,3 +68,52 @@ def test_dataset_listing_gives_sizes_where_free(client):
     assert f["url"].endswith(URL) and not f["presigned"]
     if client.app.state.runtime.store.__class__.__name__ == "LocalObjectStore":
         assert f["size"] == len(DATA)
+
+
+# A name past what a file system takes in one path component (255 bytes: ENAMETOOLONG) and a key past what S3
+# takes (1024 bytes), on every route that takes a path-like part.
+LONG_NAMES = ["a" * 300, "b" * 2000, "é" * 200, "/".join(["c" * 250] * 20)]
+LONG_ROUTES = [
+    ("/v1/datasets/ds-x/files/images/{}", True),
+    ("/v1/datasets/ds-x/files/{}", True),
+    ("/v1/datasets/{}", True),
+    ("/v1/datasets/{}/files/a.bin", True),
+    ("/v1/datasets/{}/versions", True),
+    ("/v1/jobs/j-x/files/images/{}", True),
+    ("/v1/jobs/{}/files/images/a.png", True),
+    ("/v1/jobs/{}", True),
+    ("/ui/static/{}", False),
+    ("/ui/jobs/j-x/thumbs/{}.jpg", False),
+    ("/ui/jobs/j-x/thumbs/{}", False),
+    ("/ui/jobs/j-x/samples/{}/image.png", False),
+    ("/ui/jobs/j-x/samples/{}", False),
+    ("/ui/datasets/ds-x/files/{}", False),
+    ("/ui/datasets/ds-x/files/images/{}", False),
+    ("/ui/{}", False),
+    ("/static/docs/{}", False),
+    ("/{}", False),
+]
+
+
+@pytest.mark.parametrize("name", LONG_NAMES, ids=["300", "2000", "utf8-400-bytes", "deep-5000"])
+def test_over_long_names_in_paths_are_a_404_never_a_5xx(client, name):
+    from dreammask.services.api.ui import session as ses
+
+    app = client.app
+    rt = app.state.runtime
+    sess = ses.create(rt, app.state.settings, "key-alice")
+    client.cookies.set(ses.SESSION_COOKIE, sess.sid)
+    # A real job of the tenant, so its routes reach the store with the long name.
+    r = client.post("/v1/jobs", json={"train_categories": ["dog"], "num_novel": 1, "images_per_category": 1},
+                    headers=ALICE)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    try:
+        for template, v1 in LONG_ROUTES:
+            url = template.replace("j-x", job_id).format(name)
+            r = client.get(url, headers=ALICE if v1 else {}, follow_redirects=False)
+            assert r.status_code == 404, (url[:80], r.status_code, r.text[:200])
+            r = client.head(url, headers=ALICE if v1 else {}, follow_redirects=False)
+            assert r.status_code in (404, 405), (url[:80], r.status_code)  # 405: a route without HEAD
+    finally:
+        client.cookies.clear()

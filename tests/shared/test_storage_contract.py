@@ -106,3 +106,18 @@ def test_s3_unreachable_is_a_storage_error():
 
     with pytest.raises(StorageError):
         S3ObjectStore(f"127.0.0.1:{free_port()}", "k", "s", "bucket", timeout_s=0.5, retries=0)
+
+
+@pytest.mark.parametrize("key", ["d/" + "a" * 1100, "d/" + "é" * 600, "d/" + "/".join(["b" * 200] * 30)])
+def test_keys_too_long_for_the_store_are_not_found_and_refused_on_write(store, key):
+    # Past a file name's 255 bytes, a path's 4096 or S3's 1024-byte keys: reading is "not found", never an
+    # OSError or an S3 error the API would turn into a 5xx.
+    with pytest.raises(ObjectNotFound):
+        store.get_bytes(key)
+    with pytest.raises(ObjectNotFound):
+        store.size(key)
+    assert store.exists(key) is False
+    store.delete(key)
+    assert list(store.list(key)) == []
+    with pytest.raises(ValueError, match="too long|longer than"):
+        store.put_bytes(key, b"x")
