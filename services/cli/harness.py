@@ -206,16 +206,26 @@ class LocalPlatform:
                     os.killpg(p.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
+        from .platform import group_alive
+
         deadline = time.monotonic() + 20
         for _name, p in reversed(self.procs):
             try:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                # The leader is gone; what it started in its group (Celery's pool processes) must be too,
+                # or a port or a task could outlive the platform.
+                while group_alive(p.pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if group_alive(p.pid):
+                    os.killpg(p.pid, signal.SIGKILL)
             except subprocess.TimeoutExpired:
                 try:
                     os.killpg(p.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
                 p.wait(timeout=10)
+            except ProcessLookupError:
+                pass
         self.procs.clear()
 
     def __enter__(self) -> LocalPlatform:

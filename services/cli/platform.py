@@ -5,6 +5,7 @@ to it, and one service's Celery worker (for machines that run only some services
 Under the state folder (`--root`, default `dreammask-local/`):
 
     up.lock          held (flock) by the running `up`; holds its process id. A second `up` is refused.
+    state/processes  the process groups `up` started, one "name pid" a line, while it runs (`down` waits for them)
     env.sh           the exports of `dreammask env` while the platform runs (mode 0600: it holds the key)
     state/api-key    the API key, drawn once and kept across restarts (mode 0600)
     state/redis.rdb  the embedded Redis's data (UI sessions, queues), saved when it stops
@@ -13,11 +14,14 @@ Under the state folder (`--root`, default `dreammask-local/`):
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import ipaddress
 import os
 import secrets
 import shlex
 import signal
+import socket
 import sys
 import time
 from enum import Enum
@@ -33,6 +37,7 @@ ENV_FILE = "env.sh"
 LOCK_FILE = "up.lock"
 STATE_DIR = "state"
 KEY_FILE = "api-key"
+PROCS_FILE = "processes"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 # The worker module of each queue; training is the trainer's worker (it imports torch), loop the closed loop's.
 WORKER_MODULES = {
@@ -158,6 +163,52 @@ def _ignore_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse before anything starts when the API's port is taken: otherwise the API would exit while starting,
+    or, worse, `up` would find another server's /healthz on that port and report itself up."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise CliError(f"--host {host}: not an address of this machine ({e.strerror})",
+                       "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+    with socket.socket(family, kind, proto) as sock:
+        # As uvicorn binds: a port left in TIME_WAIT by a previous run is free, one that is listening is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise CliError(f"port {port} on {host} is already in use (another `dreammask up`, a `make demo` "
+                               "kept up, or another server)",
+                               f"choose another port with --port (e.g. --port {port + 1}), or stop what listens "
+                               f"there (`ss -ltnp 'sport = :{port}'` shows it)") from None
+            if e.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
+                raise CliError(f"cannot listen on {host}:{port} ({e.strerror})",
+                               "choose another --host (127.0.0.1, 0.0.0.0) or a --port above 1023") from None
+            raise
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_note(host: str, port: int) -> str | None:
+    """What serving on a non-loopback interface means, printed by `up` (None on the loopback)."""
+    if _is_loopback(host):
+        return None
+    return (f"note: --host {host} exposes the API and the review UI on the network: anyone who reaches this "
+            f"machine's port {port} can call it and try keys. It speaks plain HTTP (keys and UI session cookies "
+            "cross the network in clear): put TLS in front, keep the key secret, and set DREAMMASK_ALLOWED_HOSTS "
+            "(and DREAMMASK_PUBLIC_BASE_URL) to the name clients use, or they get 400. See docs/security.md "
+            "(\"Before exposing the API\").")
+
+
 def up_command(
     root: Annotated[Path, typer.Option(help="state folder: object store, logs, key, lock and env.sh")] = DEFAULT_ROOT,
     port: Annotated[int, typer.Option(help="API port")] = 8000,
@@ -183,6 +234,7 @@ def up_command(
     lock = _Lock(root)
     lock.acquire()
     try:
+        check_port_free(host, port)
         _serve(root, lock, LocalPlatform, port=port, host=host, redis_url=redis_url, api_key=api_key,
                chosen=chosen)
     finally:
@@ -209,9 +261,18 @@ def _serve(root: Path, lock: _Lock, platform_cls, *, port: int, host: str, redis
     root_arg = shell_path(root)
     console.print(f"starting Redis{' (embedded)' if not redis_url else ''}, the API on {host}:{port} and workers: "
                   f"{', '.join(chosen)} (logs in {p.logs})...", soft_wrap=True)
+    note = exposure_note(host, port)
+    if note:
+        console.print(f"[yellow]{note}[/yellow]", soft_wrap=True)
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in STOP_SIGNALS}
+    # Ctrl-C as KeyboardInterrupt even where SIGINT came in ignored (started with `&` from a script, nohup):
+    # `kill -INT` must stop the platform like Ctrl-C in a terminal does.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    procs_file = root / STATE_DIR / PROCS_FILE
     try:
         p.start()
+        procs_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_private(procs_file, "".join(f"{name} {proc.pid}\n" for name, proc in p.procs))
         env = p.env()
         exported = {"DREAMMASK_API_URL": p.api_url, "DREAMMASK_API_KEY": key,
                     "DREAMMASK_REDIS_URL": env["DREAMMASK_REDIS_URL"],
@@ -248,9 +309,10 @@ def _serve(root: Path, lock: _Lock, platform_cls, *, port: int, host: str, redis
         _ignore_signals()
         env_file.unlink(missing_ok=True)
         p.stop()
+        procs_file.unlink(missing_ok=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous_int)
     console.print("stopped.")
 
 
@@ -268,18 +330,80 @@ def down_command(root: RootOption = DEFAULT_ROOT,
     if pid <= 0:
         raise CliError(f"{root / LOCK_FILE} is held but does not name a process",
                        "stop `dreammask up` with Ctrl-C in its terminal")
+    started = _started_processes(root)
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
     console.print(f"stopping the platform under {root} (process {pid})...", soft_wrap=True)
     deadline = time.monotonic() + timeout
-    while _Lock(root).holder() is not None:
+    # Done when `up` released its lock and exited, and no process of the groups it started is left (a
+    # Celery worker's pool processes included): then the ports are free and a new `up` can start at once.
+    while True:
+        running = [] if _Lock(root).holder() is None and not process_alive(pid) else [f"dreammask up ({pid})"]
+        running += [f"{name} ({gid})" for name, gid in started if group_alive(gid)]
+        if not running:
+            break
         if time.monotonic() > deadline:
-            raise CliError(f"process {pid} is still stopping after {timeout:.0f}s",
-                           f"wait, or end it with `kill -KILL {pid}` (its children get SIGTERM when it dies)")
+            raise CliError(f"still running after {timeout:.0f}s: {', '.join(running)} (workers finish the task "
+                           "they hold first)",
+                           f"wait and run `dreammask down` again, give it longer with --timeout, or end them with "
+                           f"`kill -KILL {pid}` (every process it started gets SIGTERM when it dies)")
         time.sleep(0.2)
     console.print("stopped.")
+
+
+def _started_processes(root: Path) -> list[tuple[str, int]]:
+    try:
+        lines = (root / STATE_DIR / PROCS_FILE).read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        name, _, pid = line.partition(" ")
+        if pid.strip().isdigit():
+            out.append((name, int(pid)))
+    return out
+
+
+def _proc_states(match) -> bool:
+    """Whether a live (not zombie) process satisfies `match(pid, pgid)`, from /proc (Linux)."""
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after its end.
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and fields[0] != "Z" and match(int(d.name), int(fields[2])):
+            return True
+    return False
+
+
+def process_alive(pid: int) -> bool:
+    if not Path("/proc").is_dir():  # not Linux: a signal 0 tells (zombies included)
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return _proc_states(lambda p, _g: p == pid)
+
+
+def group_alive(pgid: int) -> bool:
+    if not Path("/proc").is_dir():
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return _proc_states(lambda _p, g: g == pgid)
 
 
 def env_command(root: RootOption = DEFAULT_ROOT):

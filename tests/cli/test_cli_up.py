@@ -211,3 +211,139 @@ def test_the_key_is_kept_private_across_restarts(tmp_path):
     assert stored_key(root) == key
     path.chmod(0o644)  # e.g. restored from a backup
     assert stored_key(root) == key and _mode(path) == 0o600
+
+
+def test_up_refuses_a_port_in_use_naming_it_before_starting_anything(tmp_path):
+    root = tmp_path / "platform"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = cli("up", "--root", str(root), "--port", str(port), "--services", "curation")
+    lines = error_lines(r)
+    assert r.returncode == 1 and f"port {port}" in lines[0] and "already in use" in lines[0], r.stderr
+    assert f"--port {port + 1}" in r.stderr
+    assert not (root / "logs").exists() and _Lock(root).holder() is None
+
+
+class _FakePlatform:
+    """Stands for LocalPlatform in `_serve`: two real process groups, stopped as the real one stops them."""
+
+    def __init__(self, root, **kw):
+        from dreammask.services.cli.harness import LocalPlatform
+
+        self._real = LocalPlatform(root, services=())
+        self.logs, self.api_url = Path(root) / "logs", "http://127.0.0.1:1"
+        self.procs = self._real.procs
+
+    def start(self):
+        for name in ("api", "worker"):
+            self._real._spawn(name, [sys.executable, "-c", "import time; time.sleep(600)"], dict(os.environ))
+        return self
+
+    def env(self):
+        return {"DREAMMASK_REDIS_URL": "redis://127.0.0.1:1/0", "DREAMMASK_STORAGE_ROOT": "/nowhere"}
+
+    def stop(self):
+        self._real.stop()
+
+
+@pytest.mark.parametrize("host, exposed", [("127.0.0.1", False), ("0.0.0.0", True)])
+def test_sigint_stops_up_even_when_it_came_in_ignored_and_0000_is_flagged(tmp_path, capsys, host, exposed):
+    import threading
+
+    from dreammask.services.cli.platform import PROCS_FILE, _serve, group_alive
+
+    root = tmp_path / "platform"
+    lock = _Lock(root)
+    lock.acquire()
+    # As after `dreammask up &` from a script or under nohup: SIGINT ignored when the process started.
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    seen = {}
+
+    def interrupt():
+        procs = root / STATE_DIR / PROCS_FILE
+        deadline = time.monotonic() + 30
+        while not procs.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen["procs"] = procs.read_text() if procs.exists() else ""
+        os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Timer(0.1, interrupt)
+    t.start()
+    try:
+        _serve(root, lock, _FakePlatform, port=8000, host=host, redis_url="redis://x", api_key="k",
+               chosen=["curation"])
+    finally:
+        t.join()
+        signal.signal(signal.SIGINT, before)
+        lock.release()
+    out = capsys.readouterr().out
+    assert "stopping (Ctrl-C)" in out and "stopped." in out, out
+    names = [line.split()[0] for line in seen["procs"].splitlines()]
+    pids = [int(line.split()[1]) for line in seen["procs"].splitlines()]
+    assert names == ["api", "worker"] and not (root / STATE_DIR / PROCS_FILE).exists()
+    assert not any(group_alive(p) for p in pids)
+    assert ("exposes the API" in out and "DREAMMASK_ALLOWED_HOSTS" in out and "TLS" in out) is exposed, out
+
+
+_FAKE_UP = """
+import os, signal, subprocess, sys, time
+from pathlib import Path
+from dreammask.services.cli.platform import PROCS_FILE, STATE_DIR, _Lock, _write_private
+root, linger = Path(sys.argv[1]), sys.argv[2]
+lock = _Lock(root)
+lock.acquire()
+(root / STATE_DIR).mkdir(exist_ok=True)
+worker = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                           f"time.sleep({linger})"], start_new_session=True)
+_write_private(root / STATE_DIR / PROCS_FILE, f"worker {worker.pid}\\n")
+def stop(*_):
+    lock.release()
+    os._exit(0)  # leaves its worker finishing its task
+signal.signal(signal.SIGTERM, stop)
+print(worker.pid, flush=True)
+while True:
+    time.sleep(0.1)
+"""
+
+
+def _fake_up(root: Path, linger: float) -> tuple[subprocess.Popen, int]:
+    """A stand-in for `up` that lets go of its lock at once on SIGTERM, leaving a worker that takes its time."""
+    root.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", _FAKE_UP, str(root), str(linger)], stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    return proc, int(proc.stdout.readline())
+
+
+def test_down_returns_once_every_process_up_started_has_exited(tmp_path):
+    from dreammask.services.cli.platform import group_alive
+
+    root = tmp_path / "platform"
+    proc, worker = _fake_up(root, linger=2.5)
+    try:
+        t0 = time.monotonic()
+        r = cli("down", "--root", str(root))
+        assert r.returncode == 0 and "stopped." in r.stdout, r.stderr
+        # `up` let go at once; its worker took its time, and `down` waited for it.
+        assert time.monotonic() - t0 >= 1.5 and not group_alive(worker)
+    finally:
+        proc.wait(10)
+        if group_alive(worker):
+            os.killpg(worker, signal.SIGKILL)
+
+
+def test_down_gives_up_after_its_timeout_naming_what_still_runs(tmp_path):
+    from dreammask.services.cli.platform import group_alive
+
+    root = tmp_path / "platform"
+    proc, worker = _fake_up(root, linger=120)
+    try:
+        r = cli("down", "--root", str(root), "--timeout", "1")
+        lines = error_lines(r)
+        assert r.returncode == 1 and "still running after 1s" in lines[0] and f"worker ({worker})" in lines[0], r.stderr
+        assert "--timeout" in r.stderr and "kill -KILL" in r.stderr
+    finally:
+        proc.wait(10)
+        if group_alive(worker):
+            os.killpg(worker, signal.SIGKILL)
