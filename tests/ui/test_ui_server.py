@@ -320,3 +320,41 @@ def test_masks_plots_card_and_times_on_the_pages(ui, curated_job):
         text = ui.get(path).text
         assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", text), path
         assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", text), path
+
+
+def test_the_sample_page_names_its_seeds_and_says_when_its_history_was_truncated(ui, curated_job):
+    import html as htmllib
+
+    from dreammask.shared.schemas import RenderRecord, SceneLayout
+
+    job_id = curated_job["job_id"]
+    store = ui.rt.store
+    login(ui, "key-alice")
+    sid = rv.read_page(store, job_id, 0)[0].scene_id
+    plan = ui.rt.tracker.plan(job_id)
+    layout = store.get_model(keys.layout(job_id, sid), SceneLayout)
+    render = store.get_model(keys.render_record(job_id, sid), RenderRecord)
+
+    def text_of(page: str, ident: str) -> str:
+        m = re.search(rf'<dd id="{ident}">(.*?)</dd>', page, re.S)
+        assert m, ident
+        return htmllib.unescape(re.sub(r"<[^>]+>", "", m.group(1))).strip()
+
+    page = ui.get(f"/ui/jobs/{job_id}/samples/{sid}").text
+    assert text_of(page, "seed-job") == str(plan.job_seed) == "7"  # the fixture job's seed
+    assert text_of(page, "seed-scene").startswith(f"{plan.scene(sid).seed} ")
+    assert text_of(page, "seed-layout") == str(layout.seed)
+    assert text_of(page, "seed-render") == str(render.seed)
+    assert 'id="history-dropped"' not in page
+
+    # A sample decided more often than the history keeps: the page says how many older decisions are gone.
+    rec = rv.SampleReview(job_id=job_id, scene_id=sid)
+    for i in range(ui.rt.settings.review_history_limit + 7):
+        rec.apply(rv.ReviewEvent(decision="reject" if i % 2 else "accept", who="alice/x"),
+                  keep=ui.rt.settings.review_history_limit)
+    store.put_json(rv.review(job_id, sid), rec)
+    page = ui.get(f"/ui/jobs/{job_id}/samples/{sid}").text
+    m = re.search(r'<span id="history-dropped">([^<]+)</span>', page)
+    assert m and m.group(1) == "7 older ones not kept", page[page.find("Review history"):][:400]
+    assert f"the last {ui.rt.settings.review_history_limit} decisions" in page
+    assert "DREAMMASK_REVIEW_HISTORY_LIMIT" in page

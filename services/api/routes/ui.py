@@ -363,8 +363,18 @@ def sample_page(job_id: str, sid: str, request: Request, rt: RuntimeDep, sess: S
     prev_sid, next_sid = rv.find_neighbours(rt.store, job_id, index, entry) if index and entry else (None, None)
     verdicts = {i.id: i for i in summary.instances} if summary else {}
     review = rt.store.try_get_model(rv.review(job_id, sid), rv.SampleReview)
+    plan = rt.tracker.plan(job_id, required=False)
+    try:
+        planned = plan.scene(sid) if plan is not None else None
+    except KeyError:
+        planned = None
     provenance = {
         "seed": render.seed if render else (layout.seed if layout else None),
+        # Every seed by its name (shared/seeding.py): the job's, the scene's (derived from it and the scene's
+        # index, or an origin's for a re-render), and the stage seeds derived from that, or pinned.
+        "seeds": {"job": stored.spec.seed, "scene": planned.seed if planned else None,
+                  "layout": layout.seed if layout else None, "render": render.seed if render else None,
+                  "pinned": sorted(planned.stage_seeds) if planned else []},
         "prompt": layout.caption if layout else None,
         "layout": layout.model_dump(mode="json") if layout else None,
         "render": render.model_dump(mode="json", exclude={"schema_version", "job_id", "scene_id"}) if render
