@@ -358,3 +358,20 @@ def test_the_sample_page_names_its_seeds_and_says_when_its_history_was_truncated
     assert m and m.group(1) == "7 older ones not kept", page[page.find("Review history"):][:400]
     assert f"the last {ui.rt.settings.review_history_limit} decisions" in page
     assert "DREAMMASK_REVIEW_HISTORY_LIMIT" in page
+
+
+def test_publishing_over_the_bytes_quota_from_the_ui_is_a_429_page_saying_what_to_do(ui, curated_job):
+    job_id, ds = curated_job["job_id"], curated_job["dataset_id"]
+    login(ui, "key-alice")
+    sid = rv.read_page(ui.rt.store, job_id, 0)[0].scene_id
+    r = ui.post(f"/v1/jobs/{job_id}/reviews", json={"scene_id": sid, "instance_id": None, "decision": "reject"},
+                headers={"Authorization": "Bearer key-alice"})
+    assert r.status_code == 201, r.text
+    ui.rt.settings.quota_stored_bytes = 1  # already used up by the job itself
+    csrf = page_csrf(ui.get(f"/ui/datasets/{ds}").text)
+    r = ui.post(f"/ui/datasets/{ds}/versions", data={"csrf_token": csrf, "note": "v2"},
+                headers={"Accept": "text/html"}, follow_redirects=False)
+    assert r.status_code == 429 and r.headers["content-type"].startswith("text/html"), r.text[:300]
+    assert "quota stored_bytes exceeded" in r.text and "delete" in r.text and int(r.headers["Retry-After"]) > 0
+    assert [v["version"] for v in ui.get(f"/v1/datasets/{ds}/versions",
+                                         headers={"Authorization": "Bearer key-alice"}).json()["items"]] == [1]

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from dreammask.shared import keys
 from dreammask.shared import review as rv
 from dreammask.shared.masks import decode_rle, png_bytes
+from dreammask.shared.quotas import QuotaExceeded
 from dreammask.shared.schemas import (
     CategorySet,
     DatasetManifest,
@@ -104,7 +105,9 @@ class _HtmlErrors(APIRoute):
             except HTTPException as e:
                 if e.status_code < 400 or not _wants_html(request):
                     raise
-                return error_page(request, e.status_code, str(e.detail))
+                resp = error_page(request, e.status_code, str(e.detail))
+                resp.headers.update(e.headers or {})  # Retry-After of a 429, WWW-Authenticate...
+                return resp
             except RequestValidationError as e:
                 if not _wants_html(request):
                     raise
@@ -124,7 +127,7 @@ def error_page(request: Request, code: int, detail: str) -> Response:
         sess = ses.load(request.app.state.runtime, request.app.state.settings, request)
     except Exception:  # noqa: BLE001 - the page must render even when Redis is the problem
         sess = None
-    titles = {404: "Not found", 422: "Check the address", 403: "Not allowed", 409: "Not now"}
+    titles = {404: "Not found", 422: "Check the address", 403: "Not allowed", 409: "Not now", 429: "Over a quota"}
     return page(request, "error.html", sess, status_code=code, code=code, title=titles.get(code, "Error"),
                 detail=detail)
 
@@ -561,7 +564,12 @@ async def ui_publish(dataset_id: str, request: Request, rt: RuntimeDep, sess: Cs
     note = None
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         note = str((await request.form()).get("note") or "")[:500] or None
-    reviewing.request_version(rt, m.job_id, sess.reviewer, note)
+    try:
+        reviewing.request_version(rt, m.job_id, sess.reviewer, note)
+    except QuotaExceeded as e:
+        # As an HTTP error, so a browser gets the message as a page (the API's 429 handler answers JSON).
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, e.message,
+                            headers={"Retry-After": str(e.retry_after_s)}) from None
     return RedirectResponse(f"/ui/datasets/{dataset_id}", status.HTTP_303_SEE_OTHER)
 
 
