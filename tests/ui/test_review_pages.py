@@ -424,3 +424,29 @@ def test_make_screenshots_photographs_every_main_page(live_ui, tmp_path):
             assert im.width == mod.WIDTH and im.height > 500, f
             px = np.asarray(im.convert("RGB"), dtype=np.float32)
         assert px.std() > 10, f"{f.name} looks blank"  # a page, not an empty or error screen
+
+
+def test_the_sample_page_shows_its_named_seeds_and_a_truncated_history(logged_in, live_ui):
+    from selenium.webdriver.common.by import By
+
+    d = logged_in
+    sid = _summaries(live_ui)[-1].scene_id  # not the sample the keyboard test reviews
+    store, limit = live_ui.rt.store, live_ui.rt.settings.review_history_limit
+    rec = rv.SampleReview(job_id=live_ui.job_id, scene_id=sid)
+    for i in range(limit + 3):
+        rec.apply(rv.ReviewEvent(decision="accept" if i % 2 else "reject", who="alice/x"), keep=limit)
+    store.put_json(rv.review(live_ui.job_id, sid), rec)
+    try:
+        d.get(f"{live_ui.url}/ui/jobs/{live_ui.job_id}/samples/{sid}")
+        wait_for(d, lambda d: d.find_elements(By.ID, "provenance"), what="sample page")
+        plan = live_ui.rt.tracker.plan(live_ui.job_id)
+        seeds = {k: d.find_element(By.ID, f"seed-{k}") for k in ("job", "scene", "layout", "render")}
+        assert seeds["job"].text == str(plan.job_seed) and seeds["scene"].text.startswith(str(plan.scene(sid).seed))
+        assert all(el.is_displayed() and el.text[:1].isdigit() for el in seeds.values()), {k: e.text for k, e in seeds.items()}
+        # Truncation shows in the history's summary, without opening it.
+        summary = d.find_element(By.CSS_SELECTOR, "#review-history summary")
+        assert summary.is_displayed() and "3 older ones not kept" in summary.text, summary.text
+        assert f"the last {limit} decisions" in summary.text
+        assert not csp_violations(d)
+    finally:
+        store.delete(rv.review(live_ui.job_id, sid))
