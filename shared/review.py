@@ -97,6 +97,10 @@ def versions_prefix(job_id: str) -> str:
     return keys.job_prefix(job_id) + "versions/"
 
 
+def version_marks_prefix(job_id: str) -> str:
+    return keys.job_prefix(job_id) + "version-marks/"
+
+
 def version_marks(job_id: str, n: int) -> str:
     return keys.job_prefix(job_id) + f"version-marks/{n:04d}.json"
 

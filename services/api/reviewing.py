@@ -112,9 +112,8 @@ def _next_version_number(rt: Runtime, job_id: str, existing: list[rv.DatasetVers
     the last number handed out, every version record, and every marks snapshot (which outlive a deleted
     version, so a job published before `last-version.json` existed is covered too)."""
     last = rt.store.get_json(_last_version(job_id)) if rt.store.exists(_last_version(job_id)) else 1
-    marks = rv.version_marks(job_id, 0).rsplit("/", 1)[0] + "/"
-    snapshots = [int(k.rsplit("/", 1)[1].split(".")[0]) for k in rt.store.list(marks)
-                 if k.rsplit("/", 1)[1].split(".")[0].isdigit()]
+    stems = [k.rsplit("/", 1)[1].split(".")[0] for k in rt.store.list(rv.version_marks_prefix(job_id))]
+    snapshots = [int(stem) for stem in stems if stem.isdigit()]
     return max([1, int(last), *(v.version for v in existing), *snapshots]) + 1
 
 
