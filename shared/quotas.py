@@ -215,7 +215,8 @@ def reserve_job(r: redis.Redis, tenant: str, job_id: str, scenes: int, est_bytes
 
 
 def check_stored_bytes(r: redis.Redis, tenant: str, lim: Limits) -> None:
-    """For what adds data without a reservation of its own (a training, a version): refuse once full."""
+    """For what adds data without a reservation of its own (a training): refuse once full. A dataset
+    version reserves its estimate instead (`reserve_bytes`)."""
     used = stored_bytes(r, tenant)
     if lim.stored_bytes and used >= lim.stored_bytes:
         raise exceeded("stored_bytes", used, lim, 0, time.time())
