@@ -382,27 +382,26 @@ def _proc_states(match) -> bool:
     return False
 
 
+def _signal_zero(send, target: int) -> bool:
+    """Not Linux: a signal 0 tells whether the process or group exists (zombies included)."""
+    try:
+        send(target, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
 def process_alive(pid: int) -> bool:
-    if not Path("/proc").is_dir():  # not Linux: a signal 0 tells (zombies included)
-        try:
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+    if not Path("/proc").is_dir():
+        return _signal_zero(os.kill, pid)
     return _proc_states(lambda p, _g: p == pid)
 
 
 def group_alive(pgid: int) -> bool:
     if not Path("/proc").is_dir():
-        try:
-            os.killpg(pgid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        return _signal_zero(os.killpg, pgid)
     return _proc_states(lambda _p, g: g == pgid)
 
 

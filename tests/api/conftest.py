@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -33,3 +36,19 @@ def alice():
 @pytest.fixture()
 def bob():
     return {"Authorization": "Bearer key-bob"}
+
+
+@pytest.fixture()
+def all_at_once():
+    """`run(fn, n)`: fn(0) ... fn(n - 1) in n threads released together by a barrier (races on quotas);
+    returns their results in order."""
+    def run(fn, n):
+        barrier = threading.Barrier(n)
+
+        def call(i):
+            barrier.wait()
+            return fn(i)
+
+        with ThreadPoolExecutor(n) as pool:
+            return list(pool.map(call, range(n)))
+    return run

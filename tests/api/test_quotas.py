@@ -4,9 +4,6 @@ counts against another's."""
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -32,36 +29,27 @@ def _client(tmp_path, redis_url, raise_server_exceptions=True, **quota):
     return client
 
 
-def test_reservations_are_atomic_under_concurrency(redis_client):
+def test_reservations_are_atomic_under_concurrency(redis_client, all_at_once):
     lim = quotas.Limits(active_jobs=7, scenes_per_day=0, stored_bytes=0)
-    barrier = threading.Barrier(40)
 
     def take(i):
         r = redis.Redis(connection_pool=redis_client.connection_pool)
-        barrier.wait()
         try:
             quotas.reserve_job(r, "alice", f"j{i:03d}", 1, 10, lim)
             return "ok"
         except quotas.QuotaExceeded as e:
             return e.quota
 
-    with ThreadPoolExecutor(40) as pool:
-        results = list(pool.map(take, range(40)))
+    results = all_at_once(take, 40)
     assert results.count("ok") == 7 and results.count("active_jobs") == 33
     assert len(quotas.active_jobs(redis_client, "alice")) == 7
     assert quotas.stored_bytes(redis_client, "alice") == 70  # the _total is the sum of what was reserved
 
 
-def test_concurrent_submits_over_http_stop_at_the_active_job_quota(tmp_path, redis_url, redis_client):
+def test_concurrent_submits_over_http_stop_at_the_active_job_quota(tmp_path, redis_url, redis_client,
+                                                                    all_at_once):
     with _client(tmp_path, redis_url, quota_active_jobs=3) as c:
-        barrier = threading.Barrier(12)
-
-        def submit(_):
-            barrier.wait()
-            return c.post("/v1/jobs", json=SPEC, headers=ALICE)
-
-        with ThreadPoolExecutor(12) as pool:
-            responses = list(pool.map(submit, range(12)))
+        responses = all_at_once(lambda _: c.post("/v1/jobs", json=SPEC, headers=ALICE), 12)
         codes = sorted(r.status_code for r in responses)
         assert codes == [202] * 3 + [429] * 9, codes
         refused = next(r for r in responses if r.status_code == 429)

@@ -26,12 +26,14 @@ LIMITS = server.ClientLimits(header_timeout_s=2.0, min_body_rate_bytes_s=100, bo
 ATTACKER = "127.0.0.2"
 
 
-@pytest.fixture()
-def live(tmp_path, redis_url, redis_client):
-    s = Settings(redis_url=redis_url, storage_root=tmp_path / "objects", api_keys={"key-alice": "alice"})
+def _serve(tmp_path, redis_url, limits=None, base=None, **settings):
+    """The API behind the hardened HTTP server on a free loopback port, as the API process runs it, with
+    these client limits (default: the settings')."""
+    s = Settings(redis_url=redis_url, storage_root=tmp_path / "objects", api_keys={"key-alice": "alice"},
+                 **settings)
     app = create_app(s, build_runtime(s))
     port = free_port()
-    protocol = server.protocol_for(LIMITS)
+    protocol = server.protocol_for(limits or server.ClientLimits.from_settings(s), base)
     srv = uvicorn.Server(server.config(app, port=port, settings=s, log_level="warning", protocol=protocol))
     t = threading.Thread(target=srv.run, daemon=True)
     t.start()
@@ -39,6 +41,12 @@ def live(tmp_path, redis_url, redis_client):
     while not srv.started:
         assert time.monotonic() < deadline and t.is_alive(), "the server did not start"
         time.sleep(0.05)
+    return srv, t, port, protocol
+
+
+@pytest.fixture()
+def live(tmp_path, redis_url, redis_client):
+    srv, t, port, protocol = _serve(tmp_path, redis_url, LIMITS)
     yield {"url": f"http://127.0.0.1:{port}", "port": port, "protocol": protocol}
     srv.should_exit = True
     t.join(10)
@@ -162,22 +170,6 @@ def test_connections_per_client_address_are_capped(live):
         assert s.recv(4096).startswith(b"HTTP/1.1 200")
 
 
-def _serve(tmp_path, redis_url, base):
-    s = Settings(redis_url=redis_url, storage_root=tmp_path / "objects", api_keys={"key-alice": "alice"},
-                 max_header_bytes=4096)
-    app = create_app(s, build_runtime(s))
-    port = free_port()
-    protocol = server.protocol_for(server.ClientLimits.from_settings(s), base)
-    srv = uvicorn.Server(server.config(app, port=port, settings=s, log_level="warning", protocol=protocol))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline and t.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    return srv, t, port, protocol
-
-
 def _exchange(port: int, data: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.settimeout(5)
@@ -205,7 +197,7 @@ PROTOCOLS = [server.GuardedH11Protocol] + ([server.GuardedHttpToolsProtocol]
 
 @pytest.mark.parametrize("base", PROTOCOLS, ids=lambda b: b.__name__)
 def test_request_headers_past_the_limit_are_a_431(tmp_path, redis_url, redis_client, base):
-    srv, t, port, protocol = _serve(tmp_path, redis_url, base)
+    srv, t, port, protocol = _serve(tmp_path, redis_url, base=base, max_header_bytes=4096)
     try:
         line = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         # Under the limit: served.

@@ -5,8 +5,6 @@ back is reclaimed, and the supervisor's recount rebuilds the slots from storage.
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -52,16 +50,9 @@ def test_the_default_is_two_trainings_and_a_negative_quota_is_refused():
         Settings(quota_active_trainings=-1)
 
 
-def test_concurrent_training_submits_take_exactly_the_quota(tmp_path, redis_url, redis_client):
+def test_concurrent_training_submits_take_exactly_the_quota(tmp_path, redis_url, redis_client, all_at_once):
     with _client(tmp_path, redis_url, quota_active_trainings=3) as c:
-        barrier = threading.Barrier(12)
-
-        def submit(_):
-            barrier.wait()
-            return _submit(c)
-
-        with ThreadPoolExecutor(12) as pool:
-            responses = list(pool.map(submit, range(12)))
+        responses = all_at_once(lambda _: _submit(c), 12)
         codes = sorted(r.status_code for r in responses)
         assert codes == [202] * 3 + [429] * 9, codes
         refused = next(r for r in responses if r.status_code == 429)
@@ -215,20 +206,17 @@ def test_a_slot_not_given_back_is_reclaimed_when_the_quota_is_full(tmp_path, red
     assert quotas.active_trainings(redis_client, "carol") == {"tr-next"}
 
 
-def test_reservations_are_atomic_and_zero_is_unlimited(redis_client):
+def test_reservations_are_atomic_and_zero_is_unlimited(redis_client, all_at_once):
     lim = quotas.Limits(0, 0, 0, 4)
-    barrier = threading.Barrier(30)
 
     def take(i):
-        barrier.wait()
         try:
             quotas.reserve_training(redis_client, "alice", f"tr-{i:03d}", lim)
             return "ok"
         except quotas.QuotaExceeded as e:
             return e.quota
 
-    with ThreadPoolExecutor(30) as pool:
-        results = list(pool.map(take, range(30)))
+    results = all_at_once(take, 30)
     assert results.count("ok") == 4 and results.count("active_trainings") == 26
     # The same training again (a redelivered loop step) keeps its slot without taking a second.
     held = sorted(quotas.active_trainings(redis_client, "alice"))[0]
