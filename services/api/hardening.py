@@ -31,6 +31,8 @@ EXCERPT_CHARS = 80
 MAX_JSON_INT = 2**63 - 1
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 RETRY_AFTER_S = "5"
+# What an unreachable broker or object store raises: a 503 with Retry-After, never a 500.
+STORE_ERRORS = (redis.RedisError, StorageError, ConnectionError, TimeoutError)
 
 
 def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> Any:
@@ -251,7 +253,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return _json(422, {"detail": detail})
 
 
-async def _store_down(request: Request, exc: Exception) -> JSONResponse:
+async def store_down(request: Request, exc: Exception) -> JSONResponse:
     broker = isinstance(exc, (redis.RedisError, ConnectionError, TimeoutError)) and not isinstance(exc, StorageError)
     which = "the broker (Redis)" if broker else "object storage"
     log.warning("%s %s: %s unavailable: %s", request.method, request.url.path, which, exc)
@@ -261,8 +263,8 @@ async def _store_down(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, (redis.RedisError, StorageError, ConnectionError, TimeoutError)):
-        return await _store_down(request, exc)
+    if isinstance(exc, STORE_ERRORS):
+        return await store_down(request, exc)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return _json(500, {"detail": f"internal error ({type(exc).__name__}); it was logged"})
 
@@ -281,9 +283,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(JobNotFound, _job_gone)
-    app.add_exception_handler(redis.RedisError, _store_down)
-    app.add_exception_handler(StorageError, _store_down)
-    app.add_exception_handler(ConnectionError, _store_down)
-    app.add_exception_handler(TimeoutError, _store_down)
+    for error in STORE_ERRORS:
+        app.add_exception_handler(error, store_down)
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(GateMiddleware, settings=settings)

@@ -206,7 +206,7 @@ class LocalPlatform:
                     os.killpg(p.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        from .platform import group_alive
+        from .processes import group_alive
 
         deadline = time.monotonic() + 20
         for _name, p in reversed(self.procs):

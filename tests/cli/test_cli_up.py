@@ -252,7 +252,8 @@ class _FakePlatform:
 def test_sigint_stops_up_even_when_it_came_in_ignored_and_0000_is_flagged(tmp_path, capsys, host, exposed):
     import threading
 
-    from dreammask.services.cli.platform import PROCS_FILE, _serve, group_alive
+    from dreammask.services.cli.platform import PROCS_FILE, _serve
+    from dreammask.services.cli.processes import group_alive
 
     root = tmp_path / "platform"
     lock = _Lock(root)
@@ -317,7 +318,7 @@ def _fake_up(root: Path, linger: float) -> tuple[subprocess.Popen, int]:
 
 
 def test_down_returns_once_every_process_up_started_has_exited(tmp_path):
-    from dreammask.services.cli.platform import group_alive
+    from dreammask.services.cli.processes import group_alive
 
     root = tmp_path / "platform"
     proc, worker = _fake_up(root, linger=2.5)
@@ -334,7 +335,7 @@ def test_down_returns_once_every_process_up_started_has_exited(tmp_path):
 
 
 def test_down_gives_up_after_its_timeout_naming_what_still_runs(tmp_path):
-    from dreammask.services.cli.platform import group_alive
+    from dreammask.services.cli.processes import group_alive
 
     root = tmp_path / "platform"
     proc, worker = _fake_up(root, linger=120)

@@ -375,3 +375,33 @@ def test_publishing_over_the_bytes_quota_from_the_ui_is_a_429_page_saying_what_t
     assert "quota stored_bytes exceeded" in r.text and "delete" in r.text and int(r.headers["Retry-After"]) > 0
     assert [v["version"] for v in ui.get(f"/v1/datasets/{ds}/versions",
                                          headers={"Authorization": "Bearer key-alice"}).json()["items"]] == [1]
+
+
+def test_a_store_outage_is_an_html_page_for_the_browser_and_json_for_scripts(tmp_path, redis_url, redis_client):
+    from fastapi.testclient import TestClient
+
+    from dreammask.services.api.main import create_app
+    from dreammask.services.cli.harness import free_port
+    from dreammask.shared.runtime import build_runtime
+    from dreammask.shared.settings import Settings
+    from dreammask.shared.storage.s3 import S3ObjectStore
+
+    html = {"Accept": "text/html"}
+    s = Settings(redis_url=redis_url, api_keys={"key-alice": "alice"}, public_base_url="http://testserver")
+    # Object storage down (nothing listens there); Redis up, so the login and its session work.
+    store = S3ObjectStore(f"127.0.0.1:{free_port()}", "k", "s", "dreammask", create_bucket=False, timeout_s=0.3,
+                          retries=0)
+    with TestClient(create_app(s, build_runtime(s, store=store))) as c:
+        assert login(c, "key-alice").status_code == 303
+        r = c.get("/ui/jobs", headers=html)
+        assert r.status_code == 503 and r.headers["content-type"].startswith("text/html"), r.text[:300]
+        assert 'id="error-page"' in r.text and "object storage is unavailable" in r.text and "retry later" in r.text
+        assert 'id="back-to-jobs"' in r.text and r.headers["Retry-After"]
+        api = c.get("/ui/jobs", headers={"Accept": "application/json"})
+        assert api.status_code == 503 and api.json()["unavailable"] == "storage"
+    # Redis down: no session can be read, the page still renders, pointing to the login page.
+    dead = s.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with TestClient(create_app(dead, build_runtime(dead, store=LocalObjectStore(tmp_path / "objects")))) as c:
+        r = c.get("/ui/jobs", headers=html)
+        assert r.status_code == 503 and 'id="error-page"' in r.text, r.text[:300]
+        assert "the broker (Redis) is unavailable" in r.text and 'id="to-login"' in r.text

@@ -35,6 +35,7 @@ from dreammask.shared.timefmt import timestamp
 
 from .. import reviewing, throttle
 from ..deps import RuntimeDep, SettingsDep
+from ..hardening import STORE_ERRORS, store_down
 from ..rerender import RerenderRequest, rerender_sample, rerenders_of
 from ..streaming import object_response
 from ..ui import markdown, plots
@@ -114,6 +115,14 @@ class _HtmlErrors(APIRoute):
                 msgs = ["{}: {}".format(".".join(str(x) for x in err.get("loc", ())[1:]), err.get("msg", ""))
                         for err in e.errors()]
                 return error_page(request, 422, "; ".join(msgs))
+            except STORE_ERRORS as e:
+                if not _wants_html(request):
+                    raise
+                # The API's handler (hardening.py) logs it and words it; a browser gets that as a page.
+                down = await store_down(request, e)
+                resp = error_page(request, down.status_code, json.loads(down.body)["detail"])
+                resp.headers["Retry-After"] = down.headers["Retry-After"]
+                return resp
 
         return handle
 
@@ -127,7 +136,8 @@ def error_page(request: Request, code: int, detail: str) -> Response:
         sess = ses.load(request.app.state.runtime, request.app.state.settings, request)
     except Exception:  # noqa: BLE001 - the page must render even when Redis is the problem
         sess = None
-    titles = {404: "Not found", 422: "Check the address", 403: "Not allowed", 409: "Not now", 429: "Over a quota"}
+    titles = {404: "Not found", 422: "Check the address", 403: "Not allowed", 409: "Not now", 429: "Over a quota",
+              503: "Unavailable for now"}
     return page(request, "error.html", sess, status_code=code, code=code, title=titles.get(code, "Error"),
                 detail=detail)
 
