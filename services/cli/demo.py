@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -31,12 +32,17 @@ def _stay_up(p: LocalPlatform, console: Console) -> None:
     console.rule("the platform stays up (--keep-up)")
     console.print(f"review UI: {p.api_url}/ui  (API key: {DEMO_KEY})")
     console.print("press Ctrl-C to stop it")
+    # Ctrl-C as KeyboardInterrupt even where SIGINT came in ignored (the demo started in the background by a
+    # script or CI, whose shell ignores SIGINT for it): `kill -INT` must stop it as Ctrl-C does.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while all(proc.poll() is None for _, proc in p.procs):
             time.sleep(0.5)
         console.print("[red]a platform process stopped; shutting down[/red]")
     except KeyboardInterrupt:
         console.print("stopping...")
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_demo(out: Path, *, num_novel: int = 5, images_per_category: int = 4, image_size: int = 320,

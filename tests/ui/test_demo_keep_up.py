@@ -26,7 +26,10 @@ def test_demo_keep_up_serves_the_ui_until_ctrl_c(tmp_path):
     env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": path}
     proc = subprocess.Popen([exe, "demo", "--out", str(tmp_path / "demo"), "--num-novel", "1",
                              "--images-per-category", "1", "--image-size", "64", "--train-iterations", "0",
-                             "--keep-up"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                             "--keep-up"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            # Started as a script's background job is (SIGINT ignored, inherited through exec):
+                            # `kill -INT` must still stop it, as Ctrl-C does in a terminal.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     lines, ui_url = [], None
     try:
         deadline = time.monotonic() + 400
