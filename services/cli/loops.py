@@ -20,9 +20,9 @@ from .support import (
     api_client,
     check,
     console,
-    id_table,
     load_spec_file,
     print_json,
+    print_listing,
     timestamp,
 )
 
@@ -133,15 +133,7 @@ def loop_list(limit: Annotated[int, typer.Option(help="at most this many (1-200)
     """Your loops, newest first."""
     with api_client(api_url, api_key) as c:
         page = check(c.get("/v1/loops", params={"limit": limit, "offset": offset}))
-    if json_out:
-        print_json(page)
-        return
-    t = id_table("loop", [v["loop_id"] for v in page["items"]], "state", "round", "created", "name")
-    for v in page["items"]:
-        t.add_row(v["loop_id"], v["state"], f"{v['round']}/{v['rounds']}", timestamp(v["created_at"]),
-                  v.get("name") or "")
-    console.print(t)
-    console.print(f"{len(page['items'])} of {page['total']}")
+    print_listing(page, json_out, "loop", "round", lambda v: f"{v['round']}/{v['rounds']}")
 
 
 @loop_app.command("cancel")

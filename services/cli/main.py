@@ -25,10 +25,9 @@ from .support import (
     api_client,
     check,
     console,
-    id_table,
     load_spec_file,
     print_json,
-    timestamp,
+    print_listing,
 )
 from .support import ApiKey as ApiKey
 from .support import ApiUrl as ApiUrl
@@ -133,15 +132,7 @@ def list_jobs(status: Annotated[Optional[JobStatus], typer.Option(help="only job
     params = {"limit": limit, "offset": offset, **({"status": status.value} if status else {})}
     with api_client(api_url, api_key) as c:
         page = check(c.get("/v1/jobs", params=params))
-    if json_out:
-        print_json(page)
-        return
-    t = id_table("job", [j["job_id"] for j in page["items"]], "state", "scenes", "created", "name")
-    for j in page["items"]:
-        t.add_row(j["job_id"], j["state"], str(j["planned_scenes"]), timestamp(j["created_at"]),
-                  j.get("name") or "")
-    console.print(t)
-    console.print(f"{len(page['items'])} of {page['total']}")
+    print_listing(page, json_out, "job", "scenes", lambda j: str(j["planned_scenes"]))
 
 
 @app.command()

@@ -26,7 +26,7 @@ from .support import (
     id_table,
     load_spec_file,
     print_json,
-    timestamp,
+    print_listing,
 )
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -194,15 +194,7 @@ def trainings_list(limit: Annotated[int, typer.Option(help="at most this many (1
     """Your trainings, newest first."""
     with api_client(api_url, api_key) as c:
         page = check(c.get("/v1/trainings", params={"limit": limit, "offset": offset}))
-    if json_out:
-        print_json(page)
-        return
-    t = id_table("training", [v["training_id"] for v in page["items"]], "state", "iteration", "created", "name")
-    for v in page["items"]:
-        t.add_row(v["training_id"], v["state"], f"{v['iteration']}/{v['max_iter']}", timestamp(v["created_at"]),
-                  v.get("name") or "")
-    console.print(t)
-    console.print(f"{len(page['items'])} of {page['total']}")
+    print_listing(page, json_out, "training", "iteration", lambda v: f"{v['iteration']}/{v['max_iter']}")
 
 
 @trainings_app.command("cancel")

@@ -232,6 +232,20 @@ def id_table(id_header: str, ids: list[str], *headers: str) -> Table:
     return t
 
 
+def print_listing(page: dict, json_out: bool, kind: str, progress_header: str, progress) -> None:
+    """A page of `GET /v1/<kind>s` (jobs, trainings, loops): JSON, or a table of id, state, `progress(item)`
+    under `progress_header`, creation time and name, then how many of how many."""
+    if json_out:
+        print_json(page)
+        return
+    id_key = f"{kind}_id"
+    t = id_table(kind, [v[id_key] for v in page["items"]], "state", progress_header, "created", "name")
+    for v in page["items"]:
+        t.add_row(v[id_key], v["state"], progress(v), timestamp(v["created_at"]), v.get("name") or "")
+    console.print(t)
+    console.print(f"{len(page['items'])} of {page['total']}")
+
+
 # ------------------------------------------------------------------ telling people what to type
 
 def shell_path(path: Path) -> str:
