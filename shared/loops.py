@@ -32,7 +32,7 @@ from .schemas import (
     Thresholds,
     Transition,
     Versioned,
-    check_category_name,
+    check_category_list,
     normalise_name,
     utcnow,
 )
@@ -99,18 +99,7 @@ class LoopSpec(Versioned):
     @field_validator("target")
     @classmethod
     def _target(cls, v: list[str]) -> list[str]:
-        out, seen = [], {}
-        for i, name in enumerate(v):
-            try:
-                name = check_category_name(name)
-            except ValueError as e:
-                raise ValueError(f"item {i}: {e}") from None
-            key = normalise_name(name)
-            if key in seen:
-                raise ValueError(f"item {i}: {name!r} duplicates item {seen[key]}; list each category once")
-            seen[key] = i
-            out.append(name)
-        return out
+        return check_category_list(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> LoopSpec:

@@ -74,6 +74,23 @@ def normalise_name(name: str) -> str:
     return n.replace("-", " ").strip()
 
 
+def check_category_list(names: list[str]) -> list[str]:
+    """Each name checked (`check_category_name`), and none repeated under `normalise_name`; errors name the
+    item's index, as a list field's validator reports them."""
+    cleaned, seen = [], {}
+    for i, name in enumerate(names):
+        try:
+            name = check_category_name(name)
+        except ValueError as e:
+            raise ValueError(f"item {i}: {e}") from None
+        key = normalise_name(name)
+        if key in seen:
+            raise ValueError(f"item {i}: {name!r} duplicates item {seen[key]}; list each category once")
+        seen[key] = i
+        cleaned.append(name)
+    return cleaned
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -220,18 +237,7 @@ class JobSpec(Versioned):
             return v
         if not v:
             raise ValueError("give at least one training category, or a preset")
-        cleaned, seen = [], {}
-        for i, name in enumerate(v):
-            try:
-                name = check_category_name(name)
-            except ValueError as e:
-                raise ValueError(f"item {i}: {e}") from None
-            key = normalise_name(name)
-            if key in seen:
-                raise ValueError(f"item {i}: {name!r} duplicates item {seen[key]}; list each category once")
-            seen[key] = i
-            cleaned.append(name)
-        return cleaned
+        return check_category_list(v)
 
     @field_validator("image_size")
     @classmethod
