@@ -99,19 +99,32 @@ def draw_scene(size: int, rng: np.random.Generator, categories=TOY_CATEGORIES, m
         image[rows] = colour
         segments.append({"id": next_id, "category_id": cid, "isthing": 0})
         next_id += 1
-    yy, xx = np.mgrid[0:size, 0:size]
     for _ in range(int(rng.integers(1, max_things + 1)) if things else 0):
-        cid, _name, _thing, _novel, colour = things[int(rng.integers(len(things)))]
-        r = int(rng.integers(size // 8, size // 4))
-        cy, cx = (int(v) for v in rng.integers(r, size - r, size=2))
-        if cid % 2:  # odd ids: discs; even ids: boxes
-            m = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-        else:
-            m = (abs(yy - cy) <= r) & (abs(xx - cx) <= r * 3 // 4)
-        ids[m] = next_id
-        image[m] = colour
-        segments.append({"id": next_id, "category_id": cid, "isthing": 1})
-        next_id += 1
+        next_id = paint_thing(image, ids, segments, next_id, things[int(rng.integers(len(things)))], rng)
+    return finish_scene(image, ids, segments, rng, domain, style_gap)
+
+
+def paint_thing(image: np.ndarray, ids: np.ndarray, segments: list, next_id: int, category, rng) -> int:
+    """One instance of `category` (odd ids: a disc; even ids: a box) at a random place and size, over what is
+    there; returns the next segment id. The random draws (radius, then centre) are part of every seeded
+    toy figure: keep their order."""
+    cid, _name, _thing, _novel, colour = category
+    size = ids.shape[0]
+    r = int(rng.integers(size // 8, size // 4))
+    cy, cx = (int(v) for v in rng.integers(r, size - r, size=2))
+    yy, xx = np.ogrid[0:size, 0:size]
+    if cid % 2:
+        m = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    else:
+        m = (abs(yy - cy) <= r) & (abs(xx - cx) <= r * 3 // 4)
+    ids[m] = next_id
+    image[m] = colour
+    segments.append({"id": next_id, "category_id": cid, "isthing": 1})
+    return next_id + 1
+
+
+def finish_scene(image: np.ndarray, ids: np.ndarray, segments: list, rng, domain: str, style_gap: float):
+    """The domain's look applied, segments hidden behind others dropped: (image uint8, ids, segments)."""
     image = _domain_colours(image, rng, domain, style_gap)
     present = set(np.unique(ids).tolist())
     segments = [s for s in segments if s["id"] in present]

@@ -103,7 +103,7 @@ def draw_focus_scene(size: int, rng: np.random.Generator, focus: str, categories
                      context_things: int = 1, domain: str = "synthetic", style_gap: float = 0.5):
     """(image, ids, segments) like `toy.draw_scene`, with one instance of `focus` drawn last (in front) and up
     to `context_things` base-class things behind it, over two stuff bands."""
-    from .toy import _domain_colours
+    from .toy import finish_scene, paint_thing
 
     by_name = {c[1]: c for c in categories}
     if focus not in by_name:
@@ -121,24 +121,11 @@ def draw_focus_scene(size: int, rng: np.random.Generator, focus: str, categories
         image[rows] = colour
         segments.append({"id": next_id, "category_id": cid, "isthing": 0})
         next_id += 1
-    yy, xx = np.mgrid[0:size, 0:size]
     n_context = int(rng.integers(0, context_things + 1)) if base_things else 0
     chosen = [base_things[int(rng.integers(len(base_things)))] for _ in range(n_context)] + [by_name[focus]]
-    for cid, _n, _t, _nv, colour in chosen:
-        r = int(rng.integers(size // 8, size // 4))
-        cy, cx = (int(v) for v in rng.integers(r, size - r, size=2))
-        if cid % 2:
-            m = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-        else:
-            m = (abs(yy - cy) <= r) & (abs(xx - cx) <= r * 3 // 4)
-        ids[m] = next_id
-        image[m] = colour
-        segments.append({"id": next_id, "category_id": cid, "isthing": 1})
-        next_id += 1
-    image = _domain_colours(image, rng, domain, style_gap)
-    present = set(np.unique(ids).tolist())
-    segments = [s for s in segments if s["id"] in present]
-    return np.clip(image, 0, 255).astype(np.uint8), ids, segments
+    for category in chosen:
+        next_id = paint_thing(image, ids, segments, next_id, category, rng)
+    return finish_scene(image, ids, segments, rng, domain, style_gap)
 
 
 def write_focus_dataset(store, dataset_id: str, counts: dict[str, int], seed: int, size: int = SIZE,
