@@ -27,15 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from .catalog import DatasetCatalog
+from .toy import IAT_TOY_CATEGORIES
 
 # (dataset id, name, isthing, is_novel, colour); odd ids are discs, even ids boxes (trainer/data/toy.py).
+# The IAT toy's classes and three more novel ones.
 LOOP_TOY_CATEGORIES = [
-    (1, "sky", False, False, (90, 150, 230)),
-    (2, "grass", False, False, (60, 170, 60)),
-    (3, "cat", True, False, (220, 120, 40)),
-    (4, "table", True, False, (140, 90, 60)),
-    (5, "kite", True, True, (230, 220, 60)),
-    (6, "awning", True, True, (200, 40, 160)),
+    *IAT_TOY_CATEGORIES,
     (7, "lamp", True, True, (205, 128, 52)),
     (8, "bench", True, True, (150, 100, 72)),
     (9, "ball", True, True, (40, 200, 210)),
