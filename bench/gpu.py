@@ -74,7 +74,9 @@ GOAL_ANNOTATION_RATIO = 1.15
 # graphs: it now compiles two (the full batch, fusers on and off), runs last, in child processes killed
 # at the deadline, and starts only with COMPILE_MIN_S left.
 ESTIMATES_S = {"gligen": 110, "annotation": 90, "trainer": 100, "oom": 30, "compile": 150}
-COMPILE_MIN_S = {"cold": 100, "warm": 45, "background": 45, "second_mode": 100}
+# The warm start needs only a little over its goal: a child still not ready when it is killed at the
+# deadline has shown that the goal is not met, and how long it waited (`warm_start_s_over`).
+COMPILE_MIN_S = {"cold": 100, "warm": 35, "background": 45, "second_mode": 100}
 MARGIN_S = 10  # kept free at the end for writing the JSON
 
 
@@ -408,7 +410,7 @@ def part_gligen(args, clock: Clock, work: Path, out: dict) -> dict:
 
 def part_annotation(args, clock: Clock, work: Path, out: dict) -> dict:
     """SAM vit_h + CLIP ViT-L-14 annotating tasks of 8 images x 8 boxes at 1024 px as a GPU worker does
-    (encoder batch 4, the host pool, crops cut on the device), with `bench/annotation.py`'s pieces: the
+    (encoder batch 4, one decoder call per encoder chunk, the host pool, crops cut on the device), with `bench/annotation.py`'s pieces: the
     task against its compute floor (encoder + CLIP on the same crops, alone, same batches), one task
     alone and tasks back to back; where the time goes (CUDA events per device step, host steps, copies,
     GPU idle); mask statistics; the same with blob masks in place of the decoder's (random weights make
@@ -439,13 +441,16 @@ def part_annotation(args, clock: Clock, work: Path, out: dict) -> dict:
         return tiny or time.perf_counter() - t_start + seconds <= args.est_annotation_s
 
     n_img, n_box, side = args.annotation_images, 8, (128 if tiny else 1024)
-    # --tiny runs the GPU worker's configuration on the CPU: a host pool and crops cut "on the device"
+    # --tiny runs the GPU worker's configuration on the CPU: a host pool, the decoder across images and
+    # crops cut "on the device"
     sam = build_sam_backend(args.sam, device, encoder_batch_size=args.annotation_encoder_batch,
                             host_threads=2 if tiny else -1)
+    sam.batch_images_in_decoder = True  # a GPU's default: one decoder call per encoder chunk
     clip = build_clip_backend(args.clip, device, work, crops="device")
     pipe = AnnotationPipeline(sam, clip)
     res: dict = {"sam": args.sam, "clip": args.clip, "images": n_img, "boxes_per_image": n_box, "image_size": side,
                  "encoder_batch_size": sam.encoder_batch_size, "decoder_boxes_per_call": sam.decoder_chunk(),
+                 "decoder_across_images": sam.decodes_across_images,
                  "host_threads": getattr(sam.pool, "_max_workers", 0), "clip_crops_on_device": clip.wants_device_images,
                  "build_s": round(time.perf_counter() - t_start, 1)}
     rng = np.random.default_rng(0)
@@ -764,27 +769,40 @@ def part_compile(args, clock: Clock, work: Path, out: dict) -> dict:
         print(f"compile {name}: {json.dumps(res['runs'][name])}", flush=True)
 
     runs = res["runs"]
-    cold, warm = runs.get("cold", {}), runs.get("warm", {})
-    if "compiled_images_per_s" in cold and "eager_images_per_s" in cold:
-        res["compiled_over_eager"] = round(cold["compiled_images_per_s"] / cold["eager_images_per_s"], 3)
-    if "ready_since_spawn_s" in warm:
-        res["warm_start_s"] = warm["ready_since_spawn_s"]
-        res["goal_warm_start_s"] = GOAL_WARM_START_S
-        res["meets_goal_warm_start"] = warm["ready_since_spawn_s"] <= GOAL_WARM_START_S
-    if "ready_since_spawn_s" in cold:
-        res["cold_start_s"] = cold["ready_since_spawn_s"]
-    by_mode = {r["mode"]: r["compiled_images_per_s"] for k, r in runs.items()
-               if k.startswith("cold") and "compiled_images_per_s" in r}
-    if by_mode:
-        res["images_per_s_by_mode"] = by_mode
-        res["best_mode"] = max(by_mode, key=by_mode.get)
-        res["best_images_per_s"] = by_mode[res["best_mode"]]
-        res["goal_images_per_s"] = GOAL_GLIGEN_IMAGES_PER_S
-        res["meets_goal_images_per_s"] = by_mode[res["best_mode"]] >= GOAL_GLIGEN_IMAGES_PER_S
+    res.update(compile_figures(runs))
     failed = [k for k, r in runs.items() if r.get("rc") not in (None, 0) and not r.get("timed_out")]
     if failed:
         raise RuntimeError(f"compile step(s) {failed} failed: {runs[failed[0]].get('stderr_tail', '')[-800:]}")
     return res
+
+
+def compile_figures(runs: dict) -> dict:
+    """The compile part's headline figures from its runs: compiled over eager, cold and warm start (a warm
+    run killed before it was ready counts as slower than the goal once it waited longer than the goal),
+    images/s per mode and the best one."""
+    figures: dict = {}
+    cold, warm = runs.get("cold", {}), runs.get("warm", {})
+    if "compiled_images_per_s" in cold and "eager_images_per_s" in cold:
+        figures["compiled_over_eager"] = round(cold["compiled_images_per_s"] / cold["eager_images_per_s"], 3)
+    if "ready_since_spawn_s" in warm:
+        figures["warm_start_s"] = warm["ready_since_spawn_s"]
+        figures["goal_warm_start_s"] = GOAL_WARM_START_S
+        figures["meets_goal_warm_start"] = warm["ready_since_spawn_s"] <= GOAL_WARM_START_S
+    elif warm.get("timed_out") and warm.get("waited_s", 0) > GOAL_WARM_START_S:
+        figures["warm_start_s_over"] = warm["waited_s"]  # killed before it was ready: slower than this
+        figures["goal_warm_start_s"] = GOAL_WARM_START_S
+        figures["meets_goal_warm_start"] = False
+    if "ready_since_spawn_s" in cold:
+        figures["cold_start_s"] = cold["ready_since_spawn_s"]
+    by_mode = {r["mode"]: r["compiled_images_per_s"] for k, r in runs.items()
+               if k.startswith("cold") and "compiled_images_per_s" in r}
+    if by_mode:
+        figures["images_per_s_by_mode"] = by_mode
+        figures["best_mode"] = max(by_mode, key=by_mode.get)
+        figures["best_images_per_s"] = by_mode[figures["best_mode"]]
+        figures["goal_images_per_s"] = GOAL_GLIGEN_IMAGES_PER_S
+        figures["meets_goal_images_per_s"] = by_mode[figures["best_mode"]] >= GOAL_GLIGEN_IMAGES_PER_S
+    return figures
 
 
 def run_compile_child(spec: dict, env: dict, *, timeout: float, work: Path) -> dict:
@@ -795,12 +813,14 @@ def run_compile_child(spec: dict, env: dict, *, timeout: float, work: Path) -> d
     proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--compile-child", str(spec_file)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     timed_out = False
+    t = time.perf_counter()
     try:
         stdout, stderr = proc.communicate(timeout=max(1.0, timeout))
     except subprocess.TimeoutExpired:
         proc.kill()
         stdout, stderr = proc.communicate()
         timed_out = True
+    waited = time.perf_counter() - t
     merged: dict = {"steps_done": []}
     for line in stdout.splitlines():
         if line.startswith("{"):
@@ -812,7 +832,7 @@ def run_compile_child(spec: dict, env: dict, *, timeout: float, work: Path) -> d
             merged.update(row)
     merged["rc"] = proc.returncode
     if timed_out:
-        merged["timed_out"] = True
+        merged.update(timed_out=True, waited_s=round(waited, 1))
     if proc.returncode != 0:
         merged["stderr_tail"] = stderr[-3000:]
     return merged
@@ -886,7 +906,7 @@ SUMMARY_KEYS = {  # part -> figures worth reading first (the rest of the part ex
     "trainer": ("step_ms_iat_off", "step_ms_iat_on", "iat_overhead"),
     "oom": ("rendered", "scenes", "oom_splits"),
     "compile": ("best_mode", "best_images_per_s", "compiled_over_eager", "cold_start_s", "warm_start_s",
-                "meets_goal_warm_start", "meets_goal_images_per_s"),
+                "warm_start_s_over", "meets_goal_warm_start", "meets_goal_images_per_s"),
 }
 
 
@@ -911,7 +931,7 @@ PARTS = (("gligen", part_gligen), ("annotation", part_annotation), ("trainer", p
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tiny", action="store_true", help="test-sized models on the CPU (the make-test check)")
-    ap.add_argument("--budget-s", type=float, default=None, help="time for the whole run (default 450, tiny 600)")
+    ap.add_argument("--budget-s", type=float, default=None, help="time for the whole run (default 470, tiny 600)")
     ap.add_argument("--out", default=None, help="JSON file (default $OUT/gpu.json or a temporary file)")
     ap.add_argument("--parts", default=None, help="comma-separated (default: all)")
     ap.add_argument("--check-env", action="store_true", help="only check the environment (packages, dreammask)")
@@ -950,7 +970,9 @@ def main(argv=None) -> dict:
         raise SystemExit("no CUDA device: run with --tiny on a CPU")
     if tiny:
         torch.set_num_threads(1)
-    args.budget_s = args.budget_s or (600.0 if tiny else 450.0)
+    # 470 s: the whole check within 8 minutes, with room after the cold compile (about 150 s on an H200)
+    # for the warm start, which 420 s did not leave in the second run
+    args.budget_s = args.budget_s or (600.0 if tiny else 470.0)
     args.size = 64 if tiny else 512
     args.steps = 2 if tiny else 20
     args.batches = (1, 2, 4) if tiny else (1, 4, 8, 16)

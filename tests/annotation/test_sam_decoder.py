@@ -98,7 +98,28 @@ def test_other_upscaling_modules_run_as_they_are(model):
     assert torch.allclose(iou, ref_iou, atol=1e-6)
 
 
-def test_one_image_at_a_time(model):
-    features, _ = _inputs(model, 1)
-    with pytest.raises(ValueError, match="one image embedding"):
-        prepare_image(model, torch.cat([features, features]))
+def test_boxes_of_several_images_in_one_call(model):
+    """Each box reads its own image's state (`image_index`): three images, boxes interleaved, one call,
+    against segment-anything's decoder image by image."""
+    images = [_inputs(model, n, seed=10 + n) for n in (3, 1, 4)]
+    features = torch.cat([f for f, _ in images])
+    order = torch.tensor([2, 0, 2, 1, 0, 2, 0, 2])  # the image of each box, in the call's order
+    taken = [0, 0, 0]
+    boxes, where = [], []
+    for j in order.tolist():
+        boxes.append(images[j][1][taken[j]])
+        where.append((j, taken[j]))
+        taken[j] += 1
+    with torch.inference_mode():
+        refs = [_stock(model, f, b) for f, b in images]
+        prepared = prepare_image(model, features)
+        sparse = model.prompt_encoder(points=None, boxes=torch.stack(boxes), masks=None)[0]
+        logits, iou = decode_boxes(model, prepared, sparse, image_index=order)
+        with pytest.raises(ValueError, match="image_index"):
+            decode_boxes(model, prepared, sparse)
+    for row, (j, k) in enumerate(where):
+        ref_logits, ref_iou, _ = refs[j]
+        assert (logits[row] - ref_logits[k]).abs().max().item() <= 1e-5 * ref_logits.abs().max().item()
+        assert iou[row].item() == pytest.approx(ref_iou[k].item(), abs=1e-6)
+    with pytest.raises(ValueError, match="image embeddings"):
+        prepare_image(model, features[0])

@@ -11,7 +11,13 @@ import torch
 from test_clip_backend import _scene
 from test_sam_backend import _image
 
-from dreammask.services.annotation.backends.clip import ClipScores, device_crops, instance_crops
+from dreammask.services.annotation.backends import clip_crops, sam_decoder
+from dreammask.services.annotation.backends.clip import (
+    ClipScores,
+    device_crops,
+    device_crops_many,
+    instance_crops,
+)
 from dreammask.services.annotation.backends.sam import SamMasks
 from dreammask.services.annotation.device_io import InlineExecutor, StepTimer, host_pool
 from dreammask.services.annotation.mask_ops import MaskWindow
@@ -160,6 +166,72 @@ def test_device_crops_match_the_host_crops(seed):
             assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
 
 
+def _random_instances(rng, h, w, n, sides=(3, 300)):
+    masks, boxes = [], []
+    for _ in range(n):
+        x0, y0 = rng.uniform(-20, w - 10), rng.uniform(-20, h - 10)
+        bw, bh = rng.uniform(*sides, 2)
+        m = np.zeros((h, w), bool)
+        ys, xs = slice(max(int(y0), 0), int(y0 + bh)), slice(max(int(x0), 0), int(x0 + bw))
+        m[ys, xs] = rng.random(m[ys, xs].shape) > 0.4
+        masks.append(m)
+        boxes.append([x0, y0, x0 + bw, y0 + bh])
+    return masks, np.array(boxes)
+
+
+def _assert_close_crops(want: np.ndarray, got: torch.Tensor):
+    diff = np.abs(want.astype(np.float32) - got.permute(0, 2, 3, 1).numpy())
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+@pytest.mark.parametrize("batch_bytes", [clip_crops.CROP_BATCH_BYTES, 1])
+def test_device_crops_of_several_images_in_batches(monkeypatch, batch_bytes):
+    """One call for the instances of several images of two sizes, cut in batches (by image size, resize
+    kind and memory; `1`: a batch per instance) gives each image's host crops, in order."""
+    monkeypatch.setattr(clip_crops, "CROP_BATCH_BYTES", batch_bytes)
+    rng = np.random.default_rng(5)
+    items, host = [], {"masked": [], "box": []}
+    mean = np.array([123, 117, 104])
+    for h, w, n in ((300, 360, 9), (200, 150, 4), (300, 360, 7)):
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        masks, boxes = _random_instances(rng, h, w, n)
+        items.append((torch.from_numpy(img), [MaskWindow.from_mask(m) for m in masks], boxes))
+        box, masked = instance_crops(img, masks, boxes, 48, 0.1, mean)
+        host["box"].append(box)
+        host["masked"].append(masked)
+    got = device_crops_many(items, 48, 0.1, mean)
+    assert got.shape == (2, 20, 3, 48, 48)
+    _assert_close_crops(np.concatenate(host["masked"]), got[0])
+    _assert_close_crops(np.concatenate(host["box"]), got[1])
+    only_box = device_crops_many(items, 48, 0.1, mean, views=("box",))
+    assert torch.equal(only_box[0], got[1])
+
+
+class _CountOps(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_device_crops_launch_as_many_ops_for_many_instances_as_for_few():
+    """On a GPU each op is a kernel launch, and launching cost more than the crops' arithmetic when they
+    were cut one instance at a time: a batch of 48 instances now takes the ops a batch of 3 takes."""
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    counts = []
+    for n in (3, 48):
+        masks, boxes = _random_instances(rng, 256, 256, n, sides=(60, 120))  # all shrunk to 32 px
+        wins = [MaskWindow.from_mask(m) for m in masks]
+        with _CountOps() as counter:
+            device_crops(torch.from_numpy(img), wins, boxes, 32, 0.1, np.array([123, 117, 104]))
+        counts.append(counter.ops)
+    assert counts[0] == counts[1] and counts[0] < 150, counts
+
+
 def test_scores_from_device_crops_within_tolerance_of_host_crops(backends):
     _, host = backends(clip_crops="host")
     _, dev = backends(clip_crops="device")
@@ -212,3 +284,46 @@ def test_host_pool_and_timer_on_the_cpu():
     s = timer.summary()
     assert s["device_s"]["a"] > 0 and s["host_s"]["h"] == 0.5 and s["d2h_bytes"] == 10
     assert s["device_busy_s"] == pytest.approx(s["device_s"]["a"], abs=1e-6) and s["device_idle_s"] >= 0
+
+
+def test_decoder_takes_the_boxes_of_a_chunks_images_together(backends, monkeypatch):
+    """A GPU decodes the boxes of all the images of an encoder chunk in one decoder call (images of two
+    sizes here, upscaled by size): the same annotations as decoding image by image, as the CPU does."""
+    sam, clip = backends(sam_encoder_batch_size=4)
+    assert not sam.decodes_across_images  # the CPU's default
+    calls = []
+    decode = sam_decoder.decode_boxes
+    monkeypatch.setattr(sam_decoder, "decode_boxes", lambda *a, **k: calls.append(len(a[2])) or decode(*a, **k))
+    images, layouts = _task()
+    pipe = AnnotationPipeline(sam, clip)
+    one_by_one = pipe.annotate_many(images, layouts, VOCAB)
+    assert calls == [1, 2, 3, 4, 1]
+    calls.clear()
+    sam.batch_images_in_decoder = True
+    together = pipe.annotate_many(images, layouts, VOCAB)
+    assert calls == [10, 1]  # chunks of 4 images and of 1
+    _assert_same(one_by_one, together, 1e-5)
+
+
+def test_mask_hook_sees_each_image_when_images_are_decoded_together(backends):
+    sam, _ = backends(sam_encoder_batch_size=4)
+    sam.batch_images_in_decoder = True
+    seen = []
+
+    def blobs(masks, boxes):
+        seen.append(tuple(masks.shape))
+        out = torch.zeros_like(masks)
+        for i, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
+            out[i, y0:y1, x0:x1] = True
+        return out
+
+    sam.mask_hook = blobs
+    images = [_image(seed=1), _image(h=128, w=100, seed=2)]
+    boxes = [np.array([[10, 12, 50, 60], [60, 5, 110, 40]], float), np.array([[0, 0, 30, 30]], float)]
+    results = sam.segment_many(images, boxes)
+    assert sorted(seen) == [(1, 128, 100), (2, 96, 120)]
+    for image_results, image_boxes, image in zip(results, boxes, images, strict=True):
+        for r, (x0, y0, x1, y1) in zip(image_results, image_boxes.astype(int), strict=True):
+            want = np.zeros(image.shape[:2], bool)
+            want[y0:y1, x0:x1] = True
+            assert np.array_equal(r.mask, want)

@@ -53,6 +53,7 @@ def test_gpu_bench_tiny_runs_every_part(tmp_path):
 
     a = last["annotation"]  # the GPU worker's configuration on the CPU: a host pool, crops cut "on the device"
     assert a["host_threads"] == 2 and a["clip_crops_on_device"] and a["encoder_batch_size"] == 2
+    assert a["decoder_across_images"] is True
     assert a["decoder_boxes_per_call"] >= 64  # tiny embedding: all at once
     assert a["floor_s"] > 0 and a["single_task_ratio"] > 0 and a["steady_ratio"] > 0 and a["tasks_steady"] == 4
     steps = a["steps_single_task"]
@@ -87,3 +88,21 @@ def test_gpu_bench_tiny_runs_every_part(tmp_path):
     assert bg["status"]["blocking"] is False and "compiled" in bg["steps_done"]
     assert bg["compiled_since_spawn_s"] >= bg["ready_since_spawn_s"]
     assert c["warm_start_s"] == warm["ready_since_spawn_s"] and c["compiled_over_eager"] > 0
+
+
+def test_compile_figures_count_a_warm_start_killed_before_ready_as_over_the_goal():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import gpu
+
+    ready = gpu.compile_figures({"cold": {"mode": "default", "ready_since_spawn_s": 142.0,
+                                          "compiled_images_per_s": 8.1, "eager_images_per_s": 5.6},
+                                 "warm": {"mode": "default", "ready_since_spawn_s": 21.5}})
+    assert ready["warm_start_s"] == 21.5 and ready["meets_goal_warm_start"] is True
+    assert ready["cold_start_s"] == 142.0 and ready["compiled_over_eager"] == round(8.1 / 5.6, 3)
+    assert ready["best_mode"] == "default" and ready["meets_goal_images_per_s"] is True
+    killed = gpu.compile_figures({"warm": {"mode": "default", "timed_out": True, "waited_s": 41.0,
+                                           "steps_done": ["imported"]}})
+    assert killed["warm_start_s_over"] == 41.0 and killed["meets_goal_warm_start"] is False
+    assert "warm_start_s" not in killed
+    # killed before the goal's time: nothing can be said
+    assert "meets_goal_warm_start" not in gpu.compile_figures({"warm": {"timed_out": True, "waited_s": 12.0}})

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -40,9 +40,7 @@ from dreammask.shared.schemas import normalise_name
 from ..device_io import DeviceRun, InlineExecutor, StepTimer, Transfers, to_device
 from ..mask_ops import MaskWindow
 from ..settings import DEFAULT_PROMPT_TEMPLATES, AnnotationSettings, resolve_device
-
-if TYPE_CHECKING:
-    import torch
+from .clip_crops import _square_region, device_crops, device_crops_many, instance_crops  # noqa: F401 - also this module's API
 
 log = logging.getLogger(__name__)
 
@@ -153,153 +151,6 @@ def load_clip(
     if vocab is not None and vocab != CLIP_VOCAB_SIZE:
         raise ValueError(f"CLIP model {model_name!r} has a {vocab}-token text vocabulary; expected {CLIP_VOCAB_SIZE}")
     return model, _tokenizer(int(getattr(model, "context_length", 77)))
-
-
-def _square_region(box, mask_box, margin: float) -> tuple[int, int, int]:
-    """(x0, y0, side): a square around the union of the prompt box and the mask's box, plus a margin."""
-    x0, y0, x1, y1 = box
-    if mask_box is not None:
-        x0, y0 = min(x0, mask_box[0]), min(y0, mask_box[1])
-        x1, y1 = max(x1, mask_box[2]), max(y1, mask_box[3])
-    w, h = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
-    side = max(w, h) * (1.0 + 2.0 * margin)
-    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-    side_i = max(int(round(side)), 2)
-    return int(round(cx - side_i / 2.0)), int(round(cy - side_i / 2.0)), side_i
-
-
-def _window(src: np.ndarray, x0: int, y0: int, side: int, fill) -> np.ndarray:
-    """The (side, side) window of `src` at (x0, y0), parts outside the image taking `fill`: a view when the
-    window lies inside the image (OpenCV reads it in place), else one padded copy."""
-    import cv2
-
-    h, w = src.shape[:2]
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
-    if (sx0, sy0, sx1, sy1) == (x0, y0, x0 + side, y0 + side):
-        return src[y0 : y0 + side, x0 : x0 + side]
-    if sx1 <= sx0 or sy1 <= sy0:
-        out = np.empty((side, side) + src.shape[2:], dtype=src.dtype)
-        out[...] = fill
-        return out
-    value = [int(v) for v in np.atleast_1d(fill)]
-    return cv2.copyMakeBorder(src[sy0:sy1, sx0:sx1], sy0 - y0, y0 + side - sy1, sx0 - x0, x0 + side - sx1,
-                              cv2.BORDER_CONSTANT, value=value + [0] * (4 - len(value)))
-
-
-def _masked(crop: np.ndarray, keep: np.ndarray, fill: np.ndarray) -> np.ndarray:
-    """The crop where `keep` (uint8, non-zero inside) is set and `fill` elsewhere. OpenCV's masked copy
-    runs per plane: on interleaved RGB it is several times slower than on the three planes."""
-    import cv2
-
-    planes = []
-    for plane, value in zip(cv2.split(crop), fill, strict=True):
-        out = np.full(keep.shape, value, dtype=np.uint8)
-        cv2.copyTo(plane, keep, out)
-        planes.append(out)
-    return cv2.merge(planes)
-
-
-def instance_crops(
-    image: np.ndarray, masks: list[np.ndarray], boxes: np.ndarray, size: int, margin: float, mean_rgb: np.ndarray,
-    views: tuple[str, ...] | None = None,
-):
-    """Box crops and masked crops, each (N, size, size, 3) uint8; with `views`, {view: crops} of those only."""
-    import cv2
-
-    fill = np.asarray(mean_rgb, dtype=np.uint8)
-    wanted = views or ("masked", "box")
-    box_crops = np.empty((len(masks), size, size, 3), dtype=np.uint8) if "box" in wanted else None
-    masked_crops = np.empty((len(masks), size, size, 3), dtype=np.uint8) if "masked" in wanted else None
-    for i, (mask, box) in enumerate(zip(masks, boxes, strict=True)):
-        mask = np.asarray(mask, dtype=bool)
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        mask_box = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1) if rows.size else None
-        x0, y0, side = _square_region(box, mask_box, margin)
-        crop = _window(image, x0, y0, side, fill)
-        keep = _window(mask.view(np.uint8), x0, y0, side, np.uint8(0))
-        interp = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
-        if box_crops is not None:
-            cv2.resize(crop, (size, size), dst=box_crops[i], interpolation=interp)
-        if masked_crops is not None:
-            cv2.resize(_masked(crop, keep, fill), (size, size), dst=masked_crops[i], interpolation=interp)
-    if views is not None:
-        return {"box": box_crops, "masked": masked_crops}
-    return box_crops, masked_crops
-
-
-def _resize_matrix(side: int, size: int, device) -> torch.Tensor:
-    """(size, side) weights that resize a line of `side` pixels to `size` as OpenCV does for the crops:
-    INTER_AREA when shrinking (each output pixel the mean of the input it covers, partial pixels by
-    their overlap, overlaps under 1e-3 dropped), INTER_CUBIC otherwise (A = -0.75, pixel centres
-    aligned, taps beyond the line clamped to its ends)."""
-    import torch
-
-    if side > size:
-        scale = side / size
-        lo = torch.arange(size, device=device, dtype=torch.float64)[:, None] * scale
-        j = torch.arange(side, device=device, dtype=torch.float64)[None, :]
-        overlap = (torch.minimum(lo + scale, j + 1) - torch.maximum(lo, j)).clamp(min=0)
-        return torch.where(overlap > 1e-3, overlap, 0.0).div(scale).float()
-    a = -0.75
-    fx = (torch.arange(size, device=device, dtype=torch.float64) + 0.5) * (side / size) - 0.5
-    ix = fx.floor()
-    t = fx - ix
-    w0 = ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a
-    w1 = ((a + 2) * t - (a + 3)) * t * t + 1
-    w2 = ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1
-    weights = torch.stack([w0, w1, w2, 1 - w0 - w1 - w2], dim=1)
-    taps = (ix[:, None] + torch.arange(-1, 3, device=device, dtype=torch.float64)).clamp(0, side - 1).long()
-    out = torch.zeros(size, side, device=device, dtype=torch.float64)
-    return out.scatter_add_(1, taps, weights).float()
-
-
-def device_crops(image, windows: list, boxes: np.ndarray, size: int, margin: float, mean_rgb: np.ndarray,
-                 views: tuple[str, ...] = ("masked", "box")) -> torch.Tensor:
-    """`instance_crops` on the device: `image` uint8 (H, W, 3) already there, each mask a `MaskWindow`
-    (only its tight box is uploaded). Returns float32 (len(views), N, 3, size, size) in [0, 255], rounded
-    like OpenCV's uint8 output. Same regions and padding as the host crops; each crop is two matrix products with
-    the resize weights of `_resize_matrix`, on the part of the region inside the image (the padding
-    and the masked-out pixels are the mean colour, added back after)."""
-    import torch
-
-    device = image.device
-    h, w = image.shape[:2]
-    fill = to_device(np.asarray(mean_rgb, dtype=np.float32), device).view(3, 1, 1)
-    pixels = image.permute(2, 0, 1).float() - fill  # (3, H, W), the mean colour at 0
-    n = len(windows)
-    out = fill.expand(len(views), n, 3, size, size).clone()
-    tight = [win.tight for win in windows]
-    # the masks' tight boxes, uploaded in one copy
-    parts = [win.data[t[1] - win.y0 : t[3] - win.y0, t[0] - win.x0 : t[2] - win.x0] if t is not None
-             else np.zeros((0, 0), bool) for win, t in zip(windows, tight, strict=True)]
-    flat = torch.from_numpy(np.concatenate([p.reshape(-1) for p in parts]).view(np.uint8)) if parts else None
-    if flat is not None and device.type == "cuda":
-        flat = flat.pin_memory().to(device, non_blocking=True)
-    offsets = np.cumsum([0] + [p.size for p in parts])
-    matrices: dict[int, torch.Tensor] = {}
-    for i, (box, t) in enumerate(zip(boxes, tight, strict=True)):
-        x0, y0, side = _square_region(box, t, margin)
-        sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
-        if sx1 <= sx0 or sy1 <= sy0:
-            continue  # the region lies outside the image: both crops are the mean colour
-        if side not in matrices:
-            matrices[side] = _resize_matrix(side, size, device)
-        m = matrices[side]
-        my, mx = m[:, sy0 - y0 : sy1 - y0], m[:, sx0 - x0 : sx1 - x0]
-        region = pixels[:, sy0:sy1, sx0:sx1]
-        planes = []
-        for view in views:
-            if view == "box":
-                planes.append(region)
-                continue
-            keep = torch.zeros(sy1 - sy0, sx1 - sx0, dtype=torch.bool, device=device)
-            if t is not None:
-                keep[t[1] - sy0 : t[3] - sy0, t[0] - sx0 : t[2] - sx0] = \
-                    flat[offsets[i] : offsets[i + 1]].view(torch.bool).view(t[3] - t[1], t[2] - t[0])
-            planes.append(region * keep)
-        resized = my @ torch.stack(planes) @ mx.T  # (views, 3, size, size)
-        out[:, i] += resized
-    return out.round_().clamp_(0, 255)
 
 
 def _input_dtype(visual):
@@ -571,13 +422,13 @@ class ClipScores(ScoreBackend):
         with torch.inference_mode():
             if self.wants_device_images:
                 with timer.device_step("crops"):
-                    per_image = []
-                    for _, (image, masks, boxes, _), dev in kept:
-                        dev = dev if dev is not None else Transfers(self.device, timer).upload(image)
-                        wins = [m if isinstance(m, MaskWindow) else MaskWindow.from_mask(m) for m in masks]
-                        per_image.append(device_crops(dev, wins, boxes, self.image_size, self.crop_margin,
-                                                      mean_rgb, views))
-                    crops = torch.cat(per_image, dim=1).flatten(0, 1)  # every masked crop, then every box crop
+                    transfers = Transfers(self.device, timer)
+                    crop_items = [(dev if dev is not None else transfers.upload(image),
+                                   [m if isinstance(m, MaskWindow) else MaskWindow.from_mask(m) for m in masks],
+                                   boxes) for _, (image, masks, boxes, _), dev in kept]
+                    # every masked crop of the chunk, then every box crop
+                    crops = device_crops_many(crop_items, self.image_size, self.crop_margin, mean_rgb, views,
+                                              upload=transfers.upload).flatten(0, 1)
             else:
                 with timer.host_step("crops"):
                     parts = {v: [] for v in views}

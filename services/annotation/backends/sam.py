@@ -296,6 +296,8 @@ class SamMasks(MaskBackend):
         # A benchmark's stand-in for the decoder's masks: (masks (N, H, W) bool, pixel boxes (N, 4)) ->
         # masks, on the device. None in production.
         self.mask_hook = None
+        # None: decode the boxes of a chunk's images together on a GPU only (`decodes_across_images`).
+        self.batch_images_in_decoder: bool | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -473,13 +475,14 @@ class SamMasks(MaskBackend):
                 for k, x in zip(indices, uploaded, strict=True):
                     image = prepared[k][0]
                     kept.append(x if tuple(x.shape[:2]) == image.shape[:2] else tr.upload(image))
-            decoded = []
             with timer.device_step("decoder"):
-                for j, k in enumerate(indices):
-                    image, b = prepared[k]
-                    decoded.append(self._decode_device(b, image.shape[:2], features[j : j + 1],
-                                                       tuple(uploaded[j].shape[:2])))
-                summary = torch.cat([_mask_summary(*d) for d in decoded])
+                decoded = self._decode_images_device(
+                    [prepared[k][1] for k in indices], [prepared[k][0].shape[:2] for k in indices], features,
+                    [tuple(x.shape[:2]) for x in uploaded])
+                if len({tuple(masks.shape[-2:]) for masks, _, _ in decoded}) == 1:
+                    summary = _mask_summary(*(torch.cat(parts) for parts in zip(*decoded, strict=True)))
+                else:
+                    summary = torch.cat([_mask_summary(*d) for d in decoded])
             done = tr.mark()
             pending = tr.to_host(summary)
         return _Chunk(indices=list(indices), decoded=decoded, summary=pending, done=done, images=kept)
@@ -603,6 +606,69 @@ class SamMasks(MaskBackend):
         if self.mask_hook is not None:
             masks = self.mask_hook(masks, pixel_boxes)
         return masks, torch.cat(out_iou), torch.cat(out_stab)
+
+    @property
+    def decodes_across_images(self) -> bool:
+        """Whether one decoder call takes the boxes of all the images of an encoder chunk: on a GPU (the
+        decoder is a few hundred small kernels, launched once per chunk instead of once per image); the
+        CPU decodes image by image, sharing each image's state between its boxes without copies.
+        `batch_images_in_decoder` forces either (tests run the GPU's path on the CPU)."""
+        if self.batch_images_in_decoder is not None:
+            return bool(self.batch_images_in_decoder)
+        return self.device.type != "cpu"
+
+    def _decode_images_device(self, boxes: list[np.ndarray], sizes: list[tuple[int, int]], features,
+                              input_sizes: list[tuple[int, int]]) -> list[tuple]:
+        """`_decode_device` for each image of an encoder chunk (`features` (I, C, h, w), one boxes array,
+        original size and input size per image): per image (masks, IoU, stability) on the device. Across
+        images (`decodes_across_images`) the boxes of all images go through the decoder together, in
+        `decoder_chunk` chunks, and images of the same size are upscaled together; the tests check the
+        masks equal those decoded image by image."""
+        import torch
+        from segment_anything.utils.amg import calculate_stability_score
+
+        from .sam_decoder import decode_boxes, prepare_image
+
+        if not self.decodes_across_images or len(boxes) == 1:
+            return [self._decode_device(b, size, features[j : j + 1], input_size)
+                    for j, (b, size, input_size) in enumerate(zip(boxes, sizes, input_sizes, strict=True))]
+        model, transform = self.model, self.predictor.transform
+        counts = [len(b) for b in boxes]
+        # the boxes in the encoder's frame, computed on the host as `apply_boxes_torch` would on the device
+        # (float32 either way), then uploaded in one copy with each box's image
+        transformed = torch.cat([transform.apply_boxes_torch(torch.as_tensor(np.asarray(b), dtype=torch.float32),
+                                                             tuple(size))
+                                 for b, size in zip(boxes, sizes, strict=True)])
+        image_of_box = np.repeat(np.arange(len(boxes)), counts)
+        upload = to_device(np.concatenate([transformed.numpy(), image_of_box[:, None].astype(np.float32)], axis=1),
+                           self.device)
+        transformed, image_index = upload[:, :4].to(self.dtype), upload[:, 4].long()
+        prepared = prepare_image(model, features)
+        step = self.decoder_chunk(features[0].numel())
+        upscale_rows = self.CPU_UPSCALE_ROWS if self.device.type == "cpu" else None
+        chosen, iou = [], []
+        for start in range(0, len(transformed), step):
+            sparse, _ = model.prompt_encoder(points=None, boxes=transformed[start : start + step], masks=None)
+            logits, best = decode_boxes(model, prepared, sparse, upscale_rows, image_index[start : start + step])
+            chosen.append(logits)
+            iou.append(best.float())
+        chosen, iou = torch.cat(chosen), torch.cat(iou)
+        # 0/0 (no pixel above the lower threshold) is an empty, hence unstable, mask.
+        stab = torch.nan_to_num(calculate_stability_score(chosen.float(), model.mask_threshold,
+                                                          self.stability_offset), nan=0.0)
+        per_image = list(zip(chosen.split(counts), iou.split(counts), stab.split(counts), strict=True))
+        out: list = [None] * len(boxes)
+        frames: dict[tuple, list[int]] = {}  # images upscaled together: same input and original size
+        for j, (size, input_size) in enumerate(zip(sizes, input_sizes, strict=True)):
+            frames.setdefault((tuple(input_size), tuple(size)), []).append(j)
+        for (input_size, size), members in frames.items():
+            logits = torch.cat([per_image[j][0] for j in members])
+            masks = self._upscale(logits[:, None], input_size, size)[:, 0] > model.mask_threshold
+            for j, part in zip(members, masks.split([counts[j] for j in members]), strict=True):
+                if self.mask_hook is not None:
+                    part = self.mask_hook(part, to_device(np.asarray(boxes[j], dtype=np.float32), self.device))
+                out[j] = (part, per_image[j][1], per_image[j][2])
+        return out
 
     def _decode(self, boxes: np.ndarray, size: tuple[int, int], features=None, input_size=None):
         """`_decode_device` on host arrays; `features`/`input_size` default to the predictor's image."""

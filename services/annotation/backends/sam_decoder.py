@@ -1,4 +1,4 @@
-"""SAM's mask decoder for many boxes on one image, with the image-only work done once per image.
+"""SAM's mask decoder for many boxes on a few images, with the image-only work done once per image.
 
 segment-anything's `MaskDecoder.predict_masks` copies the image embedding once per prompt
 (`repeat_interleave`) and runs the two-way transformer on each copy. With box prompts and no mask
@@ -6,11 +6,11 @@ prompt, the dense prompt embedding is the same learnt "no mask" vector for every
 tokens first attend to the prompt tokens (the end of the first transformer block) they are identical for
 every box. Three of the ten projections of the 64x64 image tokens fall in that stretch: the first
 block's key and value projections of token-to-image attention and its query projection of
-image-to-token attention. `prepare_image` computes them once per image; `decode_boxes` runs the rest
-per box (or per chunk of boxes), with the stock modules and weights (attention through one fused
-kernel, the same function), and returns only what the annotation keeps: the candidate with the highest
-predicted IoU among the three multimask outputs (`multimask_output=True`), its low-resolution logits and
-its predicted IoU.
+image-to-token attention. `prepare_image` computes them once per image (for several images at once);
+`decode_boxes` runs the rest per box (or per chunk of boxes, which may come from several images), with
+the stock modules and weights (attention through one fused kernel, the same function), and returns only
+what the annotation keeps: the candidate with the highest predicted IoU among the three multimask
+outputs (`multimask_output=True`), its low-resolution logits and its predicted IoU.
 """
 
 from __future__ import annotations
@@ -22,15 +22,25 @@ import torch
 
 @dataclass
 class PreparedImage:
-    """Per-image state of the decoder: the image tokens, their positional encoding and the first
-    block's projections of them (heads split)."""
+    """Per-image state of the decoder for I images: the image tokens, their positional encoding and the
+    first block's projections of them (heads split)."""
 
-    keys: torch.Tensor  # (1, HW, C) image embedding + the "no mask" dense embedding
+    keys: torch.Tensor  # (I, HW, C) image embedding + the "no mask" dense embedding
     key_pe: torch.Tensor  # (1, HW, C)
     size: tuple[int, int]  # (h, w) of the embedding grid
-    k_token_to_image: torch.Tensor  # (1, heads, HW, d)
-    v_token_to_image: torch.Tensor  # (1, heads, HW, d)
-    q_image_to_token: torch.Tensor  # (1, heads, HW, d)
+    k_token_to_image: torch.Tensor  # (I, heads, HW, d)
+    v_token_to_image: torch.Tensor  # (I, heads, HW, d)
+    q_image_to_token: torch.Tensor  # (I, heads, HW, d)
+
+    def for_boxes(self, image_index: torch.Tensor | None) -> PreparedImage:
+        """The state each box reads, one row per box (`image_index`: (B,) the image of each box; None:
+        one image, shared by every box without copies)."""
+        if image_index is None:
+            if self.keys.shape[0] != 1:
+                raise ValueError(f"{self.keys.shape[0]} prepared images: give each box's image_index")
+            return self
+        return PreparedImage(self.keys[image_index], self.key_pe, self.size, self.k_token_to_image[image_index],
+                             self.v_token_to_image[image_index], self.q_image_to_token[image_index])
 
 
 def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -72,9 +82,9 @@ def _attention(module, q, k, v, *, q_heads=None, k_heads=None, v_heads=None) -> 
 
 
 def prepare_image(model, features: torch.Tensor) -> PreparedImage:
-    """The image-only part of the decoder for one image embedding `features` (1, C, h, w)."""
-    if features.shape[0] != 1:
-        raise ValueError(f"prepare_image takes one image embedding (1, C, h, w); got {tuple(features.shape)}")
+    """The image-only part of the decoder for image embeddings `features` (I, C, h, w)."""
+    if features.dim() != 4:
+        raise ValueError(f"prepare_image takes image embeddings (I, C, h, w); got {tuple(features.shape)}")
     prompt = model.prompt_encoder
     block = model.mask_decoder.transformer.layers[0]
     h, w = features.shape[-2:]
@@ -121,14 +131,19 @@ def _block(layer, queries, keys, query_pe, key_pe, prepared: PreparedImage | Non
     return queries, keys
 
 
-def decode_boxes(model, prepared: PreparedImage, sparse: torch.Tensor, rows_per_chunk: int | None = None):
-    """Best-of-three masks for a chunk of boxes on one prepared image.
+def decode_boxes(model, prepared: PreparedImage, sparse: torch.Tensor, rows_per_chunk: int | None = None,
+                 image_index: torch.Tensor | None = None):
+    """Best-of-three masks for a chunk of boxes on prepared images.
 
     `sparse`: (B, P, C) sparse prompt embeddings of the boxes (`model.prompt_encoder(points=None,
     boxes=..., masks=None)[0]`). Returns (low-resolution logits of the kept candidate (B, 4h, 4w), its
     predicted IoU (B,)), the kept candidate being the multimask output with the highest predicted IoU.
     `rows_per_chunk`: image tokens per step of the upscaling (a CPU keeps them in cache; None: all).
+    `image_index`: (B,) which of the prepared images each box is on (None: there is one). Boxes of one
+    image share its state; boxes of several images get a copy of their image's state each, which on a
+    GPU costs far less than one decoder call per image (the decoder is a few hundred small kernels).
     """
+    prepared = prepared.for_boxes(image_index)
     decoder = model.mask_decoder
     transformer = decoder.transformer
     n = sparse.shape[0]
