@@ -244,9 +244,8 @@ def test_scores_from_device_crops_within_tolerance_of_host_crops(backends):
                 assert a[k] == pytest.approx(b[k], abs=2e-3), k
 
 
-def test_mask_hook_replaces_the_decoder_masks(backends):
-    sam, clip = backends()
-    seen = []
+def _box_blobs(seen: list):
+    """A `mask_hook` that fills each box and records the shape of the masks of each call."""
 
     def blobs(masks, boxes):
         seen.append(tuple(masks.shape))
@@ -255,7 +254,13 @@ def test_mask_hook_replaces_the_decoder_masks(backends):
             out[i, y0:y1, x0:x1] = True
         return out
 
-    sam.mask_hook = blobs
+    return blobs
+
+
+def test_mask_hook_replaces_the_decoder_masks(backends):
+    sam, clip = backends()
+    seen = []
+    sam.mask_hook = _box_blobs(seen)
     img = _image(seed=4)
     boxes = np.array([[10, 12, 50, 60], [60, 5, 110, 40]], float)
     results = sam.segment(img, boxes)
@@ -309,15 +314,7 @@ def test_mask_hook_sees_each_image_when_images_are_decoded_together(backends):
     sam, _ = backends(sam_encoder_batch_size=4)
     sam.batch_images_in_decoder = True
     seen = []
-
-    def blobs(masks, boxes):
-        seen.append(tuple(masks.shape))
-        out = torch.zeros_like(masks)
-        for i, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
-            out[i, y0:y1, x0:x1] = True
-        return out
-
-    sam.mask_hook = blobs
+    sam.mask_hook = _box_blobs(seen)
     images = [_image(seed=1), _image(h=128, w=100, seed=2)]
     boxes = [np.array([[10, 12, 50, 60], [60, 5, 110, 40]], float), np.array([[0, 0, 30, 30]], float)]
     results = sam.segment_many(images, boxes)
