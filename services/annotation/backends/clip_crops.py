@@ -3,8 +3,8 @@
 Both cut the same square region around the instance's box and mask (plus a margin), pad what lies
 outside the image with CLIP's mean colour, and resize it to CLIP's input size; the masked crop also sets
 every pixel outside the mask to that colour. The device path exists so that a GPU worker never sends
-crops through the host: the image is already on the device (SAM uploaded it), only each mask's tight
-box goes up.
+crops through the host: the image is already on the device (SAM uploaded it), only the masks go up (each
+mask's tight box, padded into one array per batch).
 
 On the device every crop is two matrix products with OpenCV's resize weights. They are computed for a
 whole batch of instances at once, since cut one by one (a dozen small kernels and a weight matrix each)
@@ -105,7 +105,7 @@ def instance_crops(
 @dataclass
 class _Region:
     """Where one instance's crop comes from: output position, image, the square region (x0, y0, side)
-    and the part of it inside the image, [sy0, sy1) x [sx0, sx1); `tight` the mask's box or None."""
+    and the part of it inside the image, [sy0, sy1) x [sx0, sx1), and the instance's mask."""
 
     index: int
     image: int
@@ -117,7 +117,6 @@ class _Region:
     sx1: int
     sy1: int
     window: MaskWindow
-    tight: tuple[int, int, int, int] | None
 
 
 def _resize_weights(side, offset, length, width: int, size: int, shrink: bool, longest: int):
@@ -165,11 +164,10 @@ def _regions(items, margin: float) -> list[_Region]:
     for a, (image, windows, boxes) in enumerate(items):
         h, w = int(image.shape[0]), int(image.shape[1])
         for box, win in zip(boxes, windows, strict=True):
-            t = win.tight
-            x0, y0, side = _square_region(box, t, margin)
+            x0, y0, side = _square_region(box, win.tight, margin)
             sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
             if sx1 > sx0 and sy1 > sy0:  # else the region lies outside the image: both crops are the mean colour
-                out.append(_Region(index, a, x0, y0, side, sx0, sy0, sx1, sy1, win, t))
+                out.append(_Region(index, a, x0, y0, side, sx0, sy0, sx1, sy1, win))
             index += 1
     return out
 
@@ -192,14 +190,14 @@ def _batches(regions: list[_Region], size: int, views: int) -> list[list[_Region
 def device_crops_many(items, size: int, margin: float, mean_rgb: np.ndarray,
                       views: tuple[str, ...] = ("masked", "box"), upload=None) -> torch.Tensor:
     """`instance_crops` on the device for several images: `items` holds (image, windows, boxes) per image,
-    the image uint8 (H, W, 3) already on the device, each mask a `MaskWindow` (only its tight box is
+    the image uint8 (H, W, 3) already on the device, each mask a `MaskWindow` (its tight box is
     uploaded). Returns float32 (len(views), N, 3, size, size) in [0, 255], N the instances of all images
     in order, rounded like OpenCV's uint8 output. Same regions and padding as the host crops.
 
     The instances are cut in batches (same image size, same resize kind, within `CROP_BATCH_BYTES`):
     each batch gathers its regions' pixels into one padded tensor, computes every instance's resize
     weights at once (`_resize_weights`, zero beyond the region) and resizes all its crops with two
-    batched matrix products; the masks' tight boxes go up in one copy per batch. `upload`: how a host
+    batched matrix products; the masks' tight boxes go up padded into one array per batch. `upload`: how a host
     array reaches the device (default: pinned, non-blocking)."""
     import torch
 
@@ -238,9 +236,9 @@ def device_crops_many(items, size: int, margin: float, mean_rgb: np.ndarray,
                     continue
                 keep = np.zeros((len(batch), rows, cols), dtype=bool)
                 for k, r in enumerate(batch):
-                    if r.tight is not None:
-                        tx0, ty0, tx1, ty1 = r.tight
-                        win = r.window
+                    win = r.window
+                    if win.tight is not None:
+                        tx0, ty0, tx1, ty1 = win.tight
                         keep[k, ty0 - r.sy0 : ty1 - r.sy0, tx0 - r.sx0 : tx1 - r.sx0] = \
                             win.data[ty0 - win.y0 : ty1 - win.y0, tx0 - win.x0 : tx1 - win.x0]
                 planes.append(patch * upload(keep)[:, None])

@@ -571,41 +571,9 @@ class SamMasks(MaskBackend):
         return model.image_encoder(torch.cat(batch)), sizes
 
     def _decode_device(self, boxes: np.ndarray, size: tuple[int, int], features, input_size):
-        """Best candidate mask (bool (N, H, W)), its predicted IoU and stability for each box, on the device,
-        in `decoder_chunk` chunks.
-
-        The computation of `SamPredictor.predict_torch(boxes=..., multimask_output=True)` keeping the
-        candidate with the highest predicted IoU, except that the image-only part of the decoder runs once
-        per image (`sam_decoder`) and only the kept candidate is formed and upscaled to full resolution
-        (a third of the interpolation work, which at 1024 px costs more than the decoder itself); the
-        tests check the masks are the same. `mask_hook`, when set, replaces the masks (a benchmark's
-        stand-in masks).
-        """
-        import torch
-        from segment_anything.utils.amg import calculate_stability_score
-
-        from .sam_decoder import decode_boxes, prepare_image
-
-        model, predictor = self.model, self.predictor
-        pixel_boxes = to_device(boxes, self.device, torch.float32)
-        transformed = predictor.transform.apply_boxes_torch(pixel_boxes, size).to(self.dtype)
-        prepared = prepare_image(model, features)
-        step = self.decoder_chunk(features[0].numel())
-        upscale_rows = self.CPU_UPSCALE_ROWS if self.device.type == "cpu" else None
-        out_masks, out_iou, out_stab = [], [], []
-        for start in range(0, len(transformed), step):
-            sparse, _ = model.prompt_encoder(points=None, boxes=transformed[start : start + step], masks=None)
-            chosen, iou = decode_boxes(model, prepared, sparse, upscale_rows)  # (n, 256, 256) kept logits
-            stab = calculate_stability_score(chosen.float(), model.mask_threshold, self.stability_offset)
-            masks = self._upscale(chosen[:, None], input_size, size)[:, 0]
-            out_masks.append(masks > model.mask_threshold)
-            out_iou.append(iou.float())
-            # 0/0 (no pixel above the lower threshold) is an empty, hence unstable, mask.
-            out_stab.append(torch.nan_to_num(stab, nan=0.0))
-        masks = torch.cat(out_masks)
-        if self.mask_hook is not None:
-            masks = self.mask_hook(masks, pixel_boxes)
-        return masks, torch.cat(out_iou), torch.cat(out_stab)
+        """Best candidate mask (bool (N, H, W)), its predicted IoU and stability for each box of one image,
+        on the device (`_decode_images_device` for one image)."""
+        return self._decode_images_device([boxes], [size], features, [input_size])[0]
 
     @property
     def decodes_across_images(self) -> bool:
@@ -619,18 +587,25 @@ class SamMasks(MaskBackend):
 
     def _decode_images_device(self, boxes: list[np.ndarray], sizes: list[tuple[int, int]], features,
                               input_sizes: list[tuple[int, int]]) -> list[tuple]:
-        """`_decode_device` for each image of an encoder chunk (`features` (I, C, h, w), one boxes array,
-        original size and input size per image): per image (masks, IoU, stability) on the device. Across
-        images (`decodes_across_images`) the boxes of all images go through the decoder together, in
-        `decoder_chunk` chunks, and images of the same size are upscaled together; the tests check the
-        masks equal those decoded image by image."""
+        """Per image of an encoder chunk (`features` (I, C, h, w), one boxes array, original size and input
+        size per image): the best candidate mask (bool (N, H, W)), its predicted IoU and stability for each
+        box, on the device, in `decoder_chunk` chunks of boxes.
+
+        The computation of `SamPredictor.predict_torch(boxes=..., multimask_output=True)` keeping the
+        candidate with the highest predicted IoU, except that the image-only part of the decoder runs once
+        per image (`sam_decoder`) and only the kept candidate is formed and upscaled to full resolution
+        (a third of the interpolation work, which at 1024 px costs more than the decoder itself); the
+        tests check the masks are the same. Across images (`decodes_across_images`) the boxes of all the
+        images go through the decoder together and images of the same size are upscaled together; else
+        image by image. `mask_hook`, when set, replaces each image's masks (a benchmark's stand-ins).
+        """
         import torch
         from segment_anything.utils.amg import calculate_stability_score
 
         from .sam_decoder import decode_boxes, prepare_image
 
-        if not self.decodes_across_images or len(boxes) == 1:
-            return [self._decode_device(b, size, features[j : j + 1], input_size)
+        if len(boxes) > 1 and not self.decodes_across_images:
+            return [self._decode_images_device([b], [size], features[j : j + 1], [input_size])[0]
                     for j, (b, size, input_size) in enumerate(zip(boxes, sizes, input_sizes, strict=True))]
         model, transform = self.model, self.predictor.transform
         counts = [len(b) for b in boxes]
@@ -642,14 +617,16 @@ class SamMasks(MaskBackend):
         image_of_box = np.repeat(np.arange(len(boxes)), counts)
         upload = to_device(np.concatenate([transformed.numpy(), image_of_box[:, None].astype(np.float32)], axis=1),
                            self.device)
-        transformed, image_index = upload[:, :4].to(self.dtype), upload[:, 4].long()
+        transformed = upload[:, :4].to(self.dtype)
+        image_index = upload[:, 4].long() if len(boxes) > 1 else None  # one image: its state shared, not copied
         prepared = prepare_image(model, features)
         step = self.decoder_chunk(features[0].numel())
         upscale_rows = self.CPU_UPSCALE_ROWS if self.device.type == "cpu" else None
         chosen, iou = [], []
         for start in range(0, len(transformed), step):
             sparse, _ = model.prompt_encoder(points=None, boxes=transformed[start : start + step], masks=None)
-            logits, best = decode_boxes(model, prepared, sparse, upscale_rows, image_index[start : start + step])
+            rows = image_index[start : start + step] if image_index is not None else None
+            logits, best = decode_boxes(model, prepared, sparse, upscale_rows, rows)  # (n, 256, 256) kept logits
             chosen.append(logits)
             iou.append(best.float())
         chosen, iou = torch.cat(chosen), torch.cat(iou)
@@ -663,7 +640,9 @@ class SamMasks(MaskBackend):
             frames.setdefault((tuple(input_size), tuple(size)), []).append(j)
         for (input_size, size), members in frames.items():
             logits = torch.cat([per_image[j][0] for j in members])
-            masks = self._upscale(logits[:, None], input_size, size)[:, 0] > model.mask_threshold
+            # upscaled `step` masks at a time: full-resolution float logits are large
+            masks = torch.cat([self._upscale(logits[s : s + step, None], input_size, size)[:, 0] > model.mask_threshold
+                               for s in range(0, len(logits), step)])
             for j, part in zip(members, masks.split([counts[j] for j in members]), strict=True):
                 if self.mask_hook is not None:
                     part = self.mask_hook(part, to_device(np.asarray(boxes[j], dtype=np.float32), self.device))
