@@ -7,10 +7,14 @@ come, clean-up, RLE and areas; storage I/O is left out):
     CLIP's image encoder on the task's crops at the worker's crop batches, each timed alone on inputs
     already on the device, in the same run;
   * **single task**: one task annotated alone; **steady state**: ``--tasks`` tasks back to back, the
-    worker's throughput. Both as a ratio of time to the floor (goal <= 1.15, i.e. >= 0.87 of the
-    floor's throughput). Floor, single task and steady state alternate in rounds (the steady state in
-    the first ``--steady-repeats``), and the best of each is kept, so that load from other processes
-    hits them alike;
+    worker's throughput, with one task in flight and with ``--in-flight`` tasks in flight (a worker on
+    Celery's threads pool: one process, its backends shared, each task in its own thread, so that one
+    task's encoder runs while another's host work finishes). Both as a ratio of time to the floor (goal
+    <= 1.15, i.e. >= 0.87 of the floor's throughput); the goal is judged on the steady state of the
+    worker as deployed on the device (`WORKER_TASKS_IN_FLIGHT`: one task on the CPU, two on a GPU) and on
+    the single task. Floor, single task and steady states alternate in rounds (the steady states in the
+    first ``--steady-repeats``), and the best of each is kept, so that load from other processes hits
+    them alike;
   * where the time goes, from the pipeline's own step timer: encoder, decoder, windows, crops and CLIP
     on the device (CUDA events on a GPU), clean-up, RLE and waits on the host, copies each way, the
     device's idle time;
@@ -46,6 +50,9 @@ from pathlib import Path
 import numpy as np
 
 GOAL_RATIO = 1.15
+# Tasks in flight in one annotation worker as deployed (docker-compose.yml, deploy/k8s): the CPU worker
+# runs one task at a time; the GPU worker runs Celery's threads pool with two.
+WORKER_TASKS_IN_FLIGHT = {"cpu": 1, "cuda": 2}
 VOCABULARY = [
     "building", "road", "sky", "tree", "person", "car", "bus", "sidewalk", "fence", "grass",
     "awning", "stairway", "balcony", "lamp post", "bench", "window", "door", "sign", "bicycle", "wall",
@@ -239,16 +246,34 @@ def annotate(pipe, images, layouts, device) -> tuple[float, dict]:
     return elapsed, dict(pipe.last_timings)
 
 
-def steady(pipe, tasks, device) -> tuple[float, list[float], dict]:
-    """Tasks back to back: (seconds per task over the run, each task's seconds, the last task's steps)."""
+def steady(pipe, tasks, device, in_flight: int = 1) -> tuple[float, list[float], dict]:
+    """Tasks back to back: (seconds per task over the run, each task's seconds, the last task's steps).
+
+    `in_flight` > 1: that many at a time, as the threads pool of a worker runs them: each task in a
+    thread of its own with its own pipeline on the shared backends, the next task taken as one ends.
+    Nothing waits for the whole device between tasks (a `synchronize` would wait for the other tasks'
+    work too); each task's seconds are then its latency, and its steps overlap the others' (the device
+    steps of a run include the kernels other tasks queued between them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dreammask.services.annotation.pipeline import AnnotationPipeline
+
+    def one(task):
+        t = time.perf_counter()
+        out = AnnotationPipeline(pipe.masks, pipe.scores) if in_flight > 1 else pipe
+        annotations = out.annotate_many(*task, VOCABULARY)
+        assert [len(x) for x in annotations] == [len(lay.objects) for lay in task[1]]
+        return time.perf_counter() - t, dict(out.last_timings)
+
     sync(device)
     t = time.perf_counter()
-    each, steps = [], {}
-    for images, layouts in tasks:
-        s, steps = annotate(pipe, images, layouts, device)
-        each.append(s)
+    if in_flight > 1:
+        with ThreadPoolExecutor(in_flight, thread_name_prefix="task") as ex:
+            done = list(ex.map(one, tasks))
+    else:
+        done = [one(task) for task in tasks]
     sync(device)
-    return (time.perf_counter() - t) / len(tasks), each, steps
+    return (time.perf_counter() - t) / len(tasks), [d[0] for d in done], done[-1][1]
 
 
 def per_image_steps(steps: dict, n: int) -> dict:
@@ -307,6 +332,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=3, help="alternating floor/single-task runs")
     ap.add_argument("--tasks", type=int, default=3, help="tasks back to back for the steady state")
     ap.add_argument("--steady-repeats", type=int, default=2, help="rounds that also run the steady state")
+    ap.add_argument("--in-flight", type=int, default=2,
+                    help="tasks in flight in the second steady state (the first has one)")
     ap.add_argument("--decoder-repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--encoder-batch", type=int, default=0, help="images per encoder call (0: the whole task)")
@@ -369,7 +396,7 @@ def main(argv=None) -> dict:
     # The steady state (tasks back to back) is taken in the first `--steady-repeats` rounds.
     tasks = [(images, layouts)] + [make_task(rng, args.images, args.size, args.boxes, f"s{k}")
                                    for k in range(1, args.tasks)]
-    enc_runs, clip_runs, single_runs, other_runs, steady_runs = [], [], [], [], []
+    enc_runs, clip_runs, single_runs, other_runs, steady_runs, flight_runs = [], [], [], [], [], []
     for r in range(args.repeats):
         enc_runs.append(floor.encoder())
         clip_runs.append(floor.clip_forward())
@@ -377,10 +404,17 @@ def main(argv=None) -> dict:
         other_runs.append(encoder_other_attention())
         if r < args.steady_repeats:
             steady_runs.append(steady(pipe, tasks, args.device))
+            flight_runs.append(steady(pipe, tasks, args.device, args.in_flight))
     encoder_s, clip_s = min(enc_runs), min(clip_runs)
     floor_s = encoder_s + clip_s
     single_s, single_steps = min(single_runs, key=lambda r: r[0])
     steady_s, steady_each, steady_steps = min(steady_runs, key=lambda r: r[0])
+    flight_s, flight_each, _ = min(flight_runs, key=lambda r: r[0])
+    # the worker as deployed on this device, when this run measured it (else one task in flight)
+    worker_in_flight = WORKER_TASKS_IN_FLIGHT.get(torch.device(args.device).type, 1)
+    if worker_in_flight != args.in_flight:
+        worker_in_flight = 1
+    worker_s = flight_s if worker_in_flight > 1 else steady_s
     sdpa_s, stock_s = (encoder_s, min(other_runs)) if args.attention == "sdpa" else (min(other_runs), encoder_s)
 
     # decoder: all boxes in one call vs one call per box, on one embedding
@@ -419,7 +453,7 @@ def main(argv=None) -> dict:
         sam.predictor.reset_image()
     sam.decoder_batch_size = auto_batch
 
-    single_ratio, steady_ratio = single_s / floor_s, steady_s / floor_s
+    single_ratio, steady_ratio, worker_ratio = single_s / floor_s, steady_s / floor_s, worker_s / floor_s
     result = {
         "bench": "annotation",
         "sam": args.sam, "clip": args.clip, "weights": "random", "device": args.device,
@@ -440,8 +474,18 @@ def main(argv=None) -> dict:
         "single_task_ratio": round(single_ratio, 4),
         "steady_ratio": round(steady_ratio, 4),
         "steady_fraction_of_floor_throughput": round(floor_s / steady_s, 4),
+        # the same tasks with `--in-flight` at a time, in the same rounds
+        "in_flight": args.in_flight,
+        "steady_in_flight_s_per_image": round(flight_s / n, 4),
+        "steady_in_flight_ratio": round(flight_s / floor_s, 4),
+        "steady_in_flight_task_s": [round(s, 3) for s in flight_each],
+        "steady_in_flight_speedup": round(steady_s / flight_s, 4),
+        # the goal, on the steady state of the worker as deployed on this device, and on the single task
+        "worker_tasks_in_flight": worker_in_flight,
+        "worker_steady_ratio": round(worker_ratio, 4),
         "goal_ratio": GOAL_RATIO,
-        "meets_goal": single_ratio <= GOAL_RATIO and steady_ratio <= GOAL_RATIO,
+        "meets_goal_steady": worker_ratio <= GOAL_RATIO,
+        "meets_goal": single_ratio <= GOAL_RATIO and worker_ratio <= GOAL_RATIO,
         # the earlier figure: the whole against the encoder alone (CLIP counted as overhead)
         "single_task_to_encoder_ratio": round(single_s / encoder_s, 4),
         # cross-check that load from other processes cannot tilt: each run against the encoder and CLIP
@@ -467,7 +511,8 @@ def main(argv=None) -> dict:
     print(f"task of {n} images x {args.boxes} boxes: floor {floor_s:.3f} s (encoder {encoder_s:.3f} + CLIP "
           f"{clip_s:.3f} on {floor.n_crops} crops) | single task {single_s:.3f} s (runs "
           f"{[round(r[0], 3) for r in single_runs]}), ratio {single_ratio:.3f} | steady {steady_s:.3f} s per task "
-          f"({len(tasks)} back to back), ratio {steady_ratio:.3f} | decoder {args.boxes} boxes: batched "
+          f"({len(tasks)} back to back), ratio {steady_ratio:.3f}; {args.in_flight} in flight {flight_s:.3f} s, ratio "
+          f"{flight_s / floor_s:.3f} | decoder {args.boxes} boxes: batched "
           f"{dec['batched'] * 1e3:.1f} ms, per box {dec['per_box'] * 1e3:.1f} ms, segment-anything's per box "
           f"{dec['stock'] * 1e3:.1f} ms | encoder attention: stock {stock_s:.3f} s, sdpa {sdpa_s:.3f} s", flush=True)
 

@@ -412,13 +412,14 @@ def part_annotation(args, clock: Clock, work: Path, out: dict) -> dict:
     """SAM vit_h + CLIP ViT-L-14 annotating tasks of 8 images x 8 boxes at 1024 px as a GPU worker does
     (encoder batch 4, one decoder call per encoder chunk, the host pool, crops cut on the device), with `bench/annotation.py`'s pieces: the
     task against its compute floor (encoder + CLIP on the same crops, alone, same batches), one task
-    alone and tasks back to back; where the time goes (CUDA events per device step, host steps, copies,
+    alone and tasks back to back, one at a time and two in flight as the GPU worker runs them; where the time goes (CUDA events per device step, host steps, copies,
     GPU idle); mask statistics; the same with blob masks in place of the decoder's (random weights make
     noise masks); the encoder's images/s by batch and with segment-anything's attention; each CLIP
     choice's cost. The steps after the steady state run only while the part stays within its estimate
     (--tiny runs them all: its CPU timings say nothing about a GPU's)."""
     from annotation import (
         VOCABULARY,
+        WORKER_TASKS_IN_FLIGHT,
         Floor,
         MaskStats,
         annotate,
@@ -469,13 +470,21 @@ def part_annotation(args, clock: Clock, work: Path, out: dict) -> dict:
     single_s, single_steps = min(single, key=lambda r: r[0])
     tasks = [(images, layouts)] + [make_task(rng, n_img, side, n_box, f"s{k}") for k in range(1, args.annotation_tasks)]
     steady_s, steady_each, steady_steps = steady(pipe, tasks, device)
+    # the GPU worker as deployed: Celery's threads pool with WORKER_TASKS_IN_FLIGHT["cuda"] tasks at a time
+    in_flight = WORKER_TASKS_IN_FLIGHT["cuda"]
+    flight_s, flight_each, _ = steady(pipe, tasks, device, in_flight)
     res.update({
         "floor_s": round(floor_s, 4), "encoder_s": round(min(enc), 4), "clip_s": round(min(clp), 4),
         "clip_crops": floor.n_crops, "single_task_s": round(single_s, 4), "steady_s_per_task": round(steady_s, 4),
         "steady_task_s": [round(x, 4) for x in steady_each], "tasks_steady": len(tasks),
         "single_task_ratio": round(single_s / floor_s, 4), "steady_ratio": round(steady_s / floor_s, 4),
+        "in_flight": in_flight, "steady_in_flight_s_per_task": round(flight_s, 4),
+        "steady_in_flight_task_s": [round(x, 4) for x in flight_each],
+        "steady_in_flight_ratio": round(flight_s / floor_s, 4),
         "goal_ratio": GOAL_ANNOTATION_RATIO,
-        "meets_goal": max(single_s, steady_s) / floor_s <= GOAL_ANNOTATION_RATIO,
+        # the goal: the worker as deployed (tasks in flight) in steady state, and one task alone
+        "meets_goal_steady": flight_s / floor_s <= GOAL_ANNOTATION_RATIO,
+        "meets_goal": max(single_s, flight_s) / floor_s <= GOAL_ANNOTATION_RATIO,
         "whole_to_encoder_ratio": round(single_s / min(enc), 4),
         # per task: CUDA events for the device steps, wall clock for host steps (summed over the pool's
         # threads), device-to-host copies and bytes, GPU idle = wall - union of the device steps
@@ -902,7 +911,8 @@ def compile_child(spec: dict) -> None:
 SUMMARY_KEYS = {  # part -> figures worth reading first (the rest of the part explains them)
     "gligen": ("best_batch", "best_images_per_s", "best_over_diffusers_batch1", "meets_goal",
                "meets_goal_images_per_s", "fraction_of_matmul_rate", "images_per_s_at_matmul_rate"),
-    "annotation": ("whole_to_encoder_ratio", "goal_ratio"),
+    "annotation": ("single_task_ratio", "steady_ratio", "steady_in_flight_ratio", "goal_ratio", "meets_goal_steady",
+                   "meets_goal", "whole_to_encoder_ratio"),
     "trainer": ("step_ms_iat_off", "step_ms_iat_on", "iat_overhead"),
     "oom": ("rendered", "scenes", "oom_splits"),
     "compile": ("best_mode", "best_images_per_s", "compiled_over_eager", "cold_start_s", "warm_start_s",

@@ -58,14 +58,14 @@ def is_prefork(pool) -> bool:
     return type(pool).__module__.endswith(".prefork")
 
 
-def _lease_signals(settings) -> None:
+def _lease_signals(settings, limit_s: float) -> None:
     from . import lease
 
     def _prerun(task_id=None, task=None, **_kw):
         from .runtime import get_runtime
 
         try:
-            lease.on_task_start(task, get_runtime().redis, settings.lease_renew_s)
+            lease.on_task_start(task, get_runtime().redis, settings.lease_renew_s, limit_s)
         except Exception:  # noqa: BLE001 - a lease that cannot start must not stop the task
             log.exception("could not start the lease of task %s", task_id)
 
@@ -83,7 +83,7 @@ def create_worker_app(service: str, chain=None) -> Celery:
     app = create_celery_app(settings, name=f"dreammask-{service}")
     limit = settings.time_limit_of(service)
     app.conf.update(task_time_limit=limit, task_soft_time_limit=max(1, limit - 30))
-    _lease_signals(settings)
+    _lease_signals(settings, limit)
     state = {"started": False}
 
     def _start(**_kw):

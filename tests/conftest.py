@@ -115,11 +115,11 @@ def platform(tmp_path, redis_url, shared_cache_dir):
     started: list[LocalPlatform] = []
 
     def start(env: dict | None = None, services=("association", "synthesis", "annotation", "curation"),
-              extra_workers=None) -> LocalPlatform:
+              extra_workers=None, pools=None) -> LocalPlatform:
         redis.Redis.from_url(redis_url).flushdb()
         env = {"DREAMMASK_CACHE_DIR": str(shared_cache_dir), **(env or {})}
         p = LocalPlatform(tmp_path / f"platform{len(started)}", services=tuple(services), env=env,
-                          redis_url=redis_url, extra_workers=extra_workers)
+                          redis_url=redis_url, extra_workers=extra_workers, pools=pools)
         started.append(p)
         p.start()
         return p

@@ -79,6 +79,7 @@ class LocalPlatform:
         api_host: str = "127.0.0.1",
         redis_dir: str | os.PathLike | None = None,
         die_with_parent: bool = False,
+        pools: dict[str, tuple[str, int]] | None = None,
     ):
         self.root = Path(root).resolve()
         self.services = tuple(services)
@@ -88,6 +89,9 @@ class LocalPlatform:
         self.tenant = tenant
         # (name, celery app module, queue) for workers outside services/ (e.g. the trainer).
         self.extra_workers = list(extra_workers or [])
+        # worker name -> (Celery pool, concurrency); the rest run prefork with one process, as deployed on
+        # the CPU ("annotation": ("threads", 2) is the GPU annotation worker's way, docs/annotation.md).
+        self.pools = dict(pools or {})
         self.start_timeout = start_timeout
         self.supervisor = supervisor
         self.api_port, self.api_host = api_port, api_host
@@ -177,8 +181,10 @@ class LocalPlatform:
             wenv = dict(env, DREAMMASK_WORKER_HEARTBEAT_FILE=str(self.root / f"{name}.heartbeat"))
             (self.root / f"{name}.heartbeat").unlink(missing_ok=True)
             beats.append(self.root / f"{name}.heartbeat")
+            pool, concurrency = self.pools.get(name, ("prefork", 1))
             self._spawn(name, [sys.executable, "-m", "celery", "-A", module, "worker", "-Q", queue,
-                               "--concurrency", "1", "--pool", "prefork", "-n", f"{name}@%h-{os.getpid()}",
+                               "--concurrency", str(concurrency), "--pool", pool, "--prefetch-multiplier", "1",
+                               "-n", f"{name}@%h-{os.getpid()}",
                                "--without-gossip", "--without-mingle", "-l", "INFO"], wenv)
         if self.supervisor:
             self._spawn("supervisor", [sys.executable, "-m", "dreammask.shared.supervisor"],

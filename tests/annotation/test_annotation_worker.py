@@ -72,6 +72,47 @@ def test_sam_and_clip_job_annotates_and_curates(platform, worker_env):
     assert sel["kept_scenes"] + sum(sel["dropped_scenes_by_reason"].values()) == 4
 
 
+def test_two_tasks_in_flight_on_the_threads_pool(platform, worker_env, monkeypatch):
+    """The GPU annotation worker's way (docs/annotation.md, "Tasks in flight"): one process on Celery's
+    threads pool with two tasks in flight, SAM and CLIP loaded once and shared by both threads. One scene
+    per task, so the job's four scenes are four tasks; each scene's annotation is the one the pipeline
+    gives that scene alone."""
+    from dreammask.services.annotation.backends.clip import ClipScores
+    from dreammask.services.annotation.backends.sam import SamMasks
+    from dreammask.services.annotation.pipeline import AnnotationPipeline
+    from dreammask.shared.masks import load_rgb
+    from dreammask.shared.schemas import CategorySet, SceneLayout
+    from dreammask.shared.settings import Settings
+
+    env = {**worker_env, "DREAMMASK_ANNOTATION_BATCH_SIZE": "1"}
+    p = platform(env=env, pools={"annotation": ("threads", 2)})
+    job_id = p.submit(JOB)
+    view = p.wait(job_id, timeout=300)
+    assert view["state"] == "succeeded", (view, p.tail_logs())
+    assert view["stages"]["annotation"]["done"] == 4 and view["stages"]["annotation"]["failed"] == 0
+    # Celery's banner: the worker ran as asked, one process with two threads
+    assert "concurrency: 2 (thread)" in (p.logs / "annotation.log").read_text(errors="replace")
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    sam, clip = SamMasks.from_settings(Settings()), ClipScores.from_settings(Settings())
+    try:
+        vocabulary = p.store.get_model(keys.categories(job_id), CategorySet).vocabulary
+        anns = _annotations(p.store, job_id)
+        assert len(anns) == 4
+        for ann in anns:
+            layout = p.store.get_model(keys.layout(job_id, ann.scene_id), SceneLayout)
+            image = load_rgb(p.store.get_bytes(keys.image(job_id, ann.scene_id)))
+            alone = AnnotationPipeline(sam, clip).annotate_many([image], [layout], vocabulary)[0]
+            assert len(alone) == len(ann.instances) > 0
+            for want, got in zip(alone, ann.instances, strict=True):
+                assert (got.mask, got.area, got.bbox, got.category) == (want.mask, want.area, want.bbox, want.category)
+                assert got.scores == pytest.approx(want.scores, abs=1e-5)
+    finally:
+        sam.close()
+        clip.close()
+
+
 def test_corrupt_or_missing_images_fail_their_scene_with_a_reason(platform, worker_env):
     # 1. association and synthesis only: the annotation messages wait in Redis
     first = platform(env=worker_env, services=("association", "synthesis"))

@@ -5,6 +5,8 @@ code runs with its CPU stand-ins, and the crops cut "on the device" run on the C
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -44,11 +46,11 @@ def backends(annotation_env, monkeypatch):
         b.close()
 
 
-def _task(n=5):
+def _task(n=5, seed=0):
     images, layouts = [], []
     boxes = [(0.1, 0.2, 0.5, 0.7), (0.0, 0.6, 1.0, 1.0), (0.5, 0.1, 0.9, 0.5), (0.0, 0.0, 1.0, 1.0)]
     for i in range(n):
-        images.append(_image(h=96 + 8 * (i % 2), w=120, seed=i))
+        images.append(_image(h=96 + 8 * (i % 2), w=120, seed=seed + i))
         objects = [LayoutObject(category=c, box=list(b)) for c, b in zip(VOCAB, boxes[: 1 + i % 4], strict=False)]
         layouts.append(SceneLayout(job_id="j", scene_id=f"s{i:05d}", scene_index=i, novel_category="awning",
                                    caption="", objects=objects, seed=i, backend="test"))
@@ -324,3 +326,68 @@ def test_mask_hook_sees_each_image_when_images_are_decoded_together(backends):
             want = np.zeros(image.shape[:2], bool)
             want[y0:y1, x0:x1] = True
             assert np.array_equal(r.mask, want)
+
+
+@pytest.mark.parametrize("env", [
+    {"sam_encoder_batch_size": 2},  # the CPU's defaults, three chunks
+    # a GPU worker's configuration run on the CPU: a host pool, crops cut "on the device", one decoder
+    # call per chunk
+    {"sam_encoder_batch_size": 2, "annotation_host_threads": 2, "clip_crops": "device", "batch_images_in_decoder": 1},
+])
+def test_two_tasks_in_flight_give_what_each_gives_alone(backends, env):
+    """A worker with two tasks in flight (Celery's threads pool, docs/annotation.md) shares its backends
+    between them: task B's encoder starts while task A is still being scored, and each task's annotations
+    are those it gets alone."""
+    decoder_flag = env.pop("batch_images_in_decoder", None)
+    sam, clip = backends(**env)
+    sam.batch_images_in_decoder = None if decoder_flag is None else bool(decoder_flag)
+    tasks = {"a": _task(5, seed=0), "b": _task(4, seed=50)}
+    alone = {name: AnnotationPipeline(sam, clip).annotate_many(*task, VOCAB) for name, task in tasks.items()}
+
+    b_encoding = threading.Event()
+    waited: list[bool] = []
+    encode_image = clip.model.encode_image
+
+    def scoring(x):
+        # task A's first chunk is not scored until task B's encoder has run: a stream that held the
+        # backend from its first chunk to its last would keep B out, and this wait would time out
+        if threading.current_thread().name == "a" and not waited:
+            waited.append(b_encoding.wait(timeout=60))
+        return encode_image(x)
+
+    clip.model.encode_image = scoring
+    sam.model.image_encoder.register_forward_pre_hook(
+        lambda m, a: b_encoding.set() if threading.current_thread().name == "b" else None)
+    together, errors = {}, []
+
+    def run(name):
+        try:
+            together[name] = AnnotationPipeline(sam, clip).annotate_many(*tasks[name], VOCAB)
+        except BaseException as e:  # noqa: BLE001 - reported by the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(name,), name=name) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and waited == [True]
+    for name in tasks:
+        _assert_same(alone[name], together[name], 1e-6)
+
+
+def test_the_next_tasks_images_do_not_queue_behind_the_clean_up(backends):
+    """With tasks in flight the host pool may hold a backlog of the task before's clean-up; the next task's
+    images are resized by threads of their own, so its encoder starts while that backlog is still there."""
+    sam, _ = backends(annotation_host_threads=1)
+    release, encoding = threading.Event(), threading.Event()
+    backlog = sam.pool.submit(release.wait, 60)  # the pool's one thread busy with earlier clean-up
+    sam.model.image_encoder.register_forward_pre_hook(lambda m, a: encoding.set())
+    task = threading.Thread(target=sam.segment_many, args=([_image(seed=3)], [np.array([[10, 12, 50, 60]], float)]))
+    task.start()
+    try:
+        assert encoding.wait(timeout=60), "the encoder waited for the clean-up backlog"
+    finally:
+        release.set()
+        task.join(timeout=60)
+    assert backlog.result() is True and not task.is_alive()

@@ -27,6 +27,12 @@ def test_annotation_bench_tiny(tmp_path):
     for key in ("single_task", "steady"):  # the per-image figures are rounded to 1e-4 s
         t, f = r[f"{key}_s_per_image"], r["floor_s_per_image"]
         assert (t - 5e-5) / (f + 5e-5) <= r[f"{key}_ratio"] <= (t + 5e-5) / (f - 5e-5)
+    # two tasks in flight on the same tasks; the CPU worker runs one at a time, so its goal is judged on that
+    assert r["in_flight"] == 2 and len(r["steady_in_flight_task_s"]) == 2 and r["steady_in_flight_ratio"] > 0
+    one, two = r["steady_s_per_image"], r["steady_in_flight_s_per_image"]
+    assert (one - 5e-5) / (two + 5e-5) <= r["steady_in_flight_speedup"] <= (one + 5e-5) / (two - 5e-5)
+    assert r["worker_tasks_in_flight"] == 1 and r["worker_steady_ratio"] == r["steady_ratio"]
+    assert r["meets_goal_steady"] == (r["steady_ratio"] <= 1.15)
     assert r["meets_goal"] == (max(r["single_task_ratio"], r["steady_ratio"]) <= 1.15)
     assert len(r["steady_task_s"]) == 2
     steps = r["steps_per_image"]

@@ -38,6 +38,9 @@ QUEUE_MODULE = {
     "loop": "dreammask.services.loop.worker",
 }
 # A training run is resumed from its checkpoint, not waited for: its grace period is exempt.
+# Stages whose backends are thread-safe and gain from tasks in flight in one process: the LLM client
+# (docs/llm.md) and annotation (docs/annotation.md).
+QUEUES_WITH_TASKS_IN_FLIGHT = ("association", "annotation")
 QUEUES_WITH_WARM_SHUTDOWN = ("association", "synthesis", "annotation", "curation", "loop")
 
 # Which compose service runs the same workload as which Kubernetes Deployment, per profile/overlay.
@@ -280,9 +283,18 @@ def celery_worker_errors(where: str, command: list[str]) -> list[str]:
         errs.append(f"{where}: worker queue {queue!r} is not one of {', '.join(QUEUES)}")
     elif QUEUE_MODULE[queue] != module:
         errs.append(f"{where}: queue {queue!r} is served by {QUEUE_MODULE[queue]}, not {module}")
-    for flag in ("--concurrency=1", "--prefetch-multiplier=1"):
-        if flag not in command:
-            errs.append(f"{where}: a worker needs {flag} (one task per process, one process per GPU)")
+    if "--prefetch-multiplier=1" not in command:
+        errs.append(f"{where}: a worker needs --prefetch-multiplier=1 (a task reserved only when a slot is free)")
+    if "--concurrency=1" not in command:
+        # One process per GPU: several tasks in flight only as threads of that process, sharing its models,
+        # and only where the stage is built for it.
+        threads = "--pool=threads" in command
+        if not threads:
+            errs.append(f"{where}: a worker needs --concurrency=1 (one process per GPU), or --pool=threads "
+                        "for tasks in flight in one process")
+        elif queue not in QUEUES_WITH_TASKS_IN_FLIGHT:
+            errs.append(f"{where}: queue {queue!r} is not built for tasks in flight; only "
+                        f"{', '.join(QUEUES_WITH_TASKS_IN_FLIGHT)} may run --pool=threads with --concurrency above 1")
     return errs
 
 

@@ -94,6 +94,12 @@ def test_profiles_split_cpu_and_gpu(raw):
          "queue 'synthesis' is served by dreammask.services.synthesis.worker"),
         (lambda d: d["services"]["annotation-gpu"]["command"].remove("--prefetch-multiplier=1"),
          "annotation-gpu: a worker needs --prefetch-multiplier=1"),
+        # tasks in flight: threads of one process, and only on a stage built for it
+        (lambda d: d["services"]["annotation-gpu"]["command"].remove("--pool=threads"),
+         "annotation-gpu: a worker needs --concurrency=1 (one process per GPU), or --pool=threads"),
+        (lambda d: d["services"]["synthesis-gpu"]["command"].__setitem__(
+            slice(6, 7), ["--pool=threads", "--concurrency=2"]),
+         "queue 'synthesis' is not built for tasks in flight"),
         (lambda d: d["services"]["synthesis-gpu"]["environment"].update(DREAMMASK_PRELOAD_BACKENDS='["masks:sam"]'),
          "preloads 'masks:sam' on queue 'synthesis'"),
         (lambda d: d["services"]["synthesis-cpu"]["environment"].update(DREAMMASK_PRELOAD_BACKENDS='["synthesis:gligen"]'),

@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -34,7 +34,7 @@ import numpy as np
 
 from dreammask.shared.backends import MaskBackend, MaskResult
 
-from ..device_io import DeviceRun, Pending, host_pool, to_device
+from ..device_io import DeviceRun, InlineExecutor, Pending, host_pool, to_device
 from ..mask_ops import MaskWindow, WindowMaskResult, clean_window, window_bounds
 from ..settings import AnnotationSettings, resolve_device
 
@@ -289,10 +289,13 @@ class SamMasks(MaskBackend):
         self.min_hole_area = int(min_hole_area)
         self.info = dict(info or {})
         self.last_timings: dict[str, float] = {}
-        self._lock = threading.Lock()  # the predictor holds one image's state at a time
+        # Guards the model's release and the pool's creation. Runs themselves take no lock: several may be
+        # in flight at once from a worker's threads (`stream`).
+        self._lock = threading.Lock()
         # Threads for host work beside the device (-1: automatic, see `device_io.host_pool`).
         self.host_threads = int(host_threads)
         self._pool = None
+        self._input_pool = None
         # A benchmark's stand-in for the decoder's masks: (masks (N, H, W) bool, pixel boxes (N, 4)) ->
         # masks, on the device. None in production.
         self.mask_hook = None
@@ -355,9 +358,10 @@ class SamMasks(MaskBackend):
         with self._lock:
             self.predictor = None
             self.model = None
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+            for pool in (self._input_pool, self._pool):
+                if pool is not None:
+                    pool.shutdown(wait=True)
+            self._pool = self._input_pool = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -383,8 +387,26 @@ class SamMasks(MaskBackend):
     def pool(self):
         """The worker's threads for host work beside the device (`host_threads`; inline on the CPU)."""
         if self._pool is None:
-            self._pool = host_pool(self.host_threads, self.device)
+            with self._lock:
+                if self._pool is None:
+                    self._pool = host_pool(self.host_threads, self.device)
         return self._pool
+
+    # Threads that resize images for the encoder when the host pool has threads.
+    INPUT_THREADS = 2
+
+    @property
+    def input_pool(self):
+        """Threads that resize the images for the encoder, apart from `pool`: with tasks in flight, the
+        next task's images must not queue behind the clean-up the task before it left in the pool, or its
+        encoder would wait for that clean-up. Inline where `pool` is."""
+        pool = self.pool
+        if self._input_pool is None:
+            with self._lock:
+                if self._input_pool is None:
+                    self._input_pool = pool if isinstance(pool, InlineExecutor) else \
+                        ThreadPoolExecutor(self.INPUT_THREADS, thread_name_prefix="annotation-input")
+        return self._input_pool
 
     def new_run(self) -> DeviceRun:
         return DeviceRun(self.device, self.pool)
@@ -420,8 +442,13 @@ class SamMasks(MaskBackend):
         decoder's masks stay on the device: their boxes and scores come to the host in one small copy
         per chunk, then each mask's window (its box and a one-pixel ring) in one copy per chunk on the
         side stream, and the pool cleans each window (`clean_window`) as soon as the copy has landed.
-        The images are resized on the host by the pool ahead of the encoder, as `SamPredictor.set_image`
+        The images are resized on the host by `input_pool` ahead of the encoder, as `SamPredictor.set_image`
         does. `keep_images`: also keep each image as given on the device (uint8 (H, W, 3)), for crops.
+
+        Several runs may stream at once from different threads (a worker with tasks in flight, docs/
+        annotation.md): each has its own timer, side stream and buffers; the model and the host pool are
+        shared, and their device work queues on the same stream, so one task's encoder runs while another
+        task's host work finishes. No lock is held between chunks.
         """
         if self.model is None:
             raise RuntimeError("the SAM backend was closed")
@@ -434,17 +461,16 @@ class SamMasks(MaskBackend):
             prepared.append((image, as_pixel_boxes(b, h, w)))
         todo = [k for k, (_, b) in enumerate(prepared) if len(b)]
         chunks = [todo[s : s + self.encoder_batch_size] for s in range(0, len(todo), self.encoder_batch_size)]
-        with self._lock:
-            inputs = {k: run.pool.submit(self._host_input, prepared[k][0], run) for k in todo}
-            previous = None
-            for c in chunks:
-                current = self._queue_chunk(c, prepared, [inputs.pop(k).result() for k in c], run, keep_images)
-                if previous is not None:
-                    yield previous.handed()
-                self._start_windows(current, run)
-                previous = current
+        inputs = {k: self.input_pool.submit(self._host_input, prepared[k][0], run) for k in todo}
+        previous = None
+        for c in chunks:
+            current = self._queue_chunk(c, prepared, [inputs.pop(k).result() for k in c], run, keep_images)
             if previous is not None:
                 yield previous.handed()
+            self._start_windows(current, run)
+            previous = current
+        if previous is not None:
+            yield previous.handed()
 
     def _compute(self):
         import torch
