@@ -470,6 +470,7 @@ def part_annotation(args, clock: Clock, work: Path, out: dict) -> dict:
     single_s, single_steps = min(single, key=lambda r: r[0])
     tasks = [(images, layouts)] + [make_task(rng, n_img, side, n_box, f"s{k}") for k in range(1, args.annotation_tasks)]
     steady_s, steady_each, steady_steps = steady(pipe, tasks, device)
+    backends = {"sam": dict(sam.last_timings), "clip": dict(clip.last_timings)}  # the last task one at a time
     # the GPU worker as deployed: Celery's threads pool with WORKER_TASKS_IN_FLIGHT["cuda"] tasks at a time
     in_flight = WORKER_TASKS_IN_FLIGHT["cuda"]
     flight_s, flight_each, _ = steady(pipe, tasks, device, in_flight)
@@ -489,7 +490,7 @@ def part_annotation(args, clock: Clock, work: Path, out: dict) -> dict:
         # per task: CUDA events for the device steps, wall clock for host steps (summed over the pool's
         # threads), device-to-host copies and bytes, GPU idle = wall - union of the device steps
         "steps_single_task": per_image_steps(single_steps, 1), "steps_steady_last_task": per_image_steps(steady_steps, 1),
-        "backends": {"sam": dict(sam.last_timings), "clip": dict(clip.last_timings)},
+        "backends": backends,
     })
     skipped = []
     if fits(args.est_annotation_stats_s):
@@ -538,8 +539,10 @@ def _annotation_settings(args) -> None:
     the first run (the encoder at 29 images/s at batch 8; the task then took 8.48 s, the islands pass
     being quadratic) with the clean-up now linear: building vit_h and ViT-L-14 with random weights on the
     host about 20 s, each task of 8 random-weight images about 1-3 s (its clean-up works through noise
-    masks of thousands of islands), 8 such tasks."""
-    defaults = {"annotation_encoder_batch": 2 if args.tiny else 4, "annotation_repeats": 2, "annotation_tasks": 4}
+    masks of thousands of islands; the second run: 0.64 s), about 20 such tasks: warm-up, single task,
+    and the steady state's 6 tasks one at a time and two in flight."""
+    defaults = {"annotation_encoder_batch": 2 if args.tiny else 4, "annotation_repeats": 2,
+                "annotation_tasks": 4 if args.tiny else 6}  # two in flight: a longer run, less ramp at its ends
     steps = {"est_annotation_stats_s": 8, "est_annotation_blob_s": 10, "est_annotation_encoder_s": 10,
              "est_annotation_choices_s": 12}
     for k, v in {**defaults, **{k: v / 20 if args.tiny else v for k, v in steps.items()}}.items():
