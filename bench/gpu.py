@@ -508,6 +508,7 @@ def part_annotation(args, clock: Clock, work: Path, out: dict) -> dict:
         try:
             annotate(pipe, images, layouts, device)  # warm
             blob_s, blob_each, blob_steps = steady(pipe, tasks, device)
+            blob_flight_s, _, _ = steady(pipe, tasks, device, in_flight)
             stats = MaskStats()
             sam.mask_hook = lambda m, b: stats(blob_masks(m, b), b)
             annotate(pipe, images, layouts, device)
@@ -515,6 +516,7 @@ def part_annotation(args, clock: Clock, work: Path, out: dict) -> dict:
             sam.mask_hook = None
         res["blob_masks"] = {"steady_s_per_task": round(blob_s, 4), "steady_ratio": round(blob_s / floor_s, 4),
                              "steady_task_s": [round(x, 4) for x in blob_each],
+                             "steady_in_flight_ratio": round(blob_flight_s / floor_s, 4),
                              "steps_last_task": per_image_steps(blob_steps, 1), "mask_stats": stats.summary(),
                              "backends": {"sam": dict(sam.last_timings), "clip": dict(clip.last_timings)}}
     else:

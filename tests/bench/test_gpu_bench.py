@@ -65,6 +65,7 @@ def test_gpu_bench_tiny_runs_every_part(tmp_path):
     assert steps["d2h_copies"] == 1 and {"cleanup", "rle"} <= set(steps["host_s"])
     assert a["backends"]["sam"]["encoder_s"] > 0 and a["backends"]["clip"]["encoder_s"] > 0
     assert a["mask_stats"]["masks"] == 32 and a["blob_masks"]["mask_stats"]["components_per_mask_median"] == 2
+    assert a["blob_masks"]["steady_ratio"] > 0 and a["blob_masks"]["steady_in_flight_ratio"] > 0
     assert set(a["encoder_images_per_s_by_batch"]) == {"1", "4"} and a["encoder_sdpa_speedup"] > 0
     assert a["clip_choices_per_image"]["tiny"]["two_crops_s"] > 0 and a["skipped_to_fit"] == []
 
