@@ -53,7 +53,6 @@ class Lease:
             self.renew()
 
     def start(self) -> Lease:
-        self._started = time.monotonic()
         self.renew()
         self._thread.start()
         return self

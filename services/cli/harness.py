@@ -183,8 +183,7 @@ class LocalPlatform:
             beats.append(self.root / f"{name}.heartbeat")
             pool, concurrency = self.pools.get(name, ("prefork", 1))
             self._spawn(name, [sys.executable, "-m", "celery", "-A", module, "worker", "-Q", queue,
-                               "--concurrency", str(concurrency), "--pool", pool, "--prefetch-multiplier", "1",
-                               "-n", f"{name}@%h-{os.getpid()}",
+                               "--concurrency", str(concurrency), "--pool", pool, "-n", f"{name}@%h-{os.getpid()}",
                                "--without-gossip", "--without-mingle", "-l", "INFO"], wenv)
         if self.supervisor:
             self._spawn("supervisor", [sys.executable, "-m", "dreammask.shared.supervisor"],
