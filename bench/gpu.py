@@ -9,8 +9,8 @@ With randomly initialised full-size models (no weights can be downloaded), in on
      weights and quality settings (images/s, peak memory), each with its per-stage times (CUDA events for
      the text encoder, UNet, scheduler and VAE; wall clock for the host's stages; copies to the host;
      GPU idle = wall - busy) and the renderer's own per-image seconds; the layout and precision options
-     side by side at one batch size (plain, channels-last, fused QKV, both, both in bf16; images/s and the
-     pixel difference to plain); FLOPs per image from PyTorch's flop counter, the card's dense matmul rate
+     side by side at one batch size (plain, channels-last, fused QKV, both, fused QKV with deep-feature
+     caching every 2 and 3 steps, both in bf16; images/s and the pixel difference to plain); FLOPs per image from PyTorch's flop counter, the card's dense matmul rate
      measured in the same run, and the fraction of it our best batch reaches;
   2. ``annotation``: SAM vit_h + CLIP ViT-L-14, tasks of 8 images x 8 boxes as a GPU worker runs them:
      one task and tasks back to back against the compute floor (encoder + CLIP alone), per-step times
@@ -73,7 +73,8 @@ GOAL_ANNOTATION_RATIO = 1.15
 # variants and counts FLOPs. The compile part ran over 330 s against an estimate of 150 s with eight UNet
 # graphs: it now compiles two (the full batch, fusers on and off), runs last, in child processes killed
 # at the deadline, and starts only with COMPILE_MIN_S left.
-ESTIMATES_S = {"gligen": 110, "annotation": 90, "trainer": 100, "oom": 30, "compile": 150}
+# Two feature-cache variants (32 images each at batch 16) added about 15 s to the GLIGEN part.
+ESTIMATES_S = {"gligen": 125, "annotation": 90, "trainer": 100, "oom": 30, "compile": 150}
 # The warm start needs only a little over its goal: a child still not ready when it is killed at the
 # deadline has shown that the goal is not met, and how long it waited (`warm_start_s_over`).
 COMPILE_MIN_S = {"cold": 100, "warm": 35, "background": 45, "second_mode": 100}
@@ -297,12 +298,15 @@ def count_flops(pipe, size: int, params) -> dict:
             if loop.device.type == "cpu" else "convolutions, matmuls and SDPA attention"}
 
 
-VARIANTS = (  # name, channels-last, fused QKV, dtype (None: the pipeline's)
-    ("plain", "off", "off", None),
-    ("channels_last", "on", "off", None),
-    ("fused_qkv", "off", "on", None),
-    ("channels_last_fused_qkv", "on", "on", None),
-    ("channels_last_fused_qkv_bf16", "on", "on", "bfloat16"),  # last: the pipeline stays in bf16
+VARIANTS = (  # name, channels-last, fused QKV, dtype (None: the pipeline's), feature-cache interval
+    ("plain", "off", "off", None, 1),
+    ("channels_last", "on", "off", None, 1),
+    ("fused_qkv", "off", "on", None, 1),
+    ("channels_last_fused_qkv", "on", "on", None, 1),
+    # deep-feature caching changes the images: its pixel difference to plain is its cost
+    ("fused_qkv_feature_cache_2", "off", "on", None, 2),
+    ("fused_qkv_feature_cache_3", "off", "on", None, 3),
+    ("channels_last_fused_qkv_bf16", "on", "on", "bfloat16", 1),  # last: the pipeline stays in bf16
 )
 
 
@@ -387,19 +391,23 @@ def part_gligen(args, clock: Clock, work: Path, out: dict) -> dict:
     n = images_for(vb)
     lays = layouts(n, seed=5)
     variants, plain = {}, None
-    for name, cl, fq, dtype in VARIANTS:
+    for name, cl, fq, dtype, cache in VARIANTS:
         if clock.left() < args.est_gligen_batch_s * (1 + n / 8):
             variants[name] = {"skipped": f"{clock.left():.0f} s left"}
             continue
         if dtype:
             pipe.to(dtype=getattr(torch, dtype))
-        r = make_renderer(pipe, vb, size, warm_batch=True, gligen_channels_last=cl, gligen_fuse_qkv=fq)
+        r = make_renderer(pipe, vb, size, warm_batch=True, gligen_channels_last=cl, gligen_fuse_qkv=fq,
+                          gligen_feature_cache_interval=cache)
         outs, dt = timed_render(r, lays, params, size, device)
-        variants[name] = {"images_per_s": round(n / dt, 3), "dtype": str(pipe.unet.dtype).removeprefix("torch.")}
+        variants[name] = {"images_per_s": round(n / dt, 3), "dtype": str(pipe.unet.dtype).removeprefix("torch."),
+                          "feature_cache_interval": cache, "full_unet_passes": outs[0].info["full_unet_passes"]}
         if plain is None:
             plain = outs
         else:
             variants[name]["pixel_diff_to_plain"] = pixel_diff(outs, plain)
+        if cache > 1 and "images_per_s" in variants.get("fused_qkv", {}):
+            variants[name]["speedup_over_fused_qkv"] = round(n / dt / variants["fused_qkv"]["images_per_s"], 3)
         del r
         free(device)
     res["variants"] = {"batch": vb, "images": n, **variants}

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .feature_cache import DeepFeatureCache
+
 # The grounding-token count GLIGEN was trained with; the diffusers pipeline pads to it.
 MAX_GROUNDING_TOKENS = 30
 # Category names repeat across every scene of a job: their phrase features are kept (a few MB at most).
@@ -107,6 +109,9 @@ class GligenBatchPipeline:
         self.compiled_cudagraphs = False
         self.use_compiled_unet = True  # False: the eager UNet for every shape (the equality tests)
         self.compiled_calls = 0  # UNet passes that ran compiled (the tests and the bench read it)
+        # Deep-feature caching (`feature_cache.DeepFeatureCache`): the whole UNet every this many steps, its
+        # shallow branch in between. 1: off, every step exact. It changes the images; eager UNet only.
+        self.feature_cache_interval = 1
         # Optional per-stage timing (bench/gpu_timing.StageTimer: CUDA events on a GPU); None in production.
         self.timer = None
 
@@ -294,6 +299,7 @@ class GligenBatchPipeline:
         # Scheduled sampling: grounding for the first `beta` share of the steps, plain SD after.
         num_grounding_steps = int(gligen_scheduled_sampling_beta * len(timesteps))
         compiled_steps = 0
+        cache = DeepFeatureCache(self.unet, self.feature_cache_interval) if self.feature_cache_interval > 1 else None
         self.enable_fuser(True)
         try:
             for i, t in enumerate(timesteps):
@@ -301,11 +307,17 @@ class GligenBatchPipeline:
                     self.enable_fuser(False)
                 model_input = torch.cat([latents] * 2) if do_cfg else latents
                 model_input = sched.scale_model_input(model_input, t)
-                unet, compiled = self._unet_for(model_input)
                 with self._gpu("unet"):
-                    noise_pred = self._run_unet(unet, compiled, model_input, t, prompt_embeds,
-                                                cross_attention_kwargs, keep=not do_cfg)
-                compiled_steps += compiled
+                    if cache is not None:
+                        # The features kept while the fusers were on are stale once they are off.
+                        noise_pred = cache(i, model_input, t, encoder_hidden_states=prompt_embeds,
+                                           cross_attention_kwargs=cross_attention_kwargs,
+                                           refresh=i == num_grounding_steps).sample
+                    else:
+                        unet, compiled = self._unet_for(model_input)
+                        noise_pred = self._run_unet(unet, compiled, model_input, t, prompt_embeds,
+                                                    cross_attention_kwargs, keep=not do_cfg)
+                        compiled_steps += compiled
                 with self._gpu("scheduler"):
                     if do_cfg:
                         uncond, cond = noise_pred.chunk(2)
@@ -329,6 +341,9 @@ class GligenBatchPipeline:
             # True when every UNet pass of this batch ran compiled (images equal the eager ones within
             # the tolerance docs/synthesis.md states)
             "compiled_unet": compiled_steps == len(timesteps),
+            # 1: every UNet pass exact; above 1 the images depend on it (docs/synthesis.md, feature caching)
+            "feature_cache_interval": cache.interval if cache is not None else 1,
+            "full_unet_passes": cache.full_steps if cache is not None else len(timesteps),
         }
         return GligenBatchOutput(images=images, info=info, prompt_truncated=truncated)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from dreammask.shared.settings import Settings
 
@@ -78,6 +78,11 @@ class SynthesisSettings(Settings):
     # this long (a cache entry measured that fast); otherwise it serves tasks with the eager UNet and
     # compiles in a background thread, switching over when done.
     gligen_compile_blocking_limit_s: float = Field(30.0, ge=0.0)
+    # Deep-feature caching across denoising steps (DeepCache; docs/synthesis.md, "Feature caching"): the whole
+    # UNet every this many steps and only its shallow branch in between. 1: off (the default; every step
+    # exact). It changes the images, by a measured amount, and runs the eager UNet, so it is refused
+    # together with torch.compile.
+    gligen_feature_cache_interval: int = Field(1, ge=1, le=10)
     # Encoding PNGs and writing them to storage overlap the next GPU batch in this many threads; at most
     # this many scenes per thread wait for a writer before the renderer pauses.
     synthesis_writer_threads: int = Field(2, ge=1, le=32)
@@ -89,6 +94,14 @@ class SynthesisSettings(Settings):
     # on steps, guidance and size are the deployment's (DREAMMASK_MAX_SYNTHESIS_STEPS, ...), checked once at
     # submission.
     gligen_max_objects: int = Field(GLIGEN_MAX_OBJECTS, ge=1, le=GLIGEN_MAX_OBJECTS)
+
+    @model_validator(mode="after")
+    def _feature_cache_runs_eagerly(self):
+        if self.gligen_feature_cache_interval > 1 and self.gligen_torch_compile:
+            raise ValueError(
+                "DREAMMASK_GLIGEN_FEATURE_CACHE_INTERVAL above 1 runs the eager UNet, so the compiled one would "
+                "never serve: set DREAMMASK_GLIGEN_TORCH_COMPILE=false, or the interval to 1")
+        return self
 
     def resolved_model_path(self, models_dir: Path) -> Path:
         path = Path(self.gligen_model_path).expanduser()

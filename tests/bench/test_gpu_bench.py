@@ -50,6 +50,10 @@ def test_gpu_bench_tiny_runs_every_part(tmp_path):
     for name in ("channels_last", "fused_qkv", "channels_last_fused_qkv"):
         assert v[name]["images_per_s"] > 0 and v[name]["pixel_diff_to_plain"]["max"] <= 1, (name, v[name])
     assert v["channels_last_fused_qkv_bf16"]["dtype"] == "bfloat16"
+    for n in (2, 3):  # deep-feature caching: fewer whole-UNet passes, its pixel cost measured beside
+        c = v[f"fused_qkv_feature_cache_{n}"]
+        assert c["feature_cache_interval"] == n and c["full_unet_passes"] < v["fused_qkv"]["full_unet_passes"]
+        assert c["images_per_s"] > 0 and c["speedup_over_fused_qkv"] > 0 and c["pixel_diff_to_plain"]["max"] > 1
 
     a = last["annotation"]  # the GPU worker's configuration on the CPU: a host pool, crops cut "on the device"
     assert a["host_threads"] == 2 and a["clip_crops_on_device"] and a["encoder_batch_size"] == 2

@@ -69,6 +69,7 @@ class GligenRenderer(RenderBackend):
         self._compile_thread: threading.Thread | None = None
         self._compile_t0 = 0.0
         self._loop.vae_slicing = settings.gligen_vae_slicing
+        self._loop.feature_cache_interval = settings.gligen_feature_cache_interval
         self.oom_splits = 0  # batches halved after running out of memory (the OOM test reads it)
 
     # ------------------------------------------------------------------ lifecycle
@@ -197,6 +198,7 @@ class GligenRenderer(RenderBackend):
             "variant": plan.variant if plan else None,
             "device": plan.device if plan else None,
             **self._options,
+            "feature_cache_interval": self.settings.gligen_feature_cache_interval,
             **({"compile_state": self._compiler.status["state"]} if self._compiler is not None else {}),
         }
 
