@@ -26,8 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "synthesis"))  # tiny_gligen
 sys.path.insert(0, str(ROOT / "bench"))
@@ -60,15 +58,6 @@ def unet_flops(loop, size: int, interval: int) -> dict:
             "shallow_over_full": round(counts["shallow"] / counts["full"], 4)}
 
 
-def image_diff(outs, exact) -> dict:
-    a = np.stack([np.asarray(o.image, np.float64) for o in outs])
-    b = np.stack([np.asarray(o.image, np.float64) for o in exact])
-    d = np.abs(a - b)
-    mse = float((d**2).mean())
-    return {"mean_abs": round(float(d.mean()), 3), "max_abs": int(d.max()),
-            "psnr_db": round(10 * np.log10(255.0**2 / mse), 2) if mse > 0 else None}
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="the tests' tiny GLIGEN at 64 px")
@@ -84,7 +73,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     import torch
-    from gpu import build_gligen_pipe, layouts, make_renderer, sync
+    from gpu import build_gligen_pipe, layouts, make_renderer, pixel_diff, sync
 
     from dreammask.shared.schemas import SynthesisParams
 
@@ -136,12 +125,12 @@ def main(argv=None) -> dict:
                "full_unet_passes": passes, "shallow_unet_passes": iters - passes,
                "unet_tflop_per_image": round(passes * full + (iters - passes) * shallow, 4)}
         if n != 1:
-            row["image_diff_to_exact"] = image_diff(outs[n], exact)
+            row["image_diff_to_exact"] = pixel_diff(outs[n], exact)
         res["intervals"][str(n)] = row
     print(" | ".join(f"interval {n}: {v['images_per_s']} images/s ({v['speedup']}x), {v['full_unet_passes']} full "
                      f"UNet passes of {v['full_unet_passes'] + v['shallow_unet_passes']}"
                      + (f", PSNR {v['image_diff_to_exact']['psnr_db']} dB, mean |diff| "
-                        f"{v['image_diff_to_exact']['mean_abs']}" if "image_diff_to_exact" in v else "")
+                        f"{v['image_diff_to_exact']['mean']}" if "image_diff_to_exact" in v else "")
                      for n, v in res["intervals"].items()), file=sys.stderr)
     print(json.dumps(res))
     return res

@@ -213,10 +213,13 @@ def timed_render(r, lays, params, size: int, device: str):
 
 
 def pixel_diff(outs_a, outs_b) -> dict:
+    """Largest and mean absolute difference in grey levels, and PSNR in dB (None where equal)."""
     a = np.stack([np.asarray(o.image, np.int16) for o in outs_a])
     b = np.stack([np.asarray(o.image, np.int16) for o in outs_b])
     d = np.abs(a - b)
-    return {"max": int(d.max()), "mean": round(float(d.mean()), 4)}
+    mse = float((d.astype(np.float64) ** 2).mean())
+    return {"max": int(d.max()), "mean": round(float(d.mean()), 4),
+            "psnr_db": round(10 * np.log10(255.0**2 / mse), 2) if mse > 0 else None}
 
 
 def backend_timings(outs) -> list[dict]:
