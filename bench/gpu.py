@@ -252,6 +252,23 @@ def matmul_rate(device: str, dtype, tiny: bool) -> dict:
     return {"n": n, "dtype": str(dtype).removeprefix("torch."), "tflops": round(2 * n**3 * iters / dt / 1e12, 2)}
 
 
+def guided_unet_inputs(loop, size: int, t, sample=None) -> tuple[tuple, dict]:
+    """The UNet's arguments for one scene's guided pair as the loop builds them: the negative and the
+    caption embedding, the grounding with the unconditional half's masks off, random latents at `size`."""
+    import torch
+
+    from dreammask.services.synthesis.gligen_loop import GroundedPrompt
+
+    sample = sample or GroundedPrompt("a photo", ["object"], [[0.2, 0.2, 0.8, 0.8]], seed=0)
+    embeds, _ = loop.encode_prompts([sample.prompt])
+    embeds = torch.cat([loop.negative_embedding(""), embeds])
+    g = {k: torch.cat([v, v]) for k, v in loop.grounding_inputs([sample]).items()}
+    g["masks"][:1] = 0
+    side = size // loop.vae_scale_factor
+    x = torch.randn(2, loop.unet.config.in_channels, side, side, device=loop.device, dtype=loop.dtype)
+    return (x, t), {"encoder_hidden_states": embeds, "cross_attention_kwargs": {"gligen": g}}
+
+
 def count_flops(pipe, size: int, params) -> dict:
     """FLOPs of one image with PyTorch's flop counter: the guided UNet pair per denoising iteration
     (fusers on for the grounding iterations, off after), the VAE decode, the caption's text encoding."""
@@ -270,19 +287,13 @@ def count_flops(pipe, size: int, params) -> dict:
         return int(fc.get_total_flops())
 
     text = flops(lambda: loop.encode_prompts([sample.prompt]))
-    embeds, _ = loop.encode_prompts([sample.prompt])
-    embeds = torch.cat([loop.negative_embedding(""), embeds])
-    g = loop.grounding_inputs([sample])
-    g = {k: torch.cat([v, v]) for k, v in g.items()}
-    g["masks"][:1] = 0
-    side = size // loop.vae_scale_factor
-    x = torch.randn(2, pipe.unet.config.in_channels, side, side, device=loop.device, dtype=loop.dtype)
     sched = make_scheduler(pipe.scheduler, params.scheduler)
     sched.set_timesteps(params.steps, device=loop.device)
-    t = sched.timesteps[0]
+    args, kwargs = guided_unet_inputs(loop, size, sched.timesteps[0], sample)
+    x = args[0]
 
     def unet():
-        pipe.unet(x, t, encoder_hidden_states=embeds, cross_attention_kwargs={"gligen": g})
+        pipe.unet(*args, **kwargs)
 
     loop.enable_fuser(True)
     unet_on = flops(unet)
